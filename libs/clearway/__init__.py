@@ -1,0 +1,1 @@
+"""Clearway shared libraries: money, telemetry, Kafka/DB/Redis plumbing, generated protobuf code."""

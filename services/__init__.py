@@ -1,0 +1,1 @@
+"""Clearway services: ingest, fares, settlement, accounts."""
