@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fares": ("services.fares.entrypoints.cli", "main", "fare engine tools: fares simulate ..."),
     "simulate": ("services.ingest.simulator.cli", "main", "drive validator streams"),
     "demo": ("services.demo", "main", "run a simulated network day end to end"),
+    "health": ("services.healthcheck", "main", "gRPC health check: health HOST:PORT [SERVICE]"),
 }
 
 
