@@ -1,0 +1,104 @@
+"""Kafka plumbing shared by the services: topic names, topic creation, producers, consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names; a prefix lets tests and several schemes share one cluster."""
+
+    prefix: str = ""
+
+    @property
+    def taps(self) -> str:
+        """Accepted taps, key = card token."""
+        return f"{self.prefix}taps"
+
+    @property
+    def taps_dlq(self) -> str:
+        """Rejected taps with their reason (dead letters), key = device id."""
+        return f"{self.prefix}taps.dlq"
+
+    @property
+    def journeys(self) -> str:
+        """Priced journeys and adjustments, key = card token."""
+        return f"{self.prefix}journeys"
+
+    @property
+    def statements(self) -> str:
+        """Statements issued at period close, key = party id."""
+        return f"{self.prefix}statements"
+
+    def all(self) -> list[str]:
+        """Every topic Clearway uses."""
+        return [self.taps, self.taps_dlq, self.journeys, self.statements]
+
+
+async def ensure_topics(
+    bootstrap: str, names: Iterable[str], partitions: int = 3, timeout_s: float = 60.0
+) -> None:
+    """Create the topics that do not exist yet (replication factor 1 locally)."""
+    wanted = list(names)
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [n for n in wanted if n not in existing]
+            if missing:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics(
+                        [
+                            NewTopic(n, num_partitions=partitions, replication_factor=1)
+                            for n in missing
+                        ]
+                    )
+            return
+        except KafkaConnectionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.close()
+
+
+def idempotent_producer(bootstrap: str, **overrides: object) -> AIOKafkaProducer:
+    """A producer that only acknowledges what every in-sync replica took, without duplicates."""
+    options: dict[str, object] = {
+        "bootstrap_servers": bootstrap,
+        "acks": "all",
+        "enable_idempotence": True,
+        "linger_ms": 5,
+    }
+    options.update(overrides)
+    return AIOKafkaProducer(**options)
+
+
+def transactional_producer(bootstrap: str, transactional_id: str) -> AIOKafkaProducer:
+    """A producer whose sends and consumer-offset commits are atomic (exactly-once effect)."""
+    return idempotent_producer(bootstrap, transactional_id=transactional_id, linger_ms=0)
+
+
+def committed_consumer(bootstrap: str, group_id: str, *topics: str) -> AIOKafkaConsumer:
+    """A group consumer that reads only committed records and commits offsets explicitly."""
+    return AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+    )

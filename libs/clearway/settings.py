@@ -1,0 +1,82 @@
+"""Typed settings read once from environment variables, with developer-machine defaults."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from clearway.infra.endpoints import Endpoints
+from clearway.kafka import Topics
+
+DEFAULT_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+    code = "BAD_SETTING"
+
+
+def env_str(name: str, default: str) -> str:
+    """The variable's value, or `default` when unset or empty."""
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def env_int(name: str, default: int, *, minimum: int = 0) -> int:
+    """An integer variable; a clear error when it is not one."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def env_float_seconds(name: str, default: float) -> float:
+    """A duration in seconds (fractions allowed: this is time, not money)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSettings:
+    """What every service needs: where it listens and where the infrastructure is."""
+
+    service: str
+    grpc_host: str
+    grpc_port: int
+    endpoints: Endpoints
+    log_level: str
+    grace_seconds: float
+    otlp_endpoint: str | None
+    topics: Topics
+    db_schema: str
+    consumer_group: str
+
+    @classmethod
+    def from_env(cls, service: str) -> ServiceSettings:
+        """Read `CLEARWAY_*` variables for `service`."""
+        return cls(
+            service=service,
+            grpc_host=env_str("CLEARWAY_GRPC_HOST", "127.0.0.1"),
+            grpc_port=env_int("CLEARWAY_GRPC_PORT", DEFAULT_PORTS.get(service, 50050)),
+            endpoints=Endpoints.from_env(),
+            log_level=env_str("CLEARWAY_LOG_LEVEL", "INFO").upper(),
+            grace_seconds=env_float_seconds("CLEARWAY_GRACE_SECONDS", 10.0),
+            otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            topics=Topics(env_str("CLEARWAY_TOPIC_PREFIX", "")),
+            db_schema=env_str("CLEARWAY_DB_SCHEMA", service),
+            consumer_group=env_str("CLEARWAY_CONSUMER_GROUP", f"clearway-{service}"),
+        )
