@@ -1,0 +1,1 @@
+"""Accounts: each card's journey history, stored from `journeys` and served over gRPC."""
