@@ -1,0 +1,1 @@
+"""Settlement domain: apportionment, double-entry postings, netting and statements (pure)."""
