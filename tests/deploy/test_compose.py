@@ -138,6 +138,7 @@ def test_service_runs_itself_and_reaches_the_infrastructure(
     service = services[name]
     env = service["environment"]
     assert service["command"] == ["serve", name]
+    assert env["CLEARWAY_GRPC_HOST"] == "0.0.0.0", "127.0.0.1 is unreachable from outside"
     assert env["CLEARWAY_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert env["CLEARWAY_PG_DSN"] == "postgresql://clearway:clearway@postgres:5432/clearway"
     assert env["CLEARWAY_REDIS_URL"] == "redis://redis:6379/0"

@@ -84,6 +84,12 @@ def test_image_exposes_the_four_grpc_ports(instructions: list[Instruction]) -> N
     assert {"50051", "50052", "50053", "50054"} <= exposed
 
 
+def test_image_listens_on_every_interface(instructions: list[Instruction]) -> None:
+    stage = final_stage(instructions)
+    env = [word for keyword, arguments in stage if keyword == "ENV" for word in arguments.split()]
+    assert "CLEARWAY_GRPC_HOST=0.0.0.0" in env
+
+
 def test_project_is_installed_without_pip_cache(instructions: list[Instruction]) -> None:
     runs = [arguments for keyword, arguments in instructions if keyword == "RUN"]
     assert any("pip install --no-cache-dir ." in run for run in runs)

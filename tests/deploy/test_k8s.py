@@ -107,6 +107,7 @@ def test_deployment_reads_settings_from_the_configmap(name: str) -> None:
     assert referenced
     assert referenced <= set(config_maps)
     data = config_maps["clearway-config"]["data"]
+    assert data["CLEARWAY_GRPC_HOST"] == "0.0.0.0", "probes connect to the pod IP"
     for key in ("CLEARWAY_KAFKA_BOOTSTRAP", "CLEARWAY_PG_DSN", "CLEARWAY_REDIS_URL"):
         assert data[key], key
 
