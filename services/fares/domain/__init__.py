@@ -1,0 +1,58 @@
+"""The fare engine: pure domain code (no I/O except `feed.load_fare_data`, no asyncio).
+
+Taps in, priced journeys out; GTFS Fares v2 plus Clearway extensions (docs/fare-data.md).
+"""
+
+from .errors import (
+    FaresError,
+    FeedError,
+    NaiveTimeError,
+    NoFareVersionError,
+    Problem,
+    UnknownRouteError,
+    UnknownStopError,
+)
+from .feed import load_fare_data
+from .model import (
+    Cap,
+    CapPeriod,
+    FareCatalog,
+    FareData,
+    FareMedia,
+    FareProduct,
+    MaximumFare,
+    RiderCategory,
+    Tap,
+    TapKind,
+)
+from .priced import CapApplied, JourneyRevision, PricedJourney, PricedLeg
+from .pricing import check_tap, price_card
+from .revision import revise
+
+__all__ = [
+    "Cap",
+    "CapApplied",
+    "CapPeriod",
+    "FareCatalog",
+    "FareData",
+    "FareMedia",
+    "FareProduct",
+    "FaresError",
+    "FeedError",
+    "JourneyRevision",
+    "MaximumFare",
+    "NaiveTimeError",
+    "NoFareVersionError",
+    "PricedJourney",
+    "PricedLeg",
+    "Problem",
+    "RiderCategory",
+    "Tap",
+    "TapKind",
+    "UnknownRouteError",
+    "UnknownStopError",
+    "check_tap",
+    "load_fare_data",
+    "price_card",
+    "revise",
+]

@@ -1,0 +1,1 @@
+"""Doors into the fare engine (the `clearway fares ...` CLI lives in `cli.py`)."""
