@@ -93,10 +93,16 @@ class RunningService:
             return
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
-        log.info("draining", extra={"grace_seconds": self.service.settings.grace_seconds})
-        await self.server.stop(self.service.settings.grace_seconds)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.service.stop(), self.service.settings.grace_seconds)
+        grace = self.service.settings.grace_seconds
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        log.info("draining", extra={"grace_seconds": grace})
+        # One budget for the whole stop: in-flight RPCs get most of it, the service the rest.
+        await self.server.stop(grace * 0.7)
+        try:
+            await asyncio.wait_for(self.service.stop(), max(0.5, deadline - loop.time()))
+        except Exception:
+            log.exception("service did not stop cleanly within the grace")
         log.info("stopped")
 
 

@@ -61,16 +61,13 @@ class _Deferred(ingest_pb2_grpc.IngestServiceServicer):
     def __init__(self, app: IngestApp) -> None:
         self.app = app
 
-    def StreamTaps(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
+    async def StreamTaps(self, request_iterator, context):  # type: ignore[no-untyped-def]  # noqa: N802
         """Delegate to the live servicer; UNAVAILABLE before start completes."""
         if self.app.servicer is None:
-            return _unavailable(context)
-        return self.app.servicer.StreamTaps(request_iterator, context)
-
-
-async def _unavailable(context):  # type: ignore[no-untyped-def]
-    await context.abort(grpc.StatusCode.UNAVAILABLE, "ingest is starting")
-    yield  # pragma: no cover
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "ingest is starting")
+        assert self.app.servicer is not None
+        async for response in self.app.servicer.StreamTaps(request_iterator, context):
+            yield response
 
 
 def build(settings: ServiceSettings) -> IngestApp:

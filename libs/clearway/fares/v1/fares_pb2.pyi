@@ -21,6 +21,55 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class CloseServiceDayRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_DAY_FIELD_NUMBER: _builtins.int
+    CATCH_UP_TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    service_day: _builtins.str
+    """YYYY-MM-DD in the network's timezone."""
+    catch_up_timeout_seconds: _builtins.int
+    """How long to wait for the consumer to catch up with the taps topic; 0 = 60 s."""
+    def __init__(
+        self,
+        *,
+        service_day: _builtins.str = ...,
+        catch_up_timeout_seconds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["catch_up_timeout_seconds", b"catch_up_timeout_seconds", "service_day", b"service_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseServiceDayRequest: _TypeAlias = CloseServiceDayRequest  # noqa: Y015
+
+@_typing.final
+class CloseServiceDayResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_DAY_FIELD_NUMBER: _builtins.int
+    CARDS_REPRICED_FIELD_NUMBER: _builtins.int
+    REVISIONS_PUBLISHED_FIELD_NUMBER: _builtins.int
+    service_day: _builtins.str
+    cards_repriced: _builtins.int
+    revisions_published: _builtins.int
+    def __init__(
+        self,
+        *,
+        service_day: _builtins.str = ...,
+        cards_repriced: _builtins.int = ...,
+        revisions_published: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards_repriced", b"cards_repriced", "revisions_published", b"revisions_published", "service_day", b"service_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseServiceDayResponse: _TypeAlias = CloseServiceDayResponse  # noqa: Y015
+
+@_typing.final
 class QuoteFareRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

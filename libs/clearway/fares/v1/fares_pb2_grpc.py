@@ -40,6 +40,11 @@ class FaresServiceStub:
                 request_serializer=clearway_dot_fares_dot_v1_dot_fares__pb2.QuoteFareRequest.SerializeToString,
                 response_deserializer=clearway_dot_fares_dot_v1_dot_fares__pb2.QuoteFareResponse.FromString,
                 _registered_method=True)
+        self.CloseServiceDay = channel.unary_unary(
+                '/clearway.fares.v1.FaresService/CloseServiceDay',
+                request_serializer=clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayRequest.SerializeToString,
+                response_deserializer=clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayResponse.FromString,
+                _registered_method=True)
 
 
 class FaresServiceServicer:
@@ -52,6 +57,15 @@ class FaresServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CloseServiceDay(self, request, context):
+        """Closes a service day for pricing: every entry of that day still waiting for its exit
+        becomes incomplete (maximum fare) and is published. A late exit later still yields an
+        adjustment. Waits (bounded) until the taps published so far have been priced.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaresServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +73,11 @@ def add_FaresServiceServicer_to_server(servicer, server):
                     servicer.QuoteFare,
                     request_deserializer=clearway_dot_fares_dot_v1_dot_fares__pb2.QuoteFareRequest.FromString,
                     response_serializer=clearway_dot_fares_dot_v1_dot_fares__pb2.QuoteFareResponse.SerializeToString,
+            ),
+            'CloseServiceDay': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseServiceDay,
+                    request_deserializer=clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayRequest.FromString,
+                    response_serializer=clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +108,33 @@ class FaresService:
             '/clearway.fares.v1.FaresService/QuoteFare',
             clearway_dot_fares_dot_v1_dot_fares__pb2.QuoteFareRequest.SerializeToString,
             clearway_dot_fares_dot_v1_dot_fares__pb2.QuoteFareResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseServiceDay(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.fares.v1.FaresService/CloseServiceDay',
+            clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayRequest.SerializeToString,
+            clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,6 +34,11 @@ class FaresServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> FaresServiceAsyncStub: ...
     QuoteFare: _grpc.UnaryUnaryMultiCallable[_fares_pb2.QuoteFareRequest, _fares_pb2.QuoteFareResponse]
+    CloseServiceDay: _grpc.UnaryUnaryMultiCallable[_fares_pb2.CloseServiceDayRequest, _fares_pb2.CloseServiceDayResponse]
+    """Closes a service day for pricing: every entry of that day still waiting for its exit
+    becomes incomplete (maximum fare) and is published. A late exit later still yields an
+    adjustment. Waits (bounded) until the taps published so far have been priced.
+    """
 
 @_typing.type_check_only
 class FaresServiceAsyncStub(FaresServiceStub):
@@ -41,6 +46,11 @@ class FaresServiceAsyncStub(FaresServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     QuoteFare: _aio.UnaryUnaryMultiCallable[_fares_pb2.QuoteFareRequest, _fares_pb2.QuoteFareResponse]  # type: ignore[assignment]
+    CloseServiceDay: _aio.UnaryUnaryMultiCallable[_fares_pb2.CloseServiceDayRequest, _fares_pb2.CloseServiceDayResponse]  # type: ignore[assignment]
+    """Closes a service day for pricing: every entry of that day still waiting for its exit
+    becomes incomplete (maximum fare) and is published. A late exit later still yields an
+    adjustment. Waits (bounded) until the taps published so far have been priced.
+    """
 
 class FaresServiceServicer(metaclass=_abc_1.ABCMeta):
     """Prices hypothetical journeys with the fare data in force."""
@@ -51,5 +61,16 @@ class FaresServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _fares_pb2.QuoteFareRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_fares_pb2.QuoteFareResponse, _abc.Awaitable[_fares_pb2.QuoteFareResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def CloseServiceDay(
+        self,
+        request: _fares_pb2.CloseServiceDayRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fares_pb2.CloseServiceDayResponse, _abc.Awaitable[_fares_pb2.CloseServiceDayResponse]]:
+        """Closes a service day for pricing: every entry of that day still waiting for its exit
+        becomes incomplete (maximum fare) and is published. A late exit later still yields an
+        adjustment. Waits (bounded) until the taps published so far have been priced.
+        """
 
 def add_FaresServiceServicer_to_server(servicer: FaresServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

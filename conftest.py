@@ -1,4 +1,4 @@
-"""Fixtures for every test under tests/: real Kafka, PostgreSQL and Redis, never mocks.
+"""Fixtures for every test (tests/ and services/*/tests): real Kafka, PostgreSQL and Redis.
 
 `endpoints` picks, in order:
 1. the servers named by CLEARWAY_KAFKA_BOOTSTRAP / CLEARWAY_PG_DSN / CLEARWAY_REDIS_URL
@@ -11,8 +11,9 @@ When none of these works the tests fail with the reason; they never skip.
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from uuid import uuid4
@@ -25,6 +26,8 @@ from clearway.infra.endpoints import (
     REDIS_URL_VAR,
     Endpoints,
 )
+from clearway.kafka import Topics
+from clearway.settings import ServiceSettings
 
 ENDPOINT_VARS = (KAFKA_BOOTSTRAP_VAR, PG_DSN_VAR, REDIS_URL_VAR)
 # Confluent Platform 7.9 ships Apache Kafka 3.9, the version deploy/kafka/pom.xml pins;
@@ -157,3 +160,26 @@ def redis_url(endpoints: Endpoints) -> str:
 def unique_name() -> str:
     """A fresh lowercase identifier for a per-test topic, schema, group or key prefix."""
     return f"t{uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def settings_for(endpoints: Endpoints, unique_name: str) -> Callable[[str], ServiceSettings]:
+    """Settings for a service under test: real servers, its own topics, schema, group, port 0.
+
+    All services built by one test share the topic prefix (so they talk to each other)
+    but each gets its own PostgreSQL schema and consumer group.
+    """
+
+    def make(service: str) -> ServiceSettings:
+        return dataclasses.replace(
+            ServiceSettings.from_env(service),
+            grpc_host="127.0.0.1",
+            grpc_port=0,
+            endpoints=endpoints,
+            grace_seconds=3.0,
+            topics=Topics(prefix=f"{unique_name}."),
+            db_schema=f"{unique_name}_{service}",
+            consumer_group=f"{unique_name}-{service}",
+        )
+
+    return make

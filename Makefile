@@ -1,0 +1,60 @@
+# Clearway developer commands. `make demo` and `make test` do all their own set-up.
+SHELL := /bin/bash
+PY_BASE ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+BUF := deploy/tools/node_modules/.bin/buf
+
+.PHONY: setup protos protos-check lint test unit demo bench infra-up infra-down infra-status clean-infra
+
+$(STAMP): pyproject.toml
+	@command -v $(PY_BASE) >/dev/null || PY_BASE=python3; \
+	  test -x $(PY) || $${PY_BASE:-python3} -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(BUF): deploy/tools/package.json
+	cd deploy/tools && npm install --no-audit --no-fund --silent
+	touch $(BUF)
+
+setup: $(STAMP) $(BUF)
+
+## protos: regenerate Python code + stubs from protos/ and lint them
+protos: setup
+	$(PY) -m clearway.protogen
+	cd protos && ../$(BUF) lint
+
+## lint: ruff, ruff format --check, mypy, buf lint
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd protos && ../$(BUF) lint
+
+infra-up: setup
+	$(BIN)/clearway infra up
+infra-down: setup
+	$(BIN)/clearway infra down
+infra-status: setup
+	$(BIN)/clearway infra status
+
+## test: everything, against real Kafka, PostgreSQL and Redis
+test: setup lint
+	$(BIN)/clearway infra up
+	$(BIN)/pytest
+
+## unit: the fast tests that need no servers
+unit: setup
+	$(BIN)/pytest services -m "not integration"
+
+## demo: a simulated network day end to end
+demo: setup
+	$(BIN)/clearway infra up
+	$(BIN)/clearway demo
+
+## bench: benchmarks, printing figures and ratios
+bench: setup
+	$(PY) bench/fares_engine.py

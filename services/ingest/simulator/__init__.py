@@ -1,0 +1,1 @@
+"""A validator simulator: a synthetic network day streamed to ingest over gRPC."""

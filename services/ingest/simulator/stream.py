@@ -1,0 +1,101 @@
+"""Streams a simulated day to ingest over N concurrent validator streams and tallies the acks."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import grpc
+from opentelemetry import trace
+
+from clearway.events.v1 import events_pb2
+from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
+from clearway.telemetry import grpc_metadata_with_trace
+from services.ingest.simulator.day import SimulatedDay
+
+tracer = trace.get_tracer("clearway.simulator")
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the validators sent and what ingest answered, tap by tap."""
+
+    sent: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    retried_batches: int = 0
+
+    @property
+    def rejected_total(self) -> int:
+        """All rejections, whatever the reason."""
+        return sum(self.rejected.values())
+
+    def balanced(self) -> bool:
+        """Every tap sent is accounted for: accepted + duplicate + rejected = sent."""
+        return self.accepted + self.duplicates + self.rejected_total == self.sent
+
+    def add(self, acks: list[ingest_pb2.TapAck]) -> None:
+        """Count one response's acks."""
+        for ack in acks:
+            if ack.status == ingest_pb2.ACK_STATUS_ACCEPTED:
+                self.accepted += 1
+            elif ack.status == ingest_pb2.ACK_STATUS_DUPLICATE:
+                self.duplicates += 1
+            else:
+                self.rejected[ack.reason_code or "UNSPECIFIED"] += 1
+
+
+def _batches(taps: list[events_pb2.Tap], size: int) -> list[list[events_pb2.Tap]]:
+    return [taps[i : i + size] for i in range(0, len(taps), size)]
+
+
+async def _one_stream(
+    stub: ingest_pb2_grpc.IngestServiceStub,
+    batches: list[list[events_pb2.Tap]],
+    tally: Tally,
+    attempts: int = 5,
+) -> None:
+    """Send `batches` in order on one stream; on a broken link, resend what was not acked."""
+    done = 0
+    for attempt in range(attempts):
+        pending = batches[done:]
+        if not pending:
+            return
+
+        async def requests(
+            pending: list[list[events_pb2.Tap]] = pending,
+        ) -> AsyncIterator[ingest_pb2.StreamTapsRequest]:
+            for batch in pending:
+                yield ingest_pb2.StreamTapsRequest(taps=batch)
+
+        call = stub.StreamTaps(requests(), metadata=grpc_metadata_with_trace())
+        try:
+            async for response in call:
+                tally.add(list(response.acks))
+                tally.sent += len(batches[done])
+                done += 1
+            return
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                raise
+            tally.retried_batches += 1
+            await asyncio.sleep(0.2 * (attempt + 1))
+
+
+async def send_day(
+    target: str, day: SimulatedDay, validators: int = 8, batch_size: int = 50
+) -> Tally:
+    """Stream every device's taps, devices spread over `validators` concurrent streams."""
+    tally = Tally()
+    lanes: list[list[list[events_pb2.Tap]]] = [[] for _ in range(max(1, validators))]
+    for i, device in enumerate(sorted(day.by_device)):
+        lanes[i % len(lanes)].extend(_batches(day.by_device[device], batch_size))
+    with tracer.start_as_current_span("simulator.send_day") as span:
+        span.set_attribute("clearway.taps", day.total())
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            await asyncio.gather(*(_one_stream(stub, lane, tally) for lane in lanes if lane))
+    return tally
