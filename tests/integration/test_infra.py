@@ -347,3 +347,22 @@ def _wait_for(check: Callable[[], bool], limit_s: float = 10.0) -> bool:
             return True
         time.sleep(0.1)
     return False
+
+
+def test_concurrent_ups_of_one_instance_both_succeed(
+    separate_instance: tuple[Path, dict[str, str]],
+) -> None:
+    _, env = separate_instance
+    command = [sys.executable, "-m", "services.cli", "infra", "up"]
+    procs = [
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], "\n---\n".join(outputs)
+    # Exactly one of them started each server; the other found it running.
+    assert sum(out.count("already up") for out in outputs) == 3, "\n---\n".join(outputs)
+    down = run_infra(["down"], env)
+    assert down.returncode == 0, down.stdout + down.stderr

@@ -129,10 +129,16 @@ class LocalKafka:
 
     def start(self) -> None:
         """Fetch jars and format storage once; start the broker unless ours runs; wait."""
-        if self.running_record() is not None:
-            reason = self.probe()
-            if reason is not None:
-                raise InfraError(f"kafka: our broker runs but does not answer: {reason}")
+        running = self.running_record()
+        if running is not None:
+            # It may still be starting (another `up` just launched it): wait, don't fail.
+            wait_until(
+                "kafka",
+                self.probe,
+                running.is_ours_and_alive,
+                START_TIMEOUT_S,
+                self._log_for_errors(),
+            )
             log(f"kafka: already up at {self.bootstrap}")
             return
         for port in (self.port, self.controller_port):

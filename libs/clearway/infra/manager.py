@@ -6,10 +6,12 @@ CLEARWAY_PG_DSN, CLEARWAY_REDIS_URL) is *external*: checked, never started or st
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -125,12 +127,23 @@ class LocalInfra:
 
     def up(self) -> Endpoints:
         """Start what is missing (in parallel), verify everything answers; idempotent."""
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        log(f"instance {self.base_dir}")
-        errors = _in_parallel({name: self._up_one(name) for name in self.components})
+        with self._exclusive():
+            log(f"instance {self.base_dir}")
+            errors = _in_parallel({name: self._up_one(name) for name in self.components})
         if errors:
             raise InfraError("; ".join(f"{name}: {err}" for name, err in errors.items()))
         return self.endpoints
+
+    @contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """One `up` or `down` at a time per instance (tests and people run them at once)."""
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        with (self.base_dir / ".lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _up_one(self, name: str) -> Callable[[], None]:
         def work() -> None:
@@ -156,7 +169,8 @@ class LocalInfra:
 
             return work
 
-        errors = _in_parallel({name: stop_one(name) for name in self.components})
+        with self._exclusive():
+            errors = _in_parallel({name: stop_one(name) for name in self.components})
         if errors:
             raise InfraError("; ".join(f"{name}: {err}" for name, err in errors.items()))
 

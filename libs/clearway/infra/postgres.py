@@ -128,11 +128,19 @@ class LocalPostgres:
 
     def start(self) -> None:
         """Create the cluster once, start it unless ours runs, ensure role and database."""
-        if self.running_record() is not None:
-            self._ensure_role_and_database(self._bindir())
-            reason = self.probe()
-            if reason is not None:
-                raise InfraError(f"postgres: our server runs but does not answer: {reason}")
+        running = self.running_record()
+        if running is not None:
+            bindir = self._bindir()
+            # It may still be starting (another `up` just launched it): wait, don't fail.
+            wait_until(
+                "postgres",
+                lambda: self._accepting(bindir),
+                running.is_ours_and_alive,
+                START_TIMEOUT_S,
+                self.log_file,
+            )
+            self._ensure_role_and_database(bindir)
+            wait_until("postgres", self.probe, running.is_ours_and_alive, 15.0, self.log_file)
             log(f"postgres: already up at {LOCAL_HOST}:{self.port}")
             return
         if port_open(LOCAL_HOST, self.port):
@@ -327,6 +335,13 @@ class LocalPostgres:
         if done.returncode != 0:
             raise InfraError(f"psql failed ({sql[:60]}...): {done.stderr.strip()}")
         return done.stdout.strip()
+
+    def _accepting(self, bindir: Path) -> str | None:
+        try:
+            self._psql(bindir, "SELECT 1")
+        except InfraError as exc:
+            return str(exc)
+        return None
 
     def _ensure_role_and_database(self, bindir: Path) -> None:
         self._psql(

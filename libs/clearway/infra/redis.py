@@ -76,10 +76,12 @@ class LocalRedis:
 
     def start(self) -> None:
         """Start redis-server unless ours already runs; wait until it answers PING."""
-        if self.running_record() is not None:
-            reason = self.probe()
-            if reason is not None:
-                raise InfraError(f"redis: our process runs but does not answer: {reason}")
+        running = self.running_record()
+        if running is not None:
+            # It may still be starting (another `up` just launched it): wait, don't fail.
+            wait_until(
+                "redis", self.probe, running.is_ours_and_alive, START_TIMEOUT_S, self.log_file
+            )
             log(f"redis: already up at {self.url}")
             return
         if port_open(LOCAL_HOST, self.port):
