@@ -10,7 +10,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearway.events.v1.events_pb2 import PricedJourney
 from services.accounts.domain.errors import InvalidJourneyError
-from services.accounts.domain.paging import HistoryPosition, encode_page_token
+from services.accounts.domain.paging import (
+    MAX_JOURNEY_ID_CHARS,
+    HistoryPosition,
+    encode_page_token,
+)
 
 _US_PER_S = 1_000_000
 _US_PER_DAY = 86_400 * _US_PER_S
@@ -84,6 +88,10 @@ def journey_revision(journey: PricedJourney, key: bytes | None, body: bytes) -> 
     """The stored form of a `journeys` event; InvalidJourneyError when it cannot be stored."""
     if not journey.journey_id:
         raise InvalidJourneyError("MISSING_JOURNEY_ID", "journey_id is empty")
+    if len(journey.journey_id) > MAX_JOURNEY_ID_CHARS:
+        raise InvalidJourneyError(
+            "JOURNEY_ID_TOO_LONG", f"journey_id is longer than {MAX_JOURNEY_ID_CHARS} characters"
+        )
     if not journey.card_token:
         raise InvalidJourneyError("MISSING_CARD_TOKEN", "card_token is empty")
     if key is not None and key != journey.card_token.encode():

@@ -19,7 +19,9 @@ from services.accounts.domain.errors import PageSizeError, PageTokenError
 
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
-MAX_PAGE_TOKEN_CHARS = 512
+# Room for the longest journey id accepted (MAX_JOURNEY_ID_CHARS, 4 UTF-8 bytes each).
+MAX_PAGE_TOKEN_CHARS = 2048
+MAX_JOURNEY_ID_CHARS = 256
 _TOKEN_VERSION = 1
 _CHECKSUM_SALT = b"clearway.accounts.page_token.v1"
 _CHECKSUM_CHARS = 16
@@ -59,7 +61,7 @@ def encode_page_token(position: HistoryPosition, card_token: str) -> str:
     payload = json.dumps(
         [_TOKEN_VERSION, position.started_at_us, position.journey_id, card_tag(card_token)],
         separators=(",", ":"),
-        ensure_ascii=True,
+        ensure_ascii=False,
     ).encode()
     body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
     return f"{body}.{_checksum(payload)}"

@@ -21,6 +21,7 @@ from services.accounts.domain.history import (
 )
 from services.accounts.domain.paging import (
     DEFAULT_PAGE_SIZE,
+    MAX_JOURNEY_ID_CHARS,
     MAX_PAGE_SIZE,
     HistoryPosition,
     decode_page_token,
@@ -78,6 +79,11 @@ def test_empty_token_means_first_page() -> None:
     assert decode_page_token("", CARD) is None
 
 
+def test_longest_journey_id_of_widest_characters_round_trips() -> None:
+    pos = HistoryPosition(-1, "\U0010ffff" * MAX_JOURNEY_ID_CHARS)
+    assert decode_page_token(encode_page_token(pos, CARD), CARD) == pos
+
+
 def test_token_round_trips_the_position() -> None:
     pos = HistoryPosition(1_763_625_600_123_456, "journey:ü:42")
     token = encode_page_token(pos, CARD)
@@ -85,7 +91,7 @@ def test_token_round_trips_the_position() -> None:
     assert CARD not in token
 
 
-@given(st.integers(min_value=-(2**62), max_value=2**62), st.text(max_size=80))
+@given(st.integers(min_value=-(2**62), max_value=2**62), st.text(max_size=MAX_JOURNEY_ID_CHARS))
 def test_any_position_round_trips(started_at_us: int, journey_id: str) -> None:
     pos = HistoryPosition(started_at_us, journey_id)
     assert decode_page_token(encode_page_token(pos, CARD), CARD) == pos
@@ -93,7 +99,7 @@ def test_any_position_round_trips(started_at_us: int, journey_id: str) -> None:
 
 @pytest.mark.parametrize(
     "garbage",
-    ["x", ".", "abc.", ".abc", "!!!!.0123456789abcdef", "a" * 600, "eyJ9.0000000000000000"],
+    ["x", ".", "abc.", ".abc", "!!!!.0123456789abcdef", "a" * 3000, "eyJ9.0000000000000000"],
 )
 def test_garbage_tokens_are_refused_with_code(garbage: str) -> None:
     with pytest.raises(PageTokenError) as err:
@@ -178,6 +184,7 @@ def test_revision_without_legs_starts_at_service_day_midnight_utc() -> None:
         ({"card_token": ""}, None, "MISSING_CARD_TOKEN"),
         ({}, b"someone-else", "CARD_TOKEN_MISMATCH"),
         ({"revision": 0}, None, "BAD_REVISION"),
+        ({"journey_id": "j" * 257}, None, "JOURNEY_ID_TOO_LONG"),
         ({"service_day": "20/11/2026"}, None, "BAD_SERVICE_DAY"),
     ],
 )
