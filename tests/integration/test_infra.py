@@ -366,3 +366,21 @@ def test_concurrent_ups_of_one_instance_both_succeed(
     assert sum(out.count("already up") for out in outputs) == 3, "\n---\n".join(outputs)
     down = run_infra(["down"], env)
     assert down.returncode == 0, down.stdout + down.stderr
+
+
+def test_infra_clean_stops_and_deletes_the_instance_data(
+    separate_instance: tuple[Path, dict[str, str]],
+) -> None:
+    base, env = separate_instance
+    up = run_infra(["up", "--only", "postgres,redis"], env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    pg_data = (base / "postgres").resolve()
+    assert (pg_data / "data" / "PG_VERSION").exists()
+
+    clean = run_infra(["clean", "--only", "postgres,redis"], env)
+
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert not base.exists()
+    assert not pg_data.exists()
+    status = run_infra(["status", "--only", "postgres,redis"], env)
+    assert status_lines(status.stdout) == {"postgres": "down", "redis": "down"}

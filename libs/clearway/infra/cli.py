@@ -1,4 +1,4 @@
-"""`clearway infra up | down | status | env`: the local Kafka, PostgreSQL and Redis."""
+"""`clearway infra up | down | status | env | clean`: the local Kafka, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "action",
-        choices=["up", "down", "status", "env"],
+        choices=["up", "down", "status", "env", "clean"],
         help="up: start and verify (idempotent); down: stop what up started, keep data; "
         "status: connect to each and report (exit 1 if any is down); env: print the "
-        "CLEARWAY_* variables for these servers",
+        "CLEARWAY_* variables for these servers; clean: down, then delete all local data",
     )
     parser.add_argument(
         "--dir", type=Path, help=f"instance directory (${INFRA_DIR_VAR}, default <repo>/.infra)"
@@ -67,6 +67,9 @@ def main(argv: list[str]) -> int:
             return _print_status(infra)
         if args.action == "down":
             infra.down()
+            return 0
+        if args.action == "clean":
+            infra.clean()
             return 0
         if args.action == "env":
             for key, value in infra.endpoints.as_env().items():

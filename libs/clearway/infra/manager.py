@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -93,6 +94,7 @@ class LocalInfra:
         components: Sequence[str] = COMPONENTS,
     ) -> None:
         env = dict(os.environ if env is None else env)
+        self._env = env
         unknown = set(components) - set(COMPONENTS)
         if unknown:
             raise InfraError(f"unknown components {sorted(unknown)}; choose from {COMPONENTS}")
@@ -173,6 +175,22 @@ class LocalInfra:
             errors = _in_parallel({name: stop_one(name) for name in self.components})
         if errors:
             raise InfraError("; ".join(f"{name}: {err}" for name, err in errors.items()))
+
+    def clean(self) -> None:
+        """Stop every component of this instance, then delete all its data.
+
+        All components, whatever `components` says: the data of all of them goes.
+        PostgreSQL's data kept outside the instance directory goes too.
+        """
+        LocalInfra(self.base_dir, self.ports, self._env, COMPONENTS).down()
+        with self._exclusive():
+            pg_link = self.base_dir / "postgres"
+            if pg_link.is_symlink():
+                outside = pg_link.resolve()
+                log(f"postgres: deleting {outside.parent}")
+                shutil.rmtree(outside.parent, ignore_errors=True)
+            log(f"deleting {self.base_dir}")
+            shutil.rmtree(self.base_dir, ignore_errors=True)
 
     def status(self) -> list[ComponentStatus]:
         """Each component's state, found by really connecting to it."""
