@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 from datetime import date, datetime, time, timedelta
 
 import grpc
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 MAX_QUOTE_TAPS = 500
 
 
-async def _invalid(context: grpc.aio.ServicerContext[object, object], code: str, msg: str) -> None:
+async def _invalid(context: grpc.aio.ServicerContext[Any, Any], code: str, msg: str) -> None:
     await context.send_initial_metadata((("reason-code", code),))
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{code}: {msg}")
 

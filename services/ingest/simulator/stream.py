@@ -53,7 +53,7 @@ def _batches(taps: list[events_pb2.Tap], size: int) -> list[list[events_pb2.Tap]
 
 
 async def _one_stream(
-    stub: ingest_pb2_grpc.IngestServiceStub,
+    stub: ingest_pb2_grpc.IngestServiceAsyncStub,
     batches: list[list[events_pb2.Tap]],
     tally: Tally,
     attempts: int = 5,
@@ -71,7 +71,7 @@ async def _one_stream(
             for batch in pending:
                 yield ingest_pb2.StreamTapsRequest(taps=batch)
 
-        call = stub.StreamTaps(requests(), metadata=grpc_metadata_with_trace())
+        call = stub.StreamTaps(requests(), metadata=tuple(grpc_metadata_with_trace()))
         try:
             async for response in call:
                 tally.add(list(response.acks))
@@ -96,6 +96,6 @@ async def send_day(
     with tracer.start_as_current_span("simulator.send_day") as span:
         span.set_attribute("clearway.taps", day.total())
         async with grpc.aio.insecure_channel(target) as channel:
-            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            stub = ingest_pb2_grpc.IngestServiceAsyncStub(channel)
             await asyncio.gather(*(_one_stream(stub, lane, tally) for lane in lanes if lane))
     return tally

@@ -1,0 +1,294 @@
+"""`clearway demo`: a simulated network day, end to end, with a conservation check.
+
+Starts the four services as their own processes (topics, schemas and consumer groups
+unique to this run, so runs never mix), streams a synthetic day through ingest, closes
+the service day in fares and the settlement period, then prints what happened and
+checks that every tap and every penny is accounted for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import grpc
+from aiokafka import AIOKafkaConsumer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from clearway.events.v1 import events_pb2
+from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
+from clearway.infra.endpoints import Endpoints
+from clearway.kafka import Topics
+from clearway.money import Money
+from clearway.settings import DEFAULT_PORTS, REPO_ROOT
+from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from clearway.telemetry import setup_tracing
+from services.fares.domain import load_fare_data
+from services.ingest.simulator.cli import DEFAULT_FEED, yesterday
+from services.ingest.simulator.day import simulate_day
+from services.ingest.simulator.stream import Tally, send_day
+
+SERVICES = ("ingest", "fares", "settlement", "accounts")
+
+
+@dataclass
+class Fleet:
+    """The four service processes of one demo run."""
+
+    run_id: str
+    work_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def env_for(self, service: str) -> dict[str, str]:
+        """Environment of one service process."""
+        return {
+            **os.environ,
+            "CLEARWAY_TOPIC_PREFIX": f"{self.run_id}.",
+            "CLEARWAY_DB_SCHEMA": f"{self.run_id.replace('-', '_')}_{service}",
+            "CLEARWAY_CONSUMER_GROUP": f"{self.run_id}-{service}",
+            "CLEARWAY_GRPC_PORT": str(DEFAULT_PORTS[service]),
+            "CLEARWAY_STATEMENTS_DIR": str(self.work_dir / "statements"),
+        }
+
+    def start(self) -> None:
+        """Spawn every service; logs go to the run's directory."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        for name in SERVICES:
+            log = (self.work_dir / f"{name}.log").open("wb")
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve", name],
+                env=self.env_for(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
+
+    async def wait_serving(self, timeout_s: float = 90.0) -> None:
+        """Until every service answers SERVING on the standard health check."""
+        deadline = time.monotonic() + timeout_s
+        for name in SERVICES:
+            address = f"127.0.0.1:{DEFAULT_PORTS[name]}"
+            while True:
+                if self.processes[name].poll() is not None:
+                    raise RuntimeError(f"{name} exited; see {self.work_dir / (name + '.log')}")
+                if await _serving(address):
+                    print(f"  {name:<10} SERVING on {address}")
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not SERVING after {timeout_s:.0f} s")
+                await asyncio.sleep(0.3)
+
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM every service and collect exit codes."""
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        codes: dict[str, int | None] = {}
+        for name, proc in self.processes.items():
+            try:
+                codes[name] = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                codes[name] = None
+        return codes
+
+
+async def _serving(address: str) -> bool:
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1.0
+            )
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.aio.AioRpcError:
+        return False
+
+
+@dataclass
+class JourneyLog:
+    """What the fares service published on `journeys` for the period."""
+
+    journeys: set[str] = field(default_factory=set)
+    revisions: int = 0
+    incomplete: set[str] = field(default_factory=set)
+    charged: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    currency: str = "GBP"
+    by_card: Counter[str] = field(default_factory=Counter)
+
+
+async def read_journeys(bootstrap: str, topic: str, period: str) -> JourneyLog:
+    """Every revision on `topic` (read_committed), summed for `period`."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        group_id=None,
+    )
+    await consumer.start()
+    result = JourneyLog()
+    try:
+        partitions = consumer.assignment()
+        while not partitions:
+            await asyncio.sleep(0.1)
+            partitions = consumer.assignment()
+        ends = await consumer.end_offsets(list(partitions))
+        while any([await consumer.position(tp) < ends[tp] for tp in partitions]):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    j = events_pb2.PricedJourney.FromString(record.value)
+                    if j.service_day != period:
+                        continue
+                    result.journeys.add(j.journey_id)
+                    result.revisions += 1
+                    result.charged[j.journey_id] = j.charge.amount_minor
+                    result.currency = j.charge.currency or result.currency
+                    result.by_card[j.card_token] += 1 if j.revision == 1 else 0
+                    if j.incomplete:
+                        result.incomplete.add(j.journey_id)
+                    else:
+                        result.incomplete.discard(j.journey_id)
+    finally:
+        await consumer.stop()
+    return result
+
+
+def _gbp(minor: int, currency: str) -> str:
+    return str(Money(minor, currency))
+
+
+def report(
+    tally: Tally,
+    closed: fares_pb2.CloseServiceDayResponse,
+    settled: settlement_pb2.ClosePeriodResponse,
+    log: JourneyLog,
+    work_dir: Path,
+) -> list[str]:
+    """Print journeys, money and statements; return the conservation checks that failed."""
+    currency = log.currency
+    charged = sum(log.charged.values())
+    print("\nJourneys")
+    print(f"  priced      {len(log.journeys)} ({log.revisions} revisions)")
+    print(f"  incomplete  {len(log.incomplete)} charged a maximum fare")
+    print(f"  day closed  {closed.cards_repriced} cards had waiting entries")
+    print(f"  charged     {_gbp(charged, currency)}")
+    print("\nApportioned per party (statement nets)")
+    net_sum = 0
+    for st in sorted(settled.statements, key=lambda s: s.party_id):
+        net_sum += st.net.amount_minor
+        print(f"  {st.party_id:<26} {_gbp(st.net.amount_minor, currency):>14}  {st.path}")
+    print(f"\nStatements written: {len(settled.statements)} under {work_dir / 'statements'}")
+    apportioned = settled.total_apportioned.amount_minor
+    ledger = settled.total_charged.amount_minor
+    checks = [
+        ("charged (journeys) = charged (ledger)", charged == ledger),
+        ("charged = apportioned", charged == apportioned),
+        ("net positions sum to zero", net_sum == 0),
+        ("every tap accounted for", tally.balanced()),
+    ]
+    print("\nConservation check")
+    for label, ok in checks:
+        print(f"  {'ok    ' if ok else 'FAILED'} {label}")
+    print(
+        f"  charged {_gbp(charged, currency)}, apportioned {_gbp(apportioned, currency)}, "
+        f"ledger {_gbp(ledger, currency)}, net sum {net_sum}"
+    )
+    return [label for label, ok in checks if not ok]
+
+
+def print_tally(tally: Tally) -> None:
+    """Taps sent and what became of them."""
+    print("\nTaps")
+    print(f"  sent        {tally.sent}")
+    print(f"  accepted    {tally.accepted}")
+    print(f"  duplicates  {tally.duplicates}")
+    print(f"  rejected    {tally.rejected_total}")
+    for reason, count in sorted(tally.rejected.items()):
+        print(f"    {reason:<22} {count}")
+
+
+async def run_demo(cards: int, validators: int, day: date, seed: int) -> int:
+    """The whole demo; returns the process exit code."""
+    run_id = f"demo-{int(time.time())}"
+    work_dir = REPO_ROOT / "var" / run_id
+    endpoints = Endpoints.from_env()
+    topics = Topics(prefix=f"{run_id}.")
+    period = day.isoformat()
+    setup_tracing("clearway-demo")
+    fleet = Fleet(run_id, work_dir)
+    print(f"Clearway demo {run_id}: {cards} cards, {validators} validator streams, day {period}")
+    print("Starting services")
+    fleet.start()
+    failures: list[str] = []
+    try:
+        await fleet.wait_serving()
+        feed = load_fare_data(DEFAULT_FEED)
+        simulated = simulate_day(feed, day, cards, seed=seed)
+        tally = await send_day(f"127.0.0.1:{DEFAULT_PORTS['ingest']}", simulated, validators)
+        print_tally(tally)
+        if not tally.balanced():
+            failures.append("taps: accepted + duplicates + rejected != sent")
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{DEFAULT_PORTS['fares']}") as ch:
+            closed = await fares_pb2_grpc.FaresServiceStub(ch).CloseServiceDay(
+                fares_pb2.CloseServiceDayRequest(service_day=period, catch_up_timeout_seconds=120)
+            )
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{DEFAULT_PORTS['settlement']}") as ch:
+            settled = await settlement_pb2_grpc.SettlementServiceStub(ch).ClosePeriod(
+                settlement_pb2.ClosePeriodRequest(period_id=period), timeout=180
+            )
+        log = await read_journeys(endpoints.kafka_bootstrap, topics.journeys, period)
+        failures += report(tally, closed, settled, log, work_dir)
+        if log.by_card:
+            await show_history(log.by_card.most_common(1)[0][0])
+    finally:
+        codes = fleet.stop()
+        print(f"\nServices stopped (exit codes {codes}); logs in {work_dir}")
+    if failures:
+        print(f"\nFAILED: {', '.join(failures)}")
+        return 1
+    print("\nConservation check passed.")
+    return 0
+
+
+async def show_history(card: str) -> None:
+    """One card's journey history, as a traveller would see it."""
+    address = f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
+    async with grpc.aio.insecure_channel(address) as ch:
+        page = await accounts_pb2_grpc.AccountsServiceStub(ch).ListJourneys(
+            accounts_pb2.ListJourneysRequest(card_token=card, page_size=5)
+        )
+    print(f"\nJourney history of card {card[:12]}… (newest first)")
+    for j in page.journeys:
+        stops = " → ".join(
+            leg.from_stop_id + (f"→{leg.to_stop_id}" if leg.to_stop_id else "") for leg in j.legs
+        )
+        flag = " INCOMPLETE" if j.incomplete else ""
+        amount = _gbp(j.charge.amount_minor, j.charge.currency)
+        print(f"  {j.journey_id:<28} r{j.revision} {stops:<30} {amount}{flag}")
+    print(
+        "Query it yourself while services run (server reflection is on):\n"
+        f'  grpcurl -plaintext -d \'{{"card_token": "{card}"}}\' {address} '
+        "clearway.accounts.v1.AccountsService/ListJourneys"
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Parse arguments and run the demo."""
+    parser = argparse.ArgumentParser(prog="clearway demo", description=__doc__)
+    parser.add_argument("--cards", type=int, default=300)
+    parser.add_argument("--validators", type=int, default=8)
+    parser.add_argument("--day", type=date.fromisoformat, default=None)
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    return asyncio.run(run_demo(args.cards, args.validators, args.day or yesterday(), args.seed))
