@@ -102,3 +102,63 @@ def render_statement(statement: Statement) -> bytes:
 def sha256_hex(body: bytes) -> str:
     """Hex sha256 of a statement's bytes (what a party checks its download against)."""
     return hashlib.sha256(body).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedStatement:
+    """A statement with the exact bytes a party downloads and their sha256."""
+
+    statement: Statement
+    body: bytes
+    sha256: str
+
+
+def issue_statements(period_id: str, entries: Iterable[LedgerEntry]) -> list[IssuedStatement]:
+    """One statement per party with entries in `period_id`, ordered by party id."""
+    in_period = [e for e in entries if e.period_id == period_id]
+    issued = []
+    for party in sorted({e.party_id for e in in_period}):
+        statement = build_statement(period_id, party, in_period)
+        body = render_statement(statement)
+        issued.append(IssuedStatement(statement, body, sha256_hex(body)))
+    return issued
+
+
+def parse_statement(body: bytes) -> Statement:
+    """The statement that `render_statement` rendered into `body` (exact round trip)."""
+    doc = json.loads(body)
+    if doc.get("format") != STATEMENT_FORMAT:
+        raise SettlementError(f"not a {STATEMENT_FORMAT} document")
+    currency = str(doc["currency"])
+    lines = tuple(
+        StatementLine(
+            str(ln["journey_id"]),
+            int(ln["revision"]),
+            str(ln["account"]),
+            Money(int(ln["amount_minor"]), currency),
+            str(ln["description"]),
+        )
+        for ln in doc["lines"]
+    )
+    return Statement(
+        statement_id=str(doc["statement_id"]),
+        period_id=str(doc["period_id"]),
+        party_id=str(doc["party_id"]),
+        lines=lines,
+        total_credits=Money(int(doc["total_credits_minor"]), currency),
+        total_debits=Money(int(doc["total_debits_minor"]), currency),
+        net=Money(int(doc["net_minor"]), currency),
+    )
+
+
+def period_totals(statements: Iterable[Statement], issuer_party: str) -> tuple[Money, Money]:
+    """(charged, apportioned) of a period: what the issuer owes net of refunds, and what
+    the other parties are owed net; they are equal when the ledger balances.
+    """
+    items = list(statements)
+    if not items:
+        raise SettlementError("a period without statements has no totals")
+    currency = items[0].net.currency
+    charged = -total((s.net for s in items if s.party_id == issuer_party), currency)
+    apportioned = total((s.net for s in items if s.party_id != issuer_party), currency)
+    return charged, apportioned

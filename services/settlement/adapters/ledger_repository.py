@@ -1,0 +1,238 @@
+"""The ledger, periods and statements in PostgreSQL (the service's own schema)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import asyncpg
+
+from clearway.db import migrate
+from clearway.money import Money
+from services.settlement.domain.ledger import JourneyRevision, LedgerEntry, postings_for
+from services.settlement.domain.periods import posting_period
+from services.settlement.domain.statement import IssuedStatement, Statement, parse_statement
+
+MIGRATIONS = [
+    """
+    CREATE TABLE periods (
+        period_id text PRIMARY KEY,
+        state text NOT NULL CHECK (state IN ('open', 'closed')),
+        closed_at timestamptz
+    );
+    CREATE TABLE ledger_entries (
+        entry_id bigserial PRIMARY KEY,
+        period_id text NOT NULL REFERENCES periods (period_id),
+        journey_id text NOT NULL,
+        revision bigint NOT NULL CHECK (revision >= 1),
+        party_id text NOT NULL,
+        account text NOT NULL,
+        amount_minor bigint NOT NULL,
+        currency char(3) NOT NULL,
+        description text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        -- A replayed journey revision adds nothing.
+        UNIQUE (journey_id, revision, party_id, account)
+    );
+    CREATE INDEX ledger_entries_by_period ON ledger_entries (period_id, party_id);
+    CREATE TABLE statements (
+        period_id text NOT NULL REFERENCES periods (period_id),
+        party_id text NOT NULL,
+        statement_id text NOT NULL UNIQUE,
+        body bytea NOT NULL,
+        sha256 text NOT NULL,
+        path text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (period_id, party_id)
+    );
+    """
+]
+
+_SELECT_ENTRIES = (
+    "SELECT period_id, journey_id, revision, party_id, account, amount_minor, currency,"
+    " description FROM ledger_entries"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PostResult:
+    """Where a journey revision was posted and how many entries were new (0 = replay)."""
+
+    period_id: str | None
+    inserted: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStatement:
+    """A statement as stored: the domain view plus its bytes, hash and file path."""
+
+    statement: Statement
+    body: bytes
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedPeriod:
+    """The outcome of closing a period: its statements, and whether this call closed it."""
+
+    period_id: str
+    statements: list[StoredStatement]
+    newly_closed: bool
+
+
+Issue = Callable[[str, list[LedgerEntry]], list[IssuedStatement]]
+PathFor = Callable[[str, str], str]
+
+
+def _entry(row: asyncpg.Record) -> LedgerEntry:
+    return LedgerEntry(
+        period_id=row["period_id"],
+        journey_id=row["journey_id"],
+        revision=row["revision"],
+        party_id=row["party_id"],
+        account=row["account"],
+        amount=Money(row["amount_minor"], row["currency"].strip()),
+        description=row["description"],
+    )
+
+
+def _stored(row: asyncpg.Record) -> StoredStatement:
+    body = bytes(row["body"])
+    return StoredStatement(parse_statement(body), body, row["sha256"], row["path"])
+
+
+class LedgerRepository:
+    """Idempotent postings, period closing and statement storage."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def migrate(self) -> int:
+        """Bring the schema up to date."""
+        return await migrate(self._pool, MIGRATIONS)
+
+    async def post(self, journey: JourneyRevision) -> PostResult:
+        """Post one journey revision in one transaction; a replay adds nothing."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            already = await conn.fetchval(
+                "SELECT period_id FROM ledger_entries WHERE journey_id = $1 AND revision = $2"
+                " LIMIT 1",
+                journey.journey_id,
+                journey.revision,
+            )
+            if already is not None:
+                return PostResult(already, 0)
+            if journey.delta.amount_minor == 0:
+                return PostResult(None, 0)
+            period_id = await self._lock_open_period(conn, journey.service_day)
+            entries = postings_for(journey, period_id)
+            rows = await conn.fetch(
+                "INSERT INTO ledger_entries (period_id, journey_id, revision, party_id, account,"
+                " amount_minor, currency, description)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
+                " $5::text[], $6::bigint[], $7::text[], $8::text[])"
+                " ON CONFLICT (journey_id, revision, party_id, account) DO NOTHING"
+                " RETURNING entry_id",
+                [e.period_id for e in entries],
+                [e.journey_id for e in entries],
+                [e.revision for e in entries],
+                [e.party_id for e in entries],
+                [e.account for e in entries],
+                [e.amount.amount_minor for e in entries],
+                [e.amount.currency for e in entries],
+                [e.description for e in entries],
+            )
+            return PostResult(period_id, len(rows))
+
+    async def _lock_open_period(self, conn: asyncpg.Connection, service_day: str) -> str:
+        """The period to post into, share-locked open until the posting commits.
+
+        The share lock makes a concurrent close wait for this posting (and this posting
+        see the close), so a period's statements contain exactly what was posted in it.
+        """
+        while True:
+            closed = await conn.fetch(
+                "SELECT period_id FROM periods WHERE state = 'closed' AND period_id >= $1",
+                service_day,
+            )
+            period_id = posting_period(service_day, {r["period_id"] for r in closed})
+            await conn.execute(
+                "INSERT INTO periods (period_id, state) VALUES ($1, 'open') ON CONFLICT DO NOTHING",
+                period_id,
+            )
+            state = await conn.fetchval(
+                "SELECT state FROM periods WHERE period_id = $1 FOR SHARE", period_id
+            )
+            if state == "open":
+                return period_id
+
+    async def close_period(self, period_id: str, issue: Issue, path_for: PathFor) -> ClosedPeriod:
+        """Close `period_id` (idempotent) and return its statements, ordered by party.
+
+        The first close issues and stores the statements in the same transaction that
+        marks the period closed; a later close returns the stored ones unchanged.
+        """
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO periods (period_id, state) VALUES ($1, 'open') ON CONFLICT DO NOTHING",
+                period_id,
+            )
+            state = await conn.fetchval(
+                "SELECT state FROM periods WHERE period_id = $1 FOR UPDATE", period_id
+            )
+            newly_closed = state == "open"
+            if newly_closed:
+                rows = await conn.fetch(_SELECT_ENTRIES + " WHERE period_id = $1", period_id)
+                for issued in issue(period_id, [_entry(r) for r in rows]):
+                    party = issued.statement.party_id
+                    await conn.execute(
+                        "INSERT INTO statements"
+                        " (period_id, party_id, statement_id, body, sha256, path)"
+                        " VALUES ($1, $2, $3, $4, $5, $6)",
+                        period_id,
+                        party,
+                        issued.statement.statement_id,
+                        issued.body,
+                        issued.sha256,
+                        path_for(period_id, party),
+                    )
+                await conn.execute(
+                    "UPDATE periods SET state = 'closed', closed_at = $2 WHERE period_id = $1",
+                    period_id,
+                    dt.datetime.now(dt.UTC),
+                )
+            rows = await conn.fetch(
+                "SELECT body, sha256, path FROM statements WHERE period_id = $1 ORDER BY party_id",
+                period_id,
+            )
+            return ClosedPeriod(period_id, [_stored(r) for r in rows], newly_closed)
+
+    async def is_closed(self, period_id: str) -> bool:
+        """Whether `period_id` has been closed."""
+        state = await self._pool.fetchval(
+            "SELECT state FROM periods WHERE period_id = $1", period_id
+        )
+        return bool(state == "closed")
+
+    async def statement(self, period_id: str, party_id: str) -> StoredStatement | None:
+        """One party's stored statement for a closed period, or None."""
+        row = await self._pool.fetchrow(
+            "SELECT body, sha256, path FROM statements WHERE period_id = $1 AND party_id = $2",
+            period_id,
+            party_id,
+        )
+        return None if row is None else _stored(row)
+
+    async def entries(self, journey_id: str | None = None) -> Sequence[LedgerEntry]:
+        """Ledger entries (of one journey, or all), in a stable order; for tests and audits."""
+        query = _SELECT_ENTRIES
+        args: list[object] = []
+        if journey_id is not None:
+            query += " WHERE journey_id = $1"
+            args.append(journey_id)
+        rows = await self._pool.fetch(
+            query + " ORDER BY journey_id, revision, party_id, account", *args
+        )
+        return [_entry(r) for r in rows]

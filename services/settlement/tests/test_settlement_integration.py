@@ -1,0 +1,323 @@
+"""Settlement against real Kafka and PostgreSQL: posting, replay, restart, DLQ, close."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from clearway.common.v1 import money_pb2
+from clearway.db import create_pool
+from clearway.events.v1 import events_pb2
+from clearway.infra.endpoints import Endpoints
+from clearway.kafka import Topics, idempotent_producer
+from clearway.runtime import RunningService
+from clearway.settings import ServiceSettings
+from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from clearway.telemetry import kafka_headers_with_trace, setup_tracing
+from services.settlement.adapters.ledger_repository import LedgerRepository
+from services.settlement.app import SettlementApp
+from services.settlement.domain.ledger import LedgerEntry
+
+pytestmark = pytest.mark.integration
+
+DAY = "2026-11-26"
+NEXT_DAY = "2026-11-27"
+SPANS = InMemorySpanExporter()
+setup_tracing("settlement-tests", [SimpleSpanProcessor(SPANS)])
+tracer = trace.get_tracer("tests.settlement")
+
+
+async def read_bytes(path: Path) -> bytes:
+    return await asyncio.to_thread(path.read_bytes)
+
+
+def money(amount: int, currency: str = "GBP") -> money_pb2.Money:
+    return money_pb2.Money(amount_minor=amount, currency=currency)
+
+
+def priced(
+    journey_id: str,
+    operators: Iterable[str],
+    charge: int,
+    *,
+    revision: int = 1,
+    delta: int | None = None,
+    day: str = DAY,
+) -> events_pb2.PricedJourney:
+    return events_pb2.PricedJourney(
+        journey_id=journey_id,
+        card_token=f"card-{journey_id}",
+        revision=revision,
+        service_day=day,
+        legs=[
+            events_pb2.PricedLeg(leg_id=f"{journey_id}-{i}", operator_id=op, fare=money(100))
+            for i, op in enumerate(operators)
+        ],
+        charge=money(charge),
+        delta=money(charge if delta is None else delta),
+    )
+
+
+@pytest.fixture
+def settings(endpoints: Endpoints, unique_name: str) -> ServiceSettings:
+    return dataclasses.replace(
+        ServiceSettings.from_env("settlement"),
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        endpoints=endpoints,
+        grace_seconds=2.0,
+        topics=Topics(f"{unique_name}."),
+        db_schema=unique_name,
+        consumer_group=f"{unique_name}-settlement",
+    )
+
+
+class Harness:
+    """Starts settlement instances and feeds them journeys."""
+
+    def __init__(self, settings: ServiceSettings, statements_dir: Path) -> None:
+        self.settings = settings
+        self.statements_dir = statements_dir
+        self.producer: AIOKafkaProducer = idempotent_producer(settings.endpoints.kafka_bootstrap)
+        self.running: RunningService | None = None
+        self.app: SettlementApp | None = None
+        self.port = 0
+
+    async def start(self) -> SettlementApp:
+        self.app = SettlementApp(self.settings, self.statements_dir, close_wait_s=30.0)
+        self.running = RunningService(self.app)
+        self.port = await self.running.start()
+        return self.app
+
+    async def stop(self) -> None:
+        if self.running is not None:
+            await self.running.stop()
+            self.running = None
+
+    async def send(self, *events: events_pb2.PricedJourney | bytes) -> None:
+        for event in events:
+            value = event if isinstance(event, bytes) else event.SerializeToString()
+            key = b"card" if isinstance(event, bytes) else event.card_token.encode()
+            with tracer.start_as_current_span("test.produce_journey"):
+                await self.producer.send_and_wait(
+                    self.settings.topics.journeys,
+                    value,
+                    key=key,
+                    headers=kafka_headers_with_trace(),
+                )
+
+    async def entries_after_stop(self) -> list[LedgerEntry]:
+        pool = await create_pool(self.settings.endpoints.pg_dsn, self.settings.db_schema)
+        try:
+            return list(await LedgerRepository(pool).entries())
+        finally:
+            await pool.close()
+
+    async def entries(self) -> list[LedgerEntry]:
+        assert self.app is not None and self.app.ledger is not None
+        return list(await self.app.ledger.entries())
+
+    async def wait_for(
+        self, done: Callable[[list[LedgerEntry]], bool], timeout_s: float = 30.0
+    ) -> list[LedgerEntry]:
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while True:
+            entries = await self.entries()
+            if done(entries):
+                return entries
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"timed out; have {len(entries)} entries")
+            await asyncio.sleep(0.1)
+
+    def stub(self, channel: grpc.aio.Channel) -> settlement_pb2_grpc.SettlementServiceStub:
+        return settlement_pb2_grpc.SettlementServiceStub(channel)
+
+
+@pytest.fixture
+async def harness(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[Harness]:
+    h = Harness(settings, tmp_path / "statements")
+    await h.producer.start()
+    await h.start()
+    try:
+        yield h
+    finally:
+        await h.stop()
+        await h.producer.stop()
+
+
+async def close_period(h: Harness, period_id: str) -> settlement_pb2.ClosePeriodResponse:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{h.port}") as channel:
+        return await h.stub(channel).ClosePeriod(
+            settlement_pb2.ClosePeriodRequest(period_id=period_id), timeout=60
+        )
+
+
+def nets(response: settlement_pb2.ClosePeriodResponse) -> dict[str, int]:
+    return {s.party_id: s.net.amount_minor for s in response.statements}
+
+
+async def test_close_period_issues_reconciling_statements_one_per_party(harness: Harness) -> None:
+    await harness.send(
+        priced("j1", ["bus", "tram"], 300),
+        priced("j2", ["bus", "tram", "rail"], 101),
+        priced("j3", ["bus"], 200),
+        priced("j3", ["bus"], 150, revision=2, delta=-50),
+    )
+    # Closed straight away: ClosePeriod waits for the consumer to reach the topic's end.
+    response = await close_period(harness, DAY)
+
+    assert nets(response) == {
+        "operator:bus": 150 + 34 + 200 - 50,
+        "operator:rail": 33,
+        "operator:tram": 150 + 34,
+        "scheme:issuer": -(300 + 101 + 150),
+    }
+    assert sum(nets(response).values()) == 0
+    assert response.total_charged.amount_minor == 551
+    assert response.total_apportioned.amount_minor == 551
+    assert response.total_charged.currency == "GBP"
+    bus = next(s for s in response.statements if s.party_id == "operator:bus")
+    assert [(ln.journey_id, ln.revision, ln.amount.amount_minor) for ln in bus.lines] == [
+        ("j1", 1, 150),
+        ("j2", 1, 34),
+        ("j3", 1, 200),
+        ("j3", 2, -50),
+    ]
+    assert bus.total_credits.amount_minor == 384
+    assert bus.total_debits.amount_minor == 50
+    for statement in response.statements:
+        path = Path(statement.path)
+        assert path == harness.statements_dir / DAY / f"{statement.party_id}.json"
+        assert hashlib.sha256(await read_bytes(path)).hexdigest() == statement.sha256
+
+    # The consumer's span continues the producer's trace.
+    spans = SPANS.get_finished_spans()
+    produced = {s.context.trace_id for s in spans if s.name.startswith("test.")}
+    consumed = {s.context.trace_id for s in spans if s.name == "settlement.post_journey"}
+    assert produced & consumed
+
+
+async def test_closing_twice_returns_identical_statements(harness: Harness) -> None:
+    await harness.send(priced("j1", ["bus", "tram"], 301), priced("j2", ["rail"], 99))
+    first = await close_period(harness, DAY)
+    files = {s.party_id: await read_bytes(Path(s.path)) for s in first.statements}
+    second = await close_period(harness, DAY)
+    assert first == second
+    assert {s.party_id: await read_bytes(Path(s.path)) for s in second.statements} == files
+    assert len(first.statements) == 4
+
+
+async def test_replayed_journeys_add_nothing(harness: Harness) -> None:
+    events = [priced(f"j{i}", ["bus", "tram"], 100 + i) for i in range(10)]
+    await harness.send(*events)
+    before = await harness.wait_for(lambda es: len(es) == 30)
+    await harness.send(*events)
+    assert harness.app is not None and harness.app.consumer is not None
+    stats = harness.app.consumer.stats
+    deadline = asyncio.get_running_loop().time() + 30
+    while stats.replayed < 10:
+        assert asyncio.get_running_loop().time() < deadline, stats
+        await asyncio.sleep(0.1)
+    assert await harness.entries() == before
+    assert stats.posted == 10
+
+
+async def test_restart_mid_stream_leaves_no_missing_or_duplicated_entries(
+    harness: Harness,
+) -> None:
+    events = [
+        priced(f"j{i:04d}", ["bus", "tram", "rail"][: 1 + i % 3], 100 + i) for i in range(300)
+    ]
+    expected = sum(1 + (1 + i % 3) for i in range(300))
+    await harness.send(*events)
+    await harness.wait_for(lambda es: len(es) >= 20)
+    await harness.stop()  # mid-stream: the rest is unposted or posted but uncommitted
+    await harness.start()  # same schema and group
+    entries = await harness.wait_for(lambda es: len(es) >= expected)
+    await asyncio.sleep(1.0)  # anything re-read after the restart must add nothing
+    entries = await harness.entries()
+    assert len(entries) == expected
+    assert len({e.key for e in entries}) == expected
+    assert sum(e.amount.amount_minor for e in entries) == 0
+    issuer = sum(-e.amount.amount_minor for e in entries if e.party_id == "scheme:issuer")
+    assert issuer == sum(100 + i for i in range(300))
+
+
+async def test_unpostable_messages_go_to_the_dead_letter_topic(harness: Harness) -> None:
+    no_currency = priced("bad1", ["bus"], 100)
+    no_currency.charge.currency = ""
+    no_currency.delta.currency = ""
+    bad_revision = priced("bad2", ["bus"], 100, revision=0)
+    await harness.send(b"\xff\xff\xff not protobuf", no_currency, bad_revision)
+    await harness.send(priced("good", ["bus"], 100))
+    await harness.wait_for(lambda es: {e.journey_id for e in es} == {"good"})
+
+    assert harness.app is not None
+    consumer = AIOKafkaConsumer(
+        harness.app.journeys_dlq,
+        bootstrap_servers=harness.settings.endpoints.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        reasons: list[str] = []
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(reasons) < 3 and asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                reasons += [dict(r.headers)["clearway-reason"].decode() for r in records]
+    finally:
+        await consumer.stop()
+    assert sorted(reasons) == ["INVALID_REVISION", "MISSING_CURRENCY", "UNDECODABLE"]
+    assert (await close_period(harness, DAY)).total_charged.amount_minor == 100
+
+
+async def test_late_adjustment_after_close_posts_into_the_next_open_period(
+    harness: Harness,
+) -> None:
+    await harness.send(priced("j1", ["bus", "tram"], 400))
+    closed = await close_period(harness, DAY)
+    assert closed.total_charged.amount_minor == 400
+
+    await harness.send(priced("j1", ["bus", "tram"], 300, revision=2, delta=-100))
+    entries = await harness.wait_for(lambda es: any(e.revision == 2 for e in es))
+    assert {e.period_id for e in entries if e.revision == 2} == {NEXT_DAY}
+
+    assert await close_period(harness, DAY) == closed  # a closed period never changes
+    later = await close_period(harness, NEXT_DAY)
+    assert nets(later) == {"operator:bus": -50, "operator:tram": -50, "scheme:issuer": 100}
+    assert later.total_charged.amount_minor == -100
+
+
+async def test_bad_requests_get_specific_statuses(harness: Harness) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{harness.port}") as channel:
+        stub = harness.stub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ClosePeriod(settlement_pb2.ClosePeriodRequest(period_id="2026-02-30"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "INVALID_PERIOD_ID" in (err.value.details() or "")
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetStatement(
+                settlement_pb2.GetStatementRequest(period_id=DAY, party_id="operator:nobody")
+            )
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert ("reason-code", "STATEMENT_NOT_FOUND") in tuple(err.value.trailing_metadata() or ())
+
+    await harness.send(priced("j1", ["bus"], 250))
+    closed = await close_period(harness, DAY)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{harness.port}") as channel:
+        got = await harness.stub(channel).GetStatement(
+            settlement_pb2.GetStatementRequest(period_id=DAY, party_id="operator:bus")
+        )
+    assert got.statement == next(s for s in closed.statements if s.party_id == "operator:bus")
