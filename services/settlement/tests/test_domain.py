@@ -23,7 +23,14 @@ from services.settlement.domain.ledger import (
     postings_for,
 )
 from services.settlement.domain.periods import parse_period_id, posting_period
-from services.settlement.domain.statement import build_statement, render_statement, sha256_hex
+from services.settlement.domain.statement import (
+    build_statement,
+    issue_statements,
+    parse_statement,
+    period_totals,
+    render_statement,
+    sha256_hex,
+)
 
 operator_ids = st.sampled_from(["bus", "tram", "rail", "ferry", "metro"])
 legs_st = st.lists(operator_ids, min_size=1, max_size=8).map(
@@ -208,3 +215,16 @@ def test_late_adjustment_posts_into_the_next_open_period() -> None:
 def test_period_ids_must_be_real_days(bad: str) -> None:
     with pytest.raises(InvalidPeriodError):
         parse_period_id(bad)
+
+
+@given(specs=journeys_st)
+def test_issued_statements_round_trip_and_balance(
+    specs: list[tuple[int, int, tuple[Leg, ...]]],
+) -> None:
+    issued = issue_statements("2026-11-26", entries_from(specs))
+    for item in issued:
+        assert parse_statement(item.body) == item.statement
+        assert sha256_hex(item.body) == item.sha256
+    if issued:
+        charged, apportioned = period_totals([i.statement for i in issued], ISSUER_PARTY)
+        assert charged == apportioned
