@@ -577,8 +577,10 @@ class _Loader:
                     "duplicate (fare_product_id, fare_media_id, rider_category_id)",
                 )
             seen.add((product_id, media_id, category_id))
-            if amount is None or not product_id:
+            if not product_id:
                 continue
+            if amount is None:
+                amount = 0  # reported above; keep the id known so references do not cascade
             currencies.add(currency)
             rows.setdefault(product_id, []).append(
                 FareProduct(
