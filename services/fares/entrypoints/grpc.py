@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 from datetime import date, datetime, time, timedelta
+from typing import Any
 
 import grpc
 from aiokafka import AIOKafkaConsumer

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
+from aiokafka import AIOKafkaConsumer
 
 from clearway.events.v1 import events_pb2
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -40,8 +41,6 @@ async def _send(port: int, batches: list[list[events_pb2.Tap]]) -> list[list[ing
 
 
 async def _drain(kafka_bootstrap: str, topic: str, expected: int) -> list:
-    from aiokafka import AIOKafkaConsumer
-
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=None
     )
