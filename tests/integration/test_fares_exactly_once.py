@@ -1,0 +1,184 @@
+"""The fares service killed with SIGKILL mid-stream, then restarted: every journey's final
+charge equals the pure engine's answer, no revision is missing, and any revision seen twice
+is byte-identical (the outbox re-sent it), so downstream idempotent sinks count it once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import grpc
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from clearway.events.v1 import events_pb2
+from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
+from clearway.kafka import Topics, ensure_topics
+from services.fares.adapters.convert import tap_from_proto
+from services.fares.app import DEFAULT_FEED, load_catalog
+from services.fares.domain import price_card
+from services.ingest.simulator.day import Mix, simulate_day
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def day_taps() -> tuple[str, list[events_pb2.Tap]]:
+    catalog = load_catalog([DEFAULT_FEED])
+    day = (datetime.now(UTC) - timedelta(days=2)).date()
+    simulated = simulate_day(
+        catalog.versions[0], day, cards=60, seed=11, mix=Mix(malformed=0.0, resend=0.0)
+    )
+    taps = []
+    for device_taps in simulated.by_device.values():
+        for t in device_taps:
+            t.tap_id = f"{t.device_id}:{t.sequence_number}"
+            taps.append(t)
+    return day.isoformat(), taps
+
+
+async def processed(dsn: str, schema: str, topic: str) -> int:
+    conn = await asyncpg.connect(dsn)
+    try:
+        exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.partition_state")
+        if exists is None:
+            return 0
+        value = await conn.fetchval(
+            f"SELECT coalesce(sum(next_offset), 0) FROM {schema}.partition_state WHERE topic = $1",
+            topic,
+        )
+        return int(value)
+    finally:
+        await conn.close()
+
+
+def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", "fares"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def read_all(bootstrap: str, topic: str) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        for _ in range(100):
+            if consumer.assignment():
+                break
+            await asyncio.sleep(0.1)
+        parts = list(consumer.assignment())
+        ends = await consumer.end_offsets(parts)
+        while any([await consumer.position(tp) < ends[tp] for tp in parts]):
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                values.extend(r.value for r in records)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def test_fares_killed_mid_stream_publishes_each_revision_once_in_effect(
+    endpoints, unique_name
+):
+    period, taps = day_taps()
+    topics = Topics(prefix=f"{unique_name}.")
+    schema = f"{unique_name}_fares"
+    await ensure_topics(endpoints.kafka_bootstrap, topics.all())
+    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for t in taps:
+            await producer.send(topics.taps, t.SerializeToString(), key=t.card_token.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+    port = free_port()
+    env = {
+        **os.environ,
+        **endpoints.as_env(),
+        "CLEARWAY_GRPC_PORT": str(port),
+        "CLEARWAY_TOPIC_PREFIX": topics.prefix,
+        "CLEARWAY_DB_SCHEMA": schema,
+        "CLEARWAY_CONSUMER_GROUP": f"{unique_name}-fares",
+    }
+    first = spawn(env)
+    try:
+        for _ in range(600):
+            done = await processed(endpoints.pg_dsn, schema, topics.taps)
+            if done >= len(taps) // 3:
+                break
+            await asyncio.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert 0 < done < len(taps), f"the crash did not land mid-stream ({done}/{len(taps)})"
+
+    second = spawn(env)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = fares_pb2_grpc.FaresServiceStub(channel)
+            await channel.channel_ready()
+            for _ in range(100):
+                try:
+                    await stub.CloseServiceDay(
+                        fares_pb2.CloseServiceDayRequest(
+                            service_day=period, catch_up_timeout_seconds=60
+                        ),
+                        timeout=90,
+                    )
+                    break
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                        raise
+                    await asyncio.sleep(0.3)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(20)
+
+    seen: dict[tuple[str, int], bytes] = {}
+    latest: dict[str, events_pb2.PricedJourney] = {}
+    revisions: dict[str, set[int]] = defaultdict(set)
+    for value in await read_all(endpoints.kafka_bootstrap, topics.journeys):
+        j = events_pb2.PricedJourney.FromString(value)
+        key = (j.journey_id, j.revision)
+        assert seen.setdefault(key, value) == value, f"{key} published with different content"
+        revisions[j.journey_id].add(j.revision)
+        if j.journey_id not in latest or j.revision > latest[j.journey_id].revision:
+            latest[j.journey_id] = j
+    for journey_id, revs in revisions.items():
+        assert revs == set(range(1, max(revs) + 1)), f"{journey_id} misses a revision: {revs}"
+
+    catalog = load_catalog([DEFAULT_FEED])
+    by_card: dict[str, list] = defaultdict(list)
+    for t in taps:
+        by_card[t.card_token].append(tap_from_proto(t))
+    expected = {
+        j.journey_id: j.charge.amount_minor
+        for card_taps in by_card.values()
+        for j in price_card(catalog, card_taps, as_of=None)
+    }
+    published = {jid: j.charge.amount_minor for jid, j in latest.items() if j.legs}
+    assert published == expected
+    vanished = {jid for jid, j in latest.items() if not j.legs}
+    assert all(latest[jid].charge.amount_minor == 0 for jid in vanished)
+    assert not vanished & set(expected)
