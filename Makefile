@@ -40,6 +40,9 @@ infra-down: setup
 	$(BIN)/clearway infra down
 infra-status: setup
 	$(BIN)/clearway infra status
+## clean-infra: stop the local servers and delete their data
+clean-infra: setup
+	$(BIN)/clearway infra clean
 
 ## test: everything, against real Kafka, PostgreSQL and Redis
 test: setup lint
