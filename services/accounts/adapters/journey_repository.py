@@ -48,6 +48,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX journeys_latest_history
         ON journeys_latest (card_token, started_at DESC, journey_id DESC);
     """,
+    # A journey whose latest revision has no legs was withdrawn: its taps now belong to
+    # another journey. It stays in the audit trail but leaves the traveller's history.
+    """
+    ALTER TABLE journeys_latest ADD COLUMN has_legs boolean NOT NULL DEFAULT true;
+    """,
 ]
 
 _INSERT_REVISION = """
@@ -58,13 +63,15 @@ ON CONFLICT (journey_id, revision) DO NOTHING
 RETURNING true
 """
 
-# A revision without legs (the journey vanished) keeps the leg-based start it had, so
-# the journey stays where the traveller saw it, now showing a zero charge.
+# A revision without legs (the journey was withdrawn) keeps the leg-based start it had and
+# is hidden from the history (has_legs false); a later revision with legs brings it back.
 _UPSERT_LATEST = """
 INSERT INTO journeys_latest AS l
-    (journey_id, revision, card_token, started_at, started_from_legs, service_day, body)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+    (journey_id, revision, card_token, started_at, started_from_legs, service_day, body,
+     has_legs)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $5)
 ON CONFLICT (journey_id) DO UPDATE SET
+    has_legs = excluded.has_legs,
     revision = excluded.revision,
     card_token = excluded.card_token,
     started_at = CASE WHEN excluded.started_from_legs OR NOT l.started_from_legs
@@ -80,7 +87,7 @@ RETURNING true
 _FIRST_PAGE = """
 SELECT journey_id, revision, card_token, started_at, started_from_legs, service_day, body
 FROM journeys_latest
-WHERE card_token = $1
+WHERE card_token = $1 AND has_legs
 ORDER BY started_at DESC, journey_id DESC
 LIMIT $2
 """
@@ -88,7 +95,7 @@ LIMIT $2
 _NEXT_PAGE = """
 SELECT journey_id, revision, card_token, started_at, started_from_legs, service_day, body
 FROM journeys_latest
-WHERE card_token = $1 AND (started_at, journey_id) < ($3, $4)
+WHERE card_token = $1 AND has_legs AND (started_at, journey_id) < ($3, $4)
 ORDER BY started_at DESC, journey_id DESC
 LIMIT $2
 """

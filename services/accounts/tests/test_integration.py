@@ -215,7 +215,9 @@ async def test_later_revision_replaces_and_late_older_revision_does_not_win(
     assert [r.revision for r in await repo.revisions_of(f"{card}-y")] == [2, 3]
 
 
-async def test_vanished_journey_stays_visible_with_zero_charge_in_place(harness: Harness) -> None:
+async def test_withdrawn_journey_leaves_the_history_but_stays_in_the_audit_trail(
+    harness: Harness,
+) -> None:
     card = new_id("card")
     early = journey(card, f"{card}-a", T0)
     middle = journey(card, f"{card}-b", T0 + timedelta(hours=1))
@@ -230,9 +232,13 @@ async def test_vanished_journey_stays_visible_with_zero_charge_in_place(harness:
         (j.journey_id, j.revision, j.charge.amount_minor, len(j.legs)) for j in page.journeys
     ] == [
         (f"{card}-c", 1, 250, 1),
-        (f"{card}-b", 2, 0, 0),
         (f"{card}-a", 1, 250, 1),
     ]
+    assert harness.app.pool is not None
+    kept = await harness.app.pool.fetchval(
+        "SELECT count(*) FROM journey_revisions WHERE journey_id = $1", f"{card}-b"
+    )
+    assert kept == 2
 
 
 async def test_replaying_the_same_events_changes_nothing(harness: Harness) -> None:
