@@ -24,7 +24,7 @@ MAX_QUOTE_TAPS = 500
 
 
 async def _invalid(context: grpc.aio.ServicerContext[Any, Any], code: str, msg: str) -> None:
-    await context.send_initial_metadata((("reason-code", code),))
+    context.set_trailing_metadata((("reason-code", code),))
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{code}: {msg}")
 
 
