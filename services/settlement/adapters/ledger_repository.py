@@ -10,6 +10,7 @@ import asyncpg
 
 from clearway.db import migrate
 from clearway.money import Money
+from services.settlement.domain.errors import InvalidJourneyError
 from services.settlement.domain.ledger import JourneyRevision, LedgerEntry, postings_for
 from services.settlement.domain.periods import posting_period
 from services.settlement.domain.statement import IssuedStatement, Statement, parse_statement
@@ -46,7 +47,17 @@ MIGRATIONS = [
         created_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (period_id, party_id)
     );
+    """,
+    # v2: the latest revision processed per journey, so a replayed or out-of-date
+    # revision is skipped (postings are now differences against the journey's standing).
     """
+    CREATE TABLE journey_positions (
+        journey_id text PRIMARY KEY,
+        revision bigint NOT NULL
+    );
+    INSERT INTO journey_positions (journey_id, revision)
+        SELECT journey_id, max(revision) FROM ledger_entries GROUP BY journey_id;
+    """,
 ]
 
 _SELECT_ENTRIES = (
@@ -57,10 +68,16 @@ _SELECT_ENTRIES = (
 
 @dataclass(frozen=True, slots=True)
 class PostResult:
-    """Where a journey revision was posted and how many entries were new (0 = replay)."""
+    """Where a journey revision was posted and how many entries were new.
+
+    `skipped` is True when the revision was not newer than the latest one processed for
+    its journey (a replay, or an out-of-date revision): nothing was posted. A newer
+    revision that changes nothing has `inserted` 0 and `skipped` False.
+    """
 
     period_id: str | None
     inserted: int
+    skipped: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,26 +131,42 @@ class LedgerRepository:
         return await migrate(self._pool, MIGRATIONS)
 
     async def post(self, journey: JourneyRevision) -> PostResult:
-        """Post one journey revision in one transaction; a replay adds nothing."""
+        """Post one journey revision in one transaction: the difference between the
+        revision's target position and what is already posted for the journey.
+
+        A revision not newer than the latest one processed for the journey (a replay)
+        adds nothing; a newer one is recorded as processed even when it posts nothing.
+        """
         async with self._pool.acquire() as conn, conn.transaction():
-            already = await conn.fetchval(
-                "SELECT period_id FROM ledger_entries WHERE journey_id = $1 AND revision = $2"
-                " LIMIT 1",
+            # Row-lock the journey's position (created at 0 when new) so that concurrent
+            # postings of one journey serialise: each sees the other's entries.
+            await conn.execute(
+                "INSERT INTO journey_positions (journey_id, revision) VALUES ($1, 0)"
+                " ON CONFLICT DO NOTHING",
+                journey.journey_id,
+            )
+            latest = await conn.fetchval(
+                "SELECT revision FROM journey_positions WHERE journey_id = $1 FOR UPDATE",
+                journey.journey_id,
+            )
+            if journey.revision <= latest:
+                return PostResult(None, 0, skipped=True)
+            await conn.execute(
+                "UPDATE journey_positions SET revision = $2 WHERE journey_id = $1",
                 journey.journey_id,
                 journey.revision,
             )
-            if already is not None:
-                return PostResult(already, 0)
-            if journey.delta.amount_minor == 0:
+            standing = await self._standing(conn, journey.journey_id)
+            entries = postings_for(journey, journey.service_day, standing=standing)
+            if not entries:
                 return PostResult(None, 0)
             period_id = await self._lock_open_period(conn, journey.service_day)
-            entries = postings_for(journey, period_id)
+            entries = postings_for(journey, period_id, standing=standing)
             rows = await conn.fetch(
                 "INSERT INTO ledger_entries (period_id, journey_id, revision, party_id, account,"
                 " amount_minor, currency, description)"
                 " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
                 " $5::text[], $6::bigint[], $7::text[], $8::text[])"
-                " ON CONFLICT (journey_id, revision, party_id, account) DO NOTHING"
                 " RETURNING entry_id",
                 [e.period_id for e in entries],
                 [e.journey_id for e in entries],
@@ -145,6 +178,27 @@ class LedgerRepository:
                 [e.description for e in entries],
             )
             return PostResult(period_id, len(rows))
+
+    @staticmethod
+    async def _standing(conn: asyncpg.Connection, journey_id: str) -> dict[tuple[str, str], Money]:
+        """What is already posted for `journey_id`, per (party, account), in all periods."""
+        rows = await conn.fetch(
+            "SELECT party_id, account, currency, sum(amount_minor)::bigint AS amount"
+            " FROM ledger_entries WHERE journey_id = $1"
+            " GROUP BY party_id, account, currency ORDER BY party_id, account, currency",
+            journey_id,
+        )
+        standing: dict[tuple[str, str], Money] = {}
+        for row in rows:
+            key = (row["party_id"], row["account"])
+            amount = Money(row["amount"], row["currency"].strip())
+            if key in standing:
+                raise InvalidJourneyError(
+                    "CURRENCY_MISMATCH",
+                    f"journey {journey_id} stands in several currencies at {key[0]}",
+                )
+            standing[key] = amount
+        return standing
 
     async def _lock_open_period(self, conn: asyncpg.Connection, service_day: str) -> str:
         """The period to post into, share-locked open until the posting commits.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from clearway.money import Money
@@ -26,8 +26,10 @@ def operator_party(operator_id: str) -> str:
 class JourneyRevision:
     """One revision of a priced journey, as settlement sees it.
 
-    `delta` is what this revision adds to what earlier revisions charged (equal to
-    `charge` on revision 1, negative for a refund adjustment).
+    `charge` is what the journey costs as of this revision; `delta` is what this revision
+    adds to what earlier revisions charged (equal to `charge` on revision 1, negative for
+    a refund adjustment). A journey that vanished (its taps regrouped into other
+    journeys) arrives as a revision with charge 0 and no legs.
     """
 
     journey_id: str
@@ -52,8 +54,8 @@ class JourneyRevision:
             parse_period_id(self.service_day)
         except ValueError as exc:
             raise InvalidJourneyError("INVALID_SERVICE_DAY", str(exc)) from None
-        if not self.legs:
-            raise InvalidJourneyError("NO_LEGS", "a journey needs at least one leg")
+        if not self.legs and self.charge.amount_minor != 0:
+            raise InvalidJourneyError("NO_LEGS", "a non-zero charge needs at least one leg")
         if any(not leg.operator_id for leg in self.legs):
             raise InvalidJourneyError("MISSING_OPERATOR", "every leg needs an operator_id")
 
@@ -76,40 +78,93 @@ class LedgerEntry:
         return (self.journey_id, self.revision, self.party_id, self.account)
 
 
+Position = dict[tuple[str, str], Money]
+"""Amounts per (party id, account)."""
+
+
+def target_position(
+    journey: JourneyRevision, method: ApportionmentMethod = ApportionmentMethod.EQUAL
+) -> Position:
+    """Where the ledger should stand for `journey` after this revision: the issuer debited
+    the full charge, each operator of the revision's legs credited its share of it.
+
+    Empty for a vanished journey (charge 0, no legs). Ordered issuer first, then the
+    operators in order of first appearance among the legs.
+    """
+    if not journey.legs:
+        return {}
+    position: Position = {(ISSUER_PARTY, ISSUER_ACCOUNT): -journey.charge}
+    for share in apportion(journey.charge, journey.legs, method):
+        position[(operator_party(share.operator_id), OPERATOR_ACCOUNT)] = share.amount
+    return position
+
+
+def standing_of(entries: Iterable[LedgerEntry]) -> Position:
+    """The sum of `entries` per (party id, account), keyed in sorted order."""
+    position: Position = {}
+    for entry in entries:
+        key = (entry.party_id, entry.account)
+        current = position.get(key)
+        position[key] = entry.amount if current is None else current + entry.amount
+    return dict(sorted(position.items()))
+
+
 def postings_for(
     journey: JourneyRevision,
     period_id: str | None = None,
     method: ApportionmentMethod = ApportionmentMethod.EQUAL,
+    standing: Mapping[tuple[str, str], Money] | None = None,
 ) -> list[LedgerEntry]:
-    """Entries for one journey revision: debit the issuer by the delta, credit each
-    operator its share. They sum to zero. A zero delta posts nothing.
+    """Entries that move the journey from its `standing` (the sum of what was already
+    posted for it, per (party, account)) to the target position of this revision.
+
+    The target debits the issuer by the revision's full charge and credits each operator
+    its share of it. Entries are target minus standing for every (party, account) of
+    either, where non-zero; both sides sum to zero, so the entries do too. With no
+    standing (revision 1) that is the charge itself; the issuer's entry equals -delta
+    whenever every earlier revision was posted, and operators' totals follow the legs of
+    the latest revision even when the operators changed. A revision that changes
+    nothing posts nothing.
+
+    Raises InvalidJourneyError("CURRENCY_MISMATCH") when the standing is in another
+    currency than the charge.
     """
-    if journey.delta.amount_minor == 0:
-        return []
+    standing = dict(standing or {})
+    currency = journey.charge.currency
+    for key, amount in standing.items():
+        if amount.currency != currency:
+            raise InvalidJourneyError(
+                "CURRENCY_MISMATCH",
+                f"journey {journey.journey_id} stands in {amount.currency} at {key[0]},"
+                f" revision {journey.revision} charges {currency}",
+            )
+    target = target_position(journey, method)
+    keys = list(target) + sorted(k for k in standing if k not in target)
     period = period_id or journey.service_day
-    ref = f"journey {journey.journey_id} rev {journey.revision}"
-    entries = [
-        LedgerEntry(
-            period,
-            journey.journey_id,
-            journey.revision,
-            ISSUER_PARTY,
-            ISSUER_ACCOUNT,
-            -journey.delta,
-            f"charge {ref} (service day {journey.service_day})",
-        )
-    ]
-    shares = apportion(journey.delta, journey.legs, method)
-    for share in shares:
+    if any(amount.amount_minor for amount in standing.values()):
+        ref = f"journey {journey.journey_id} to rev {journey.revision}"
+        issuer_text = f"adjustment of {ref} (service day {journey.service_day})"
+        operator_text = f"adjustment of {ref}"
+    else:
+        ref = f"journey {journey.journey_id} rev {journey.revision}"
+        issuer_text = f"charge {ref} (service day {journey.service_day})"
+        shares = len(target) - 1
+        operator_text = f"{method.value.lower()} share 1/{shares} of {ref}"
+    zero = Money.zero(currency)
+    entries: list[LedgerEntry] = []
+    for party, account in keys:
+        amount = target.get((party, account), zero) - standing.get((party, account), zero)
+        if amount.amount_minor == 0:
+            continue
         entries.append(
             LedgerEntry(
                 period,
                 journey.journey_id,
                 journey.revision,
-                operator_party(share.operator_id),
-                OPERATOR_ACCOUNT,
-                share.amount,
-                f"{method.value.lower()} share 1/{len(shares)} of {ref}",
+                party,
+                account,
+                amount,
+                issuer_text if party == ISSUER_PARTY else operator_text,
             )
         )
     return entries

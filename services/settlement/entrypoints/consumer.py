@@ -35,8 +35,8 @@ _MAX_BACKOFF_S = 5.0
 class ConsumerStats:
     """Counts since start, for logs and tests."""
 
-    posted: int = 0
-    replayed: int = 0
+    posted: int = 0  # revisions processed (including ones that changed nothing)
+    replayed: int = 0  # revisions skipped: not newer than the latest processed
     dead_lettered: int = 0
 
 
@@ -103,10 +103,10 @@ class JourneyConsumer:
                 span.set_attribute("clearway.reason_code", exc.code)
                 await self._dead_letter(record, exc.code, exc.detail)
                 return
-            if result.inserted:
-                self.stats.posted += 1
-            else:
+            if result.skipped:
                 self.stats.replayed += 1
+            else:
+                self.stats.posted += 1
             log.debug(
                 "journey posted",
                 extra={
@@ -114,6 +114,7 @@ class JourneyConsumer:
                     "revision": journey.revision,
                     "period_id": result.period_id,
                     "inserted": result.inserted,
+                    "skipped": result.skipped,
                 },
             )
 

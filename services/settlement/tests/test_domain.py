@@ -16,11 +16,15 @@ from services.settlement.domain.errors import (
     MixedCurrencyError,
 )
 from services.settlement.domain.ledger import (
+    ISSUER_ACCOUNT,
     ISSUER_PARTY,
+    OPERATOR_ACCOUNT,
     JourneyRevision,
     LedgerEntry,
     net_positions,
+    operator_party,
     postings_for,
+    standing_of,
 )
 from services.settlement.domain.periods import parse_period_id, posting_period
 from services.settlement.domain.statement import (
@@ -83,16 +87,21 @@ def test_apportion_without_legs_is_rejected() -> None:
 
 
 @given(charge=amounts, legs=legs_st, rev=st.integers(min_value=2, max_value=9), delta=amounts)
-def test_postings_of_a_revision_sum_to_zero(
+def test_postings_without_standing_charge_the_whole_charge(
     charge: int, legs: tuple[Leg, ...], rev: int, delta: int
 ) -> None:
+    # Settlement saw no earlier revision: the ledger goes straight to the full charge.
     j = JourneyRevision("j1", rev, "2026-11-26", legs, Money(charge, "GBP"), Money(delta, "GBP"))
     entries = postings_for(j)
     assert total((e.amount for e in entries), "GBP") == Money(0, "GBP")
-    if delta:
+    assert len({e.key for e in entries}) == len(entries)
+    if charge:
         issuer = [e for e in entries if e.party_id == ISSUER_PARTY]
-        assert [e.amount for e in issuer] == [Money(-delta, "GBP")]
-        assert len({e.key for e in entries}) == len(entries)
+        assert [e.amount for e in issuer] == [Money(-charge, "GBP")]
+        shares = apportion(Money(charge, "GBP"), legs)
+        assert {e.party_id for e in entries} == {ISSUER_PARTY} | {
+            operator_party(s.operator_id) for s in shares if s.amount.amount_minor
+        }
     else:
         assert entries == []
 
@@ -114,6 +123,7 @@ def test_revision_one_debits_issuer_and_credits_operators() -> None:
         ({"journey_id": ""}, "MISSING_JOURNEY_ID"),
         ({"service_day": "26/11/2026"}, "INVALID_SERVICE_DAY"),
         ({"legs": ()}, "NO_LEGS"),
+        ({"legs": (), "revision": 2, "charge": Money(5, "GBP")}, "NO_LEGS"),
         ({"delta": Money(100, "EUR")}, "CURRENCY_MISMATCH"),
         ({"delta": Money(99, "GBP")}, "INVALID_DELTA"),
     ],
@@ -131,6 +141,118 @@ def test_invalid_revisions_are_rejected_with_a_code(kwargs: dict[str, object], c
     with pytest.raises(InvalidJourneyError) as err:
         JourneyRevision(**fields)  # type: ignore[arg-type]
     assert err.value.code == code
+
+
+def test_a_vanished_journey_is_valid_and_refunds_everything() -> None:
+    rev1 = journey("j1", 1, 940, 940, ["LUL"])
+    gone = journey("j1", 2, 0, -940, [])
+    assert gone.legs == ()
+    entries = postings_for(gone, standing=standing_of(postings_for(rev1)))
+    assert [(e.party_id, e.account, e.amount.amount_minor) for e in entries] == [
+        ("operator:LUL", "fare_revenue", -940),
+        ("scheme:issuer", "traveller_charges", 940),
+    ]
+    assert {e.description for e in entries} == {
+        "adjustment of journey j1 to rev 2",
+        "adjustment of journey j1 to rev 2 (service day 2026-11-26)",
+    }
+    # A legless zero-charge revision with nothing standing posts nothing.
+    assert postings_for(journey("j2", 1, 0, 0, [])) == []
+
+
+def test_changed_operators_converge_to_a_split_of_the_final_charge() -> None:
+    rev1 = postings_for(journey("j1", 1, 300, 300, ["bus"]))
+    rev2 = postings_for(journey("j1", 2, 300, 0, ["bus", "tram"]), standing=standing_of(rev1))
+    assert [(e.party_id, e.amount.amount_minor) for e in rev2] == [
+        ("operator:bus", -150),
+        ("operator:tram", 150),
+    ]
+    assert net_positions(rev1 + rev2) == {
+        "operator:bus": Money(150, "GBP"),
+        "operator:tram": Money(150, "GBP"),
+        "scheme:issuer": Money(-300, "GBP"),
+    }
+
+
+def test_a_standing_in_another_currency_is_refused() -> None:
+    standing = {(ISSUER_PARTY, ISSUER_ACCOUNT): Money(-100, "EUR")}
+    with pytest.raises(InvalidJourneyError) as err:
+        postings_for(journey("j1", 2, 100, 0, ["bus"]), standing=standing)
+    assert err.value.code == "CURRENCY_MISMATCH"
+
+
+# One revision of a journey: a charge >= 0 over some legs, or a vanished journey
+# (charge 0, no legs).
+revision_st = st.one_of(
+    st.tuples(st.integers(min_value=0, max_value=10**7), legs_st),
+    st.just((0, ())),
+)
+revision_seq_st = st.lists(revision_st, min_size=1, max_size=8)
+
+
+def revisions_of(jid: str, specs: list[tuple[int, tuple[Leg, ...]]]) -> list[JourneyRevision]:
+    """The revisions fares would publish for `specs`, with deltas against the previous one."""
+    out: list[JourneyRevision] = []
+    previous = 0
+    for rev, (charge, legs) in enumerate(specs, start=1):
+        out.append(
+            JourneyRevision(
+                jid, rev, "2026-11-26", legs, Money(charge, "GBP"), Money(charge - previous, "GBP")
+            )
+        )
+        previous = charge
+    return out
+
+
+def expected_standing(charge: int, legs: tuple[Leg, ...]) -> dict[tuple[str, str], Money]:
+    if not legs:
+        return {}
+    expected = {(ISSUER_PARTY, ISSUER_ACCOUNT): Money(-charge, "GBP")}
+    for share in apportion(Money(charge, "GBP"), legs):
+        expected[(operator_party(share.operator_id), OPERATOR_ACCOUNT)] = share.amount
+    return expected
+
+
+def nonzero(position: dict[tuple[str, str], Money]) -> dict[tuple[str, str], Money]:
+    return {k: v for k, v in position.items() if v.amount_minor}
+
+
+@given(specs=revision_seq_st)
+def test_revisions_in_order_converge_to_the_split_of_the_final_charge(
+    specs: list[tuple[int, tuple[Leg, ...]]],
+) -> None:
+    ledger: list[LedgerEntry] = []
+    for j in revisions_of("j1", specs):
+        entries = postings_for(j, standing=standing_of(ledger))
+        # (a) every revision's entries balance, one per (party, account)
+        assert total((e.amount for e in entries), "GBP") == Money(0, "GBP")
+        assert len({e.key for e in entries}) == len(entries)
+        assert all(e.amount.amount_minor != 0 for e in entries)
+        assert {e.revision for e in entries} <= {j.revision}
+        # Having seen every earlier revision, the issuer moves by exactly -delta.
+        issuer = sum(e.amount.amount_minor for e in entries if e.party_id == ISSUER_PARTY)
+        assert issuer == -j.delta.amount_minor
+        ledger += entries
+    # (b) the ledger stands where the final revision says, whatever came before
+    charge, legs = specs[-1]
+    assert nonzero(standing_of(ledger)) == nonzero(expected_standing(charge, legs))
+    issuer_total = sum(e.amount.amount_minor for e in ledger if e.party_id == ISSUER_PARTY)
+    assert issuer_total == -charge
+
+
+@given(specs=revision_seq_st, data=st.data())
+def test_missed_revisions_still_converge(
+    specs: list[tuple[int, tuple[Leg, ...]]], data: st.DataObject
+) -> None:
+    revisions = revisions_of("j1", specs)
+    seen = [r for r in revisions[:-1] if data.draw(st.booleans())] + [revisions[-1]]
+    ledger: list[LedgerEntry] = []
+    for j in seen:
+        entries = postings_for(j, standing=standing_of(ledger))
+        assert total((e.amount for e in entries), "GBP") == Money(0, "GBP")
+        ledger += entries
+    charge, legs = specs[-1]
+    assert nonzero(standing_of(ledger)) == nonzero(expected_standing(charge, legs))
 
 
 journeys_st = st.lists(

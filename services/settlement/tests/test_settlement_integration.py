@@ -7,10 +7,14 @@ import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
+from uuid import uuid4
 
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -20,13 +24,23 @@ from clearway.db import create_pool
 from clearway.events.v1 import events_pb2
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, idempotent_producer
+from clearway.money import Money
 from clearway.runtime import RunningService
 from clearway.settings import ServiceSettings
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import kafka_headers_with_trace, setup_tracing
 from services.settlement.adapters.ledger_repository import LedgerRepository
 from services.settlement.app import SettlementApp
-from services.settlement.domain.ledger import LedgerEntry
+from services.settlement.domain.apportionment import Leg, apportion
+from services.settlement.domain.ledger import (
+    ISSUER_ACCOUNT,
+    ISSUER_PARTY,
+    OPERATOR_ACCOUNT,
+    JourneyRevision,
+    LedgerEntry,
+    operator_party,
+    standing_of,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -321,3 +335,148 @@ async def test_bad_requests_get_specific_statuses(harness: Harness) -> None:
             settlement_pb2.GetStatementRequest(period_id=DAY, party_id="operator:bus")
         )
     assert got.statement == next(s for s in closed.statements if s.party_id == "operator:bus")
+
+
+async def dead_letter_reasons(harness: Harness, wait_s: float = 2.0) -> list[str]:
+    """Reasons of everything on the journeys DLQ (read for `wait_s` from the start)."""
+    assert harness.app is not None
+    consumer = AIOKafkaConsumer(
+        harness.app.journeys_dlq,
+        bootstrap_servers=harness.settings.endpoints.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        reasons: list[str] = []
+        deadline = asyncio.get_running_loop().time() + wait_s
+        while asyncio.get_running_loop().time() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                reasons += [dict(r.headers)["clearway-reason"].decode() for r in records]
+    finally:
+        await consumer.stop()
+    return reasons
+
+
+async def test_a_vanished_journey_refunds_its_charge(harness: Harness) -> None:
+    await harness.send(
+        priced("j-gone", ["LUL"], 940),
+        # Late taps regrouped the legs: the journey vanishes (charge 0, no legs).
+        priced("j-gone", [], 0, revision=2, delta=-940),
+        priced("j-new", ["LUL"], 290),
+    )
+    response = await close_period(harness, DAY)
+
+    assert nets(response) == {"operator:LUL": 290, "scheme:issuer": -290}
+    assert response.total_charged.amount_minor == 290
+    assert response.total_apportioned.amount_minor == 290
+    gone = [e for e in await harness.entries() if e.journey_id == "j-gone"]
+    assert [(e.revision, e.party_id, e.amount.amount_minor) for e in gone] == [
+        (1, "operator:LUL", 940),
+        (1, "scheme:issuer", -940),
+        (2, "operator:LUL", -940),
+        (2, "scheme:issuer", 940),
+    ]
+    assert await dead_letter_reasons(harness) == []
+    assert harness.app is not None and harness.app.consumer is not None
+    assert harness.app.consumer.stats.dead_lettered == 0
+
+
+async def test_changed_operators_settle_on_the_split_of_the_final_charge(
+    harness: Harness,
+) -> None:
+    await harness.send(
+        priced("j1", ["bus"], 300),
+        priced("j1", ["bus", "tram"], 300, revision=2, delta=0),
+    )
+    response = await close_period(harness, DAY)
+    assert nets(response) == {"operator:bus": 150, "operator:tram": 150, "scheme:issuer": -300}
+    assert response.total_charged.amount_minor == 300
+    rev2 = [e for e in await harness.entries() if e.revision == 2]
+    assert [(e.party_id, e.amount.amount_minor, e.description) for e in rev2] == [
+        ("operator:bus", -150, "adjustment of journey j1 to rev 2"),
+        ("operator:tram", 150, "adjustment of journey j1 to rev 2"),
+    ]
+
+
+async def test_an_out_of_date_revision_arriving_late_changes_nothing(harness: Harness) -> None:
+    await harness.send(
+        priced("j1", ["bus"], 400),
+        priced("j1", ["bus", "tram"], 300, revision=2, delta=-100),
+        priced("j1", ["bus"], 400),  # revision 1 again, after revision 2
+    )
+    response = await close_period(harness, DAY)
+    assert nets(response) == {"operator:bus": 150, "operator:tram": 150, "scheme:issuer": -300}
+
+
+@pytest.fixture
+async def repository(settings: ServiceSettings) -> AsyncIterator[LedgerRepository]:
+    pool = await create_pool(settings.endpoints.pg_dsn, settings.db_schema)
+    repo = LedgerRepository(pool)
+    await repo.migrate()
+    try:
+        yield repo
+    finally:
+        await pool.close()
+
+
+# A journey's revisions: charges >= 0 over random operators, some vanished (0, no legs).
+_revision_st = st.one_of(
+    st.tuples(
+        st.integers(min_value=0, max_value=10**6),
+        st.lists(st.sampled_from(["bus", "tram", "rail", "LUL"]), min_size=1, max_size=5),
+    ),
+    st.just((0, [])),
+)
+_sequence_st = st.lists(_revision_st, min_size=1, max_size=6)
+
+
+def _revisions(jid: str, specs: list[tuple[int, list[str]]]) -> list[JourneyRevision]:
+    out: list[JourneyRevision] = []
+    previous = 0
+    for rev, (charge, ops) in enumerate(specs, start=1):
+        legs = tuple(Leg(f"{jid}-{rev}-{i}", op) for i, op in enumerate(ops))
+        delta = Money(charge - previous, "GBP")
+        out.append(JourneyRevision(jid, rev, DAY, legs, Money(charge, "GBP"), delta))
+        previous = charge
+    return out
+
+
+@hypothesis_settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(specs=_sequence_st, data=st.data())
+async def test_reposting_earlier_revisions_after_later_ones_adds_nothing(
+    repository: LedgerRepository, specs: list[tuple[int, list[str]]], data: st.DataObject
+) -> None:
+    jid = f"j-{uuid4().hex[:12]}"
+    revisions = _revisions(jid, specs)
+    for revision in revisions:
+        result = await repository.post(revision)
+        assert not result.skipped
+        posted = [e for e in await repository.entries(jid) if e.revision == revision.revision]
+        assert sum(e.amount.amount_minor for e in posted) == 0
+        assert result.inserted == len(posted)
+    settled = list(await repository.entries(jid))
+
+    charge = specs[-1][0]
+    legs = revisions[-1].legs
+    expected: dict[tuple[str, str], Money] = {}
+    if legs:
+        expected[(ISSUER_PARTY, ISSUER_ACCOUNT)] = Money(-charge, "GBP")
+        for share in apportion(Money(charge, "GBP"), legs):
+            expected[(operator_party(share.operator_id), OPERATOR_ACCOUNT)] = share.amount
+    standing = standing_of(settled)
+    assert {k: v for k, v in standing.items() if v.amount_minor} == {
+        k: v for k, v in expected.items() if v.amount_minor
+    }
+
+    # Re-post any earlier revisions (and the last one), in any order: nothing changes.
+    replays = data.draw(st.lists(st.sampled_from(revisions), min_size=1, max_size=6))
+    for revision in replays:
+        result = await repository.post(revision)
+        assert result.skipped and result.inserted == 0
+    assert list(await repository.entries(jid)) == settled
