@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, ROUND_HALF_UP, Decimal
@@ -410,6 +410,14 @@ class FareData:
 
     def distance_m(self, from_stop_id: str, to_stop_id: str) -> int | None:
         """Distance table value (either direction), else great-circle, else None."""
+        key = ("distance", from_stop_id, to_stop_id)
+        if key in self._memo:
+            return self._memo[key]  # type: ignore[return-value]
+        value = self._distance_m(from_stop_id, to_stop_id)
+        self._memo[key] = value
+        return value
+
+    def _distance_m(self, from_stop_id: str, to_stop_id: str) -> int | None:
         table = self.distances.get((from_stop_id, to_stop_id))
         if table is None:
             table = self.distances.get((to_stop_id, from_stop_id))
@@ -437,10 +445,20 @@ class FareCatalog:
     on the service day of its first tap."""
 
     versions: tuple[FareData, ...]
+    starts: tuple[datetime | None, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         ordered = tuple(sorted(self.versions, key=lambda v: v.effective_from or date.min))
         object.__setattr__(self, "versions", ordered)
+        # The instant each version comes into force: its first service day's boundary.
+        starts = tuple(
+            None
+            if v.effective_from is None
+            else datetime.combine(v.effective_from, time(0), v.timezone)
+            + timedelta(seconds=v.settings.service_day_start_s)
+            for v in ordered
+        )
+        object.__setattr__(self, "starts", starts)
 
     @classmethod
     def of(cls, versions: Iterable[FareData]) -> FareCatalog:
@@ -450,9 +468,8 @@ class FareCatalog:
     def version_at(self, at: datetime) -> FareData:
         """The version in force at instant `at` (by its service day)."""
         chosen: FareData | None = None
-        for version in self.versions:
-            start = version.effective_from
-            if start is None or version.service_day(at) >= start:
+        for version, start in zip(self.versions, self.starts, strict=True):
+            if start is None or at >= start:
                 chosen = version
         if chosen is None:
             raise NoFareVersionError(f"no fare data version in force at {at.isoformat()}")
@@ -461,7 +478,13 @@ class FareCatalog:
 
 def as_catalog(data: FareData | FareCatalog) -> FareCatalog:
     """Wrap a single FareData as a one-version catalog."""
-    return data if isinstance(data, FareCatalog) else FareCatalog((data,))
+    if isinstance(data, FareCatalog):
+        return data
+    catalog = data._memo.get("catalog")
+    if catalog is None:
+        catalog = data._memo["catalog"] = FareCatalog((data,))
+    assert isinstance(catalog, FareCatalog)
+    return catalog
 
 
 def parse_gtfs_time(text: str) -> int:
@@ -478,13 +501,3 @@ def parse_gtfs_time(text: str) -> int:
 def format_seconds(seconds: int) -> str:
     """Seconds to HH:MM:SS."""
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def time_of(seconds: int) -> time:
-    """Seconds since midnight (< 24h) as a time."""
-    return time(seconds // 3600, seconds // 60 % 60, seconds % 60)
-
-
-def sequence_or_empty(values: Sequence[str] | None) -> tuple[str, ...]:
-    """A tuple of `values`, empty for None."""
-    return tuple(values or ())

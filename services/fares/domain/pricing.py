@@ -13,6 +13,8 @@ from clearway.money import Money
 
 from .errors import NaiveTimeError
 from .model import (
+    Cap,
+    CapPeriod,
     ExitWithoutEntry,
     FareCatalog,
     FareData,
@@ -27,6 +29,20 @@ from .model import (
 )
 from .priced import CapApplied, PricedJourney, PricedLeg
 
+_MONEY: dict[tuple[int, str], Money] = {}
+
+
+def _money(amount_minor: int, currency: str) -> Money:
+    """A shared Money instance (immutable, so safe to reuse; saves re-validation)."""
+    key = (amount_minor, currency)
+    money = _MONEY.get(key)
+    if money is None:
+        if len(_MONEY) > 100_000:
+            _MONEY.clear()
+        money = _MONEY[key] = Money(amount_minor, currency)
+    return money
+
+
 # Leg kinds.
 TRIP = "trip"  # entry + exit
 BOARD = "board"  # a single on-board tap
@@ -34,45 +50,54 @@ ENTRY_ONLY = "entry_only"  # entry with no exit: incomplete
 EXIT_ONLY = "exit_only"  # exit with no entry: incomplete
 
 
-@dataclass(slots=True)
 class _Part:
-    """A physical leg before pricing."""
+    """A physical leg before pricing (attributes precomputed: this is the hot path)."""
 
-    kind: str
-    first: Tap
-    last: Tap | None
-    data: FareData
-    network_id: str | None
-    operator_id: str
-    route_id: str | None
+    __slots__ = (
+        "arrival",
+        "data",
+        "departure",
+        "first",
+        "from_stop",
+        "incomplete",
+        "kind",
+        "last",
+        "network_id",
+        "operator_id",
+        "route_id",
+        "tap_ids",
+        "to_stop",
+    )
 
-    @property
-    def departure(self) -> datetime:
-        return self.first.tapped_at
-
-    @property
-    def arrival(self) -> datetime:
-        return self.last.tapped_at if self.last is not None else self.first.tapped_at
-
-    @property
-    def incomplete(self) -> bool:
-        return self.kind in (ENTRY_ONLY, EXIT_ONLY)
-
-    @property
-    def from_stop(self) -> str:
-        return self.first.stop_id
-
-    @property
-    def to_stop(self) -> str | None:
-        if self.kind == TRIP and self.last is not None:
-            return self.last.stop_id
-        if self.kind == EXIT_ONLY:
-            return self.first.stop_id
-        return None
-
-    @property
-    def tap_ids(self) -> tuple[str, ...]:
-        return (self.first.tap_id,) if self.last is None else (self.first.tap_id, self.last.tap_id)
+    def __init__(
+        self,
+        kind: str,
+        first: Tap,
+        last: Tap | None,
+        data: FareData,
+        network_id: str | None,
+        operator_id: str,
+        route_id: str | None,
+    ) -> None:
+        self.kind = kind
+        self.first = first
+        self.last = last
+        self.data = data
+        self.network_id = network_id
+        self.operator_id = operator_id
+        self.route_id = route_id
+        self.departure: datetime = first.tapped_at
+        self.arrival: datetime = last.tapped_at if last is not None else first.tapped_at
+        self.incomplete = kind in (ENTRY_ONLY, EXIT_ONLY)
+        self.from_stop = first.stop_id
+        self.to_stop: str | None = (
+            last.stop_id
+            if kind == TRIP and last is not None
+            else (first.stop_id if kind == EXIT_ONLY else None)
+        )
+        self.tap_ids: tuple[str, ...] = (
+            (first.tap_id,) if last is None else (first.tap_id, last.tap_id)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +186,11 @@ def _price_one_card(
 def _pair_taps(catalog: FareCatalog, taps: list[Tap], as_of: datetime | None) -> list[_Part]:
     parts: list[_Part] = []
     open_entry: _Part | None = None
+    single = len(catalog.versions) == 1 and bool(taps)
+    if single:
+        catalog.version_at(taps[0].tapped_at)  # raises when before the only version
     for tap in taps:
-        data = catalog.version_at(tap.tapped_at)
+        data = catalog.versions[0] if single else catalog.version_at(tap.tapped_at)
         if (
             tap.kind is TapKind.EXIT
             and open_entry is not None
@@ -655,8 +683,25 @@ def _within_duration(
 # --- caps and output ------------------------------------------------------------------------
 
 
-def _period_key(period: str, day: date) -> date:
-    return day if period == "day" else day - timedelta(days=day.weekday())
+def _counting_caps(
+    data: FareData,
+    product_id: str | None,
+    transfer_product_id: str | None,
+    category: str | None,
+    media: str | None,
+) -> tuple[Cap, ...]:
+    """Caps that count a leg of these products for this rider category and fare media."""
+    key = ("caps", product_id, transfer_product_id, category, media)
+    cached = data._memo.get(key)
+    if cached is None:
+        products = {product_id, transfer_product_id} - {None}
+        cached = tuple(
+            cap
+            for cap in data.caps
+            if cap.applies_to(category, media) and cap.fare_product_ids & products
+        )
+        data._memo[key] = cached
+    return cached  # type: ignore[return-value]
 
 
 def _apply_caps(card: str, journeys: list[_Journey]) -> list[PricedJourney]:
@@ -685,31 +730,36 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
     spend.saved_by_cap = saved_by_cap
     legs: list[PricedLeg] = []
     explanation: list[str] = []
+    before = charge = 0
+    incomplete = False
     for fare_leg in journey.legs:
         explanation.extend(fare_leg.notes)
         shares = _split(fare_leg)
         for part, fare in zip(fare_leg.parts, shares, strict=True):
-            charge = _cap_charge(data, fare_leg, fare, day, spend)
-            legs.append(_priced_leg(part, fare_leg, fare, charge, currency))
-    before = sum(leg.fare.amount_minor for leg in legs)
-    charge = sum(leg.charge.amount_minor for leg in legs if leg.charge is not None)
-    caps = tuple(
-        CapApplied(cap_id, Money(saved, currency))
-        for cap_id, saved in sorted(saved_by_cap.items())
-        if saved
-    )
-    for cap in caps:
-        explanation.append(f"cap {cap.cap_id} saved {cap.saved.amount_minor}")
+            leg_charge = _cap_charge(data, fare_leg, fare, day, spend)
+            legs.append(_priced_leg(part, fare_leg, fare, leg_charge, currency))
+            before += fare
+            charge += leg_charge
+            incomplete = incomplete or part.incomplete
+    caps: tuple[CapApplied, ...] = ()
+    if saved_by_cap:
+        caps = tuple(
+            CapApplied(cap_id, _money(saved, currency))
+            for cap_id, saved in sorted(saved_by_cap.items())
+            if saved
+        )
+        for cap in caps:
+            explanation.append(f"cap {cap.cap_id} saved {cap.saved.amount_minor}")
     reasons = [leg.price.no_fare_reason for leg in journey.legs if leg.price.no_fare_reason]
     return PricedJourney(
         journey_id="j-" + head.parts[0].first.tap_id,
         card_token=card,
         service_day=day,
         legs=tuple(legs),
-        amount_before_caps=Money(before, currency),
+        amount_before_caps=_money(before, currency),
         caps=caps,
-        charge=Money(charge, currency),
-        incomplete=any(leg.incomplete for leg in legs),
+        charge=_money(charge, currency),
+        incomplete=incomplete,
         fare_version=data.fare_version,
         rider_category_id=head.category or "",
         fare_media_id=head.media or "",
@@ -743,16 +793,18 @@ def _cap_charge(
         return fare
     if fare_leg.price.maximum_fare and not data.settings.maximum_fares_count_to_caps:
         return fare
-    products = {fare_leg.price.product_id, fare_leg.transfer_product_id} - {None}
-    counting = [
-        cap
-        for cap in data.caps
-        if cap.applies_to(fare_leg.category, fare_leg.media) and cap.fare_product_ids & products
-    ]
+    counting = _counting_caps(
+        data,
+        fare_leg.price.product_id,
+        fare_leg.transfer_product_id,
+        fare_leg.category,
+        fare_leg.media,
+    )
     if not counting:
         return fare
     spent, saved_by_cap = spend.spent, spend.saved_by_cap
-    keys = [(cap.cap_id, _period_key(cap.period.value, day)) for cap in counting]
+    week = day - timedelta(days=day.weekday())
+    keys = [(cap.cap_id, day if cap.period is CapPeriod.DAY else week) for cap in counting]
     headrooms = [
         max(cap.amount_minor - spent.get(k, 0), 0) for cap, k in zip(counting, keys, strict=True)
     ]
@@ -779,7 +831,7 @@ def _priced_leg(
         to_stop_id=part.to_stop,
         entry_at=part.departure,
         exit_at=part.last.tapped_at if part.last is not None else None,
-        fare=Money(fare, currency),
+        fare=_money(fare, currency),
         fare_product_id=fare_leg.price.product_id,
         incomplete=part.incomplete,
         tap_ids=part.tap_ids,
@@ -792,7 +844,7 @@ def _priced_leg(
         leg_group_id=fare_leg.price.leg_group_id,
         transfer_product_id=fare_leg.transfer_product_id if first_part else None,
         maximum_fare=fare_leg.price.maximum_fare,
-        charge=Money(charge, currency),
+        charge=_money(charge, currency),
     )
 
 

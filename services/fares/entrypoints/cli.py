@@ -6,10 +6,12 @@ See docs/fares-simulate.md for the input and output formats.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from datetime import date, datetime
+from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,6 +22,7 @@ from services.fares.domain import (
     FaresError,
     FeedError,
     PricedJourney,
+    PricedLeg,
     Tap,
     TapKind,
     check_tap,
@@ -50,16 +53,31 @@ class TapInputError(ValueError):
         super().__init__(f"line {line}: {message}")
 
 
-def _field(record: dict[str, Any], name: str, line: int, *, required: bool) -> str | None:
-    for key in _ALIASES[name]:
-        value = record.get(key)
-        if value is not None:
-            if not isinstance(value, str) or not value:
-                raise TapInputError(line, f"{key} must be a non-empty string")
-            return value
-    if required:
-        raise TapInputError(line, f"missing {' or '.join(_ALIASES[name])}")
-    return None
+_CANONICAL = frozenset(_ALIASES)
+_CANONICAL_OF = {alias: name for name, aliases in _ALIASES.items() for alias in aliases}
+_REQUIRED = ("card", "time", "stop", "kind")
+
+
+def _canonical(record: dict[str, Any], line: int) -> dict[str, Any]:
+    """Rename alias keys (card_token, tapped_at, ...) to the canonical ones; drop unknown keys."""
+    result: dict[str, Any] = {}
+    for key, value in record.items():
+        name = _CANONICAL_OF.get(key)
+        if name is None or value is None:
+            continue
+        if name in result:
+            raise TapInputError(line, f"{key} repeats {name}")
+        result[name] = value
+    return result
+
+
+def _check_strings(record: dict[str, Any], line: int) -> None:
+    for name in _REQUIRED:
+        if name not in record:
+            raise TapInputError(line, f"missing {' or '.join(_ALIASES[name])}")
+    for name, value in record.items():
+        if value.__class__ is not str or not value:
+            raise TapInputError(line, f"{name} must be a non-empty string")
 
 
 def parse_tap(text: str, line: int) -> Tap:
@@ -68,34 +86,34 @@ def parse_tap(text: str, line: int) -> Tap:
         record = json.loads(text)
     except json.JSONDecodeError as exc:
         raise TapInputError(line, f"not JSON: {exc.msg}") from None
-    if not isinstance(record, dict):
+    if record.__class__ is not dict:
         raise TapInputError(line, "not a JSON object")
-    time_text = _field(record, "time", line, required=True)
-    assert time_text is not None
+    if not record.keys() <= _CANONICAL or None in record.values():
+        record = _canonical(record, line)
+    _check_strings(record, line)
+    get = record.get
+    time_text: str = record["time"]
     try:
         tapped_at = datetime.fromisoformat(time_text)
     except ValueError:
         raise TapInputError(line, f"time {time_text!r} is not ISO 8601") from None
     if tapped_at.utcoffset() is None:
         raise TapInputError(line, f"time {time_text!r} has no UTC offset")
-    kind_text = _field(record, "kind", line, required=True) or ""
+    kind_text: str = record["kind"]
     try:
         kind = TapKind(kind_text)
     except ValueError:
         raise TapInputError(line, f"kind {kind_text!r} is not entry, exit or board") from None
-    card = _field(record, "card", line, required=True)
-    stop = _field(record, "stop", line, required=True)
-    assert card is not None and stop is not None
     return Tap(
-        tap_id=_field(record, "tap_id", line, required=False) or f"line-{line}",
-        card_token=card,
-        tapped_at=tapped_at,
-        stop_id=stop,
-        kind=kind,
-        route_id=_field(record, "route", line, required=False),
-        operator_id=_field(record, "operator", line, required=False),
-        rider_category_id=_field(record, "rider_category", line, required=False),
-        fare_media_id=_field(record, "fare_media", line, required=False),
+        get("tap_id") or f"line-{line}",
+        record["card"],
+        tapped_at,
+        record["stop"],
+        kind,
+        get("route"),
+        get("operator"),
+        get("rider_category"),
+        get("fare_media"),
     )
 
 
@@ -175,17 +193,113 @@ def output_records(journeys: list[PricedJourney]) -> Iterator[dict[str, Any]]:
         }
 
 
+_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_STR = encode_basestring  # the C string escaper behind json.dumps(ensure_ascii=False)
+
+
+def _s(value: str | None) -> str:
+    return "null" if value is None else _STR(value)
+
+
+def _m(m: Money) -> str:
+    return f'{{"amount_minor":{m.amount_minor},"currency":{_STR(m.currency)}}}'
+
+
+def _leg_json(leg: PricedLeg) -> str:
+    exit_at = "null" if leg.exit_at is None else _STR(leg.exit_at.isoformat())
+    charge = "null" if leg.charge is None else _m(leg.charge)
+    distance = "null" if leg.distance_m is None else str(leg.distance_m)
+    taps = ",".join(_STR(t) for t in leg.tap_ids)
+    return (
+        f'{{"leg_id":{_STR(leg.leg_id)},"operator":{_STR(leg.operator_id)},'
+        f'"network":{_s(leg.network_id)},"route":{_s(leg.route_id)},'
+        f'"from_stop":{_STR(leg.from_stop_id)},"to_stop":{_s(leg.to_stop_id)},'
+        f'"entry_at":{_STR(leg.entry_at.isoformat())},"exit_at":{exit_at},'
+        f'"fare_product":{_s(leg.fare_product_id)},"leg_group":{_s(leg.leg_group_id)},'
+        f'"transfer_rule":{_s(leg.transfer_rule_id)},'
+        f'"transfer_product":{_s(leg.transfer_product_id)},'
+        f'"maximum_fare":{"true" if leg.maximum_fare else "false"},'
+        f'"incomplete":{"true" if leg.incomplete else "false"},"distance_m":{distance},'
+        f'"fare":{_m(leg.fare)},"charge":{charge},"tap_ids":[{taps}]}}'
+    )
+
+
+def journey_json(journey: PricedJourney, revision: int = 1) -> str:
+    """`journey_record` encoded as compact JSON, built directly (the hot path of simulate)."""
+    caps = ",".join(f'{{"cap_id":{_STR(c.cap_id)},"saved":{_m(c.saved)}}}' for c in journey.caps)
+    legs = ",".join(_leg_json(leg) for leg in journey.legs)
+    explanation = ",".join(_STR(e) for e in journey.explanation)
+    return (
+        f'{{"type":"journey","journey_id":{_STR(journey.journey_id)},'
+        f'"card":{_STR(journey.card_token)},"service_day":"{journey.service_day.isoformat()}",'
+        f'"revision":{revision},"fare_version":{_STR(journey.fare_version)},'
+        f'"rider_category":{_s(journey.rider_category_id or None)},'
+        f'"fare_media":{_s(journey.fare_media_id or None)},'
+        f'"incomplete":{"true" if journey.incomplete else "false"},'
+        f'"no_fare_reason":{_s(journey.no_fare_reason)},'
+        f'"amount_before_caps":{_m(journey.amount_before_caps)},"caps":[{caps}],'
+        f'"charge":{_m(journey.charge)},"legs":[{legs}],"explanation":[{explanation}]}}'
+    )
+
+
+def output_lines(journeys: list[PricedJourney]) -> Iterator[str]:
+    """Compact JSON of each journey, then one total per card per service day (sorted)."""
+    totals: dict[tuple[str, date], list[PricedJourney]] = {}
+    for journey in journeys:
+        totals.setdefault((journey.card_token, journey.service_day), []).append(journey)
+        yield journey_json(journey)
+    for (card, day), group in sorted(totals.items()):
+        currency = group[0].charge.currency
+        yield _DUMPS(
+            {
+                "type": "total",
+                "card": card,
+                "service_day": day.isoformat(),
+                "journeys": len(group),
+                "amount_before_caps": _money(
+                    Money(sum(j.amount_before_caps.amount_minor for j in group), currency)
+                ),
+                "charge": _money(Money(sum(j.charge.amount_minor for j in group), currency)),
+            }
+        )
+
+
 def simulate(
     fare_data: FareData | FareCatalog, taps: list[Tap], out: IO[str], as_of: datetime | None = None
 ) -> int:
-    """Price `taps` and write JSON lines to `out`; returns the number of journeys."""
-    journeys = price_card(fare_data, taps, as_of=as_of)
+    """Price `taps` card by card (cards in token order) and write JSON lines to `out`: each
+    card's journeys, then its totals per service day. Returns the number of journeys."""
+    by_card: dict[str, list[Tap]] = {}
+    for tap in taps:
+        by_card.setdefault(tap.card_token, []).append(tap)
     write = out.write
-    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    for record in output_records(journeys):
-        write(dumps(record))
+    count = 0
+    for card in sorted(by_card):
+        journeys = price_card(fare_data, by_card[card], as_of=as_of)
+        count += len(journeys)
+        write("\n".join(output_lines(journeys)))
         write("\n")
-    return len(journeys)
+    return count
+
+
+def simulate_file(
+    fare_data: FareData | FareCatalog, taps_path: Path, out: IO[str], as_of: datetime | None = None
+) -> int:
+    """The whole door after the feed is loaded: parse and check every tap (TapInputError on
+    the first bad line), then price and write. Returns the number of journeys."""
+    with open(taps_path, encoding="utf-8") as handle:
+        taps = parse_taps(handle)
+    for number, tap in enumerate(taps, start=1):
+        try:
+            check_tap(fare_data, tap)
+        except FaresError as exc:
+            raise TapInputError(number, f"{exc.code}: {exc}") from None
+    # The parsed taps live until the end: keep the cyclic GC from rescanning them.
+    gc.freeze()
+    try:
+        return simulate(fare_data, taps, out, as_of)
+    finally:
+        gc.unfreeze()
 
 
 def _load_catalog(feeds: list[Path]) -> FareData | FareCatalog:
@@ -209,24 +323,17 @@ def _run_simulate(args: argparse.Namespace) -> int:
             return 2
     name = str(args.taps)
     try:
-        with open(args.taps, encoding="utf-8") as handle:
-            taps = parse_taps(handle)
-        for number, tap in enumerate(taps, start=1):
-            try:
-                check_tap(fare_data, tap)
-            except FaresError as exc:
-                raise TapInputError(number, f"{exc.code}: {exc}") from None
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as out:
+                simulate_file(fare_data, args.taps, out, as_of)
+        else:
+            simulate_file(fare_data, args.taps, sys.stdout, as_of)
     except TapInputError as exc:
         print(f"clearway fares: {name}: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"clearway fares: cannot read {name}: {exc}", file=sys.stderr)
         return 2
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as out:
-            simulate(fare_data, taps, out, as_of)
-    else:
-        simulate(fare_data, taps, sys.stdout, as_of)
     return 0
 
 

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from services.fares.entrypoints.cli import main
+from services.fares.domain import load_fare_data, price_card
+from services.fares.entrypoints.cli import journey_json, journey_record, main
 
 from .conftest import EXAMPLE_FEEDS
+from .taps import bus, tap, trip
 
 TAPS = [
     {
@@ -140,3 +142,20 @@ def test_broken_feed_is_reported_with_file_and_line(
     err = capsys.readouterr().err
     assert "agency.txt:2: agency_timezone" in err
     assert "stops.txt: required file is missing" in err
+
+
+def test_fast_journey_json_equals_the_record_encoded_with_json() -> None:
+    data = load_fare_data(EXAMPLE_FEEDS / "london")
+    taps = [
+        *trip("2025-03-03 08:00", "CMD", "2025-03-03 08:20", "OXC", card='ç"1'),
+        bus("2025-03-03 10:00", card='ç"1'),
+        bus("2025-03-03 10:20", "BUS_B1", "BUS_390", card='ç"1'),
+        tap("2025-03-03 11:00", "KGX", "entry", card='ç"1'),
+        tap("2025-03-03 12:00", "NOPE", "exit", card='ç"1'),
+        *[bus(f"2025-03-03 {h}:00", card='ç"1') for h in (13, 15, 17, 19)],
+    ]
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    journeys = price_card(data, taps)
+    assert any(j.caps for j in journeys)
+    for journey in journeys:
+        assert journey_json(journey, 3) == encode(journey_record(journey, 3))
