@@ -272,8 +272,8 @@ def _maximum_fare_row(data: FareData, network_id: str | None, stop_id: str) -> M
         if (row.network_id is None or row.network_id == network_id)
         and (row.area_id is None or row.area_id in areas)
     ]
-    # Most specific first: area and network given beat wildcards; then file order.
-    candidates.sort(key=lambda r: (r.area_id is None, r.network_id is None))
+    # Most specific first: network and area, network, area, neither; then file order.
+    candidates.sort(key=lambda r: (r.network_id is None, r.area_id is None))
     chosen = candidates[0] if candidates else None
     data._memo[key] = chosen
     return chosen
