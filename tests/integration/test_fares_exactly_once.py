@@ -17,6 +17,7 @@ import asyncpg
 import grpc
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clearway.events.v1 import events_pb2
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
@@ -39,7 +40,7 @@ def day_taps() -> tuple[str, list[events_pb2.Tap]]:
     catalog = load_catalog([DEFAULT_FEED])
     day = (datetime.now(UTC) - timedelta(days=2)).date()
     simulated = simulate_day(
-        catalog.versions[0], day, cards=60, seed=11, mix=Mix(malformed=0.0, resend=0.0)
+        catalog.versions[0], day, cards=200, seed=11, mix=Mix(malformed=0.0, resend=0.0)
     )
     taps = []
     for device_taps in simulated.by_device.values():
@@ -47,6 +48,17 @@ def day_taps() -> tuple[str, list[events_pb2.Tap]]:
             t.tap_id = f"{t.device_id}:{t.sequence_number}"
             taps.append(t)
     return day.isoformat(), taps
+
+
+async def publish(bootstrap: str, topic: str, taps: list[events_pb2.Tap]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for t in taps:
+            await producer.send(topic, t.SerializeToString(), key=t.card_token.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
 
 
 async def processed(dsn: str, schema: str, topic: str) -> int:
@@ -62,6 +74,19 @@ async def processed(dsn: str, schema: str, topic: str) -> int:
         return int(value)
     finally:
         await conn.close()
+
+
+async def wait_consuming(port: int) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await asyncio.wait_for(channel.channel_ready(), 60)
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(300):
+            reply = await stub.Check(health_pb2.HealthCheckRequest())
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                await asyncio.sleep(1.0)  # let the group rebalance
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError("the second fares instance never started")
 
 
 def spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -94,47 +119,62 @@ async def read_all(bootstrap: str, topic: str) -> list[bytes]:
     return values
 
 
+@pytest.mark.parametrize("instances", [1, 2], ids=["restart", "rebalance"])
 async def test_fares_killed_mid_stream_publishes_each_revision_once_in_effect(
-    endpoints, unique_name
+    endpoints, unique_name, instances
 ):
+    """instances=1: kill, then restart. instances=2: two consumers share the partitions;
+    one is killed and the survivor takes its partitions over in a rebalance."""
     period, taps = day_taps()
     topics = Topics(prefix=f"{unique_name}.")
     schema = f"{unique_name}_fares"
     await ensure_topics(endpoints.kafka_bootstrap, topics.all())
-    producer = AIOKafkaProducer(bootstrap_servers=endpoints.kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for t in taps:
-            await producer.send(topics.taps, t.SerializeToString(), key=t.card_token.encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
+    first_half, second_half = taps[: len(taps) // 2], taps[len(taps) // 2 :]
+    await publish(endpoints.kafka_bootstrap, topics.taps, first_half)
 
+    def env_for(port: int) -> dict[str, str]:
+        return {
+            **os.environ,
+            **endpoints.as_env(),
+            "CLEARWAY_GRPC_PORT": str(port),
+            "CLEARWAY_TOPIC_PREFIX": topics.prefix,
+            "CLEARWAY_DB_SCHEMA": schema,
+            "CLEARWAY_CONSUMER_GROUP": f"{unique_name}-fares",
+        }
+
+    victim = spawn(env_for(free_port()))
     port = free_port()
-    env = {
-        **os.environ,
-        **endpoints.as_env(),
-        "CLEARWAY_GRPC_PORT": str(port),
-        "CLEARWAY_TOPIC_PREFIX": topics.prefix,
-        "CLEARWAY_DB_SCHEMA": schema,
-        "CLEARWAY_CONSUMER_GROUP": f"{unique_name}-fares",
-    }
-    first = spawn(env)
+    survivor = None
     try:
         for _ in range(600):
             done = await processed(endpoints.pg_dsn, schema, topics.taps)
-            if done >= len(taps) // 3:
+            if done >= len(first_half) // 2:
                 break
             await asyncio.sleep(0.05)
-        first.send_signal(signal.SIGKILL)
-        first.wait(10)
+        if instances == 2:
+            # The survivor joins while the victim is consuming: a rebalance splits the
+            # partitions; the victim then dies holding some of them, mid-stream.
+            survivor = spawn(env_for(port))
+            await wait_consuming(port)
+        await publish(endpoints.kafka_bootstrap, topics.taps, second_half)
+        for _ in range(600):
+            done = await processed(endpoints.pg_dsn, schema, topics.taps)
+            if done > len(first_half) + 10:
+                break
+            await asyncio.sleep(0.01)
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
     finally:
-        if first.poll() is None:
-            first.kill()
+        if victim.poll() is None:
+            victim.kill()
     assert 0 < done < len(taps), f"the crash did not land mid-stream ({done}/{len(taps)})"
 
-    second = spawn(env)
+    survivor = survivor or spawn(env_for(port))
     try:
+        for _ in range(900):  # a rebalance waits for the dead member's session to expire
+            if await processed(endpoints.pg_dsn, schema, topics.taps) >= len(taps):
+                break
+            await asyncio.sleep(0.1)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = fares_pb2_grpc.FaresServiceStub(channel)
             await channel.channel_ready()
@@ -152,8 +192,9 @@ async def test_fares_killed_mid_stream_publishes_each_revision_once_in_effect(
                         raise
                     await asyncio.sleep(0.3)
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.wait(20)
+        survivor.send_signal(signal.SIGTERM)
+        survivor.wait(20)
+    assert await processed(endpoints.pg_dsn, schema, topics.taps) == len(taps)
 
     seen: dict[tuple[str, int], bytes] = {}
     latest: dict[str, events_pb2.PricedJourney] = {}

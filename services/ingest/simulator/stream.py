@@ -96,6 +96,6 @@ async def send_day(
     with tracer.start_as_current_span("simulator.send_day") as span:
         span.set_attribute("clearway.taps", day.total())
         async with grpc.aio.insecure_channel(target) as channel:
-            stub = ingest_pb2_grpc.IngestServiceAsyncStub(channel)
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
             await asyncio.gather(*(_one_stream(stub, lane, tally) for lane in lanes if lane))
     return tally
