@@ -359,9 +359,13 @@ class FareData:
     def operator_for_stop(self, stop_id: str) -> str:
         """The operator at a stop: the agency of the routes serving it (lowest id if several),
         else the feed's first agency by id."""
-        self.stop(stop_id)
-        agencies = sorted({self.routes[r].agency_id for r in self._routes_at(stop_id)})
-        return agencies[0] if agencies else sorted(self.agencies)[0]
+        key = ("operator_for_stop", stop_id)
+        cached = self._memo.get(key)
+        if cached is None:
+            self.stop(stop_id)
+            agencies = sorted({self.routes[r].agency_id for r in self._routes_at(stop_id)})
+            cached = self._memo[key] = agencies[0] if agencies else sorted(self.agencies)[0]
+        return cached  # type: ignore[return-value]
 
     def networks_for_stop(self, stop_id: str) -> tuple[str, ...]:
         """Fare networks of the routes serving `stop_id` (or its parent/children), sorted."""
@@ -391,22 +395,20 @@ class FareData:
             return frozenset()
         local = at.astimezone(self.timezone)
         seconds = local.hour * 3600 + local.minute * 60 + local.second
-        today = local.date()
-        groups = {
-            tf.timeframe_group_id
-            for tf in self.timeframes
-            if tf.start_s <= seconds < tf.end_s
-            and (tf.service_id is None or self._service_active(tf.service_id, today))
-        }
-        return frozenset(groups)
+        windows = self._windows_on(local.date())
+        return frozenset(group for start, end, group in windows if start <= seconds < end)
 
-    def _service_active(self, service_id: str, on: date) -> bool:
-        key = ("active", service_id, on)
+    def _windows_on(self, day: date) -> tuple[tuple[int, int, str], ...]:
+        """The (start, end, group) timeframe windows that apply on a local date."""
+        key = ("windows", day)
         cached = self._memo.get(key)
         if cached is None:
-            cached = self.calendar.is_active(service_id, on)
-            self._memo[key] = cached
-        return bool(cached)
+            cached = self._memo[key] = tuple(
+                (tf.start_s, tf.end_s, tf.timeframe_group_id)
+                for tf in self.timeframes
+                if tf.service_id is None or self.calendar.is_active(tf.service_id, day)
+            )
+        return cached  # type: ignore[return-value]
 
     def distance_m(self, from_stop_id: str, to_stop_id: str) -> int | None:
         """Distance table value (either direction), else great-circle, else None."""

@@ -76,6 +76,7 @@ class _Part:
         last: Tap | None,
         data: FareData,
         network_id: str | None,
+        *,
         operator_id: str,
         route_id: str | None,
     ) -> None:
@@ -217,13 +218,21 @@ def _pair_taps(catalog: FareCatalog, taps: list[Tap], as_of: datetime | None) ->
 
 def _part(kind: str, tap: Tap, data: FareData) -> _Part:
     network = _network(data, tap, None)
-    return _Part(kind, tap, None, data, network, _operator(data, tap), tap.route_id)
+    return _Part(
+        kind, tap, None, data, network, operator_id=_operator(data, tap), route_id=tap.route_id
+    )
 
 
 def _complete(entry: _Part, exit_tap: Tap) -> _Part:
     network = _network(entry.data, entry.first, exit_tap)
     return _Part(
-        TRIP, entry.first, exit_tap, entry.data, network, entry.operator_id, entry.route_id
+        TRIP,
+        entry.first,
+        exit_tap,
+        entry.data,
+        network,
+        operator_id=entry.operator_id,
+        route_id=entry.route_id,
     )
 
 
@@ -734,7 +743,7 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
     incomplete = False
     for fare_leg in journey.legs:
         explanation.extend(fare_leg.notes)
-        shares = _split(fare_leg)
+        shares = [fare_leg.charge] if len(fare_leg.parts) == 1 else _split(fare_leg)
         for part, fare in zip(fare_leg.parts, shares, strict=True):
             leg_charge = _cap_charge(data, fare_leg, fare, day, spend)
             legs.append(_priced_leg(part, fare_leg, fare, leg_charge, currency))
@@ -802,19 +811,24 @@ def _cap_charge(
     )
     if not counting:
         return fare
-    spent, saved_by_cap = spend.spent, spend.saved_by_cap
+    spent = spend.spent
     week = day - timedelta(days=day.weekday())
-    keys = [(cap.cap_id, day if cap.period is CapPeriod.DAY else week) for cap in counting]
-    headrooms = [
-        max(cap.amount_minor - spent.get(k, 0), 0) for cap, k in zip(counting, keys, strict=True)
-    ]
-    charge = fare if fare <= 0 else min(fare, *headrooms)
-    if charge < fare:
-        tightest = min(range(len(counting)), key=lambda i: (headrooms[i], counting[i].cap_id))
-        cap_id = counting[tightest].cap_id
-        saved_by_cap[cap_id] = saved_by_cap.get(cap_id, 0) + fare - charge
-    for k in keys:
-        spent[k] = spent.get(k, 0) + charge
+    charge = fare
+    tightest: tuple[int, str] | None = None
+    keys = []
+    for cap in counting:
+        key = (cap.cap_id, day if cap.period is CapPeriod.DAY else week)
+        keys.append(key)
+        headroom = cap.amount_minor - spent.get(key, 0)
+        headroom = max(headroom, 0)
+        if tightest is None or (headroom, cap.cap_id) < tightest:
+            tightest = (headroom, cap.cap_id)
+    if tightest is not None and fare > tightest[0]:
+        charge = tightest[0]
+        saved = spend.saved_by_cap
+        saved[tightest[1]] = saved.get(tightest[1], 0) + fare - charge
+    for key in keys:
+        spent[key] = spent.get(key, 0) + charge
     return charge
 
 
@@ -837,9 +851,11 @@ def _priced_leg(
         tap_ids=part.tap_ids,
         transfer_rule_id=fare_leg.transfer_rule_id if first_part else None,
         distance_m=(
-            part.data.distance_m(part.from_stop, part.to_stop)
-            if part.to_stop and part.kind == TRIP
-            else None
+            None
+            if part.kind != TRIP or part.to_stop is None
+            else fare_leg.price.distance_m
+            if len(fare_leg.parts) == 1 and fare_leg.price.distance_m is not None
+            else part.data.distance_m(part.from_stop, part.to_stop)
         ),
         leg_group_id=fare_leg.price.leg_group_id,
         transfer_product_id=fare_leg.transfer_product_id if first_part else None,
