@@ -36,13 +36,21 @@ def test_zone_1_single_is_280_off_peak(london: FareData) -> None:
 
 
 def test_evening_peak_starts_at_1600_and_ends_at_1900(london: FareData) -> None:
-    assert price_card(london, trip("2025-03-03 16:00", "OXC", "2025-03-03 16:20", "KGX"))[0].charge == gbp(290)
-    assert price_card(london, trip("2025-03-03 19:00", "OXC", "2025-03-03 19:20", "KGX"))[0].charge == gbp(280)
+    assert price_card(london, trip("2025-03-03 16:00", "OXC", "2025-03-03 16:20", "KGX"))[
+        0
+    ].charge == gbp(290)
+    assert price_card(london, trip("2025-03-03 19:00", "OXC", "2025-03-03 19:20", "KGX"))[
+        0
+    ].charge == gbp(280)
 
 
 def test_weekend_and_bank_holidays_are_off_peak(london: FareData) -> None:
-    assert price_card(london, trip("2025-03-08 08:00", "OXC", "2025-03-08 08:20", "KGX"))[0].charge == gbp(280)
-    assert price_card(london, trip("2025-05-05 08:00", "OXC", "2025-05-05 08:20", "KGX"))[0].charge == gbp(280)
+    assert price_card(london, trip("2025-03-08 08:00", "OXC", "2025-03-08 08:20", "KGX"))[
+        0
+    ].charge == gbp(280)
+    assert price_card(london, trip("2025-05-05 08:00", "OXC", "2025-05-05 08:20", "KGX"))[
+        0
+    ].charge == gbp(280)
 
 
 def test_zones_1_2_single_is_priced_by_entry_and_exit_zone(london: FareData) -> None:
@@ -58,7 +66,11 @@ def test_bus_fare_is_175(london: FareData) -> None:
 
 
 def test_hopper_makes_bus_journeys_within_60_minutes_of_first_tap_free(london: FareData) -> None:
-    taps = [bus("2025-03-03 10:00"), bus("2025-03-03 10:30", "BUS_B1", "BUS_390"), bus("2025-03-03 11:00")]
+    taps = [
+        bus("2025-03-03 10:00"),
+        bus("2025-03-03 10:30", "BUS_B1", "BUS_390"),
+        bus("2025-03-03 11:00"),
+    ]
     journeys = price_card(london, taps)
     assert len(journeys) == 1
     assert journeys[0].charge == gbp(175)
@@ -107,7 +119,9 @@ def test_weekly_cap_monday_to_sunday_is_4470_on_contactless(london: FareData) ->
     taps = []
     for day in range(3, 10):  # Mon 3 .. Sun 9 March 2025
         for hour in (8, 12, 17, 20):
-            taps += trip(f"2025-03-{day:02d} {hour:02d}:00", "CMD", f"2025-03-{day:02d} {hour:02d}:30", "OXC")
+            taps += trip(
+                f"2025-03-{day:02d} {hour:02d}:00", "CMD", f"2025-03-{day:02d} {hour:02d}:30", "OXC"
+            )
     journeys = price_card(london, taps)
     assert total(journeys) == gbp(4470)
     # Monday of the next week starts afresh.
@@ -120,13 +134,18 @@ def test_weekly_cap_does_not_apply_to_oyster(london: FareData) -> None:
     for day in range(3, 10):
         for hour in (8, 12, 17, 20):
             taps += trip(
-                f"2025-03-{day:02d} {hour:02d}:00", "CMD", f"2025-03-{day:02d} {hour:02d}:30", "OXC",
+                f"2025-03-{day:02d} {hour:02d}:00",
+                "CMD",
+                f"2025-03-{day:02d} {hour:02d}:30",
+                "OXC",
                 media="OYSTER",
             )
     assert total(price_card(london, taps)) == gbp(7 * 890)
 
 
-def test_entry_without_exit_charges_maximum_fare_that_does_not_count_to_caps(london: FareData) -> None:
+def test_entry_without_exit_charges_maximum_fare_that_does_not_count_to_caps(
+    london: FareData,
+) -> None:
     taps = [
         tap("2025-03-03 07:00", "CMD", "entry"),  # no exit: maximum fare
         *trip("2025-03-03 12:00", "CMD", "2025-03-03 12:20", "OXC"),
@@ -142,7 +161,10 @@ def test_entry_without_exit_charges_maximum_fare_that_does_not_count_to_caps(lon
 
 
 def test_entry_followed_by_entry_makes_the_first_incomplete(london: FareData) -> None:
-    taps = [tap("2025-03-03 10:00", "CMD", "entry"), *trip("2025-03-03 10:30", "KGX", "2025-03-03 10:50", "OXC")]
+    taps = [
+        tap("2025-03-03 10:00", "CMD", "entry"),
+        *trip("2025-03-03 10:30", "KGX", "2025-03-03 10:50", "OXC"),
+    ]
     journeys = price_card(london, taps)
     assert [j.charge for j in journeys] == [gbp(940), gbp(280)]
 
@@ -155,7 +177,9 @@ def test_exit_without_entry_is_charged_the_maximum_fare(london: FareData) -> Non
 def test_late_exit_refunds_the_difference_as_an_adjustment(london: FareData) -> None:
     entry = tap("2025-03-03 10:00", "CMD", "entry", tap_id="in-1")
     first = price_card(london, [entry])
-    published = {j.journey_id: (r.revision, r.charge) for j, r in zip(first, revise({}, first), strict=True)}
+    published = {
+        j.journey_id: (r.revision, r.charge) for j, r in zip(first, revise({}, first), strict=True)
+    }
     assert first[0].charge == gbp(940)
     late_exit = tap("2025-03-03 10:25", "OXC", "exit", tap_id="out-1")
     second = price_card(london, [late_exit, entry])
@@ -180,7 +204,11 @@ def test_unknown_stop_is_reported_not_priced(london: FareData) -> None:
 
 
 def test_operator_comes_from_the_tap_then_the_route(london: FareData) -> None:
-    [j] = price_card(london, trip("2025-03-03 10:00", "KGX", "2025-03-03 10:20", "FAR", route="THAMESLINK"))
+    [j] = price_card(
+        london, trip("2025-03-03 10:00", "KGX", "2025-03-03 10:20", "FAR", route="THAMESLINK")
+    )
     assert j.legs[0].operator_id == "NATRAIL"
-    [j] = price_card(london, trip("2025-03-03 10:00", "KGX", "2025-03-03 10:20", "FAR", operator="ELIZ"))
+    [j] = price_card(
+        london, trip("2025-03-03 10:00", "KGX", "2025-03-03 10:20", "FAR", operator="ELIZ")
+    )
     assert j.legs[0].operator_id == "ELIZ"
