@@ -55,6 +55,8 @@ MIGRATIONS = [
         headers text NOT NULL
     );
     """,
+    # What the last revision published about a journey ('' = withdrawn, NULL = unknown).
+    "ALTER TABLE published ADD COLUMN fingerprint text;",
 ]
 
 
@@ -137,33 +139,47 @@ class StateStore:
 
     async def published(
         self, card_token: str, first_day: date, last_day: date
-    ) -> dict[str, tuple[int, Money]]:
-        """journey_id -> (last revision, last charge) published for the card in those days."""
+    ) -> dict[str, tuple[int, Money, str | None]]:
+        """journey_id -> (last revision, last charge, fingerprint) published in those days."""
         rows = await self.conn.fetch(
-            "SELECT journey_id, revision, charge_minor, currency FROM published"
+            "SELECT journey_id, revision, charge_minor, currency, fingerprint FROM published"
             " WHERE card_token = $1 AND service_day BETWEEN $2 AND $3",
             card_token,
             first_day,
             last_day,
         )
         return {
-            r["journey_id"]: (r["revision"], Money(r["charge_minor"], r["currency"])) for r in rows
+            r["journey_id"]: (
+                r["revision"],
+                Money(r["charge_minor"], r["currency"]),
+                r["fingerprint"],
+            )
+            for r in rows
         }
 
     async def record_published(
-        self, journey_id: str, card_token: str, service_day: date, revision: int, charge: Money
+        self,
+        journey_id: str,
+        card_token: str,
+        *,
+        service_day: date,
+        revision: int,
+        charge: Money,
+        fingerprint: str,
     ) -> None:
         """Remember the newest revision of a journey."""
         await self.conn.execute(
-            "INSERT INTO published VALUES ($1, $2, $3, $4, $5, $6)"
+            "INSERT INTO published VALUES ($1, $2, $3, $4, $5, $6, $7)"
             " ON CONFLICT (journey_id) DO UPDATE SET revision = excluded.revision,"
-            " charge_minor = excluded.charge_minor, currency = excluded.currency",
+            " charge_minor = excluded.charge_minor, currency = excluded.currency,"
+            " fingerprint = excluded.fingerprint",
             journey_id,
             card_token,
             service_day,
             revision,
             charge.amount_minor,
             charge.currency,
+            fingerprint,
         )
 
     async def published_day(self, journey_id: str) -> date:

@@ -16,6 +16,7 @@ from services.fares.adapters.convert import journey_pb, tap_from_proto
 from services.fares.adapters.state_store import StateStore
 from services.fares.domain import price_card, revise
 from services.fares.domain.model import FareCatalog
+from services.fares.domain.revision import WITHDRAWN, fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +78,13 @@ async def reprice_card(
         for j in price_card(catalog, taps, as_of=as_of)
         if week.monday <= j.service_day <= week.sunday
     ]
-    previous = await store.published(card_token, week.monday, week.sunday)
-    revisions = revise(previous, journeys)
+    published = await store.published(card_token, week.monday, week.sunday)
+    revisions = revise(
+        {jid: (number, charge) for jid, (number, charge, _) in published.items()},
+        journeys,
+        card_token=card_token,
+        fingerprints={jid: print_ for jid, (_, _, print_) in published.items()},
+    )
     headers = kafka_headers_with_trace()
     days = {j.journey_id: j.service_day for j in journeys}
     for rev in revisions:
@@ -93,7 +99,12 @@ async def reprice_card(
             delta=rev.delta,
         )
         await store.record_published(
-            rev.journey_id, card_token, service_day, rev.revision, rev.charge
+            rev.journey_id,
+            card_token,
+            service_day=service_day,
+            revision=rev.revision,
+            charge=rev.charge,
+            fingerprint=fingerprint(rev.journey) if rev.journey is not None else WITHDRAWN,
         )
         await store.enqueue(card_token, message.SerializeToString(deterministic=True), headers)
     priced = {tap_id for j in journeys for leg in j.legs for tap_id in leg.tap_ids}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from enum import StrEnum
 
 import redis.asyncio as aioredis
@@ -46,29 +47,48 @@ class TapDeduplicator:
         digest = hashlib.sha256(device_id.encode()).hexdigest()[:32]
         return f"{self.prefix}{digest}:{sequence_number}"
 
-    async def claim(self, device_id: str, sequence_number: int, wait_s: float = 5.0) -> Claim:
-        """NEW when this caller now owns the pair; DUPLICATE when it was accepted before.
-
-        When another writer holds it pending, wait for its outcome up to `wait_s`.
-        """
-        key = self._key(device_id, sequence_number)
+    async def claim_many(
+        self, pairs: Sequence[tuple[str, int]], wait_s: float = 5.0
+    ) -> list[Claim]:
+        """For each (device, sequence): NEW when this caller now owns it, DUPLICATE when it
+        was accepted before. Pairs another writer holds pending are awaited up to `wait_s`.
+        One pipelined round trip per attempt, whatever the batch size."""
+        keys = [self._key(device, seq) for device, seq in pairs]
+        result: list[Claim | None] = [None] * len(keys)
+        todo = list(range(len(keys)))
         deadline = asyncio.get_running_loop().time() + wait_s
-        while True:
-            if await self.client.set(key, PENDING, nx=True, ex=self.pending_ttl_s):
-                return Claim.NEW
-            state = await self.client.get(key)
-            if state == ACCEPTED:
-                return Claim.DUPLICATE
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError("another stream is still writing this tap")
-            await asyncio.sleep(0.05)
+        while todo:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for i in todo:
+                    pipe.set(keys[i], PENDING, nx=True, ex=self.pending_ttl_s)
+                    pipe.get(keys[i])
+                replies = await pipe.execute()
+            waiting = []
+            for n, i in enumerate(todo):
+                took, state = replies[2 * n], replies[2 * n + 1]
+                if took:
+                    result[i] = Claim.NEW
+                elif state == ACCEPTED:
+                    result[i] = Claim.DUPLICATE
+                else:
+                    waiting.append(i)
+            todo = waiting
+            if todo:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise TimeoutError("another stream is still writing these taps")
+                await asyncio.sleep(0.05)
+        return [claim for claim in result if claim is not None]
 
-    async def mark_accepted(self, device_id: str, sequence_number: int) -> None:
-        """Kafka has the tap: remember it for the resend window."""
-        await self.client.set(
-            self._key(device_id, sequence_number), ACCEPTED, ex=self.accepted_ttl_s
-        )
+    async def mark_accepted(self, pairs: Sequence[tuple[str, int]]) -> None:
+        """Kafka has these taps: remember them for the resend window."""
+        if not pairs:
+            return
+        async with self.client.pipeline(transaction=False) as pipe:
+            for device, seq in pairs:
+                pipe.set(self._key(device, seq), ACCEPTED, ex=self.accepted_ttl_s)
+            await pipe.execute()
 
-    async def release(self, device_id: str, sequence_number: int) -> None:
-        """The write failed: let the validator's resend try again."""
-        await self.client.delete(self._key(device_id, sequence_number))
+    async def release(self, pairs: Sequence[tuple[str, int]]) -> None:
+        """The writes failed: let the validator's resend try again."""
+        if pairs:
+            await self.client.delete(*(self._key(device, seq) for device, seq in pairs))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -10,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
+from redis.exceptions import RedisError
 
 from clearway.events.v1 import events_pb2
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
@@ -85,6 +85,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
                     acks = await self.accept_batch(list(request.taps))
                 except KafkaUnavailableError as exc:
                     await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc.code}: {exc}")
+                except (RedisError, TimeoutError) as exc:
+                    # Nothing acknowledged from this batch: the validator resends it.
+                    log.error("dedup store unavailable", extra={"error": type(exc).__name__})
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE, "DEDUP_UNAVAILABLE: resend the batch"
+                    )
                 yield ingest_pb2.StreamTapsResponse(acks=acks)
 
     async def accept_batch(self, taps: list[events_pb2.Tap]) -> list[ingest_pb2.TapAck]:
@@ -123,9 +129,10 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         acks: list[ingest_pb2.TapAck],
         received_at: datetime,
     ) -> None:
-        claims = await asyncio.gather(
-            *(self.dedup.claim(taps[i].device_id, taps[i].sequence_number) for i in candidates)
-        )
+        def pairs(indexes: list[int]) -> list[tuple[str, int]]:
+            return [(taps[i].device_id, taps[i].sequence_number) for i in indexes]
+
+        claims = await self.dedup.claim_many(pairs(candidates))
         new = [i for i, claim in zip(candidates, claims, strict=True) if claim is Claim.NEW]
         for i, claim in zip(candidates, claims, strict=True):
             if claim is Claim.DUPLICATE:
@@ -138,14 +145,12 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             tap.received_at.CopyFrom(_timestamp(received_at))
             to_send.append(tap)
         results = await self.tap_log.append_accepted(to_send)
+        durable = [i for i, err in zip(new, results, strict=True) if err is None]
         failed = [i for i, err in zip(new, results, strict=True) if err is not None]
-        for i, err in zip(new, results, strict=True):
-            device, seq = taps[i].device_id, taps[i].sequence_number
-            if err is None:
-                await self.dedup.mark_accepted(device, seq)
-                acks[i].status = ACCEPTED
-            else:
-                await self.dedup.release(device, seq)
+        await self.dedup.mark_accepted(pairs(durable))
+        for i in durable:
+            acks[i].status = ACCEPTED
+        await self.dedup.release(pairs(failed))
         if failed:
             log.error("kafka did not take taps", extra={"failed": len(failed)})
             raise KafkaUnavailableError(f"{len(failed)} taps not durable; resend the batch")
