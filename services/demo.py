@@ -149,8 +149,11 @@ async def read_journeys(bootstrap: str, topic: str, period: str) -> JourneyLog:
                     j = events_pb2.PricedJourney.FromString(record.value)
                     if j.service_day != period:
                         continue
-                    result.journeys.add(j.journey_id)
                     result.revisions += 1
+                    if j.legs:
+                        result.journeys.add(j.journey_id)
+                    else:  # withdrawn: its taps now belong to another journey
+                        result.journeys.discard(j.journey_id)
                     result.charged[j.journey_id] = j.charge.amount_minor
                     result.currency = j.charge.currency or result.currency
                     result.by_card[j.card_token] += 1 if j.revision == 1 else 0
@@ -178,7 +181,7 @@ def report(
     currency = log.currency
     charged = sum(log.charged.values())
     print("\nJourneys")
-    print(f"  priced      {len(log.journeys)} ({log.revisions} revisions)")
+    print(f"  priced      {len(log.journeys)} ({log.revisions} revisions incl. adjustments)")
     print(f"  incomplete  {len(log.incomplete)} charged a maximum fare")
     print(f"  day closed  {closed.cards_repriced} cards had waiting entries")
     print(f"  charged     {_gbp(charged, currency)}")
@@ -273,7 +276,9 @@ async def show_history(card: str) -> None:
         stops = " → ".join(
             leg.from_stop_id + (f"→{leg.to_stop_id}" if leg.to_stop_id else "") for leg in j.legs
         )
+        saved = sum(c.saved.amount_minor for c in j.caps)
         flag = " INCOMPLETE" if j.incomplete else ""
+        flag += f" (capped, saved {_gbp(saved, j.charge.currency)})" if saved else ""
         amount = _gbp(j.charge.amount_minor, j.charge.currency)
         print(f"  {j.journey_id:<28} r{j.revision} {stops:<30} {amount}{flag}")
     print(
