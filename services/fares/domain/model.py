@@ -498,8 +498,3 @@ def parse_gtfs_time(text: str) -> int:
     if m > 59 or s > 59 or len(parts[1]) != 2 or len(parts[2]) != 2:
         raise ValueError(f"not a GTFS time (H:MM:SS): {text!r}")
     return h * 3600 + m * 60 + s
-
-
-def format_seconds(seconds: int) -> str:
-    """Seconds to HH:MM:SS."""
-    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
