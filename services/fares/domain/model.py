@@ -333,10 +333,11 @@ class FareData:
     @property
     def default_rider_category_id(self) -> str | None:
         """The category with is_default_fare_category=1, if the feed declares one."""
-        for category in self.rider_categories.values():
-            if category.is_default:
-                return category.rider_category_id
-        return None
+        if "default_category" not in self._memo:
+            self._memo["default_category"] = next(
+                (c.rider_category_id for c in self.rider_categories.values() if c.is_default), None
+            )
+        return self._memo["default_category"]  # type: ignore[return-value]
 
     def stop(self, stop_id: str) -> Stop:
         """The stop, or UnknownStopError."""
