@@ -205,3 +205,45 @@ def test_incomplete_leg_without_a_maximum_fare_uses_a_flat_rule_or_reports(tmp_p
     )
     assert journey.no_fare_reason is not None
     assert journey.no_fare_reason.startswith("NO_MAXIMUM_FARE")
+
+
+def test_maximum_fares_count_to_caps_when_the_feed_says_so(tmp_path: Path) -> None:
+    common = {
+        "fare_products__txt": PRODUCTS + "MAX,5.00,GBP\n",
+        "fare_leg_rules__txt": "network_id,from_area_id,to_area_id,fare_product_id\nN1,ZA,ZB,P2\n",
+        "clearway_maximum_fares__txt": "network_id,area_id,fare_product_id\nN1,,MAX\n",
+        "clearway_caps__txt": "cap_id,cap_period,amount,currency\nDAY,day,6.00,GBP\n",
+        "clearway_cap_products__txt": "cap_id,fare_product_id\nDAY,P2\nDAY,MAX\n",
+    }
+    taps = [
+        tap("2025-06-02 08:00", "S1", "entry", route="R1"),
+        *trip("2025-06-02 10:00", "S1", "2025-06-02 10:20", "S3", route="R1"),
+        *trip("2025-06-02 11:00", "S1", "2025-06-02 11:20", "S3", route="R1"),
+    ]
+    not_counted = feed(tmp_path, **common)
+    assert charges(not_counted, taps) == [500, 200, 200]
+    counted = feed(
+        tmp_path,
+        **common,
+        clearway_fare_settings__txt="setting,value\nmaximum_fares_count_to_caps,1\n",
+    )
+    assert charges(counted, taps) == [500, 100, 0]
+
+
+def test_the_most_specific_maximum_fare_row_wins(tmp_path: Path) -> None:
+    path = feed(
+        tmp_path,
+        fare_products__txt=PRODUCTS,
+        fare_leg_rules__txt="network_id,from_area_id,to_area_id,fare_product_id\nN1,ZA,ZB,P1\n",
+        clearway_maximum_fares__txt="network_id,area_id,fare_product_id,incomplete_after\n"
+        ",,P1,\nN1,,P2,\nN1,ZB,P3,600\n",
+    )
+    assert charges(path, [tap("2025-06-02 08:00", "S1", "entry", route="R1")]) == [200]
+    assert charges(path, [tap("2025-06-02 08:00", "S3", "entry", route="R1")]) == [300]
+    assert charges(path, [tap("2025-06-02 08:00", "S3", "entry", route="R2")]) == [100]
+    # The ZB row's own limit: an exit 11 minutes later no longer completes the leg.
+    late = [
+        tap("2025-06-02 08:00", "S3", "entry", route="R1"),
+        tap("2025-06-02 08:11", "S1", "exit", route="R1"),
+    ]
+    assert charges(path, late)[0] == 300
