@@ -170,7 +170,8 @@ def price_card(
     for card in sorted(by_card):
         ordered = sorted(by_card[card].values(), key=lambda t: (t.tapped_at, t.tap_id))
         journeys.extend(_price_one_card(catalog, card, ordered, as_of))
-    journeys.sort(key=lambda j: (j.legs[0].entry_at, j.card_token, j.journey_id))
+    if len(by_card) > 1:  # one card's journeys are already in time order
+        journeys.sort(key=lambda j: (j.legs[0].entry_at, j.card_token, j.journey_id))
     return journeys
 
 

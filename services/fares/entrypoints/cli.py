@@ -56,6 +56,7 @@ class TapInputError(ValueError):
 _CANONICAL = frozenset(_ALIASES)
 _CANONICAL_OF = {alias: name for name, aliases in _ALIASES.items() for alias in aliases}
 _REQUIRED = ("card", "time", "stop", "kind")
+_KINDS = {kind.value: kind for kind in TapKind}
 
 
 def _canonical(record: dict[str, Any], line: int) -> dict[str, Any]:
@@ -100,10 +101,9 @@ def parse_tap(text: str, line: int) -> Tap:
     if tapped_at.utcoffset() is None:
         raise TapInputError(line, f"time {time_text!r} has no UTC offset")
     kind_text: str = record["kind"]
-    try:
-        kind = TapKind(kind_text)
-    except ValueError:
-        raise TapInputError(line, f"kind {kind_text!r} is not entry, exit or board") from None
+    kind = _KINDS.get(kind_text)
+    if kind is None:
+        raise TapInputError(line, f"kind {kind_text!r} is not entry, exit or board")
     return Tap(
         get("tap_id") or f"line-{line}",
         record["card"],
@@ -197,6 +197,19 @@ _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _STR = encode_basestring  # the C string escaper behind json.dumps(ensure_ascii=False)
 
 
+_NOTES: dict[str, str] = {}
+
+
+def _escaped_note(note: str) -> str:
+    """JSON string of an explanation line; the same lines recur, so remember them."""
+    escaped = _NOTES.get(note)
+    if escaped is None:
+        if len(_NOTES) > 50_000:
+            _NOTES.clear()
+        escaped = _NOTES[note] = _STR(note)
+    return escaped
+
+
 def _s(value: str | None) -> str:
     return "null" if value is None else _STR(value)
 
@@ -228,7 +241,7 @@ def journey_json(journey: PricedJourney, revision: int = 1) -> str:
     """`journey_record` encoded as compact JSON, built directly (the hot path of simulate)."""
     caps = ",".join(f'{{"cap_id":{_STR(c.cap_id)},"saved":{_m(c.saved)}}}' for c in journey.caps)
     legs = ",".join(_leg_json(leg) for leg in journey.legs)
-    explanation = ",".join(_STR(e) for e in journey.explanation)
+    explanation = ",".join(_escaped_note(e) for e in journey.explanation)
     return (
         f'{{"type":"journey","journey_id":{_STR(journey.journey_id)},'
         f'"card":{_STR(journey.card_token)},"service_day":"{journey.service_day.isoformat()}",'
