@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("services.serve", "main", "run one service: serve ingest|fares|settlement|accounts"),
     "fares": ("services.fares.entrypoints.cli", "main", "fare engine tools: fares simulate ..."),
     "simulate": ("services.ingest.simulator.cli", "main", "drive validator streams"),
+    "journeys": ("services.accounts.entrypoints.cli", "main", "a card's journey history"),
     "demo": ("services.demo", "main", "run a simulated network day end to end"),
     "health": ("services.healthcheck", "main", "gRPC health check: health HOST:PORT [SERVICE]"),
 }

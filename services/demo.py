@@ -24,7 +24,6 @@ import grpc
 from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.events.v1 import events_pb2
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.infra.endpoints import Endpoints
@@ -33,6 +32,7 @@ from clearway.money import Money
 from clearway.settings import DEFAULT_PORTS, REPO_ROOT
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import setup_tracing
+from services.accounts.entrypoints.cli import print_history
 from services.fares.domain import load_fare_data
 from services.ingest.simulator.cli import DEFAULT_FEED, yesterday
 from services.ingest.simulator.day import simulate_day
@@ -101,6 +101,15 @@ class Fleet:
                 proc.kill()
                 codes[name] = None
         return codes
+
+
+async def wait_for_interrupt() -> None:
+    """Until SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def _serving(address: str) -> bool:
@@ -220,7 +229,9 @@ def print_tally(tally: Tally) -> None:
         print(f"    {reason:<22} {count}")
 
 
-async def run_demo(cards: int, validators: int, day: date, seed: int) -> int:
+async def run_demo(
+    cards: int, validators: int, day: date, seed: int, keep_running: bool = False
+) -> int:
     """The whole demo; returns the process exit code."""
     run_id = f"demo-{int(time.time())}"
     work_dir = REPO_ROOT / "var" / run_id
@@ -253,7 +264,10 @@ async def run_demo(cards: int, validators: int, day: date, seed: int) -> int:
         log = await read_journeys(endpoints.kafka_bootstrap, topics.journeys, period)
         failures += report(tally, closed, settled, log, work_dir)
         if log.by_card:
-            await show_history(log.by_card.most_common(1)[0][0])
+            await show_history(log.by_card.most_common(1)[0][0], fleet)
+        if keep_running:
+            print("\nServices keep running; Ctrl-C to stop them.")
+            await wait_for_interrupt()
     finally:
         codes = fleet.stop()
         print(f"\nServices stopped (exit codes {codes}); logs in {work_dir}")
@@ -264,25 +278,20 @@ async def run_demo(cards: int, validators: int, day: date, seed: int) -> int:
     return 0
 
 
-async def show_history(card: str) -> None:
-    """One card's journey history, as a traveller would see it."""
+async def show_history(card: str, fleet: Fleet) -> None:
+    """One card's journey history, as a traveller would see it, and how to ask again."""
     address = f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
-    async with grpc.aio.insecure_channel(address) as ch:
-        page = await accounts_pb2_grpc.AccountsServiceStub(ch).ListJourneys(
-            accounts_pb2.ListJourneysRequest(card_token=card, page_size=5)
-        )
-    print(f"\nJourney history of card {card[:12]}… (newest first)")
-    for j in page.journeys:
-        stops = " → ".join(
-            leg.from_stop_id + (f"→{leg.to_stop_id}" if leg.to_stop_id else "") for leg in j.legs
-        )
-        saved = sum(c.saved.amount_minor for c in j.caps)
-        flag = " INCOMPLETE" if j.incomplete else ""
-        flag += f" (capped, saved {_gbp(saved, j.charge.currency)})" if saved else ""
-        amount = _gbp(j.charge.amount_minor, j.charge.currency)
-        print(f"  {j.journey_id:<28} r{j.revision} {stops:<30} {amount}{flag}")
+    print(f"\nJourney history of card {card} (newest first)")
+    await print_history(address, card, limit=6)
+    env = fleet.env_for("accounts")
     print(
-        "Query it yourself while services run (server reflection is on):\n"
+        "\nAsk again while the services run (`clearway demo --keep-running`), or later with\n"
+        f"  CLEARWAY_TOPIC_PREFIX={env['CLEARWAY_TOPIC_PREFIX']} "
+        f"CLEARWAY_DB_SCHEMA={env['CLEARWAY_DB_SCHEMA']} "
+        f"CLEARWAY_CONSUMER_GROUP={env['CLEARWAY_CONSUMER_GROUP']} "
+        ".venv/bin/clearway serve accounts &\n"
+        f"  .venv/bin/clearway journeys {card}\n"
+        "or with grpcurl (server reflection is on):\n"
         f'  grpcurl -plaintext -d \'{{"card_token": "{card}"}}\' {address} '
         "clearway.accounts.v1.AccountsService/ListJourneys"
     )
@@ -295,5 +304,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--validators", type=int, default=8)
     parser.add_argument("--day", type=date.fromisoformat, default=None)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--keep-running", action="store_true", help="leave the services up until Ctrl-C"
+    )
     args = parser.parse_args(argv)
-    return asyncio.run(run_demo(args.cards, args.validators, args.day or yesterday(), args.seed))
+    day = args.day or yesterday()
+    return asyncio.run(run_demo(args.cards, args.validators, day, args.seed, args.keep_running))
