@@ -195,6 +195,25 @@ class _Source:
             return name in self._zip_names
         return (self.path / name).is_file()
 
+    def pairs(self, name: str, first: str, second: str) -> Iterator[tuple[str, str]]:
+        """(first, second) column values of every row, stripped; nothing if absent."""
+        text = self._text(name)
+        if text is None:
+            return
+        reader = csv.reader(io.StringIO(text, newline=""))
+        header = [h.strip().lstrip("\ufeff") for h in next(reader, [])]
+        if first not in header or second not in header:
+            self.problems.append(Problem(name, 1, second, f"needs columns {first} and {second}"))
+            return
+        a, b = header.index(first), header.index(second)
+        width = max(a, b)
+        try:
+            for record in reader:
+                if len(record) > width:
+                    yield record[a].strip(), record[b].strip()
+        except csv.Error as exc:
+            self.problems.append(Problem(name, reader.line_num, "", f"CSV syntax error: {exc}"))
+
     def rows(
         self, name: str, *, required: bool = False, columns: tuple[str, ...] = ()
     ) -> Iterator[_Row]:
@@ -737,9 +756,9 @@ class _Loader:
             trip_route[trip_id] = route_id
         by_stop: dict[str, set[str]] = {}
         if trip_route:
-            for row in self.src.rows("stop_times.txt", columns=("trip_id", "stop_id")):
-                route_id = trip_route.get(row.values["trip_id"].strip())
-                stop_id = row.values["stop_id"].strip()
+            # stop_times.txt can hold millions of rows: read only two columns, no row objects.
+            for trip_id, stop_id in self.src.pairs("stop_times.txt", "trip_id", "stop_id"):
+                route_id = trip_route.get(trip_id)
                 if route_id is not None and stop_id in stops:
                     by_stop.setdefault(stop_id, set()).add(route_id)
         return {k: tuple(sorted(v)) for k, v in by_stop.items()}
