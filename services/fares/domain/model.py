@@ -387,14 +387,25 @@ class FareData:
 
     def service_day(self, at: datetime) -> date:
         """The service day of an instant: local date, shifted back by the day boundary."""
+        local = self.local(at)
+        start = self.settings.service_day_start_s
+        return (local - timedelta(seconds=start)).date() if start else local.date()
+
+    def local(self, at: datetime) -> datetime:
+        """`at` in the network's timezone (the last conversion is remembered: pricing asks
+        for the same instant several times in a row)."""
+        last = self._memo.get("last_local")
+        if last is not None and last[0] is at:  # type: ignore[index]
+            return last[1]  # type: ignore[index, no-any-return]
         local = at.astimezone(self.timezone)
-        return (local - timedelta(seconds=self.settings.service_day_start_s)).date()
+        self._memo["last_local"] = (at, local)
+        return local
 
     def timeframe_groups_at(self, at: datetime) -> frozenset[str]:
         """Timeframe groups whose window contains `at` (local time and date)."""
         if not self.timeframes:
             return frozenset()
-        local = at.astimezone(self.timezone)
+        local = self.local(at)
         seconds = local.hour * 3600 + local.minute * 60 + local.second
         windows = self._windows_on(local.date())
         return frozenset(group for start, end, group in windows if start <= seconds < end)
@@ -435,11 +446,6 @@ class FareData:
     def products(self, fare_product_id: str) -> tuple[FareProduct, ...]:
         """All priced rows of a product id (empty when unknown)."""
         return self.fare_products.get(fare_product_id, ())
-
-    def local_time_of_day_s(self, at: datetime) -> int:
-        """Seconds since local midnight."""
-        local = at.astimezone(self.timezone)
-        return local.hour * 3600 + local.minute * 60 + local.second
 
 
 @dataclass(frozen=True)

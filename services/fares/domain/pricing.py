@@ -123,6 +123,7 @@ class _FareLeg:
     category: str | None
     media: str | None
     price: _LegPrice
+    service_day: date
     charge: int = 0  # before caps, after transfer rules
     transfer_rule_id: str | None = None
     transfer_product_id: str | None = None
@@ -344,7 +345,9 @@ def _price_fare_leg(
     category = first.rider_category_id or fallback_category or data.default_rider_category_id
     media = first.fare_media_id or fallback_media or data.settings.default_fare_media_id
     price = _standalone_price(data, parts, category, media)
-    leg = _FareLeg(parts, category, media, price, charge=price.fare)
+    # Right after the timeframe lookup of the same instant (FareData.local remembers it).
+    day = data.service_day(parts[0].departure)
+    leg = _FareLeg(parts, category, media, price, day, charge=price.fare)
     leg.notes.append(price.note)
     return leg
 
@@ -762,7 +765,7 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
     head = journey.legs[0]
     data = head.data
     currency = data.currency
-    day = data.service_day(head.departure)
+    day = head.service_day
     saved_by_cap: dict[str, int] = {}
     spend.saved_by_cap = saved_by_cap
     legs: list[PricedLeg] = []
