@@ -72,7 +72,7 @@ def generate(path: Path, n_taps: int, seed: int = 7) -> int:
 
 def parse_pass(path: Path) -> int:
     """Read and parse every line into Taps; nothing else."""
-    with path.open(encoding="utf-8") as f:
+    with path.open(encoding="utf-8-sig") as f:
         return len(parse_taps(f))
 
 

@@ -159,3 +159,35 @@ def test_fast_journey_json_equals_the_record_encoded_with_json() -> None:
     assert any(j.caps for j in journeys)
     for journey in journeys:
         assert journey_json(journey, 3) == encode(journey_record(journey, 3))
+
+
+def test_byte_order_mark_and_blank_padding_are_accepted(tmp_path: Path) -> None:
+    taps = tmp_path / "taps.jsonl"
+    lines = [json.dumps(TAPS[0]), "   " + json.dumps(TAPS[1]) + "  ", "", json.dumps(TAPS[2])]
+    taps.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(
+            [
+                "simulate",
+                "--feed",
+                str(EXAMPLE_FEEDS / "london"),
+                "--taps",
+                str(taps),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["type"] for r in records] == ["journey", "journey", "total"]
+
+
+def test_trailing_garbage_on_a_line_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taps = tmp_path / "taps.jsonl"
+    taps.write_text(json.dumps(TAPS[0]) + " x\n", encoding="utf-8")
+    assert main(["simulate", "--feed", str(EXAMPLE_FEEDS / "london"), "--taps", str(taps)]) == 2
+    assert "line 1: not JSON" in capsys.readouterr().err
