@@ -29,6 +29,7 @@ from .model import (
 )
 from .priced import CapApplied, PricedJourney, PricedLeg
 
+# A memo of immutable values (no state that could change a result).
 _MONEY: dict[tuple[int, str], Money] = {}
 
 
@@ -159,7 +160,8 @@ def price_card(
 
     Same taps in any order give the same result. With `as_of=None` the period is closed and
     an entry without exit is incomplete; with `as_of=t` a last entry whose exit may still
-    come is left pending (not returned).
+    come is left pending (not returned). Unknown stops and unmatched rules are reported per
+    journey (`no_fare_reason`), never raised; NaiveTimeError and NoFareVersionError are.
     """
     catalog = as_catalog(fare_data)
     by_card: dict[str, dict[str, Tap]] = {}
