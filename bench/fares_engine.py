@@ -16,18 +16,16 @@ import json
 import os
 import pstats
 import random
-import sys
 import tempfile
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from services.fares.domain import FareData, load_fare_data
+from services.fares.entrypoints.cli import parse_taps, simulate_file
 
-from services.fares.domain import FareData, load_fare_data  # noqa: E402
-from services.fares.entrypoints.cli import parse_taps, simulate_file  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 FEED = REPO / "examples" / "feeds" / "london"
 RAIL = ["KGX", "OXC", "VIC", "LST", "BDS", "FAR", "CMD", "BRX", "SFD", "WHC"]
