@@ -75,6 +75,8 @@ def leg_pb(leg: PricedLeg) -> events_pb2.PricedLeg:
         tap_ids=list(leg.tap_ids),
         transfer_rule_id=leg.transfer_rule_id or "",
         distance_m=leg.distance_m or 0,
+        charge=money_pb(leg.charge if leg.charge is not None else leg.fare),
+        maximum_fare=leg.maximum_fare,
     )
 
 

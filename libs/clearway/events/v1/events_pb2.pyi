@@ -173,6 +173,8 @@ class PricedLeg(_message.Message):
     TAP_IDS_FIELD_NUMBER: _builtins.int
     TRANSFER_RULE_ID_FIELD_NUMBER: _builtins.int
     DISTANCE_M_FIELD_NUMBER: _builtins.int
+    CHARGE_FIELD_NUMBER: _builtins.int
+    MAXIMUM_FARE_FIELD_NUMBER: _builtins.int
     leg_id: _builtins.str
     operator_id: _builtins.str
     network_id: _builtins.str
@@ -184,6 +186,8 @@ class PricedLeg(_message.Message):
     """True when the leg had no exit and was charged the maximum fare."""
     transfer_rule_id: _builtins.str
     distance_m: _builtins.int
+    maximum_fare: _builtins.bool
+    """True when this leg was charged a maximum fare (incomplete, or exit without entry)."""
     @_builtins.property
     def entry_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -194,6 +198,10 @@ class PricedLeg(_message.Message):
 
     @_builtins.property
     def tap_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def charge(self) -> _money_pb2.Money:
+        """What this leg contributes to the journey's charge, after caps and transfer discounts."""
+
     def __init__(
         self,
         *,
@@ -211,10 +219,12 @@ class PricedLeg(_message.Message):
         tap_ids: _abc.Iterable[_builtins.str] | None = ...,
         transfer_rule_id: _builtins.str = ...,
         distance_m: _builtins.int = ...,
+        charge: _money_pb2.Money | None = ...,
+        maximum_fare: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["entry_at", b"entry_at", "exit_at", b"exit_at", "fare", b"fare"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge", "entry_at", b"entry_at", "exit_at", b"exit_at", "fare", b"fare"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["distance_m", b"distance_m", "entry_at", b"entry_at", "exit_at", b"exit_at", "fare", b"fare", "fare_product_id", b"fare_product_id", "from_stop_id", b"from_stop_id", "incomplete", b"incomplete", "leg_id", b"leg_id", "network_id", b"network_id", "operator_id", b"operator_id", "route_id", b"route_id", "tap_ids", b"tap_ids", "to_stop_id", b"to_stop_id", "transfer_rule_id", b"transfer_rule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge", "distance_m", b"distance_m", "entry_at", b"entry_at", "exit_at", b"exit_at", "fare", b"fare", "fare_product_id", b"fare_product_id", "from_stop_id", b"from_stop_id", "incomplete", b"incomplete", "leg_id", b"leg_id", "maximum_fare", b"maximum_fare", "network_id", b"network_id", "operator_id", b"operator_id", "route_id", b"route_id", "tap_ids", b"tap_ids", "to_stop_id", b"to_stop_id", "transfer_rule_id", b"transfer_rule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
