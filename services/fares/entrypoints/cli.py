@@ -11,7 +11,7 @@ import json
 import json.scanner
 import sys
 from collections.abc import Callable, Iterable, Iterator
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import IO, Any
@@ -213,65 +213,157 @@ def output_records(journeys: list[PricedJourney]) -> Iterator[dict[str, Any]]:
         }
 
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _STR = encode_basestring  # the C string escaper behind json.dumps(ensure_ascii=False)
 
+# Output fragments recur (the same stops, products, notes, amounts and instants over and
+# over): each is encoded once, then looked up. A memo is emptied when it grows past the
+# limit, so unbounded input cannot exhaust memory.
+_MEMO_LIMIT = 50_000
+_STRINGS: dict[str | None, str] = {}
+_MONEY: dict[tuple[int, str], str] = {}
+_INSTANTS: dict[tuple[datetime, timedelta | None], str] = {}
+_EXPLANATIONS: dict[tuple[str, ...], str] = {}
+_JOURNEY_HEADS: dict[tuple[Any, ...], str] = {}
+_LEG_HEADS: dict[tuple[str, str | None, str | None, str, str | None], str] = {}
+_LEG_MIDDLES: dict[tuple[Any, ...], str] = {}
 
-_NOTES: dict[str, str] = {}
 
-
-def _escaped_note(note: str) -> str:
-    """JSON string of an explanation line; the same lines recur, so remember them."""
-    escaped = _NOTES.get(note)
-    if escaped is None:
-        if len(_NOTES) > 50_000:
-            _NOTES.clear()
-        escaped = _NOTES[note] = _STR(note)
-    return escaped
+def _remember(memo: dict[Any, str], key: Any, encoded: str) -> str:
+    if len(memo) >= _MEMO_LIMIT:
+        memo.clear()
+    memo[key] = encoded
+    return encoded
 
 
 def _s(value: str | None) -> str:
-    return "null" if value is None else _STR(value)
+    """A JSON string or null (ids and notes repeat: remembered)."""
+    escaped = _STRINGS.get(value)
+    if escaped is None:
+        escaped = _remember(_STRINGS, value, "null" if value is None else _STR(value))
+    return escaped
 
 
 def _m(m: Money) -> str:
-    return f'{{"amount_minor":{m.amount_minor},"currency":{_STR(m.currency)}}}'
+    key = (m.amount_minor, m.currency)
+    encoded = _MONEY.get(key)
+    if encoded is None:
+        encoded = _remember(
+            _MONEY, key, f'{{"amount_minor":{m.amount_minor},"currency":{_STR(m.currency)}}}'
+        )
+    return encoded
+
+
+def _instant(at: datetime) -> str:
+    # Equal instants with other UTC offsets print differently: the offset is in the key.
+    key = (at, at.utcoffset())
+    encoded = _INSTANTS.get(key)
+    if encoded is None:
+        encoded = _remember(_INSTANTS, key, _STR(at.isoformat()))
+    return encoded
+
+
+def _explanation(lines: tuple[str, ...]) -> str:
+    encoded = _EXPLANATIONS.get(lines)
+    if encoded is None:
+        encoded = _remember(_EXPLANATIONS, lines, ",".join([_STR(e) for e in lines]))
+    return encoded
 
 
 def _leg_json(leg: PricedLeg) -> str:
-    exit_at = "null" if leg.exit_at is None else _STR(leg.exit_at.isoformat())
-    charge = "null" if leg.charge is None else _m(leg.charge)
-    distance = "null" if leg.distance_m is None else str(leg.distance_m)
-    taps = ",".join(_STR(t) for t in leg.tap_ids)
-    return (
-        f'{{"leg_id":{_STR(leg.leg_id)},"operator":{_STR(leg.operator_id)},'
-        f'"network":{_s(leg.network_id)},"route":{_s(leg.route_id)},'
-        f'"from_stop":{_STR(leg.from_stop_id)},"to_stop":{_s(leg.to_stop_id)},'
-        f'"entry_at":{_STR(leg.entry_at.isoformat())},"exit_at":{exit_at},'
-        f'"fare_product":{_s(leg.fare_product_id)},"leg_group":{_s(leg.leg_group_id)},'
-        f'"transfer_rule":{_s(leg.transfer_rule_id)},'
-        f'"transfer_product":{_s(leg.transfer_product_id)},'
-        f'"maximum_fare":{"true" if leg.maximum_fare else "false"},'
-        f'"incomplete":{"true" if leg.incomplete else "false"},"distance_m":{distance},'
-        f'"fare":{_m(leg.fare)},"charge":{charge},"tap_ids":[{taps}]}}'
+    head_key = (leg.operator_id, leg.network_id, leg.route_id, leg.from_stop_id, leg.to_stop_id)
+    head = _LEG_HEADS.get(head_key)
+    if head is None:
+        head = _remember(
+            _LEG_HEADS,
+            head_key,
+            f'"operator":{_STR(leg.operator_id)},"network":{_s(leg.network_id)},'
+            f'"route":{_s(leg.route_id)},"from_stop":{_STR(leg.from_stop_id)},'
+            f'"to_stop":{_s(leg.to_stop_id)},"entry_at":',
+        )
+    middle_key = (
+        leg.fare_product_id,
+        leg.leg_group_id,
+        leg.transfer_rule_id,
+        leg.transfer_product_id,
+        leg.maximum_fare,
+        leg.incomplete,
+        leg.distance_m,
     )
+    middle = _LEG_MIDDLES.get(middle_key)
+    if middle is None:
+        distance = "null" if leg.distance_m is None else str(leg.distance_m)
+        middle = _remember(
+            _LEG_MIDDLES,
+            middle_key,
+            f',"fare_product":{_s(leg.fare_product_id)},"leg_group":{_s(leg.leg_group_id)},'
+            f'"transfer_rule":{_s(leg.transfer_rule_id)},'
+            f'"transfer_product":{_s(leg.transfer_product_id)},'
+            f'"maximum_fare":{"true" if leg.maximum_fare else "false"},'
+            f'"incomplete":{"true" if leg.incomplete else "false"},"distance_m":{distance},'
+            '"fare":',
+        )
+    exit_at = "null" if leg.exit_at is None else _instant(leg.exit_at)
+    charge = "null" if leg.charge is None else _m(leg.charge)
+    taps = ",".join([_STR(t) for t in leg.tap_ids])
+    return (
+        f'{{"leg_id":{_STR(leg.leg_id)},{head}{_instant(leg.entry_at)},"exit_at":{exit_at}'
+        f'{middle}{_m(leg.fare)},"charge":{charge},"tap_ids":[{taps}]}}'
+    )
+
+
+def _journey_head(journey: PricedJourney, revision: int) -> str:
+    """From `"service_day"` to `"amount_before_caps":`: the same few values over and over."""
+    key = (
+        journey.service_day,
+        revision,
+        journey.fare_version,
+        journey.rider_category_id,
+        journey.fare_media_id,
+        journey.incomplete,
+        journey.no_fare_reason,
+    )
+    head = _JOURNEY_HEADS.get(key)
+    if head is None:
+        head = _remember(
+            _JOURNEY_HEADS,
+            key,
+            f'"service_day":"{journey.service_day.isoformat()}",'
+            f'"revision":{revision},"fare_version":{_s(journey.fare_version)},'
+            f'"rider_category":{_s(journey.rider_category_id or None)},'
+            f'"fare_media":{_s(journey.fare_media_id or None)},'
+            f'"incomplete":{"true" if journey.incomplete else "false"},'
+            f'"no_fare_reason":{_s(journey.no_fare_reason)},"amount_before_caps":',
+        )
+    return head
 
 
 def journey_json(journey: PricedJourney, revision: int = 1) -> str:
     """`journey_record` encoded as compact JSON, built directly (the hot path of simulate)."""
-    caps = ",".join(f'{{"cap_id":{_STR(c.cap_id)},"saved":{_m(c.saved)}}}' for c in journey.caps)
-    legs = ",".join(_leg_json(leg) for leg in journey.legs)
-    explanation = ",".join(_escaped_note(e) for e in journey.explanation)
+    caps = (
+        ",".join([f'{{"cap_id":{_s(c.cap_id)},"saved":{_m(c.saved)}}}' for c in journey.caps])
+        if journey.caps
+        else ""
+    )
+    legs = journey.legs
+    legs_json = _leg_json(legs[0]) if len(legs) == 1 else ",".join([_leg_json(leg) for leg in legs])
     return (
         f'{{"type":"journey","journey_id":{_STR(journey.journey_id)},'
-        f'"card":{_STR(journey.card_token)},"service_day":"{journey.service_day.isoformat()}",'
-        f'"revision":{revision},"fare_version":{_STR(journey.fare_version)},'
-        f'"rider_category":{_s(journey.rider_category_id or None)},'
-        f'"fare_media":{_s(journey.fare_media_id or None)},'
-        f'"incomplete":{"true" if journey.incomplete else "false"},'
-        f'"no_fare_reason":{_s(journey.no_fare_reason)},'
-        f'"amount_before_caps":{_m(journey.amount_before_caps)},"caps":[{caps}],'
-        f'"charge":{_m(journey.charge)},"legs":[{legs}],"explanation":[{explanation}]}}'
+        f'"card":{_STR(journey.card_token)},{_journey_head(journey, revision)}'
+        f'{_m(journey.amount_before_caps)},"caps":[{caps}],'
+        f'"charge":{_m(journey.charge)},"legs":[{legs_json}],'
+        f'"explanation":[{_explanation(journey.explanation)}]}}'
+    )
+
+
+def _total_json(card: str, day: date, group: list[PricedJourney]) -> str:
+    """The total line of one card's service day, as `output_records` has it."""
+    currency = group[0].charge.currency
+    before = sum([j.amount_before_caps.amount_minor for j in group])
+    charge = sum([j.charge.amount_minor for j in group])
+    return (
+        f'{{"type":"total","card":{_STR(card)},"service_day":"{day.isoformat()}",'
+        f'"journeys":{len(group)},"amount_before_caps":{_m(Money(before, currency))},'
+        f'"charge":{_m(Money(charge, currency))}}}'
     )
 
 
@@ -282,19 +374,7 @@ def output_lines(journeys: list[PricedJourney]) -> Iterator[str]:
         totals.setdefault((journey.card_token, journey.service_day), []).append(journey)
         yield journey_json(journey)
     for (card, day), group in sorted(totals.items()):
-        currency = group[0].charge.currency
-        yield _DUMPS(
-            {
-                "type": "total",
-                "card": card,
-                "service_day": day.isoformat(),
-                "journeys": len(group),
-                "amount_before_caps": _money(
-                    Money(sum(j.amount_before_caps.amount_minor for j in group), currency)
-                ),
-                "charge": _money(Money(sum(j.charge.amount_minor for j in group), currency)),
-            }
-        )
+        yield _total_json(card, day, group)
 
 
 def simulate(
