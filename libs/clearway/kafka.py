@@ -8,9 +8,11 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+
+from clearway.telemetry import kafka_headers_with_trace
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +104,43 @@ def committed_consumer(bootstrap: str, group_id: str, *topics: str) -> AIOKafkaC
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
+
+
+REASON_HEADER = "clearway-reason"
+DETAIL_HEADER = "clearway-reason-detail"
+MAX_DETAIL_BYTES = 1000
+
+
+def dead_letter_headers(
+    code: str,
+    detail: str,
+    original: Iterable[tuple[str, bytes]] = (),
+    source: tuple[str, int, int] | None = None,
+) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: the original's (minus old reasons), the reason code and
+    detail, where it came from (topic, partition, offset), and the current trace context."""
+    headers = [(k, bytes(v)) for k, v in original if not k.startswith("clearway-")]
+    headers = [h for h in headers if h[0] != "traceparent" and h[0] != "tracestate"]
+    headers += [(REASON_HEADER, code.encode()), (DETAIL_HEADER, detail.encode()[:MAX_DETAIL_BYTES])]
+    if source is not None:
+        topic, partition, offset = source
+        headers += [
+            ("clearway-source-topic", topic.encode()),
+            ("clearway-source-partition", str(partition).encode()),
+            ("clearway-source-offset", str(offset).encode()),
+        ]
+    return headers + kafka_headers_with_trace()
+
+
+async def send_dead_letter(
+    producer: AIOKafkaProducer,
+    topic: str,
+    record: ConsumerRecord[bytes, bytes],
+    code: str,
+    detail: str,
+) -> None:
+    """Park `record` unchanged on `topic` with its reason; returns once Kafka has it."""
+    headers = dead_letter_headers(
+        code, detail, record.headers or (), (record.topic, record.partition, record.offset)
+    )
+    await producer.send_and_wait(topic, value=record.value, key=record.key, headers=headers)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
@@ -93,3 +95,15 @@ def context_from_grpc_metadata(
 ) -> otel_context.Context:
     """The trace context a gRPC client sent in metadata (for servers)."""
     return propagate.extract(list(metadata or ()), getter=_MetadataGetter())
+
+
+@contextmanager
+def consumer_span(tracer: trace.Tracer, name: str, record: Any) -> Iterator[trace.Span]:
+    """A CONSUMER span for a Kafka record, continuing the producer's trace from its headers."""
+    parent = context_from_kafka_headers(record.headers)
+    with tracer.start_as_current_span(name, context=parent, kind=trace.SpanKind.CONSUMER) as span:
+        span.set_attribute("messaging.system", "kafka")
+        span.set_attribute("messaging.destination.name", record.topic)
+        span.set_attribute("messaging.kafka.partition", record.partition)
+        span.set_attribute("messaging.kafka.offset", record.offset)
+        yield span

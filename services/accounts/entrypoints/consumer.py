@@ -16,7 +16,8 @@ from google.protobuf.message import DecodeError
 from opentelemetry import trace
 
 from clearway.events.v1.events_pb2 import PricedJourney
-from clearway.telemetry import context_from_kafka_headers, kafka_headers_with_trace
+from clearway.kafka import send_dead_letter
+from clearway.telemetry import consumer_span
 from services.accounts.domain.errors import InvalidJourneyError
 from services.accounts.domain.history import JourneyRevision, journey_revision
 from services.accounts.domain.paging import card_tag
@@ -25,7 +26,6 @@ from services.accounts.service_layer.journey_history import JourneyHistory
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("clearway.accounts")
 
-REASON_HEADER = "reason-code"
 MAX_DETAIL_CHARS = 500
 _RETRY_FIRST_S = 0.2
 _RETRY_MAX_S = 5.0
@@ -112,12 +112,7 @@ class JourneyConsumer:
                 delay = min(delay * 2, _RETRY_MAX_S)
 
     async def _handle(self, record: ConsumerRecord[Any, Any]) -> None:
-        parent = context_from_kafka_headers(record.headers)
-        with tracer.start_as_current_span(
-            "accounts.store_journey", context=parent, kind=trace.SpanKind.CONSUMER
-        ) as span:
-            span.set_attribute("messaging.kafka.partition", record.partition)
-            span.set_attribute("messaging.kafka.offset", record.offset)
+        with consumer_span(tracer, "accounts.store_journey", record) as span:
             try:
                 rev = parse_journey(record)
             except InvalidJourneyError as exc:
@@ -142,16 +137,8 @@ class JourneyConsumer:
     async def _dead_letter(
         self, record: ConsumerRecord[Any, Any], exc: InvalidJourneyError
     ) -> None:
-        headers = [
-            (REASON_HEADER, exc.code.encode()),
-            ("reason-detail", exc.detail[:MAX_DETAIL_CHARS].encode()),
-            ("source-topic", record.topic.encode()),
-            ("source-partition", str(record.partition).encode()),
-            ("source-offset", str(record.offset).encode()),
-            *kafka_headers_with_trace(),
-        ]
-        await self._producer.send_and_wait(
-            self.dlq_topic, value=record.value, key=record.key, headers=headers
+        await send_dead_letter(
+            self._producer, self.dlq_topic, record, exc.code, exc.detail[:MAX_DETAIL_CHARS]
         )
         self.dead_lettered += 1
         log.warning(

@@ -21,7 +21,7 @@ from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.common.v1.money_pb2 import Money
 from clearway.events.v1.events_pb2 import PricedJourney
 from clearway.infra.endpoints import Endpoints
-from clearway.kafka import Topics, idempotent_producer
+from clearway.kafka import REASON_HEADER, Topics, idempotent_producer
 from clearway.runtime import RunningService
 from clearway.settings import ServiceSettings
 from clearway.telemetry import kafka_headers_with_trace, setup_tracing
@@ -382,7 +382,7 @@ async def test_unstorable_messages_land_in_the_dlq_with_reason_and_the_stream_mo
             for records in batches.values():
                 for rec in records:
                     if rec.key == card.encode():
-                        found[rec.value] = dict(rec.headers)["reason-code"].decode()
+                        found[rec.value] = dict(rec.headers)[REASON_HEADER].decode()
         assert found == {
             b"\x0a\xff\x01garbage": "UNDECODABLE",
             journey(card, "", T0).SerializeToString(): "MISSING_JOURNEY_ID",

@@ -21,7 +21,8 @@ from aiokafka.abc import ConsumerRebalanceListener
 from opentelemetry import trace
 
 from clearway.events.v1 import events_pb2
-from clearway.telemetry import context_from_kafka_headers, kafka_headers_with_trace
+from clearway.kafka import send_dead_letter
+from clearway.telemetry import consumer_span
 from services.fares.adapters.convert import BadTapError, tap_from_proto
 from services.fares.adapters.state_store import StateStore
 from services.fares.domain import FaresError, check_tap
@@ -98,12 +99,7 @@ class TapPricer:
 
     async def process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record exactly once (idempotent on the stored partition position)."""
-        parent = context_from_kafka_headers(record.headers)
-        with tracer.start_as_current_span(
-            "fares.price_tap", context=parent, kind=trace.SpanKind.CONSUMER
-        ) as span:
-            span.set_attribute("messaging.kafka.partition", tp.partition)
-            span.set_attribute("messaging.kafka.offset", record.offset)
+        with consumer_span(tracer, "fares.price_tap", record):
             try:
                 tap_pb = events_pb2.Tap.FromString(record.value or b"")
                 tap = tap_from_proto(tap_pb)
@@ -196,11 +192,6 @@ class TapPricer:
             position = await store.lock_position(tp.topic, tp.partition)
             if record.offset < position.next_offset:
                 return
-            await self.producer.send_and_wait(
-                self.dlq_topic,
-                value=record.value,
-                key=record.key,
-                headers=[*kafka_headers_with_trace(), ("reason", code.encode())],
-            )
+            await send_dead_letter(self.producer, self.dlq_topic, record, code, detail)
             await store.advance(tp.topic, tp.partition, record.offset + 1, position.watermark)
         log.warning("tap parked", extra={"reason": code, "detail": detail[:200]})

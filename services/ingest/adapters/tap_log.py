@@ -7,7 +7,7 @@ import asyncio
 from aiokafka import AIOKafkaProducer
 
 from clearway.events.v1 import events_pb2
-from clearway.kafka import Topics
+from clearway.kafka import Topics, dead_letter_headers
 from clearway.telemetry import kafka_headers_with_trace
 
 
@@ -39,7 +39,7 @@ class TapLog:
                 self.topics.taps_dlq,
                 value=item.SerializeToString(deterministic=True),
                 key=item.tap.device_id.encode() or b"unknown-device",
-                headers=[*kafka_headers_with_trace(), ("reason", item.reason_code.encode())],
+                headers=dead_letter_headers(item.reason_code, item.detail),
             )
             for item in rejected
         ]

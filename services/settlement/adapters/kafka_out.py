@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from clearway.common.v1 import money_pb2
 from clearway.events.v1 import events_pb2
+from clearway.kafka import send_dead_letter
 from clearway.telemetry import kafka_headers_with_trace
 from services.settlement.adapters.ledger_repository import StoredStatement
-
-REASON_HEADER = "clearway-reason"
 
 
 class DeadLetters:
@@ -20,20 +19,10 @@ class DeadLetters:
         self.topic = topic
 
     async def send(
-        self,
-        key: bytes | None,
-        value: bytes | None,
-        headers: list[tuple[str, bytes]],
-        reason_code: str,
-        detail: str,
+        self, record: ConsumerRecord[bytes, bytes], reason_code: str, detail: str
     ) -> None:
         """Publish the original record with reason headers; returns once Kafka has it."""
-        extra = [
-            (REASON_HEADER, reason_code.encode()),
-            ("clearway-reason-detail", detail.encode()[:1000]),
-        ]
-        original = [(k, v) for k, v in headers if not k.startswith("clearway-reason")]
-        await self._producer.send_and_wait(self.topic, value, key=key, headers=original + extra)
+        await send_dead_letter(self._producer, self.topic, record, reason_code, detail)
 
 
 class StatementEvents:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
 
-from clearway.telemetry import context_from_kafka_headers
+from clearway.telemetry import consumer_span
 from services.settlement.adapters.journey_events import decode_journey
 from services.settlement.adapters.kafka_out import DeadLetters
 from services.settlement.adapters.ledger_repository import LedgerRepository, PostResult
@@ -88,12 +88,7 @@ class JourneyConsumer:
             log.warning("offset commit failed; will retry on the next batch", exc_info=True)
 
     async def _handle(self, record: ConsumerRecord[bytes, bytes]) -> None:
-        parent = context_from_kafka_headers(record.headers)
-        with tracer.start_as_current_span(
-            "settlement.post_journey", context=parent, kind=trace.SpanKind.CONSUMER
-        ) as span:
-            span.set_attribute("messaging.kafka.partition", record.partition)
-            span.set_attribute("messaging.kafka.offset", record.offset)
+        with consumer_span(tracer, "settlement.post_journey", record) as span:
             try:
                 journey = _decode(record)
                 span.set_attribute("clearway.journey_id", journey.journey_id)
@@ -138,8 +133,7 @@ class JourneyConsumer:
     async def _dead_letter(
         self, record: ConsumerRecord[bytes, bytes], code: str, detail: str
     ) -> None:
-        headers = [(k, bytes(v)) for k, v in (record.headers or ())]
-        await self._dead_letters.send(record.key, record.value, headers, code, detail)
+        await self._dead_letters.send(record, code, detail)
         self.stats.dead_lettered += 1
         log.warning(
             "journey dead-lettered",
