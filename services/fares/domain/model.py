@@ -282,6 +282,10 @@ class Settings:
     effective_from: date | None = None
 
 
+_NO_GROUPS: frozenset[str] = frozenset()
+_INSTANTS_LIMIT = 200_000  # remembered instants per fare data version (then forgotten)
+
+
 def great_circle_m(lat1: float, lon1: float, lat2: float, lon2: float) -> int:
     """Haversine distance in whole metres on a 6,371,008.8 m sphere (mean Earth radius)."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
@@ -319,6 +323,8 @@ class FareData:
     distances: Mapping[tuple[str, str], int]
     stop_routes: Mapping[str, tuple[str, ...]]
     _memo: dict[object, object] = field(default_factory=dict, repr=False)
+    # instant -> (service day, timeframe groups): both depend only on the instant.
+    _instants: dict[datetime, tuple[date, frozenset[str]]] = field(default_factory=dict, repr=False)
 
     @property
     def effective_from(self) -> date | None:
@@ -387,9 +393,7 @@ class FareData:
 
     def service_day(self, at: datetime) -> date:
         """The service day of an instant: local date, shifted back by the day boundary."""
-        local = self.local(at)
-        start = self.settings.service_day_start_s
-        return (local - timedelta(seconds=start)).date() if start else local.date()
+        return self.local_facts(at)[0]
 
     def local(self, at: datetime) -> datetime:
         """`at` in the network's timezone (the last conversion is remembered: pricing asks
@@ -403,12 +407,34 @@ class FareData:
 
     def timeframe_groups_at(self, at: datetime) -> frozenset[str]:
         """Timeframe groups whose window contains `at` (local time and date)."""
+        return self.local_facts(at)[1]
+
+    def local_facts(self, at: datetime) -> tuple[date, frozenset[str]]:
+        """The service day of instant `at` and the timeframe groups containing it, converted
+        to local time once and remembered (equal instants give equal answers)."""
+        # fold=1 compares equal to its fold=0 twin in the same zone (PEP 495), yet is
+        # another instant: never remembered nor looked up.
+        facts = self._instants.get(at) if not at.fold else None
+        if facts is None:
+            local = self.local(at)
+            start = self.settings.service_day_start_s
+            day = (local - timedelta(seconds=start)).date() if start else local.date()
+            facts = (day, self._groups_at(local))
+            if not at.fold:
+                if len(self._instants) >= _INSTANTS_LIMIT:
+                    self._instants.clear()
+                self._instants[at] = facts
+        return facts
+
+    def _groups_at(self, local: datetime) -> frozenset[str]:
         if not self.timeframes:
-            return frozenset()
-        local = self.local(at)
+            return _NO_GROUPS
         seconds = local.hour * 3600 + local.minute * 60 + local.second
         windows = self._windows_on(local.date())
-        return frozenset(group for start, end, group in windows if start <= seconds < end)
+        groups = frozenset(group for start, end, group in windows if start <= seconds < end)
+        # One shared object per distinct set: cheaper keys for the price memo.
+        shared = self._memo.setdefault(("groups", groups), groups)
+        return shared  # type: ignore[return-value]
 
     def _windows_on(self, day: date) -> tuple[tuple[int, int, str], ...]:
         """The (start, end, group) timeframe windows that apply on a local date."""

@@ -44,6 +44,8 @@ def _money(amount_minor: int, currency: str) -> Money:
     return money
 
 
+_UNKNOWN = object()  # a memo miss, where None is a remembered value
+
 # Leg kinds.
 TRIP = "trip"  # entry + exit
 BOARD = "board"  # a single on-board tap
@@ -227,14 +229,24 @@ def _pair_taps(catalog: FareCatalog, taps: list[Tap], as_of: datetime | None) ->
 
 
 def _part(kind: str, tap: Tap, data: FareData) -> _Part:
-    network = _network(data, tap, None)
-    return _Part(
-        kind, tap, None, data, network, operator_id=_operator(data, tap), route_id=tap.route_id
-    )
+    # Network and operator depend only on the tap's stop, route and operator: remembered.
+    key = ("part", tap.stop_id, tap.route_id, tap.operator_id)
+    known = data._memo.get(key)
+    if known is None:
+        known = data._memo[key] = (_network(data, tap, None), _operator(data, tap))
+    network: str | None
+    operator: str
+    network, operator = known  # type: ignore[misc]
+    return _Part(kind, tap, None, data, network, operator_id=operator, route_id=tap.route_id)
 
 
 def _complete(entry: _Part, exit_tap: Tap) -> _Part:
-    network = _network(entry.data, entry.first, exit_tap)
+    first = entry.first
+    key = ("trip_network", first.stop_id, first.route_id, exit_tap.stop_id, exit_tap.route_id)
+    network = entry.data._memo.get(key, _UNKNOWN)
+    if network is _UNKNOWN:
+        network = entry.data._memo[key] = _network(entry.data, first, exit_tap)
+    assert network is None or isinstance(network, str)
     return _Part(
         TRIP,
         entry.first,
@@ -274,9 +286,16 @@ def _operator(data: FareData, tap: Tap) -> str:
 
 
 def _incomplete_after(entry: _Part) -> timedelta:
-    row = _maximum_fare_row(entry.data, entry.network_id, entry.from_stop)
-    seconds = row.incomplete_after_s if row and row.incomplete_after_s else None
-    return timedelta(seconds=seconds or entry.data.settings.incomplete_after_s)
+    key = ("incomplete_after", entry.network_id, entry.from_stop)
+    limit = entry.data._memo.get(key)
+    if limit is None:
+        row = _maximum_fare_row(entry.data, entry.network_id, entry.from_stop)
+        seconds = row.incomplete_after_s if row and row.incomplete_after_s else None
+        limit = entry.data._memo[key] = timedelta(
+            seconds=seconds or entry.data.settings.incomplete_after_s
+        )
+    assert isinstance(limit, timedelta)
+    return limit
 
 
 def _maximum_fare_row(data: FareData, network_id: str | None, stop_id: str) -> MaximumFare | None:
