@@ -765,12 +765,31 @@ def _counting_caps(
     return cached  # type: ignore[return-value]
 
 
+def _cap_periods(
+    data: FareData, fare_leg: _FareLeg, day: date
+) -> tuple[tuple[str, int, tuple[str, date]], ...]:
+    """(cap id, cap amount, spend key) of each cap counting `fare_leg` on service day `day`;
+    the spend key names the cap's period (that day, or the Monday of its week)."""
+    product_id, transfer_product_id = fare_leg.price.product_id, fare_leg.transfer_product_id
+    category, media = fare_leg.category, fare_leg.media
+    key = ("cap_periods", product_id, transfer_product_id, category, media, day)
+    cached = data._memo.get(key)
+    if cached is None:
+        week = day - timedelta(days=day.weekday())
+        cached = data._memo[key] = tuple(
+            (
+                cap.cap_id,
+                cap.amount_minor,
+                (cap.cap_id, day if cap.period is CapPeriod.DAY else week),
+            )
+            for cap in _counting_caps(data, product_id, transfer_product_id, category, media)
+        )
+    return cached  # type: ignore[return-value]
+
+
 def _apply_caps(card: str, journeys: list[_Journey]) -> list[PricedJourney]:
-    spent = _CapSpend(card)
-    result: list[PricedJourney] = []
-    for journey in journeys:
-        result.append(_finish(card, journey, spent))
-    return result
+    spend = _CapSpend(card)
+    return [_finish(card, journey, spend) for journey in journeys]
 
 
 @dataclass(slots=True)
@@ -791,12 +810,16 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
     spend.saved_by_cap = saved_by_cap
     legs: list[PricedLeg] = []
     explanation: list[str] = []
+    reasons: list[str] = []
     before = charge = 0
     incomplete = False
     for fare_leg in journey.legs:
-        explanation.extend(fare_leg.notes)
-        shares = [fare_leg.charge] if len(fare_leg.parts) == 1 else _split(fare_leg)
-        for part, fare in zip(fare_leg.parts, shares, strict=True):
+        explanation += fare_leg.notes
+        if fare_leg.price.no_fare_reason:
+            reasons.append(fare_leg.price.no_fare_reason)
+        parts = fare_leg.parts
+        shares = [fare_leg.charge] if len(parts) == 1 else _split(fare_leg)
+        for part, fare in zip(parts, shares, strict=True):
             leg_charge = _cap_charge(data, fare_leg, fare, day, spend)
             legs.append(_priced_leg(part, fare_leg, fare, leg_charge, currency))
             before += fare
@@ -811,7 +834,6 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
         )
         for cap in caps:
             explanation.append(f"cap {cap.cap_id} saved {cap.saved.amount_minor}")
-    reasons = [leg.price.no_fare_reason for leg in journey.legs if leg.price.no_fare_reason]
     # Positional (order of PricedJourney fields): measurably cheaper on the hot path.
     return PricedJourney(
         "j-" + head.parts[0].first.tap_id,  # journey_id
@@ -853,34 +875,24 @@ def _cap_charge(
     """min(fare, headroom of every cap counting it); records spend and savings."""
     if not data.caps:
         return fare
-    if fare_leg.price.maximum_fare and not data.settings.maximum_fares_count_to_caps:
+    price = fare_leg.price
+    if price.maximum_fare and not data.settings.maximum_fares_count_to_caps:
         return fare
-    counting = _counting_caps(
-        data,
-        fare_leg.price.product_id,
-        fare_leg.transfer_product_id,
-        fare_leg.category,
-        fare_leg.media,
-    )
-    if not counting:
+    periods = _cap_periods(data, fare_leg, day)
+    if not periods:
         return fare
     spent = spend.spent
-    week = day - timedelta(days=day.weekday())
-    charge = fare
     tightest: tuple[int, str] | None = None
-    keys = []
-    for cap in counting:
-        key = (cap.cap_id, day if cap.period is CapPeriod.DAY else week)
-        keys.append(key)
-        headroom = cap.amount_minor - spent.get(key, 0)
-        headroom = max(headroom, 0)
-        if tightest is None or (headroom, cap.cap_id) < tightest:
-            tightest = (headroom, cap.cap_id)
+    for cap_id, amount, key in periods:
+        headroom = max(amount - spent.get(key, 0), 0)
+        if tightest is None or (headroom, cap_id) < tightest:
+            tightest = (headroom, cap_id)
+    charge = fare
     if tightest is not None and fare > tightest[0]:
         charge = tightest[0]
         saved = spend.saved_by_cap
         saved[tightest[1]] = saved.get(tightest[1], 0) + fare - charge
-    for key in keys:
+    for _, _, key in periods:
         spent[key] = spent.get(key, 0) + charge
     return charge
 
