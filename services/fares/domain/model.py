@@ -502,6 +502,8 @@ class FareCatalog:
 
     def version_at(self, at: datetime) -> FareData:
         """The version in force at instant `at` (by its service day)."""
+        if len(self.starts) == 1 and (self.starts[0] is None or at >= self.starts[0]):
+            return self.versions[0]  # the common case, asked once per tap
         chosen: FareData | None = None
         for version, start in zip(self.versions, self.starts, strict=True):
             if start is None or at >= start:

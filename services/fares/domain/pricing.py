@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from operator import attrgetter
 
 from clearway.money import Money
 
@@ -155,6 +156,9 @@ class _FareLeg:
         )
 
 
+_TAP_ORDER = attrgetter("tapped_at", "tap_id")
+
+
 def price_card(
     fare_data: FareData | FareCatalog, taps: Sequence[Tap], *, as_of: datetime | None = None
 ) -> list[PricedJourney]:
@@ -173,7 +177,7 @@ def price_card(
         by_card.setdefault(tap.card_token, {}).setdefault(tap.tap_id, tap)
     journeys: list[PricedJourney] = []
     for card in sorted(by_card):
-        ordered = sorted(by_card[card].values(), key=lambda t: (t.tapped_at, t.tap_id))
+        ordered = sorted(by_card[card].values(), key=_TAP_ORDER)
         journeys.extend(_price_one_card(catalog, card, ordered, as_of))
     if len(by_card) > 1:  # one card's journeys are already in time order
         journeys.sort(key=lambda j: (j.legs[0].entry_at, j.card_token, j.journey_id))
@@ -936,6 +940,7 @@ def check_tap(fare_data: FareData | FareCatalog, tap: Tap) -> None:
     if tap.tapped_at.utcoffset() is None:
         raise NaiveTimeError(tap.tap_id)
     data = as_catalog(fare_data).version_at(tap.tapped_at)
-    data.stop(tap.stop_id)
-    if tap.route_id is not None:
+    if tap.stop_id not in data.stops:
+        data.stop(tap.stop_id)
+    if tap.route_id is not None and tap.route_id not in data.routes:
         data.route(tap.route_id)
