@@ -24,7 +24,7 @@ from clearway.infra.process import (
     log,
     port_open,
     run_async,
-    stop_process,
+    stop_recorded,
     tail,
     wait_until,
     which_or_install,
@@ -179,16 +179,7 @@ class LocalKafka:
 
     def stop(self) -> None:
         """Stop our broker (controlled shutdown on SIGTERM); leave any other one alone."""
-        record = ProcessRecord.load(self.record_path)
-        if record is None:
-            log("kafka: not started by us; nothing to stop")
-            return
-        if not record.is_ours_and_alive():
-            log("kafka: already stopped")
-        else:
-            stop_process(record, "kafka", [(signal.SIGTERM, 60.0), (signal.SIGKILL, 5.0)])
-            log("kafka: stopped (data kept)")
-        self.record_path.unlink(missing_ok=True)
+        stop_recorded(self.record_path, "kafka", [(signal.SIGTERM, 60.0), (signal.SIGKILL, 5.0)])
 
     # -- steps -----------------------------------------------------------------------
 

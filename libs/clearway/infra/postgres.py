@@ -28,7 +28,7 @@ from clearway.infra.process import (
     log,
     port_open,
     run_async,
-    stop_process,
+    stop_recorded,
     tail,
     wait_until,
 )
@@ -182,19 +182,11 @@ class LocalPostgres:
 
     def stop(self) -> None:
         """Fast-shut-down our server (SIGINT), escalating; leave any other one alone."""
-        record = self.running_record()
-        if record is None:
-            had_record = self.record_path.exists()
-            log("postgres: already stopped" if had_record else "postgres: not running")
-            self.record_path.unlink(missing_ok=True)
-            return
-        stop_process(
-            record,
+        stop_recorded(
+            self.record_path,
             "postgres",
             [(signal.SIGINT, 30.0), (signal.SIGQUIT, 10.0), (signal.SIGKILL, 5.0)],
         )
-        self.record_path.unlink(missing_ok=True)
-        log("postgres: stopped (data kept)")
 
     # -- steps -----------------------------------------------------------------------
 

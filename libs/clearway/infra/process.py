@@ -173,6 +173,24 @@ def stop_process(
         raise InfraError(f"{name}: pid {record.pid} survived {', '.join(s.name for s, _ in steps)}")
 
 
+def stop_recorded(
+    record_path: Path, name: str, steps: Sequence[tuple[signal.Signals, float]]
+) -> None:
+    """Stop the process recorded at `record_path` if it is still ours; forget the record.
+
+    A process we did not start (no record, or a reused pid) is never signalled.
+    """
+    record = ProcessRecord.load(record_path)
+    if record is None:
+        log(f"{name}: not started by us; nothing to stop")
+    elif not record.is_ours_and_alive():
+        log(f"{name}: already stopped")
+    else:
+        stop_process(record, name, steps)
+        log(f"{name}: stopped (data kept)")
+    record_path.unlink(missing_ok=True)
+
+
 def wait_until(
     name: str,
     healthy: Callable[[], str | None],

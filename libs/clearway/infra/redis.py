@@ -15,7 +15,7 @@ from clearway.infra.process import (
     log,
     port_open,
     run_async,
-    stop_process,
+    stop_recorded,
     wait_until,
     which_or_install,
 )
@@ -137,13 +137,4 @@ class LocalRedis:
 
     def stop(self) -> None:
         """Stop our redis-server (it saves on SIGTERM); leave any other one alone."""
-        record = ProcessRecord.load(self.record_path)
-        if record is None:
-            log("redis: not started by us; nothing to stop")
-            return
-        if not record.is_ours_and_alive():
-            log("redis: already stopped")
-        else:
-            stop_process(record, "redis", [(signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)])
-            log("redis: stopped (data kept)")
-        self.record_path.unlink(missing_ok=True)
+        stop_recorded(self.record_path, "redis", [(signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)])
