@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -28,8 +29,16 @@ class InfraError(RuntimeError):
 
 
 def log(message: str) -> None:
-    """One progress line for a person watching `clearway infra`."""
-    print(f"infra: {message}", flush=True)
+    """One progress line for a person watching `clearway infra`.
+
+    One write per line: the three servers start and stop in parallel threads, and
+    print() writes the text and the newline separately, so lines used to interleave.
+    """
+    try:
+        sys.stdout.write(f"infra: {message}\n")
+        sys.stdout.flush()
+    except OSError:
+        pass  # progress output is best effort: a closed pipe must not stop a shutdown
 
 
 def apt_install(packages: Sequence[str]) -> None:
