@@ -12,12 +12,16 @@ On assignment the consumer seeks to the position kept in PostgreSQL, not Kafka's
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import KafkaError
 from opentelemetry import trace
 
 from clearway.events.v1 import events_pb2
@@ -85,17 +89,32 @@ class TapPricer:
         return _SeekToStoredPositions(self.consumer, self.pool, self.taps_topic)
 
     async def run(self) -> None:
-        """Consume until cancelled."""
-        await self.relay_outbox()
+        """Consume until cancelled. A failing record is retried, never skipped."""
+        await self._retrying("relaying the outbox", self.relay_outbox)
         while True:
             batches = await self.consumer.getmany(timeout_ms=500, max_records=200)
             self.idle = not batches
             for tp, records in batches.items():
                 for record in records:
-                    await self.process(tp, record)
+                    await self._retrying(
+                        "pricing a tap", functools.partial(self.process, tp, record)
+                    )
             if batches:
-                await self.relay_outbox()
-                await self.consumer.commit()  # for lag monitoring only; PostgreSQL is the truth
+                await self._retrying("relaying the outbox", self.relay_outbox)
+                with contextlib.suppress(KafkaError):
+                    await self.consumer.commit()  # lag monitoring only; PostgreSQL is the truth
+
+    async def _retrying(self, what: str, step: Callable[[], Awaitable[object]]) -> None:
+        """Run `step` until it succeeds (PostgreSQL or Kafka briefly away), backing off."""
+        delay = 0.2
+        while True:
+            try:
+                await step()
+                return
+            except (asyncpg.PostgresError, OSError, KafkaError, TimeoutError):
+                log.warning("retrying", extra={"step": what, "backoff_s": delay}, exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def process(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes]) -> None:
         """Handle one record exactly once (idempotent on the stored partition position)."""
