@@ -124,8 +124,7 @@ class LocalKafka:
 
     def running_record(self) -> ProcessRecord | None:
         """Our live broker, if there is one."""
-        record = ProcessRecord.load(self.record_path)
-        return record if record is not None and record.is_ours_and_alive() else None
+        return ProcessRecord.live(self.record_path)
 
     def start(self) -> None:
         """Fetch jars and format storage once; start the broker unless ours runs; wait."""

@@ -113,8 +113,8 @@ class LocalPostgres:
 
     def running_record(self) -> ProcessRecord | None:
         """Our live postmaster: from our record, else from the cluster's postmaster.pid."""
-        record = ProcessRecord.load(self.record_path)
-        if record is not None and record.is_ours_and_alive():
+        record = ProcessRecord.live(self.record_path)
+        if record is not None:
             return record
         try:
             pid = int((self.data_dir / "postmaster.pid").read_text().split("\n", 1)[0])
@@ -182,6 +182,7 @@ class LocalPostgres:
 
     def stop(self) -> None:
         """Fast-shut-down our server (SIGINT), escalating; leave any other one alone."""
+        self.running_record()  # adopts our postmaster from postmaster.pid if the record was lost
         stop_recorded(
             self.record_path,
             "postgres",

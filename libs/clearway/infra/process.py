@@ -157,6 +157,12 @@ class ProcessRecord:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    @classmethod
+    def live(cls, path: Path) -> ProcessRecord | None:
+        """The record at `path` if its process is alive and still ours, else None."""
+        record = cls.load(path)
+        return record if record is not None and record.is_ours_and_alive() else None
+
 
 def stop_process(
     record: ProcessRecord, name: str, steps: Sequence[tuple[signal.Signals, float]]

@@ -71,8 +71,7 @@ class LocalRedis:
 
     def running_record(self) -> ProcessRecord | None:
         """Our live process, if there is one."""
-        record = ProcessRecord.load(self.record_path)
-        return record if record is not None and record.is_ours_and_alive() else None
+        return ProcessRecord.live(self.record_path)
 
     def start(self) -> None:
         """Start redis-server unless ours already runs; wait until it answers PING."""
