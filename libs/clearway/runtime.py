@@ -49,6 +49,10 @@ class Service(Protocol):
         """Stop background loops and close connections."""
         ...
 
+    def background_tasks(self) -> list[asyncio.Task[None]]:
+        """Loops that must run for the service to be healthy (e.g. a Kafka consumer)."""
+        ...
+
 
 class RunningService:
     """A started service with its gRPC server; used by `run` and by in-process tests."""
@@ -59,6 +63,7 @@ class RunningService:
         self.server = grpc.aio.server()
         self.port = 0
         self._stopped = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
 
     async def _set_all(
         self, status: health_pb2.HealthCheckResponse.ServingStatus.ValueType
@@ -85,13 +90,33 @@ class RunningService:
         await self.service.start()
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"service": settings.service})
+        tasks = self.service.background_tasks()
+        if tasks:
+            self._watchdog = asyncio.create_task(self._watch(tasks), name="health-watchdog")
         return self.port
+
+    async def _watch(self, tasks: list[asyncio.Task[None]]) -> None:
+        """A background loop that ends while serving makes the service NOT_SERVING, so a
+        liveness probe restarts it instead of leaving a live server that does no work."""
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if self._stopped.is_set():
+            return
+        for task in done:
+            error = None if task.cancelled() else task.exception()
+            log.error(
+                "background loop ended; NOT_SERVING",
+                extra={"task": task.get_name()},
+                exc_info=error,
+            )
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self) -> None:
         """NOT_SERVING first, then drain RPCs within the grace, then stop the service."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         await self.health.enter_graceful_shutdown()
         grace = self.service.settings.grace_seconds
         loop = asyncio.get_running_loop()

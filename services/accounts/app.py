@@ -103,6 +103,10 @@ class AccountsApp:
             log.exception("journey consumer stopped on an error")
             raise
 
+    def background_tasks(self) -> list[asyncio.Task[None]]:
+        """The journeys consumer."""
+        return [self._task] if self._task is not None else []
+
     async def stop(self) -> None:
         """Stop consuming (after the record in hand), then close Kafka, Redis, PostgreSQL."""
         self.history = None

@@ -86,6 +86,10 @@ class FaresApp:
         self.servicer.consumer = self.consumer
         self.task = asyncio.create_task(self.pricer.run(), name="fares-pricer")
 
+    def background_tasks(self) -> list[asyncio.Task[None]]:
+        """The taps consumer."""
+        return [self.task] if self.task is not None else []
+
     async def stop(self) -> None:
         """Stop consuming, flush, close."""
         if self.task is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import grpc
@@ -46,6 +47,10 @@ class IngestApp:
         prefix = f"ingest:{self.settings.topics.prefix}seen:"
         dedup = TapDeduplicator(self.redis, prefix=prefix, accepted_ttl_s=self.dedup_ttl_s)
         self.servicer = IngestServicer(dedup, TapLog(self.producer, self.settings.topics))
+
+    def background_tasks(self) -> list[asyncio.Task[None]]:
+        """Ingest works inside its RPCs; no background loop."""
+        return []
 
     async def stop(self) -> None:
         """Flush and close Kafka, close Redis."""

@@ -102,6 +102,10 @@ class SettlementApp:
             extra={"schema": s.db_schema, "group": s.consumer_group, "topic": s.topics.journeys},
         )
 
+    def background_tasks(self) -> list[asyncio.Task[None]]:
+        """The journeys consumer."""
+        return [self._task] if self._task is not None else []
+
     async def stop(self) -> None:
         """Stop consuming (uncommitted records are re-read next time), then disconnect."""
         self._ports = None
