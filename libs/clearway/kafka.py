@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
@@ -30,8 +30,11 @@ class Topics:
 
     @property
     def taps_dlq(self) -> str:
-        """Rejected taps with their reason (dead letters), key = device id."""
-        return f"{self.prefix}taps.dlq"
+        """Taps ingest rejected, with their reason (dead letters), key = device id.
+
+        Named by the one rule for dead-letter topics, `<topic>.<service>.dlq`.
+        """
+        return f"{self.taps}.ingest.dlq"
 
     @property
     def journeys(self) -> str:
@@ -48,8 +51,14 @@ class Topics:
         return [self.taps, self.taps_dlq, self.journeys, self.statements]
 
 
+DEFAULT_PARTITIONS = 6
+
+
 async def ensure_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 3, timeout_s: float = 60.0
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = DEFAULT_PARTITIONS,
+    timeout_s: float = 60.0,
 ) -> None:
     """Create the topics that do not exist yet (replication factor 1 locally)."""
     wanted = list(names)
@@ -104,6 +113,21 @@ def committed_consumer(bootstrap: str, group_id: str, *topics: str) -> AIOKafkaC
         auto_offset_reset="earliest",
         isolation_level="read_committed",
     )
+
+
+async def publish_many(
+    producer: AIOKafkaProducer,
+    topic: str,
+    messages: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+) -> None:
+    """Send (key, value, headers) messages in order and return once Kafka holds every one
+    (acks as the producer is configured); raises the first failure."""
+    futures = [
+        await producer.send(topic, value=value, key=key, headers=headers)
+        for key, value, headers in messages
+    ]
+    if futures:
+        await asyncio.gather(*futures)
 
 
 REASON_HEADER = "clearway-reason"

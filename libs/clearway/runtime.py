@@ -1,9 +1,12 @@
-"""Run a Clearway service: grpc.aio server, health, reflection, graceful SIGTERM.
+"""The service skeleton: grpc.aio server, health, reflection, the readiness gate, the
+RPC interceptor, resources closed in reverse order, graceful SIGTERM.
 
-A service implements `Service`: it connects to its infrastructure in `start()`,
-adds its servicers in `register()`, and releases everything in `stop()`. The runner
-reports NOT_SERVING until `start()` has returned, SERVING after, and NOT_SERVING
-again as soon as a SIGTERM arrives, then stops within the configured grace.
+A service implements `Service`: it adds its servicers in `register()` and opens its
+connections through `Resources` in `start()`; it has no stop of its own. The runner
+reports NOT_SERVING until `start()` has returned, SERVING after (and opens the gate),
+NOT_SERVING again as soon as a SIGTERM arrives or a background loop dies, then stops
+within the configured grace: RPCs drain, consumer loops finish their batch in hand, and
+the resources close newest first. A failed start closes what it had opened.
 """
 
 from __future__ import annotations
@@ -12,23 +15,139 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
+import asyncpg
 import grpc
+import redis.asyncio as aioredis
+from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from clearway.consumer import (
+    BatchHandler,
+    CommitPolicy,
+    ConsumerConfig,
+    ConsumerLoop,
+    dead_letter_topic,
+)
+from clearway.db import create_pool, migrate
+from clearway.kafka import ensure_topics, idempotent_producer
 from clearway.logs import configure_logging
+from clearway.rpc import Readiness, ServiceInterceptor
 from clearway.settings import ServiceSettings
 from clearway.telemetry import setup_tracing
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 ServingStatus = health_pb2.HealthCheckResponse.ServingStatus.ValueType
 
 
+class Resources:
+    """Everything a service opened, closed in reverse order: after a stop, and also after a
+    start-up that failed half-way (a pool opened before Kafka refused is still closed).
+
+    Services open their connections through it (`postgres`, `redis`, `producer`,
+    `consume`, `background`) or register any other closer with `on_close`; the runner
+    closes it. Background tasks registered here are the ones health watches.
+    """
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.tasks: list[asyncio.Task[None]] = []
+        self.loops: list[ConsumerLoop[Any]] = []
+        self._closers: list[tuple[str, Callable[[], Awaitable[object]]]] = []
+
+    def on_close(self, name: str, closer: Callable[[], Awaitable[object]]) -> None:
+        """Run `closer` at close, before everything registered earlier."""
+        self._closers.append((name, closer))
+
+    async def postgres(self, migrations: Sequence[str] = ()) -> asyncpg.Pool:
+        """A pool on the service's own schema, migrated; closed last."""
+        s = self.settings
+        pool = await create_pool(s.endpoints.pg_dsn, s.db_schema, max_size=s.pg_pool_size)
+        self.on_close("postgres", pool.close)
+        if migrations:
+            await migrate(pool, migrations)
+        return pool
+
+    async def redis(self) -> aioredis.Redis:
+        """A Redis client that answered PING."""
+        client = aioredis.from_url(self.settings.endpoints.redis_url)
+        self.on_close("redis", client.aclose)
+        await client.ping()
+        return client
+
+    async def topics(self, names: Iterable[str]) -> None:
+        """Create the topics that do not exist yet, with the configured partition count."""
+        await ensure_topics(
+            self.settings.endpoints.kafka_bootstrap,
+            names,
+            partitions=self.settings.topic_partitions,
+        )
+
+    async def producer(self, **overrides: object) -> AIOKafkaProducer:
+        """An idempotent `acks=all` producer, flushed and stopped at close."""
+        producer = idempotent_producer(self.settings.endpoints.kafka_bootstrap, **overrides)
+        self.on_close("kafka producer", producer.stop)
+        await producer.start()
+        return producer
+
+    async def consume(
+        self,
+        handler: BatchHandler[T],
+        *,
+        topics: Sequence[str],
+        commits: CommitPolicy,
+        producer: AIOKafkaProducer,
+    ) -> ConsumerLoop[T]:
+        """Start the kit's consumer loop for `handler` in the service's group; its dead
+        letters go to `<topic>.<service>.dlq` (created here). Stopped cooperatively first."""
+        s = self.settings
+        await self.topics([*topics, *(dead_letter_topic(t, s.service) for t in topics)])
+        config = ConsumerConfig(
+            bootstrap=s.endpoints.kafka_bootstrap,
+            group_id=s.consumer_group,
+            topics=tuple(topics),
+            service=s.service,
+            max_records=s.consumer_max_records,
+        )
+        loop = ConsumerLoop(config, handler, commits=commits, producer=producer)
+        self.on_close(f"consumer {handler.name}", lambda: loop.stop(s.grace_seconds / 2))
+        await loop.start()
+        self.loops.append(loop)
+        self.background(f"consumer {handler.name}", loop.run())
+        return loop
+
+    def background(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` as a task that health watches; cancelled at close if still running."""
+        task = asyncio.create_task(work, name=name)
+        self.tasks.append(task)
+
+        async def cancel() -> None:
+            if not task.done():
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+        self.on_close(name, cancel)
+        return task
+
+    async def close(self) -> None:
+        """Close everything, newest first; a failing closer is logged and the rest still run."""
+        while self._closers:
+            name, closer = self._closers.pop()
+            try:
+                await closer()
+            except Exception:
+                log.warning("closing failed", extra={"resource": name}, exc_info=True)
+
+
 class Service(Protocol):
-    """What the runner needs from a service's composition root."""
+    """What the runner needs from a service's composition root: wiring only."""
 
     settings: ServiceSettings
 
@@ -38,19 +157,11 @@ class Service(Protocol):
         ...
 
     def register(self, server: grpc.aio.Server) -> None:
-        """Add the servicers to `server`."""
+        """Add the servicers to `server` (before start; they read their ports from a Slot)."""
         ...
 
-    async def start(self) -> None:
-        """Connect to Kafka/PostgreSQL/Redis and start background loops."""
-        ...
-
-    async def stop(self) -> None:
-        """Stop background loops and close connections."""
-        ...
-
-    def background_tasks(self) -> list[asyncio.Task[None]]:
-        """Loops that must run for the service to be healthy (e.g. a Kafka consumer)."""
+    async def start(self, resources: Resources) -> None:
+        """Open connections through `resources`, fill the servicers' slots, start loops."""
         ...
 
 
@@ -60,7 +171,9 @@ class RunningService:
     def __init__(self, service: Service) -> None:
         self.service = service
         self.health = HealthServicer()
-        self.server = grpc.aio.server()
+        self.readiness = Readiness()
+        self.resources = Resources(service.settings)
+        self.server = grpc.aio.server(interceptors=[ServiceInterceptor(self.readiness)])
         self.port = 0
         self._stopped = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
@@ -72,7 +185,8 @@ class RunningService:
             await self.health.set(name, status)
 
     async def start(self) -> int:
-        """Bind, serve health as NOT_SERVING, start the service, then report SERVING."""
+        """Bind, serve health as NOT_SERVING, start the service, then open the gate and
+        report SERVING. A failed start releases what it had opened and raises."""
         settings = self.service.settings
         self.service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -87,12 +201,19 @@ class RunningService:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
         log.info("listening", extra={"address": f"{settings.grpc_host}:{self.port}"})
-        await self.service.start()
+        try:
+            await self.service.start(self.resources)
+        except BaseException:
+            await self.resources.close()
+            await self.server.stop(0)
+            raise
+        self.readiness.open()
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"service": settings.service})
-        tasks = self.service.background_tasks()
-        if tasks:
-            self._watchdog = asyncio.create_task(self._watch(tasks), name="health-watchdog")
+        if self.resources.tasks:
+            self._watchdog = asyncio.create_task(
+                self._watch(self.resources.tasks), name="health-watchdog"
+            )
         return self.port
 
     async def _watch(self, tasks: list[asyncio.Task[None]]) -> None:
@@ -111,7 +232,8 @@ class RunningService:
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
 
     async def stop(self) -> None:
-        """NOT_SERVING first, then drain RPCs within the grace, then stop the service."""
+        """NOT_SERVING first, then drain RPCs within the grace, then close the resources
+        (consumer loops finish their batch in hand first)."""
         if self._stopped.is_set():
             return
         self._stopped.set()
@@ -122,10 +244,13 @@ class RunningService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
         log.info("draining", extra={"grace_seconds": grace})
+        for consumer in self.resources.loops:
+            consumer.request_stop()  # finish the batch in hand while RPCs drain
         # One budget for the whole stop: in-flight RPCs get most of it, the service the rest.
         await self.server.stop(grace * 0.7)
+        self.readiness.close()
         try:
-            await asyncio.wait_for(self.service.stop(), max(0.5, deadline - loop.time()))
+            await asyncio.wait_for(self.resources.close(), max(0.5, deadline - loop.time()))
         except Exception:
             log.exception("service did not stop cleanly within the grace")
         log.info("stopped")

@@ -1,26 +1,26 @@
-"""Composition root of the fares service."""
+"""Composition root of the fares service: wiring only (the runtime owns the lifecycle)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import os
 from pathlib import Path
 
-import asyncpg
 import grpc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import TopicPartition
 
-from clearway.db import create_pool, migrate
+from clearway.consumer import ConsumerLoop, StoredPositions
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
-from clearway.kafka import ensure_topics, idempotent_producer
+from clearway.rpc import Slot
+from clearway.runtime import Resources
 from clearway.settings import REPO_ROOT, ServiceSettings
 from services.fares.adapters.state_store import MIGRATIONS
 from services.fares.domain import load_fare_data
 from services.fares.domain.model import FareCatalog
-from services.fares.entrypoints.consumer import TapPricer
+from services.fares.entrypoints.consumer import OutboxRelay, TapPricer
 from services.fares.entrypoints.grpc import FaresServicer
+from services.fares.service_layer.batches import TapRecord
+from services.fares.service_layer.closing import FaresPorts
 
 DEFAULT_FEED = REPO_ROOT / "examples" / "feeds" / "london"
 
@@ -32,19 +32,14 @@ def load_catalog(feed_dirs: list[Path]) -> FareCatalog:
 
 @dataclasses.dataclass
 class FaresApp:
-    """Kafka `taps` → price (PostgreSQL state + outbox) → Kafka `journeys`; QuoteFare over gRPC."""
+    """Kafka `taps` -> price (PostgreSQL state + outbox) -> Kafka `journeys`; QuoteFare and
+    CloseServiceDay over gRPC."""
 
     settings: ServiceSettings
     catalog: FareCatalog
-    pool: asyncpg.Pool | None = None
-    consumer: AIOKafkaConsumer | None = None
-    producer: AIOKafkaProducer | None = None
+    ports: Slot[FaresPorts] = dataclasses.field(default_factory=lambda: Slot("fares"))
     pricer: TapPricer | None = None
-    task: asyncio.Task[None] | None = None
-    servicer: FaresServicer = dataclasses.field(init=False)
-
-    def __post_init__(self) -> None:
-        self.servicer = FaresServicer(self.catalog, None, None)
+    loop: ConsumerLoop[TapRecord] | None = None
 
     @property
     def grpc_service_names(self) -> list[str]:
@@ -53,55 +48,36 @@ class FaresApp:
 
     def register(self, server: grpc.aio.Server) -> None:
         """Add the fares servicer."""
-        fares_pb2_grpc.add_FaresServiceServicer_to_server(self.servicer, server)
-
-    async def start(self) -> None:
-        """Connect PostgreSQL and Kafka, then start consuming taps."""
-        endpoints, topics = self.settings.endpoints, self.settings.topics
-        self.pool = await create_pool(endpoints.pg_dsn, self.settings.db_schema)
-        await migrate(self.pool, MIGRATIONS)
-        dlq = f"{topics.prefix}taps.fares.dlq"
-        await ensure_topics(endpoints.kafka_bootstrap, [*topics.all(), dlq])
-        self.producer = idempotent_producer(endpoints.kafka_bootstrap)
-        await self.producer.start()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=endpoints.kafka_bootstrap,
-            group_id=self.settings.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            isolation_level="read_committed",
+        fares_pb2_grpc.add_FaresServiceServicer_to_server(
+            FaresServicer(self.catalog, self.ports), server
         )
+
+    async def start(self, resources: Resources) -> None:
+        """PostgreSQL (migrated), Kafka, then the taps consumer with stored positions."""
+        topics = self.settings.topics
+        pool = await resources.postgres(MIGRATIONS)
+        await resources.topics([topics.journeys])
+        producer = await resources.producer()
+        relay = OutboxRelay(pool, producer, topics.journeys)
         self.pricer = TapPricer(
-            pool=self.pool,
-            consumer=self.consumer,
-            producer=self.producer,
-            catalog=self.catalog,
-            taps_topic=topics.taps,
-            journeys_topic=topics.journeys,
-            dlq_topic=dlq,
+            pool=pool, catalog=self.catalog, relay=relay, taps_topic=topics.taps
         )
-        self.consumer.subscribe([topics.taps], listener=self.pricer.listener())
-        await self.consumer.start()
-        self.servicer.pricer = self.pricer
-        self.servicer.consumer = self.consumer
-        self.task = asyncio.create_task(self.pricer.run(), name="fares-pricer")
+        self.loop = await resources.consume(
+            self.pricer,
+            topics=[topics.taps],
+            commits=StoredPositions(self.pricer),
+            producer=producer,
+        )
+        self.ports.fill(FaresPorts(self.catalog, pool, relay, self._end_offsets, topics.taps))
 
-    def background_tasks(self) -> list[asyncio.Task[None]]:
-        """The taps consumer."""
-        return [self.task] if self.task is not None else []
-
-    async def stop(self) -> None:
-        """Stop consuming, flush, close."""
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
-        if self.consumer is not None:
-            await self.consumer.stop()
-        if self.producer is not None:
-            await self.producer.stop()
-        if self.pool is not None:
-            await self.pool.close()
+    async def _end_offsets(self, topic: str) -> dict[int, int]:
+        """The current end of every partition of `topic`."""
+        assert self.loop is not None
+        consumer = self.loop.consumer
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return {tp.partition: offset for tp, offset in ends.items()}
 
 
 def build(settings: ServiceSettings, feed_dirs: list[Path] | None = None) -> FaresApp:

@@ -239,16 +239,30 @@ async def test_a_simulator_trace_continues_through_kafka_into_fares_and_settleme
     tally: Tally = await send_day(f"127.0.0.1:{pipeline.ingest}", the_day(day), validators=1)
     assert tally.accepted == 7
     await close_day(pipeline, day)
+    await history(pipeline, CARD_A, 2)
 
+    # Consumers process batches: each batch span links to the trace context of the
+    # records it handled, and what it produces carries the batch span's context.
     spans = EXPORTER.get_finished_spans()
     roots = [s for s in spans if s.name == "simulator.send_day"]
     assert len(roots) == 1
-    trace_id = roots[0].context.trace_id
-    in_trace = {s.name for s in spans if s.context.trace_id == trace_id}
+    reached = {s.context.span_id for s in spans if s.context.trace_id == roots[0].context.trace_id}
+    traces = {roots[0].context.trace_id}
+    grown = True
+    while grown:
+        linked = {
+            s.context.trace_id
+            for s in spans
+            if any(link.context.span_id in reached for link in s.links)
+        }
+        grown = not linked <= traces
+        traces |= linked
+        reached |= {s.context.span_id for s in spans if s.context.trace_id in traces}
+    names = {s.name for s in spans if s.context.span_id in reached}
     assert {
-        "ingest.StreamTaps",
+        "clearway.ingest.v1.IngestService/StreamTaps",
         "ingest.accept_batch",
-        "fares.price_tap",
-        "settlement.post_journey",
-        "accounts.store_journey",
-    } <= in_trace
+        "fares.price_taps process",
+        "settlement.post_journeys process",
+        "accounts.store_journeys process",
+    } <= names

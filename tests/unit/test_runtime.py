@@ -7,7 +7,7 @@ import dataclasses
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clearway.runtime import RunningService
+from clearway.runtime import Resources, RunningService
 from clearway.settings import ServiceSettings
 
 
@@ -26,19 +26,12 @@ class LoopService:
     def register(self, server: grpc.aio.Server) -> None:
         pass
 
-    async def start(self) -> None:
+    async def start(self, resources: Resources) -> None:
         async def loop() -> None:
             await self.fail.wait()
             raise RuntimeError("consumer crashed")
 
-        self.task = asyncio.create_task(loop(), name="test-loop")
-
-    async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-    def background_tasks(self) -> list[asyncio.Task[None]]:
-        return [self.task] if self.task is not None else []
+        self.task = resources.background("test-loop", loop())
 
 
 async def status(port: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Iterable
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -104,6 +105,18 @@ class HistoryCache:
             await self._redis.set(key, page, ex=self.page_ttl_s)
         except (RedisError, OSError) as exc:
             self._degraded("set", exc)
+
+    async def bump_many(self, card_tokens: Iterable[str]) -> None:
+        """Invalidate every cached page of these cards in one round trip.
+
+        Raises when Redis fails: a consumer must not move on with pages it could not
+        invalidate (it retries, and the store is idempotent)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for card_token in sorted(set(card_tokens)):
+                key = self.generation_key(card_token)
+                pipe.incr(key)
+                pipe.expire(key, GENERATION_TTL_S)
+            await pipe.execute()
 
     async def bump(self, card_token: str) -> bool:
         """Invalidate every cached page of the card; False when Redis failed."""

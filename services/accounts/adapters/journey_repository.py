@@ -8,6 +8,7 @@ older revision that arrives late (or a replay) unable to overwrite a newer one.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -55,33 +56,40 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
-_INSERT_REVISION = """
+_INSERT_REVISIONS = """
 INSERT INTO journey_revisions
     (journey_id, revision, card_token, started_at, started_from_legs, service_day, body)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
+                     $5::boolean[], $6::date[], $7::bytea[])
 ON CONFLICT (journey_id, revision) DO NOTHING
-RETURNING true
+RETURNING journey_id, revision
 """
 
-# A revision without legs (the journey was withdrawn) keeps the leg-based start it had and
-# is hidden from the history (has_legs false); a later revision with legs brings it back.
+_LOCK_LATEST = """
+SELECT journey_id, revision, started_at, started_from_legs
+FROM journeys_latest WHERE journey_id = ANY($1::text[])
+ORDER BY journey_id FOR UPDATE
+"""
+
+# The history row of each journey, as computed by `_apply_in_order`. A journey whose
+# latest revision has no legs (it was withdrawn) is hidden (has_legs false); a later
+# revision with legs brings it back.
 _UPSERT_LATEST = """
 INSERT INTO journeys_latest AS l
     (journey_id, revision, card_token, started_at, started_from_legs, service_day, body,
      has_legs)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $5)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
+                     $5::boolean[], $6::date[], $7::bytea[], $8::boolean[])
 ON CONFLICT (journey_id) DO UPDATE SET
     has_legs = excluded.has_legs,
     revision = excluded.revision,
     card_token = excluded.card_token,
-    started_at = CASE WHEN excluded.started_from_legs OR NOT l.started_from_legs
-                      THEN excluded.started_at ELSE l.started_at END,
-    started_from_legs = excluded.started_from_legs OR l.started_from_legs,
+    started_at = excluded.started_at,
+    started_from_legs = excluded.started_from_legs,
     service_day = excluded.service_day,
     body = excluded.body,
     updated_at = now()
 WHERE excluded.revision > l.revision
-RETURNING true
 """
 
 _FIRST_PAGE = """
@@ -106,6 +114,39 @@ FROM journey_revisions
 WHERE journey_id = $1
 ORDER BY revision
 """
+
+
+@dataclass(frozen=True, slots=True)
+class _Latest:
+    """What the history row of a journey holds: its revision and where it sorts."""
+
+    revision: int
+    started_at: datetime
+    started_from_legs: bool
+
+
+def _apply_in_order(
+    current: dict[str, _Latest], revs: Sequence[JourneyRevision]
+) -> dict[str, JourneyRevision]:
+    """Apply revisions one by one to the journeys' rows in `current` (updated in place);
+    return, per journey that changed, the revision that is now its latest.
+
+    A revision applies only when newer than the row. The row sorts by the start of the
+    latest revision with legs: a withdrawn revision (no legs) keeps the leg-based start
+    the journey had.
+    """
+    became: dict[str, JourneyRevision] = {}
+    for rev in revs:
+        row = current.get(rev.journey_id)
+        if row is not None and rev.revision <= row.revision:
+            continue
+        started_at = _to_datetime(rev.started_at_us)
+        if row is not None and row.started_from_legs and not rev.started_from_legs:
+            started_at = row.started_at
+        from_legs = rev.started_from_legs or (row is not None and row.started_from_legs)
+        current[rev.journey_id] = _Latest(rev.revision, started_at, from_legs)
+        became[rev.journey_id] = rev
+    return became
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,39 +185,87 @@ class JourneyRepository:
 
     async def store(self, rev: JourneyRevision) -> StoreOutcome:
         """Keep `rev` for audit and make it the latest if it is newer; idempotent."""
-        args = (
-            rev.journey_id,
-            rev.revision,
-            rev.card_token,
-            _to_datetime(rev.started_at_us),
-            rev.started_from_legs,
-            rev.service_day,
-            rev.body,
-        )
+        return (await self.store_many([rev]))[0]
+
+    async def store_many(self, revs: Sequence[JourneyRevision]) -> list[StoreOutcome]:
+        """Store revisions (in delivery order) in one transaction; idempotent.
+
+        Every revision is kept once for audit. The history view of each journey ends as if
+        the revisions had been applied one by one (an older one never overwrites a newer
+        one), computed here from the stored row and written in one multi-row statement.
+        """
+        if not revs:
+            return []
         async with self._pool.acquire() as conn, conn.transaction():
-            inserted = await conn.fetchval(_INSERT_REVISION, *args)
-            if not inserted:
-                await self._warn_if_conflicting(conn, rev)
-            latest = await conn.fetchval(_UPSERT_LATEST, *args)
-        return StoreOutcome(new_revision=bool(inserted), became_latest=bool(latest))
+            rows = await conn.fetch(
+                _INSERT_REVISIONS,
+                [r.journey_id for r in revs],
+                [r.revision for r in revs],
+                [r.card_token for r in revs],
+                [_to_datetime(r.started_at_us) for r in revs],
+                [r.started_from_legs for r in revs],
+                [r.service_day for r in revs],
+                [r.body for r in revs],
+            )
+            inserted = {(r["journey_id"], r["revision"]) for r in rows}
+            replays = [r for r in revs if (r.journey_id, r.revision) not in inserted]
+            if replays:
+                await self._warn_if_conflicting(conn, replays)
+            ids = sorted({r.journey_id for r in revs})
+            current = {
+                row["journey_id"]: _Latest(
+                    row["revision"], row["started_at"], row["started_from_legs"]
+                )
+                for row in await conn.fetch(_LOCK_LATEST, ids)
+            }
+            became = _apply_in_order(current, revs)
+            if became:
+                final = [(jid, current[jid], rev) for jid, rev in sorted(became.items())]
+                await conn.execute(
+                    _UPSERT_LATEST,
+                    [jid for jid, _, _ in final],
+                    [latest.revision for _, latest, _ in final],
+                    [rev.card_token for _, _, rev in final],
+                    [latest.started_at for _, latest, _ in final],
+                    [latest.started_from_legs for _, latest, _ in final],
+                    [rev.service_day for _, _, rev in final],
+                    [rev.body for _, _, rev in final],
+                    [rev.started_from_legs for _, _, rev in final],
+                )
+        seen_new: set[tuple[str, int]] = set()
+        outcomes = []
+        for rev in revs:
+            key = (rev.journey_id, rev.revision)
+            new = key in inserted and key not in seen_new
+            seen_new.add(key)
+            latest_rev = became.get(rev.journey_id)
+            outcomes.append(StoreOutcome(new, latest_rev is not None and latest_rev is rev))
+        return outcomes
 
     @staticmethod
-    async def _warn_if_conflicting(conn: asyncpg.Connection, rev: JourneyRevision) -> None:
+    async def _warn_if_conflicting(
+        conn: asyncpg.Connection, revs: Sequence[JourneyRevision]
+    ) -> None:
         """A replay is identical; a different body under the same revision is a producer bug."""
-        kept = await conn.fetchval(
-            "SELECT body FROM journey_revisions WHERE journey_id = $1 AND revision = $2",
-            rev.journey_id,
-            rev.revision,
+        rows = await conn.fetch(
+            "SELECT j.journey_id, j.revision, j.body FROM journey_revisions j"
+            " JOIN unnest($1::text[], $2::bigint[]) AS k(journey_id, revision)"
+            " ON j.journey_id = k.journey_id AND j.revision = k.revision",
+            [r.journey_id for r in revs],
+            [r.revision for r in revs],
         )
-        if kept is not None and bytes(kept) != rev.body:
-            log.warning(
-                "conflicting duplicate revision; keeping the first",
-                extra={
-                    "journey_id": rev.journey_id,
-                    "revision": rev.revision,
-                    "card": card_tag(rev.card_token),
-                },
-            )
+        kept = {(r["journey_id"], r["revision"]): bytes(r["body"]) for r in rows}
+        for rev in revs:
+            body = kept.get((rev.journey_id, rev.revision))
+            if body is not None and body != rev.body:
+                log.warning(
+                    "conflicting duplicate revision; keeping the first",
+                    extra={
+                        "journey_id": rev.journey_id,
+                        "revision": rev.revision,
+                        "card": card_tag(rev.card_token),
+                    },
+                )
 
     async def history(
         self, card_token: str, after: HistoryPosition | None, limit: int

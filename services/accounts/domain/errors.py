@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from clearway.errors import ClearwayError
 
-class AccountsError(Exception):
+
+class AccountsError(ClearwayError):
     """Base of every accounts error; `code` is stable and machine-readable."""
 
     code = "ACCOUNTS_ERROR"
@@ -31,6 +33,5 @@ class InvalidJourneyError(AccountsError):
     """A `journeys` event that cannot be stored; `code` says why (it goes to the DLQ)."""
 
     def __init__(self, code: str, detail: str) -> None:
-        self.code = code
+        super().__init__(f"{code}: {detail}", code=code)
         self.detail = detail
-        super().__init__(f"{code}: {detail}")

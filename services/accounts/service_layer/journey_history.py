@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from clearway.accounts.v1.accounts_pb2 import ListJourneysResponse
 from clearway.events.v1.events_pb2 import PricedJourney
 from services.accounts.adapters.cache import HistoryCache
@@ -19,14 +21,20 @@ class JourneyHistory:
         self.cache = cache
 
     async def record(self, rev: JourneyRevision) -> StoreOutcome:
-        """Store a revision, then invalidate the card's cached pages.
+        """Store one revision (see `record_many`)."""
+        return (await self.record_many([rev]))[0]
 
-        The bump happens on every delivery, replays included: if a crash fell between
-        the database commit and the bump, the redelivery still invalidates.
+    async def record_many(self, revs: Sequence[JourneyRevision]) -> list[StoreOutcome]:
+        """Store revisions in one transaction, then invalidate their cards' cached pages.
+
+        The bump happens on every delivery, replays included: if a crash (or a Redis
+        outage, which raises) fell between the database commit and the bump, the
+        redelivery still invalidates.
         """
-        outcome = await self.repository.store(rev)
-        await self.cache.bump(rev.card_token)
-        return outcome
+        outcomes = await self.repository.store_many(revs)
+        if revs:
+            await self.cache.bump_many(r.card_token for r in revs)
+        return outcomes
 
     async def list_journeys(
         self, card_token: str, page_size: int, page_token: str

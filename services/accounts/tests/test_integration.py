@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.common.v1.money_pb2 import Money
+from clearway.consumer import dead_letter_topic
 from clearway.events.v1.events_pb2 import PricedJourney
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import REASON_HEADER, Topics, idempotent_producer
@@ -26,12 +27,20 @@ from clearway.runtime import RunningService
 from clearway.settings import ServiceSettings
 from clearway.telemetry import kafka_headers_with_trace, setup_tracing
 from services.accounts.adapters.cache import HistoryCache
-from services.accounts.app import AccountsApp, build, dlq_topic
+from services.accounts.app import AccountsApp, build
 from services.accounts.service_layer.journey_history import JourneyHistory
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
+
+
+def stored_count(app: AccountsApp) -> int:
+    return app.recorder.stats.stored if app.recorder is not None else 0
+
+
+def dead_count(app: AccountsApp) -> int:
+    return app.loop.stats.dead_letters if app.loop is not None else 0
 
 
 @dataclasses.dataclass
@@ -57,16 +66,13 @@ class Harness:
         await self.producer.send_and_wait(self.app.settings.topics.journeys, value, key=key)
 
     async def wait_handled(self, stored: int, dead: int = 0, timeout_s: float = 60.0) -> None:
-        consumer = self.app.consumer
-        assert consumer is not None
         await wait_until(
-            lambda: _true(consumer.stored >= stored and consumer.dead_lettered >= dead), timeout_s
+            lambda: _true(self.counts()[0] >= stored and self.counts()[1] >= dead), timeout_s
         )
-        assert (consumer.stored, consumer.dead_lettered) == (stored, dead)
+        assert self.counts() == (stored, dead)
 
     def counts(self) -> tuple[int, int]:
-        assert self.app.consumer is not None
-        return self.app.consumer.stored, self.app.consumer.dead_lettered
+        return stored_count(self.app), dead_count(self.app)
 
     async def list(
         self, card: str, page_size: int = 0, token: str = ""
@@ -209,8 +215,7 @@ async def test_later_revision_replaces_and_late_older_revision_does_not_win(
         (f"{card}-y", 3, 90),
         (f"{card}-x", 2, 180),
     ]
-    assert harness.app.history is not None
-    repo = harness.app.history.repository
+    repo = harness.app.history.get().repository
     assert [r.revision for r in await repo.revisions_of(f"{card}-x")] == [1, 2]
     assert [r.revision for r in await repo.revisions_of(f"{card}-y")] == [2, 3]
 
@@ -278,8 +283,7 @@ async def test_second_identical_read_comes_from_redis_and_a_new_journey_invalida
         journey(card, f"{card}-j0", T0), journey(card, f"{card}-j1", T0 + timedelta(hours=1))
     )
     await harness.wait_handled(stored + 2, dead)
-    cache = harness.app.cache
-    assert cache is not None
+    cache = harness.app.history.get().cache
 
     hits, misses = cache.hits, cache.misses
     first = await harness.list(card, 10)
@@ -311,9 +315,8 @@ async def test_redis_down_serves_from_postgres(harness: Harness) -> None:
     stored, dead = harness.counts()
     await harness.publish(journey(card, f"{card}-j0", T0))
     await harness.wait_handled(stored + 1, dead)
-    assert harness.app.history is not None
     dead_cache = HistoryCache.from_url("redis://127.0.0.1:1/0", "clearway:nowhere", timeout_s=0.2)
-    history = JourneyHistory(harness.app.history.repository, dead_cache)
+    history = JourneyHistory(harness.app.history.get().repository, dead_cache)
     try:
         page = await history.list_journeys(card, 0, "")
         assert [j.journey_id for j in page.journeys] == [f"{card}-j0"]
@@ -368,7 +371,7 @@ async def test_unstorable_messages_land_in_the_dlq_with_reason_and_the_stream_mo
     assert [j.journey_id for j in (await harness.list(card)).journeys] == [f"{card}-ok"]
 
     consumer = AIOKafkaConsumer(
-        dlq_topic(harness.app.settings),
+        dead_letter_topic(harness.app.settings.topics.journeys, "accounts"),
         bootstrap_servers=harness.endpoints.kafka_bootstrap,
         group_id=f"{unique_name}-dlq-reader",
         auto_offset_reset="earliest",
@@ -403,13 +406,11 @@ async def test_store_span_continues_the_producer_trace(harness: Harness) -> None
     spans = [
         s
         for s in harness.spans.get_finished_spans()
-        if s.name == "accounts.store_journey"
-        and s.attributes
-        and s.attributes.get("accounts.journey_id") == f"{card}-traced"
+        if s.name == "accounts.store_journeys process"
+        and any(link.context.span_id == context.span_id for link in s.links)
     ]
     assert len(spans) == 1
-    assert spans[0].context is not None and spans[0].context.trace_id == context.trace_id
-    assert spans[0].parent is not None and spans[0].parent.span_id == context.span_id
+    assert spans[0].links[0].context.trace_id == context.trace_id
 
 
 async def test_restart_resumes_from_committed_offsets_without_duplicates(
@@ -430,7 +431,7 @@ async def test_restart_resumes_from_committed_offsets_without_duplicates(
         running = RunningService(first)
         await running.start()
         await publish(journey(card, f"{card}-j0", T0))
-        await wait_until(lambda: _true(first.consumer is not None and first.consumer.stored == 1))
+        await wait_until(lambda: _true(stored_count(first) == 1))
         await running.stop()
 
         await publish(journey(card, f"{card}-j1", T0 + timedelta(hours=1)))  # while down
@@ -438,9 +439,9 @@ async def test_restart_resumes_from_committed_offsets_without_duplicates(
         running = RunningService(second)
         port = await running.start()
         # Only the record published while down is new to this group.
-        await wait_until(lambda: _true(second.consumer is not None and second.consumer.stored >= 1))
+        await wait_until(lambda: _true(stored_count(second) >= 1))
         await asyncio.sleep(1.0)
-        assert second.consumer is not None and second.consumer.stored == 1
+        assert stored_count(second) == 1
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = accounts_pb2_grpc.AccountsServiceStub(channel)
             page = await stub.ListJourneys(accounts_pb2.ListJourneysRequest(card_token=card))

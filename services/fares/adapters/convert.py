@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearway.common.v1 import money_pb2
+from clearway.errors import ClearwayError
 from clearway.events.v1 import events_pb2
 from clearway.money import Money
 from services.fares.domain import PricedJourney, PricedLeg, Tap, TapKind
@@ -18,12 +19,11 @@ _KINDS = {
 }
 
 
-class BadTapError(ValueError):
+class BadTapError(ClearwayError, ValueError):
     """A tap the fare engine cannot read."""
 
     def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
+        super().__init__(message, code=code)
 
 
 def tap_from_proto(tap: events_pb2.Tap) -> Tap:

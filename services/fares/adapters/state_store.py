@@ -57,6 +57,13 @@ MIGRATIONS = [
     """,
     # What the last revision published about a journey ('' = withdrawn, NULL = unknown).
     "ALTER TABLE published ADD COLUMN fingerprint text;",
+    # v3 (batched pricing): outbox rows belong to a partition, relayed by its owner in id
+    # order; a pending card remembers its earliest waiting tap (the week to re-price).
+    """
+    ALTER TABLE outbox ADD COLUMN partition integer NOT NULL DEFAULT -1;
+    CREATE INDEX outbox_by_partition ON outbox (partition, id);
+    ALTER TABLE pending_cards ADD COLUMN waiting_since timestamptz;
+    """,
 ]
 
 
@@ -76,6 +83,51 @@ class OutboxRow:
     card_token: str
     body: bytes
     headers: list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedRow:
+    """What was last published about a journey."""
+
+    journey_id: str
+    card_token: str
+    service_day: date
+    revision: int
+    charge: Money
+    fingerprint: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingRow:
+    """A card whose waiting entries must be priced as incomplete at `due_at`."""
+
+    card_token: str
+    partition: int
+    due_at: datetime
+    waiting_since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TapRow:
+    """A tap as stored: id, card, instant and the original record bytes."""
+
+    tap_id: str
+    card_token: str
+    tapped_at: datetime
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TapWindow:
+    """The instants [since, until) of one card whose stored taps are wanted."""
+
+    card_token: str
+    since: datetime
+    until: datetime
+
+
+def _encode_headers(headers: list[tuple[str, bytes]]) -> str:
+    return json.dumps([[k, v.decode()] for k, v in headers])
 
 
 class StateStore:
@@ -125,6 +177,142 @@ class StateStore:
             body,
         )
         return bool(status.endswith(" 1"))
+
+    async def add_taps(self, taps: Sequence[TapRow]) -> set[str]:
+        """Store taps (one statement); the ids that were new (not stored before)."""
+        if not taps:
+            return set()
+        rows = await self.conn.fetch(
+            "INSERT INTO taps (tap_id, card_token, tapped_at, body)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::bytea[])"
+            " ON CONFLICT DO NOTHING RETURNING tap_id",
+            [t.tap_id for t in taps],
+            [t.card_token for t in taps],
+            [t.tapped_at for t in taps],
+            [t.body for t in taps],
+        )
+        return {r["tap_id"] for r in rows}
+
+    async def taps_in(self, windows: Sequence[TapWindow]) -> dict[str, dict[str, bytes]]:
+        """Stored taps (tap id -> record bytes) of each window's card in its instants,
+        per card (a tap in two windows of one card is returned once)."""
+        if not windows:
+            return {}
+        rows = await self.conn.fetch(
+            "SELECT t.card_token, t.tap_id, t.body"
+            " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS w(card, since,"
+            " until) JOIN taps t ON t.card_token = w.card"
+            " AND t.tapped_at >= w.since AND t.tapped_at < w.until",
+            [w.card_token for w in windows],
+            [w.since for w in windows],
+            [w.until for w in windows],
+        )
+        found: dict[str, dict[str, bytes]] = {}
+        for r in rows:
+            found.setdefault(r["card_token"], {})[r["tap_id"]] = bytes(r["body"])
+        return found
+
+    async def published_of(
+        self, cards: Sequence[str], first_day: date, last_day: date
+    ) -> list[PublishedRow]:
+        """What was last published about the cards' journeys of those service days."""
+        if not cards:
+            return []
+        rows = await self.conn.fetch(
+            "SELECT journey_id, card_token, service_day, revision, charge_minor, currency,"
+            " fingerprint FROM published"
+            " WHERE card_token = ANY($1::text[]) AND service_day BETWEEN $2 AND $3",
+            list(cards),
+            first_day,
+            last_day,
+        )
+        return [
+            PublishedRow(
+                r["journey_id"],
+                r["card_token"],
+                r["service_day"],
+                r["revision"],
+                Money(r["charge_minor"], r["currency"]),
+                r["fingerprint"],
+            )
+            for r in rows
+        ]
+
+    async def record_published_many(self, rows: Sequence[PublishedRow]) -> None:
+        """Remember the newest revision of each journey (one statement)."""
+        if not rows:
+            return
+        await self.conn.execute(
+            "INSERT INTO published (journey_id, card_token, service_day, revision,"
+            " charge_minor, currency, fingerprint)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::integer[],"
+            " $5::bigint[], $6::text[], $7::text[])"
+            " ON CONFLICT (journey_id) DO UPDATE SET revision = excluded.revision,"
+            " charge_minor = excluded.charge_minor, currency = excluded.currency,"
+            " fingerprint = excluded.fingerprint",
+            [r.journey_id for r in rows],
+            [r.card_token for r in rows],
+            [r.service_day for r in rows],
+            [r.revision for r in rows],
+            [r.charge.amount_minor for r in rows],
+            [r.charge.currency for r in rows],
+            [r.fingerprint for r in rows],
+        )
+
+    async def enqueue_many(
+        self, partition: int, rows: Sequence[tuple[str, bytes, list[tuple[str, bytes]]]]
+    ) -> list[int]:
+        """Queue journey revisions (card, body, headers) of a partition; their outbox ids,
+        in order."""
+        if not rows:
+            return []
+        ids = await self.conn.fetch(
+            "INSERT INTO outbox (partition, card_token, body, headers)"
+            " SELECT $1, r.card_token, r.body, r.headers"
+            " FROM unnest($2::text[], $3::bytea[], $4::text[])"
+            " WITH ORDINALITY AS r(card_token, body, headers, n) ORDER BY n RETURNING id",
+            partition,
+            [card for card, _, _ in rows],
+            [body for _, body, _ in rows],
+            [_encode_headers(headers) for _, _, headers in rows],
+        )
+        return sorted(r["id"] for r in ids)
+
+    async def pending_due(
+        self, partition: int, as_of: datetime | None, cards: Sequence[str] = ()
+    ) -> list[PendingRow]:
+        """Cards of `partition` whose waiting entries are due at `as_of`, and the pending
+        rows of `cards` whatever their deadline."""
+        rows = await self.conn.fetch(
+            "SELECT card_token, partition, due_at, waiting_since FROM pending_cards"
+            " WHERE (partition = $1 AND due_at <= $2) OR card_token = ANY($3::text[])",
+            partition,
+            as_of,
+            list(cards),
+        )
+        return [
+            PendingRow(r["card_token"], r["partition"], r["due_at"], r["waiting_since"])
+            for r in rows
+        ]
+
+    async def write_pending(self, rows: Sequence[PendingRow], cleared: Sequence[str]) -> None:
+        """Set the cards' pending deadlines and forget those of `cleared` cards."""
+        if cleared:
+            await self.conn.execute(
+                "DELETE FROM pending_cards WHERE card_token = ANY($1::text[])", list(cleared)
+            )
+        if rows:
+            await self.conn.execute(
+                "INSERT INTO pending_cards (card_token, partition, due_at, waiting_since)"
+                " SELECT * FROM unnest($1::text[], $2::integer[], $3::timestamptz[],"
+                " $4::timestamptz[])"
+                " ON CONFLICT (card_token) DO UPDATE SET partition = excluded.partition,"
+                " due_at = excluded.due_at, waiting_since = excluded.waiting_since",
+                [r.card_token for r in rows],
+                [r.partition for r in rows],
+                [r.due_at for r in rows],
+                [r.waiting_since for r in rows],
+            )
 
     async def card_taps(self, card_token: str, since: datetime, until: datetime) -> list[bytes]:
         """Stored taps of a card in [since, until), oldest first."""
@@ -191,7 +379,7 @@ class StateStore:
 
     async def enqueue(self, card_token: str, body: bytes, headers: list[tuple[str, bytes]]) -> None:
         """Queue a journey revision for publication."""
-        encoded = json.dumps([[k, v.decode()] for k, v in headers])
+        encoded = _encode_headers(headers)
         await self.conn.execute(
             "INSERT INTO outbox (card_token, body, headers) VALUES ($1, $2, $3)",
             card_token,
@@ -199,10 +387,16 @@ class StateStore:
             encoded,
         )
 
-    async def outbox(self, limit: int = 500) -> list[OutboxRow]:
-        """The oldest unpublished revisions."""
+    async def outbox(
+        self, partitions: Sequence[int] | None = None, limit: int = 2000
+    ) -> list[OutboxRow]:
+        """The oldest unpublished revisions (of those partitions, or of all)."""
         rows = await self.conn.fetch(
-            "SELECT id, card_token, body, headers FROM outbox ORDER BY id LIMIT $1", limit
+            "SELECT id, card_token, body, headers FROM outbox"
+            " WHERE $1::integer[] IS NULL OR partition = ANY($1::integer[])"
+            " ORDER BY id LIMIT $2",
+            None if partitions is None else list(partitions),
+            limit,
         )
         return [
             OutboxRow(

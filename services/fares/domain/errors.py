@@ -5,11 +5,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from clearway.errors import ClearwayError, ErrorKind
 
-class FaresError(Exception):
+
+class FaresError(ClearwayError):
     """Base of every fare-engine error; `code` is stable and machine-readable."""
 
     code = "FARES_ERROR"
+
+
+class QuoteError(FaresError):
+    """A quote or close request that cannot be answered as asked; `code` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message, code=code)
+
+
+class CatchUpTimeoutError(FaresError):
+    """The taps published so far were not all priced in time; nothing was closed."""
+
+    code = "CATCH_UP_TIMEOUT"
+    kind = ErrorKind.DEADLINE_EXCEEDED
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,53 +1,46 @@
-"""FaresService: QuoteFare prices a hypothetical journey; CloseServiceDay finalises a day."""
+"""FaresService: QuoteFare prices a hypothetical journey; CloseServiceDay finalises a day.
+
+Trace context, the server span, readiness and the mapping of domain errors to a status
+and `reason-code` trailer are the shared interceptor's (clearway.rpc).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from datetime import date, datetime, time, timedelta
+from datetime import date
 from typing import Any
 
 import grpc
-from aiokafka import AIOKafkaConsumer
 
 from clearway.common.v1 import money_pb2
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.money import total
+from clearway.rpc import Slot
 from services.fares.adapters.convert import BadTapError, journey_pb, tap_from_proto
 from services.fares.domain import FaresError, check_tap, price_card
+from services.fares.domain.errors import QuoteError
 from services.fares.domain.model import FareCatalog
-from services.fares.entrypoints.consumer import TapPricer
-from services.fares.service_layer.repricing import incomplete_after
+from services.fares.service_layer.closing import FaresPorts, close_service_day
 
-log = logging.getLogger(__name__)
 MAX_QUOTE_TAPS = 500
-
-
-async def _invalid(context: grpc.aio.ServicerContext[Any, Any], code: str, msg: str) -> None:
-    context.set_trailing_metadata((("reason-code", code),))
-    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{code}: {msg}")
+DEFAULT_CATCH_UP_S = 60
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 class FaresServicer(fares_pb2_grpc.FaresServiceServicer):
     """The fare engine's gRPC door."""
 
-    def __init__(
-        self, catalog: FareCatalog, pricer: TapPricer | None, consumer: AIOKafkaConsumer | None
-    ) -> None:
+    def __init__(self, catalog: FareCatalog, ports: Slot[FaresPorts]) -> None:
         self.catalog = catalog
-        self.pricer = pricer
-        self.consumer = consumer
+        self.ports = ports
 
     async def QuoteFare(  # noqa: N802 (gRPC method name)
-        self,
-        request: fares_pb2.QuoteFareRequest,
-        context: grpc.aio.ServicerContext[fares_pb2.QuoteFareRequest, fares_pb2.QuoteFareResponse],
+        self, request: fares_pb2.QuoteFareRequest, context: Context
     ) -> fares_pb2.QuoteFareResponse:
         """Price the request's taps as one card's; explain every penny."""
         if not request.taps:
-            await _invalid(context, "NO_TAPS", "send at least one tap")
+            raise QuoteError("NO_TAPS", "send at least one tap")
         if len(request.taps) > MAX_QUOTE_TAPS:
-            await _invalid(context, "TOO_MANY_TAPS", f"at most {MAX_QUOTE_TAPS} taps")
+            raise QuoteError("TOO_MANY_TAPS", f"at most {MAX_QUOTE_TAPS} taps")
         taps = []
         for i, tap_pb in enumerate(request.taps):
             quoted = type(tap_pb)()
@@ -60,7 +53,7 @@ class FaresServicer(fares_pb2_grpc.FaresServiceServicer):
                 tap = tap_from_proto(quoted)
                 check_tap(self.catalog, tap)
             except (BadTapError, FaresError) as exc:
-                await _invalid(context, str(getattr(exc, "code", "BAD_TAP")), f"tap {i + 1}: {exc}")
+                raise QuoteError(exc.code, f"tap {i + 1}: {exc}") from None
             taps.append(tap)
         journeys = price_card(self.catalog, taps, as_of=None)
         currency = self.catalog.version_at(taps[0].tapped_at).currency
@@ -88,65 +81,20 @@ class FaresServicer(fares_pb2_grpc.FaresServiceServicer):
         return response
 
     async def CloseServiceDay(  # noqa: N802 (gRPC method name)
-        self,
-        request: fares_pb2.CloseServiceDayRequest,
-        context: grpc.aio.ServicerContext[
-            fares_pb2.CloseServiceDayRequest, fares_pb2.CloseServiceDayResponse
-        ],
+        self, request: fares_pb2.CloseServiceDayRequest, context: Context
     ) -> fares_pb2.CloseServiceDayResponse:
-        """Wait for the taps so far to be priced, then price the day's waiting entries."""
+        """Wait for every partition's taps so far to be priced, then price the day's
+        waiting entries (works on any instance, however many run)."""
         try:
             day = date.fromisoformat(request.service_day)
         except ValueError:
-            await _invalid(context, "BAD_SERVICE_DAY", "service_day must be YYYY-MM-DD")
-        if self.pricer is None or self.consumer is None:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "fares consumer is not running")
-        assert self.pricer is not None and self.consumer is not None
-        timeout = request.catch_up_timeout_seconds or 60
-        if not await caught_up(self.consumer, self.pricer, timeout):
-            await context.abort(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"CATCH_UP_TIMEOUT: taps not all priced within {timeout} s",
-            )
-        close_at = self.day_closes_at(day)
-        cards, revisions = await self.pricer.close_through(close_at, day.isoformat())
-        log.info("service day closed", extra={"service_day": day.isoformat(), "cards": cards})
+            raise QuoteError("BAD_SERVICE_DAY", "service_day must be YYYY-MM-DD") from None
+        if request.catch_up_timeout_seconds < 0:
+            raise QuoteError("BAD_TIMEOUT", "catch_up_timeout_seconds must be >= 0")
+        timeout = request.catch_up_timeout_seconds or DEFAULT_CATCH_UP_S
+        closed = await close_service_day(self.ports.get(), day, timeout)
         return fares_pb2.CloseServiceDayResponse(
-            service_day=day.isoformat(), cards_repriced=cards, revisions_published=revisions
+            service_day=closed.service_day.isoformat(),
+            cards_repriced=closed.cards_repriced,
+            revisions_published=closed.revisions_published,
         )
-
-    def day_closes_at(self, day: date) -> datetime:
-        """End of `day` (the next day's boundary) plus the longest wait for an exit."""
-        data = self.catalog.version_at(
-            datetime.combine(day, time(12), self.catalog.versions[0].timezone)
-        )
-        boundary = timedelta(seconds=data.settings.service_day_start_s)
-        end = datetime.combine(day + timedelta(days=1), time(0), data.timezone) + boundary
-        return end + incomplete_after(self.catalog, end)
-
-
-async def caught_up(consumer: AIOKafkaConsumer, pricer: TapPricer, timeout_s: float) -> bool:
-    """True once every assigned taps partition has been processed to its current end."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while loop.time() < deadline:
-        assigned = consumer.assignment()
-        if assigned:
-            ends = await consumer.end_offsets(list(assigned))
-            async with pricer.pool.acquire() as conn:
-                rows = await conn.fetch(
-                    "SELECT partition, next_offset FROM partition_state WHERE topic = $1",
-                    pricer.taps_topic,
-                )
-            done = {r["partition"]: r["next_offset"] for r in rows}
-            # A partition is done when its stored position reached the end, or (control
-            # records at the end) when the consumer fetched past the end and is idle.
-            finished = [
-                done.get(tp.partition, 0) >= ends[tp]
-                or (pricer.idle and await consumer.position(tp) >= ends[tp])
-                for tp in assigned
-            ]
-            if all(finished):
-                return True
-        await asyncio.sleep(0.2)
-    return False

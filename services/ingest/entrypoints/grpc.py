@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
 import grpc
@@ -11,9 +12,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
+from clearway.errors import ClearwayError, ErrorKind
 from clearway.events.v1 import events_pb2
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from clearway.telemetry import context_from_grpc_metadata
+from clearway.rpc import Slot
 from services.ingest.adapters.dedup import Claim, TapDeduplicator
 from services.ingest.adapters.tap_log import TapLog
 from services.ingest.domain import MAX_BATCH_TAPS, RejectReason, TapSubmission, validate_tap
@@ -31,10 +33,18 @@ DUPLICATE = ingest_pb2.ACK_STATUS_DUPLICATE
 REJECTED = ingest_pb2.ACK_STATUS_REJECTED
 
 
-class KafkaUnavailableError(Exception):
+class KafkaUnavailableError(ClearwayError):
     """Kafka did not durably take a tap; the validator must resend the batch."""
 
     code = "KAFKA_UNAVAILABLE"
+    kind = ErrorKind.UNAVAILABLE
+
+
+class DedupUnavailableError(ClearwayError):
+    """Redis (the duplicate check) did not answer; nothing of the batch was acknowledged."""
+
+    code = "DEDUP_UNAVAILABLE"
+    kind = ErrorKind.UNAVAILABLE
 
 
 def submission_of(tap: events_pb2.Tap) -> TapSubmission:
@@ -61,12 +71,29 @@ def _timestamp(at: datetime) -> Timestamp:
     return ts
 
 
+@dataclass(frozen=True, slots=True)
+class IngestPorts:
+    """What the servicer talks to; exists once the service has started."""
+
+    dedup: TapDeduplicator
+    tap_log: TapLog
+
+
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
     """Accepts, deduplicates or rejects each tap; acknowledges only what Kafka durably holds."""
 
-    def __init__(self, dedup: TapDeduplicator, tap_log: TapLog) -> None:
-        self.dedup = dedup
-        self.tap_log = tap_log
+    def __init__(self, ports: Slot[IngestPorts]) -> None:
+        self.ports = ports
+
+    @property
+    def dedup(self) -> TapDeduplicator:
+        """The duplicate check (Redis)."""
+        return self.ports.get().dedup
+
+    @property
+    def tap_log(self) -> TapLog:
+        """The taps topic and its dead letters."""
+        return self.ports.get().tap_log
 
     async def StreamTaps(  # noqa: N802 (gRPC method name)
         self,
@@ -76,22 +103,14 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         ],
     ) -> AsyncIterator[ingest_pb2.StreamTapsResponse]:
         """One response (acks in request order) per request batch."""
-        parent = context_from_grpc_metadata(context.invocation_metadata())
-        with tracer.start_as_current_span(
-            "ingest.StreamTaps", context=parent, kind=trace.SpanKind.SERVER
-        ):
-            async for request in request_iterator:
-                try:
-                    acks = await self.accept_batch(list(request.taps))
-                except KafkaUnavailableError as exc:
-                    await context.abort(grpc.StatusCode.UNAVAILABLE, f"{exc.code}: {exc}")
-                except (RedisError, TimeoutError) as exc:
-                    # Nothing acknowledged from this batch: the validator resends it.
-                    log.error("dedup store unavailable", extra={"error": type(exc).__name__})
-                    await context.abort(
-                        grpc.StatusCode.UNAVAILABLE, "DEDUP_UNAVAILABLE: resend the batch"
-                    )
-                yield ingest_pb2.StreamTapsResponse(acks=acks)
+        async for request in request_iterator:
+            try:
+                acks = await self.accept_batch(list(request.taps))
+            except (RedisError, TimeoutError) as exc:
+                # Nothing acknowledged from this batch: the validator resends it.
+                log.warning("dedup store unavailable", extra={"error": type(exc).__name__})
+                raise DedupUnavailableError("resend the batch") from exc
+            yield ingest_pb2.StreamTapsResponse(acks=acks)
 
     async def accept_batch(self, taps: list[events_pb2.Tap]) -> list[ingest_pb2.TapAck]:
         """Acks for `taps`, in order, after accepted taps and dead letters are durable."""

@@ -1,28 +1,13 @@
-"""What settlement publishes: dead-lettered journeys and issued statements."""
+"""What settlement publishes besides dead letters (the consumer kit's): issued statements."""
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaProducer
 
 from clearway.common.v1 import money_pb2
 from clearway.events.v1 import events_pb2
-from clearway.kafka import send_dead_letter
 from clearway.telemetry import kafka_headers_with_trace
 from services.settlement.adapters.ledger_repository import StoredStatement
-
-
-class DeadLetters:
-    """Journeys that cannot be posted, kept with their reason on `<prefix>journeys.dlq`."""
-
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
-        self._producer = producer
-        self.topic = topic
-
-    async def send(
-        self, record: ConsumerRecord[bytes, bytes], reason_code: str, detail: str
-    ) -> None:
-        """Publish the original record with reason headers; returns once Kafka has it."""
-        await send_dead_letter(self._producer, self.topic, record, reason_code, detail)
 
 
 class StatementEvents:

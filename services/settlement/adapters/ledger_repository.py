@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,74 +132,112 @@ class LedgerRepository:
         return await migrate(self._pool, MIGRATIONS)
 
     async def post(self, journey: JourneyRevision) -> PostResult:
-        """Post one journey revision in one transaction: the difference between the
-        revision's target position and what is already posted for the journey.
+        """Post one journey revision (see `post_many`)."""
+        return (await self.post_many([journey]))[0]
 
-        A revision not newer than the latest one processed for the journey (a replay)
-        adds nothing; a newer one is recorded as processed even when it posts nothing.
+    async def post_many(self, journeys: Sequence[JourneyRevision]) -> list[PostResult]:
+        """Post journey revisions, in order, in one transaction: for each, the difference
+        between the revision's target position and what already stands for its journey.
+
+        A revision not newer than the latest one processed for its journey (a replay, or
+        an out-of-date revision) adds nothing; a newer one is recorded as processed even
+        when it posts nothing. Reads and writes are a handful of multi-row statements
+        whatever the number of revisions.
         """
+        if not journeys:
+            return []
+        ids = sorted({j.journey_id for j in journeys})
         async with self._pool.acquire() as conn, conn.transaction():
-            # Row-lock the journey's position (created at 0 when new) so that concurrent
-            # postings of one journey serialise: each sees the other's entries.
+            # Row-lock the journeys' positions (created at 0 when new), in one order, so
+            # concurrent postings of one journey serialise and each sees the other's entries.
             await conn.execute(
-                "INSERT INTO journey_positions (journey_id, revision) VALUES ($1, 0)"
-                " ON CONFLICT DO NOTHING",
-                journey.journey_id,
+                "INSERT INTO journey_positions (journey_id, revision)"
+                " SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING",
+                ids,
             )
-            latest = await conn.fetchval(
-                "SELECT revision FROM journey_positions WHERE journey_id = $1 FOR UPDATE",
-                journey.journey_id,
-            )
-            if journey.revision <= latest:
-                return PostResult(None, 0, skipped=True)
-            await conn.execute(
-                "UPDATE journey_positions SET revision = $2 WHERE journey_id = $1",
-                journey.journey_id,
-                journey.revision,
-            )
-            standing = await self._standing(conn, journey.journey_id)
-            entries = postings_for(journey, journey.service_day, standing=standing)
-            if not entries:
-                return PostResult(None, 0)
-            period_id = await self._lock_open_period(conn, journey.service_day)
-            entries = postings_for(journey, period_id, standing=standing)
             rows = await conn.fetch(
-                "INSERT INTO ledger_entries (period_id, journey_id, revision, party_id, account,"
-                " amount_minor, currency, description)"
-                " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
-                " $5::text[], $6::bigint[], $7::text[], $8::text[])"
-                " RETURNING entry_id",
-                [e.period_id for e in entries],
-                [e.journey_id for e in entries],
-                [e.revision for e in entries],
-                [e.party_id for e in entries],
-                [e.account for e in entries],
-                [e.amount.amount_minor for e in entries],
-                [e.amount.currency for e in entries],
-                [e.description for e in entries],
+                "SELECT journey_id, revision FROM journey_positions"
+                " WHERE journey_id = ANY($1::text[]) ORDER BY journey_id FOR UPDATE",
+                ids,
             )
-            return PostResult(period_id, len(rows))
+            latest: dict[str, int] = {r["journey_id"]: r["revision"] for r in rows}
+            standing = await self._standings(conn, ids)
+            periods: dict[str, str] = {}
+            results: list[PostResult] = []
+            entries: list[LedgerEntry] = []
+            for journey in journeys:
+                if journey.revision <= latest[journey.journey_id]:
+                    results.append(PostResult(None, 0, skipped=True))
+                    continue
+                latest[journey.journey_id] = journey.revision
+                held = standing.setdefault(journey.journey_id, {})
+                posted = postings_for(journey, journey.service_day, standing=held)
+                if not posted:
+                    results.append(PostResult(None, 0))
+                    continue
+                if journey.service_day not in periods:
+                    periods[journey.service_day] = await self._lock_open_period(
+                        conn, journey.service_day
+                    )
+                period_id = periods[journey.service_day]
+                posted = [dataclasses.replace(e, period_id=period_id) for e in posted]
+                for entry in posted:
+                    key = (entry.party_id, entry.account)
+                    held[key] = held[key] + entry.amount if key in held else entry.amount
+                entries += posted
+                results.append(PostResult(period_id, len(posted)))
+            await self._insert(conn, entries)
+            await conn.execute(
+                "UPDATE journey_positions AS p SET revision = n.revision"
+                " FROM unnest($1::text[], $2::bigint[]) AS n(journey_id, revision)"
+                " WHERE p.journey_id = n.journey_id AND p.revision < n.revision",
+                list(latest),
+                list(latest.values()),
+            )
+            return results
 
     @staticmethod
-    async def _standing(conn: asyncpg.Connection, journey_id: str) -> dict[tuple[str, str], Money]:
-        """What is already posted for `journey_id`, per (party, account), in all periods."""
-        rows = await conn.fetch(
-            "SELECT party_id, account, currency, sum(amount_minor)::bigint AS amount"
-            " FROM ledger_entries WHERE journey_id = $1"
-            " GROUP BY party_id, account, currency ORDER BY party_id, account, currency",
-            journey_id,
+    async def _insert(conn: asyncpg.Connection, entries: Sequence[LedgerEntry]) -> None:
+        if not entries:
+            return
+        await conn.execute(
+            "INSERT INTO ledger_entries (period_id, journey_id, revision, party_id, account,"
+            " amount_minor, currency, description)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
+            " $5::text[], $6::bigint[], $7::text[], $8::text[])",
+            [e.period_id for e in entries],
+            [e.journey_id for e in entries],
+            [e.revision for e in entries],
+            [e.party_id for e in entries],
+            [e.account for e in entries],
+            [e.amount.amount_minor for e in entries],
+            [e.amount.currency for e in entries],
+            [e.description for e in entries],
         )
-        standing: dict[tuple[str, str], Money] = {}
+
+    @staticmethod
+    async def _standings(
+        conn: asyncpg.Connection, journey_ids: Sequence[str]
+    ) -> dict[str, dict[tuple[str, str], Money]]:
+        """What is already posted for each journey, per (party, account), in all periods."""
+        rows = await conn.fetch(
+            "SELECT journey_id, party_id, account, currency, sum(amount_minor)::bigint AS amount"
+            " FROM ledger_entries WHERE journey_id = ANY($1::text[])"
+            " GROUP BY journey_id, party_id, account, currency"
+            " ORDER BY journey_id, party_id, account, currency",
+            list(journey_ids),
+        )
+        standings: dict[str, dict[tuple[str, str], Money]] = {}
         for row in rows:
+            standing = standings.setdefault(row["journey_id"], {})
             key = (row["party_id"], row["account"])
-            amount = Money(row["amount"], row["currency"].strip())
             if key in standing:
                 raise InvalidJourneyError(
                     "CURRENCY_MISMATCH",
-                    f"journey {journey_id} stands in several currencies at {key[0]}",
+                    f"journey {row['journey_id']} stands in several currencies at {key[0]}",
                 )
-            standing[key] = amount
-        return standing
+            standing[key] = Money(row["amount"], row["currency"].strip())
+        return standings
 
     async def _lock_open_period(self, conn: asyncpg.Connection, service_day: str) -> str:
         """The period to post into, share-locked open until the posting commits.

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from clearway.errors import ClearwayError, ErrorKind
 
-class SettlementError(ValueError):
+
+class SettlementError(ClearwayError, ValueError):
     """Base of settlement's domain errors."""
 
     code = "SETTLEMENT_ERROR"
@@ -13,8 +15,7 @@ class InvalidJourneyError(SettlementError):
     """A priced journey revision that cannot be posted; `code` says why."""
 
     def __init__(self, code: str, detail: str) -> None:
-        super().__init__(f"{code}: {detail}")
-        self.code = code
+        super().__init__(f"{code}: {detail}", code=code)
         self.detail = detail
 
 
@@ -24,7 +25,28 @@ class InvalidPeriodError(SettlementError):
     code = "INVALID_PERIOD_ID"
 
 
+class MissingPartyError(SettlementError):
+    """A request that names no party."""
+
+    code = "MISSING_PARTY_ID"
+
+
 class MixedCurrencyError(SettlementError):
     """Entries of one statement or period are in more than one currency."""
 
     code = "MIXED_CURRENCY"
+    kind = ErrorKind.FAILED_PRECONDITION
+
+
+class StatementNotFoundError(SettlementError):
+    """No statement for this party in this period (not closed, or no entries)."""
+
+    code = "STATEMENT_NOT_FOUND"
+    kind = ErrorKind.NOT_FOUND
+
+
+class ConsumerLaggingError(SettlementError):
+    """The journeys consumer has not caught up; closing now would miss revisions."""
+
+    code = "CONSUMER_LAGGING"
+    kind = ErrorKind.UNAVAILABLE

@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from clearway.common.v1 import money_pb2
+from clearway.consumer import dead_letter_topic
 from clearway.db import create_pool
 from clearway.events.v1 import events_pb2
 from clearway.infra.endpoints import Endpoints
@@ -169,6 +170,20 @@ async def harness(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[Ha
         await h.producer.stop()
 
 
+async def download_lines(
+    h: Harness, period_id: str, party_id: str
+) -> list[settlement_pb2.StatementLine]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{h.port}") as channel:
+        request = settlement_pb2.DownloadStatementLinesRequest(
+            period_id=period_id, party_id=party_id
+        )
+        lines: list[settlement_pb2.StatementLine] = []
+        async for chunk in h.stub(channel).DownloadStatementLines(request):
+            assert chunk.first_line == len(lines)
+            lines.extend(chunk.lines)
+        return lines
+
+
 async def close_period(h: Harness, period_id: str) -> settlement_pb2.ClosePeriodResponse:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{h.port}") as channel:
         return await h.stub(channel).ClosePeriod(
@@ -201,7 +216,9 @@ async def test_close_period_issues_reconciling_statements_one_per_party(harness:
     assert response.total_apportioned.amount_minor == 551
     assert response.total_charged.currency == "GBP"
     bus = next(s for s in response.statements if s.party_id == "operator:bus")
-    assert [(ln.journey_id, ln.revision, ln.amount.amount_minor) for ln in bus.lines] == [
+    assert not bus.lines and bus.line_count == 4  # a summary: lines are downloaded
+    lines = await download_lines(harness, DAY, "operator:bus")
+    assert [(ln.journey_id, ln.revision, ln.amount.amount_minor) for ln in lines] == [
         ("j1", 1, 150),
         ("j2", 1, 34),
         ("j3", 1, 200),
@@ -214,11 +231,16 @@ async def test_close_period_issues_reconciling_statements_one_per_party(harness:
         assert path == harness.statements_dir / DAY / f"{statement.party_id}.json"
         assert hashlib.sha256(await read_bytes(path)).hexdigest() == statement.sha256
 
-    # The consumer's span continues the producer's trace.
+    # The consumer's batch span links to the producer's spans.
     spans = SPANS.get_finished_spans()
-    produced = {s.context.trace_id for s in spans if s.name.startswith("test.")}
-    consumed = {s.context.trace_id for s in spans if s.name == "settlement.post_journey"}
-    assert produced & consumed
+    produced = {s.context.span_id for s in spans if s.name.startswith("test.")}
+    linked = {
+        link.context.span_id
+        for s in spans
+        if s.name == "settlement.post_journeys process"
+        for link in s.links
+    }
+    assert produced & linked
 
 
 async def test_closing_twice_returns_identical_statements(harness: Harness) -> None:
@@ -236,8 +258,8 @@ async def test_replayed_journeys_add_nothing(harness: Harness) -> None:
     await harness.send(*events)
     before = await harness.wait_for(lambda es: len(es) == 30)
     await harness.send(*events)
-    assert harness.app is not None and harness.app.consumer is not None
-    stats = harness.app.consumer.stats
+    assert harness.app is not None and harness.app.poster is not None
+    stats = harness.app.poster.stats
     deadline = asyncio.get_running_loop().time() + 30
     while stats.replayed < 10:
         assert asyncio.get_running_loop().time() < deadline, stats
@@ -278,7 +300,7 @@ async def test_unpostable_messages_go_to_the_dead_letter_topic(harness: Harness)
 
     assert harness.app is not None
     consumer = AIOKafkaConsumer(
-        harness.app.journeys_dlq,
+        dead_letter_topic(harness.settings.topics.journeys, "settlement"),
         bootstrap_servers=harness.settings.endpoints.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -341,7 +363,7 @@ async def dead_letter_reasons(harness: Harness, wait_s: float = 2.0) -> list[str
     """Reasons of everything on the journeys DLQ (read for `wait_s` from the start)."""
     assert harness.app is not None
     consumer = AIOKafkaConsumer(
-        harness.app.journeys_dlq,
+        dead_letter_topic(harness.settings.topics.journeys, "settlement"),
         bootstrap_servers=harness.settings.endpoints.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -379,8 +401,8 @@ async def test_a_vanished_journey_refunds_its_charge(harness: Harness) -> None:
         (2, "scheme:issuer", 940),
     ]
     assert await dead_letter_reasons(harness) == []
-    assert harness.app is not None and harness.app.consumer is not None
-    assert harness.app.consumer.stats.dead_lettered == 0
+    assert harness.app is not None and harness.app.loop is not None
+    assert harness.app.loop.stats.dead_letters == 0
 
 
 async def test_changed_operators_settle_on_the_split_of_the_final_charge(

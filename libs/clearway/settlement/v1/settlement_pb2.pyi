@@ -147,6 +147,52 @@ class StatementLine(_message.Message):
 Global___StatementLine: _TypeAlias = StatementLine  # noqa: Y015
 
 @_typing.final
+class DownloadStatementLinesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_ID_FIELD_NUMBER: _builtins.int
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    period_id: _builtins.str
+    party_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        period_id: _builtins.str = ...,
+        party_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["party_id", b"party_id", "period_id", b"period_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadStatementLinesRequest: _TypeAlias = DownloadStatementLinesRequest  # noqa: Y015
+
+@_typing.final
+class DownloadStatementLinesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINES_FIELD_NUMBER: _builtins.int
+    FIRST_LINE_FIELD_NUMBER: _builtins.int
+    first_line: _builtins.int
+    """Position of the chunk's first line in the statement (0-based)."""
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementLine]: ...
+    def __init__(
+        self,
+        *,
+        lines: _abc.Iterable[Global___StatementLine] | None = ...,
+        first_line: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_line", b"first_line", "lines", b"lines"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadStatementLinesResponse: _TypeAlias = DownloadStatementLinesResponse  # noqa: Y015
+
+@_typing.final
 class Statement(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -159,13 +205,18 @@ class Statement(_message.Message):
     NET_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
+    LINE_COUNT_FIELD_NUMBER: _builtins.int
     statement_id: _builtins.str
     period_id: _builtins.str
     party_id: _builtins.str
     path: _builtins.str
     sha256: _builtins.str
+    line_count: _builtins.int
+    """How many lines the statement has (what DownloadStatementLines streams)."""
     @_builtins.property
-    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementLine]: ...
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementLine]:
+        """Not filled by ClosePeriod or GetStatement (summaries only); use DownloadStatementLines."""
+
     @_builtins.property
     def total_credits(self) -> _money_pb2.Money: ...
     @_builtins.property
@@ -184,10 +235,11 @@ class Statement(_message.Message):
         net: _money_pb2.Money | None = ...,
         path: _builtins.str = ...,
         sha256: _builtins.str = ...,
+        line_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["net", b"net", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines", b"lines", "net", b"net", "party_id", b"party_id", "path", b"path", "period_id", b"period_id", "sha256", b"sha256", "statement_id", b"statement_id", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line_count", b"line_count", "lines", b"lines", "net", b"net", "party_id", b"party_id", "path", b"path", "period_id", b"period_id", "sha256", b"sha256", "statement_id", b"statement_id", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -45,6 +45,11 @@ class SettlementServiceStub:
                 request_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetStatementRequest.SerializeToString,
                 response_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetStatementResponse.FromString,
                 _registered_method=True)
+        self.DownloadStatementLines = channel.unary_stream(
+                '/clearway.settlement.v1.SettlementService/DownloadStatementLines',
+                request_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesRequest.SerializeToString,
+                response_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesResponse.FromString,
+                _registered_method=True)
 
 
 class SettlementServiceServicer:
@@ -53,13 +58,23 @@ class SettlementServiceServicer:
 
     def ClosePeriod(self, request, context):
         """Closes a settlement period (a service day) and issues one statement per party.
+        Answers with each statement's summary (totals, line count, sha256, path), never its
+        lines: a big day has millions. Lines come from DownloadStatementLines.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStatement(self, request, context):
-        """One party's statement for a closed period.
+        """One party's statement summary for a closed period (no lines).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadStatementLines(self, request, context):
+        """Every line of one party's statement for a closed period, in statement order, in
+        chunks of at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -77,6 +92,11 @@ def add_SettlementServiceServicer_to_server(servicer, server):
                     servicer.GetStatement,
                     request_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetStatementRequest.FromString,
                     response_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetStatementResponse.SerializeToString,
+            ),
+            'DownloadStatementLines': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadStatementLines,
+                    request_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesRequest.FromString,
+                    response_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -134,6 +154,33 @@ class SettlementService:
             '/clearway.settlement.v1.SettlementService/GetStatement',
             clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetStatementRequest.SerializeToString,
             clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetStatementResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadStatementLines(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/clearway.settlement.v1.SettlementService/DownloadStatementLines',
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesRequest.SerializeToString,
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,9 +34,16 @@ class SettlementServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SettlementServiceAsyncStub: ...
     ClosePeriod: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ClosePeriodRequest, _settlement_pb2.ClosePeriodResponse]
-    """Closes a settlement period (a service day) and issues one statement per party."""
+    """Closes a settlement period (a service day) and issues one statement per party.
+    Answers with each statement's summary (totals, line count, sha256, path), never its
+    lines: a big day has millions. Lines come from DownloadStatementLines.
+    """
     GetStatement: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.GetStatementRequest, _settlement_pb2.GetStatementResponse]
-    """One party's statement for a closed period."""
+    """One party's statement summary for a closed period (no lines)."""
+    DownloadStatementLines: _grpc.UnaryStreamMultiCallable[_settlement_pb2.DownloadStatementLinesRequest, _settlement_pb2.DownloadStatementLinesResponse]
+    """Every line of one party's statement for a closed period, in statement order, in
+    chunks of at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
+    """
 
 @_typing.type_check_only
 class SettlementServiceAsyncStub(SettlementServiceStub):
@@ -44,9 +51,16 @@ class SettlementServiceAsyncStub(SettlementServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ClosePeriod: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ClosePeriodRequest, _settlement_pb2.ClosePeriodResponse]  # type: ignore[assignment]
-    """Closes a settlement period (a service day) and issues one statement per party."""
+    """Closes a settlement period (a service day) and issues one statement per party.
+    Answers with each statement's summary (totals, line count, sha256, path), never its
+    lines: a big day has millions. Lines come from DownloadStatementLines.
+    """
     GetStatement: _aio.UnaryUnaryMultiCallable[_settlement_pb2.GetStatementRequest, _settlement_pb2.GetStatementResponse]  # type: ignore[assignment]
-    """One party's statement for a closed period."""
+    """One party's statement summary for a closed period (no lines)."""
+    DownloadStatementLines: _aio.UnaryStreamMultiCallable[_settlement_pb2.DownloadStatementLinesRequest, _settlement_pb2.DownloadStatementLinesResponse]  # type: ignore[assignment]
+    """Every line of one party's statement for a closed period, in statement order, in
+    chunks of at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
+    """
 
 class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
     """Ledger, periods and statements."""
@@ -57,7 +71,10 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settlement_pb2.ClosePeriodRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.ClosePeriodResponse, _abc.Awaitable[_settlement_pb2.ClosePeriodResponse]]:
-        """Closes a settlement period (a service day) and issues one statement per party."""
+        """Closes a settlement period (a service day) and issues one statement per party.
+        Answers with each statement's summary (totals, line count, sha256, path), never its
+        lines: a big day has millions. Lines come from DownloadStatementLines.
+        """
 
     @_abc_1.abstractmethod
     def GetStatement(
@@ -65,6 +82,16 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settlement_pb2.GetStatementRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.GetStatementResponse, _abc.Awaitable[_settlement_pb2.GetStatementResponse]]:
-        """One party's statement for a closed period."""
+        """One party's statement summary for a closed period (no lines)."""
+
+    @_abc_1.abstractmethod
+    def DownloadStatementLines(
+        self,
+        request: _settlement_pb2.DownloadStatementLinesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_settlement_pb2.DownloadStatementLinesResponse], _abc.AsyncIterator[_settlement_pb2.DownloadStatementLinesResponse]]:
+        """Every line of one party's statement for a closed period, in statement order, in
+        chunks of at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
+        """
 
 def add_SettlementServiceServicer_to_server(servicer: SettlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

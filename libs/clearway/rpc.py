@@ -1,0 +1,206 @@
+"""What every RPC of every service shares, in one server interceptor:
+
+- the readiness gate: until the service has started (and again once it stops), every call
+  except health and reflection is refused with UNAVAILABLE and reason `NOT_READY`;
+- W3C trace context extracted from the metadata and a SERVER span around the call;
+- errors mapped once: a `ClearwayError` becomes its `kind` as the status, with its stable
+  `code` in the `reason-code` trailer and at the start of the details; an infrastructure
+  error becomes UNAVAILABLE with a reason (`DATABASE_UNAVAILABLE`, ...); anything else
+  becomes INTERNAL (logged with its traceback), never UNKNOWN;
+- a client that goes away mid-call is a normal event: logged at DEBUG, never as an ERROR.
+
+Servicers therefore raise domain errors and never hand-write a status. Their dependencies
+come from a `Slot` that the service fills during start-up; the gate guarantees a call
+never sees it empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeAlias, TypeVar
+
+import grpc
+from opentelemetry import trace
+
+from clearway.errors import ClearwayError, ErrorKind, NotReadyError, infrastructure_reason
+from clearway.telemetry import context_from_grpc_metadata
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("clearway.rpc")
+
+T = TypeVar("T")
+REASON_METADATA_KEY = "reason-code"
+UNGATED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+Context = grpc.aio.ServicerContext[Any, Any]
+if TYPE_CHECKING:
+    Handler: TypeAlias = grpc.RpcMethodHandler[Any, Any]
+else:  # the stubs are generic, the runtime class is not
+    Handler = grpc.RpcMethodHandler
+
+_STATUS = {kind: getattr(grpc.StatusCode, kind.value) for kind in ErrorKind}
+
+
+class Slot(Generic[T]):
+    """A dependency filled in during start-up (servicers are registered before it exists)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._value: T | None = None
+
+    def fill(self, value: T) -> None:
+        """Provide the value (once the service's resources are up)."""
+        self._value = value
+
+    def clear(self) -> None:
+        """Forget the value (the service is stopping)."""
+        self._value = None
+
+    def get(self) -> T:
+        """The value; NotReadyError when the service has not started."""
+        if self._value is None:
+            raise NotReadyError(f"{self.name} is not ready")
+        return self._value
+
+
+class Readiness:
+    """The one readiness gate: open after start-up, closed before and while stopping."""
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def open(self) -> None:
+        """Accept calls."""
+        self.ready = True
+
+    def close(self) -> None:
+        """Refuse new calls."""
+        self.ready = False
+
+
+async def abort(context: Context, status: grpc.StatusCode, code: str, detail: str) -> NoReturn:
+    """End the call with `status`, the reason code in the trailer and the details."""
+    context.set_trailing_metadata(((REASON_METADATA_KEY, code),))
+    await context.abort(status, f"{code}: {detail}")
+    raise AssertionError("unreachable")  # abort raises
+
+
+async def _fail(context: Context, method: str, exc: BaseException) -> NoReturn:
+    """Map an exception a servicer raised to a status with a reason code."""
+    span = trace.get_current_span()
+    if isinstance(exc, ClearwayError):
+        span.set_attribute("clearway.reason_code", exc.code)
+        await abort(context, _STATUS[exc.kind], exc.code, str(exc))
+    reason = infrastructure_reason(exc)
+    if reason is not None:
+        span.set_attribute("clearway.reason_code", reason)
+        log.warning("rpc failed on an outage", extra={"rpc": method, "reason": reason})
+        await abort(context, grpc.StatusCode.UNAVAILABLE, reason, "try again later")
+    span.record_exception(exc)
+    log.error("rpc failed", extra={"rpc": method}, exc_info=exc)
+    await abort(context, grpc.StatusCode.INTERNAL, "INTERNAL", "internal error")
+
+
+def _client_gone(context: Context) -> bool:
+    done = getattr(context, "done", None)
+    return bool(done()) if callable(done) else False
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    """Readiness gate, trace context, server span and error mapping for every RPC."""
+
+    def __init__(self, readiness: Readiness) -> None:
+        self.readiness = readiness
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        """Wrap the method's behaviour; health and reflection pass through untouched."""
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.startswith(UNGATED_PREFIXES):
+            return handler
+        return self._wrap(handler, method)
+
+    def _wrap(self, handler: Handler, method: str) -> Handler:
+        options = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method), **options
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method), **options
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, method), **options
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._streaming(handler.stream_stream, method), **options
+        )
+
+    def _gate(self) -> None:
+        if not self.readiness.ready:
+            raise NotReadyError("the service is starting or stopping; try again")
+
+    def _span(self, method: str, context: Context) -> Any:
+        parent = context_from_grpc_metadata(context.invocation_metadata())
+        span = tracer.start_as_current_span(
+            method.lstrip("/"), context=parent, kind=trace.SpanKind.SERVER
+        )
+        return span
+
+    def _unary(self, behaviour: Any, method: str) -> Any:
+        async def call(request: Any, context: Context) -> Any:
+            with self._span(method, context) as span:
+                span.set_attribute("rpc.system", "grpc")
+                span.set_attribute("rpc.method", method)
+                try:
+                    self._gate()
+                    return await behaviour(request, context)
+                except grpc.aio.AbortError:
+                    raise
+                except asyncio.CancelledError:
+                    log.debug("client went away", extra={"rpc": method})
+                    raise
+                except Exception as exc:
+                    await _fail(context, method, exc)
+
+        return call
+
+    def _streaming(self, behaviour: Any, method: str) -> Any:
+        async def call(request: Any, context: Context) -> AsyncIterator[Any]:
+            with self._span(method, context) as span:
+                span.set_attribute("rpc.system", "grpc")
+                span.set_attribute("rpc.method", method)
+                try:
+                    self._gate()
+                    async for response in behaviour(request, context):
+                        yield response
+                except grpc.aio.AbortError:
+                    raise
+                except asyncio.CancelledError:
+                    log.debug("client went away", extra={"rpc": method})
+                    raise
+                except Exception as exc:
+                    if _client_gone(context):
+                        log.debug("client went away", extra={"rpc": method})
+                        return
+                    await _fail(context, method, exc)
+
+        return call
+
+
+def reason_of(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The `reason-code` a server put in trailing metadata (for clients and tests)."""
+    for key, value in metadata or ():
+        if key == REASON_METADATA_KEY:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
