@@ -166,17 +166,16 @@ class StoredPositions:
     store: PositionStore
 
     async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
-        """Seek every assigned partition to its stored position (the start when none)."""
+        """Seek every assigned partition to its stored position (offset 0 when none)."""
         by_topic: dict[str, dict[int, int]] = {}
         for topic in sorted({tp.topic for tp in assigned}):
             mine = sorted(tp.partition for tp in assigned if tp.topic == topic)
             by_topic[topic] = await self.store.stored_positions(topic, mine)
         for tp in sorted(assigned):
-            stored = by_topic[tp.topic].get(tp.partition)
-            if stored is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, stored)
+            # Offset 0 when nothing is stored: a position set now, not a reset the fetcher
+            # resolves later (which could rewind a batch already fetched); an offset
+            # below the log start falls back to `auto_offset_reset=earliest`.
+            consumer.seek(tp, by_topic[tp.topic].get(tp.partition, 0))
 
     async def after_batch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, nxt: int) -> None:
         """Best-effort Kafka commit, for lag monitoring only."""
@@ -279,7 +278,9 @@ class ConsumerLoop(Generic[T]):
             max_partition_fetch_bytes=config.max_partition_fetch_bytes,
         )
         self._stop = asyncio.Event()
-        self._in_flight = asyncio.Lock()
+        self._busy = 0
+        self._quiet = asyncio.Event()
+        self._quiet.set()
         self._positions: dict[TopicPartition, int] = {}
         self._attrs = {"clearway.consumer": handler.name, "clearway.service": config.service}
 
@@ -302,30 +303,44 @@ class ConsumerLoop(Generic[T]):
         self.request_stop()
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._in_flight:
-                    pass
+                await self._quiet.wait()
         except TimeoutError:
             log.warning("a batch was still in hand at stop; it will be redelivered")
         await self.consumer.stop()
 
     async def run(self) -> None:
-        """Poll and handle until a stop is requested."""
+        """Poll and handle until a stop is requested. The batches of one poll (one per
+        partition) are handled concurrently, so one partition's database and Kafka
+        round trips overlap another's work; each partition stays in offset order."""
         while not self._stop.is_set():
             batches = await self.consumer.getmany(
                 timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_records
             )
             self.idle = not batches
-            for tp, records in batches.items():
-                if self._stop.is_set():
+            if not batches:
+                continue
+            outcomes = await asyncio.gather(
+                *(self._guarded(tp, records) for tp, records in batches.items()),
+                return_exceptions=True,
+            )
+            for outcome in outcomes:
+                if isinstance(outcome, _StopRequestedError):
                     return
-                async with self._in_flight:
-                    if tp not in self.consumer.assignment():
-                        continue  # revoked while we were busy: the new owner has it
-                    try:
-                        await self._process(tp, records)
-                    except _StopRequestedError:
-                        return
+                if isinstance(outcome, BaseException):
+                    raise outcome
             self._observe_lag()
+
+    async def _guarded(self, tp: TopicPartition, records: list[Record]) -> None:
+        if self._stop.is_set() or tp not in self.consumer.assignment():
+            return  # stopping, or revoked while we were busy: the new owner has it
+        self._busy += 1
+        self._quiet.clear()
+        try:
+            await self._process(tp, records)
+        finally:
+            self._busy -= 1
+            if self._busy == 0:
+                self._quiet.set()
 
     def _observe_lag(self) -> None:
         for tp in self.consumer.assignment():
@@ -451,11 +466,10 @@ class ConsumerLoop(Generic[T]):
         )
 
     async def _quiesce(self, timeout_s: float = 30.0) -> None:
-        """Wait (bounded) for the batch in hand, so a revoked partition is left committed."""
+        """Wait (bounded) for the batches in hand, so a revoked partition is left committed."""
         try:
             async with asyncio.timeout(timeout_s):
-                async with self._in_flight:
-                    return
+                await self._quiet.wait()
         except TimeoutError:
             log.warning("rebalance went ahead with a batch still in hand")
 

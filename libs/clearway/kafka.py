@@ -10,7 +10,12 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    MessageSizeTooLargeError,
+    TopicAlreadyExistsError,
+)
+from aiokafka.partitioner import murmur2
 
 from clearway.telemetry import kafka_headers_with_trace
 
@@ -115,19 +120,46 @@ def committed_consumer(bootstrap: str, group_id: str, *topics: str) -> AIOKafkaC
     )
 
 
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives `key` (murmur2, as the Java client)."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
 async def publish_many(
     producer: AIOKafkaProducer,
     topic: str,
     messages: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]],
 ) -> None:
-    """Send (key, value, headers) messages in order and return once Kafka holds every one
-    (acks as the producer is configured); raises the first failure."""
-    futures = [
-        await producer.send(topic, value=value, key=key, headers=headers)
-        for key, value, headers in messages
-    ]
-    if futures:
-        await asyncio.gather(*futures)
+    """Send (key, value, headers) messages and return once Kafka holds every one (acks as
+    the producer is configured); raises the first failure.
+
+    Messages are packed into record batches per partition (the partition of their key, as
+    the default partitioner picks it) and handed to the producer whole: much cheaper per
+    message than one `send` each. Order is kept within each key.
+    """
+    if not messages:
+        return
+    count = len(await producer.partitions_for(topic))
+    by_partition: dict[int, list[tuple[bytes, bytes, list[tuple[str, bytes]]]]] = {}
+    known: dict[bytes, int] = {}
+    for message in messages:
+        key = message[0]
+        partition = known.get(key)
+        if partition is None:
+            partition = known[key] = partition_for(key, count)
+        by_partition.setdefault(partition, []).append(message)
+    futures = []
+    for partition, items in by_partition.items():
+        batch = producer.create_batch()
+        for key, value, headers in items:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    raise MessageSizeTooLargeError(f"a message of {len(value)} bytes")
+        futures.append(await producer.send_batch(batch, topic, partition=partition))
+    await asyncio.gather(*futures)
 
 
 REASON_HEADER = "clearway-reason"

@@ -65,7 +65,7 @@ class ServiceSettings:
     db_schema: str
     consumer_group: str
     topic_partitions: int = 6
-    consumer_max_records: int = 2000
+    consumer_max_records: int = 10000
     pg_pool_size: int = 8
 
     @classmethod
@@ -83,6 +83,6 @@ class ServiceSettings:
             db_schema=env_str("CLEARWAY_DB_SCHEMA", service),
             consumer_group=env_str("CLEARWAY_CONSUMER_GROUP", f"clearway-{service}"),
             topic_partitions=env_int("CLEARWAY_TOPIC_PARTITIONS", 6, minimum=1),
-            consumer_max_records=env_int("CLEARWAY_CONSUMER_MAX_RECORDS", 2000, minimum=1),
+            consumer_max_records=env_int("CLEARWAY_CONSUMER_MAX_RECORDS", 10000, minimum=1),
             pg_pool_size=env_int("CLEARWAY_PG_POOL_SIZE", 8, minimum=2),
         )

@@ -59,6 +59,7 @@ class FaresApp:
         await resources.topics([topics.journeys])
         producer = await resources.producer()
         relay = OutboxRelay(pool, producer, topics.journeys)
+        resources.on_close("outbox relay", relay.close)
         self.pricer = TapPricer(
             pool=pool, catalog=self.catalog, relay=relay, taps_topic=topics.taps
         )

@@ -1,11 +1,13 @@
-"""The fares service killed with SIGKILL mid-stream, then restarted: every journey's final
-charge equals the pure engine's answer, no revision is missing, and any revision seen twice
-is byte-identical (the outbox re-sent it), so downstream idempotent sinks count it once."""
+"""The fares service killed with SIGKILL mid-stream (after a restart, in a rebalance, in the
+middle of large batches): every journey's final charge equals the pure engine's answer, no
+revision is missing, and any revision seen twice is byte-identical (the outbox re-sent it),
+so downstream idempotent sinks count it once."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -36,11 +38,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def day_taps() -> tuple[str, list[events_pb2.Tap]]:
+def day_taps(cards: int = 3000) -> tuple[str, list[events_pb2.Tap]]:
     catalog = load_catalog([DEFAULT_FEED])
     day = (datetime.now(UTC) - timedelta(days=2)).date()
     simulated = simulate_day(
-        catalog.versions[0], day, cards=200, seed=11, mix=Mix(malformed=0.0, resend=0.0)
+        catalog.versions[0], day, cards=cards, seed=11, mix=Mix(malformed=0.0, resend=0.0)
     )
     taps = []
     for device_taps in simulated.by_device.values():
@@ -51,7 +53,7 @@ def day_taps() -> tuple[str, list[events_pb2.Tap]]:
 
 
 async def publish(bootstrap: str, topic: str, taps: list[events_pb2.Tap]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for t in taps:
@@ -119,82 +121,106 @@ async def read_all(bootstrap: str, topic: str) -> list[bytes]:
     return values
 
 
-@pytest.mark.parametrize("instances", [1, 2], ids=["restart", "rebalance"])
+def env_for(endpoints, topics: Topics, schema: str, group: str, port: int, **extra: str):
+    return {
+        **os.environ,
+        **endpoints.as_env(),
+        "CLEARWAY_GRPC_PORT": str(port),
+        "CLEARWAY_TOPIC_PREFIX": topics.prefix,
+        "CLEARWAY_DB_SCHEMA": schema,
+        "CLEARWAY_CONSUMER_GROUP": group,
+        "CLEARWAY_LOG_LEVEL": "WARNING",
+        **extra,
+    }
+
+
+async def wait_processed(dsn: str, schema: str, topic: str, at_least: int, timeout_s: float) -> int:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        done = await processed(dsn, schema, topic)
+        if done >= at_least or asyncio.get_running_loop().time() > deadline:
+            return done
+        await asyncio.sleep(0.01)
+
+
+async def close_day(port: int, period: str) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = fares_pb2_grpc.FaresServiceStub(channel)
+        await channel.channel_ready()
+        for _ in range(100):
+            try:
+                await stub.CloseServiceDay(
+                    fares_pb2.CloseServiceDayRequest(
+                        service_day=period, catch_up_timeout_seconds=60
+                    ),
+                    timeout=90,
+                )
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                await asyncio.sleep(0.3)
+
+
+@pytest.mark.parametrize("scenario", ["restart", "rebalance", "large"])
 async def test_fares_killed_mid_stream_publishes_each_revision_once_in_effect(
-    endpoints, unique_name, instances
+    endpoints, unique_name, scenario
 ):
-    """instances=1: kill, then restart. instances=2: two consumers share the partitions;
-    one is killed and the survivor takes its partitions over in a rebalance."""
-    period, taps = day_taps()
+    """restart: kill, then restart. rebalance: two consumers share the partitions; one is
+    killed and the survivor takes its partitions over. large: batches of thousands of taps
+    per partition, killed three times at random points while they are being priced."""
+    period, taps = day_taps(10_000 if scenario == "large" else 3000)
     topics = Topics(prefix=f"{unique_name}.")
     schema = f"{unique_name}_fares"
+    group = f"{unique_name}-fares"
+    dsn = endpoints.pg_dsn
     await ensure_topics(endpoints.kafka_bootstrap, topics.all())
+    extra = {"CLEARWAY_CONSUMER_MAX_RECORDS": "60000"} if scenario == "large" else {}
     first_half, second_half = taps[: len(taps) // 2], taps[len(taps) // 2 :]
+    if scenario == "large":
+        first_half, second_half = taps, []
     await publish(endpoints.kafka_bootstrap, topics.taps, first_half)
-
-    def env_for(port: int) -> dict[str, str]:
-        return {
-            **os.environ,
-            **endpoints.as_env(),
-            "CLEARWAY_GRPC_PORT": str(port),
-            "CLEARWAY_TOPIC_PREFIX": topics.prefix,
-            "CLEARWAY_DB_SCHEMA": schema,
-            "CLEARWAY_CONSUMER_GROUP": f"{unique_name}-fares",
-        }
-
-    victim = spawn(env_for(free_port()))
     port = free_port()
+    kills = 3 if scenario == "large" else 1
     survivor = None
-    try:
-        for _ in range(600):
-            done = await processed(endpoints.pg_dsn, schema, topics.taps)
-            if done >= len(first_half) // 2:
-                break
-            await asyncio.sleep(0.05)
-        if instances == 2:
-            # The survivor joins while the victim is consuming: a rebalance splits the
-            # partitions; the victim then dies holding some of them, mid-stream.
-            survivor = spawn(env_for(port))
-            await wait_consuming(port)
-        await publish(endpoints.kafka_bootstrap, topics.taps, second_half)
-        for _ in range(600):
-            done = await processed(endpoints.pg_dsn, schema, topics.taps)
-            if done > len(first_half) + 10:
-                break
-            await asyncio.sleep(0.01)
-        victim.send_signal(signal.SIGKILL)
-        victim.wait(10)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-    assert 0 < done < len(taps), f"the crash did not land mid-stream ({done}/{len(taps)})"
+    for kill in range(kills):
+        victim_port = free_port()
+        victim = spawn(env_for(endpoints, topics, schema, group, victim_port, **extra))
+        try:
+            if scenario == "large" and kill > 0:
+                # Killed while its batches of thousands of taps are being priced.
+                await wait_consuming(victim_port)
+                await asyncio.sleep(random.uniform(0.5, 4.0))
+            else:
+                before = await processed(dsn, schema, topics.taps)
+                await wait_processed(dsn, schema, topics.taps, before + 1, 120)
+            if scenario == "rebalance":
+                # The survivor joins while the victim is consuming: a rebalance splits the
+                # partitions; the victim then dies holding some of them, mid-stream.
+                survivor = spawn(env_for(endpoints, topics, schema, group, port, **extra))
+                await wait_consuming(port)
+            if kill == 0 and second_half:
+                await publish(endpoints.kafka_bootstrap, topics.taps, second_half)
+            if scenario != "large":
+                await asyncio.sleep(random.uniform(0.0, 0.3))
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(10)
+        finally:
+            if victim.poll() is None:
+                victim.kill()
+        done = await processed(dsn, schema, topics.taps)
+        assert done < len(taps), f"kill {kill} came after the end ({done}/{len(taps)})"
+    assert done > 0, "no kill landed after any progress"
 
-    survivor = survivor or spawn(env_for(port))
+    survivor = survivor or spawn(env_for(endpoints, topics, schema, group, port, **extra))
     try:
-        for _ in range(900):  # a rebalance waits for the dead member's session to expire
-            if await processed(endpoints.pg_dsn, schema, topics.taps) >= len(taps):
-                break
-            await asyncio.sleep(0.1)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = fares_pb2_grpc.FaresServiceStub(channel)
-            await channel.channel_ready()
-            for _ in range(100):
-                try:
-                    await stub.CloseServiceDay(
-                        fares_pb2.CloseServiceDayRequest(
-                            service_day=period, catch_up_timeout_seconds=60
-                        ),
-                        timeout=90,
-                    )
-                    break
-                except grpc.aio.AioRpcError as exc:
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
-                        raise
-                    await asyncio.sleep(0.3)
+        # A rebalance waits for the dead member's session to expire.
+        await wait_processed(dsn, schema, topics.taps, len(taps), 90)
+        await close_day(port, period)
     finally:
         survivor.send_signal(signal.SIGTERM)
         survivor.wait(20)
-    assert await processed(endpoints.pg_dsn, schema, topics.taps) == len(taps)
+    assert await processed(dsn, schema, topics.taps) == len(taps)
 
     seen: dict[tuple[str, int], bytes] = {}
     latest: dict[str, events_pb2.PricedJourney] = {}

@@ -50,12 +50,15 @@ def money_pb(amount: Money) -> money_pb2.Money:
     return money_pb2.Money(amount_minor=amount.amount_minor, currency=amount.currency)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _ts(at: datetime | None) -> Timestamp | None:
+    """A timezone-aware instant as a Timestamp (what FromDatetime gives, built directly)."""
     if at is None:
         return None
-    ts = Timestamp()
-    ts.FromDatetime(at.astimezone(UTC))
-    return ts
+    delta = at - _EPOCH
+    return Timestamp(seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def leg_pb(leg: PricedLeg) -> events_pb2.PricedLeg:

@@ -12,6 +12,7 @@ from datetime import date, datetime
 import asyncpg
 
 from clearway.money import Money
+from services.fares.domain import CapSpent
 
 MIGRATIONS = [
     """
@@ -63,6 +64,7 @@ MIGRATIONS = [
     ALTER TABLE outbox ADD COLUMN partition integer NOT NULL DEFAULT -1;
     CREATE INDEX outbox_by_partition ON outbox (partition, id);
     ALTER TABLE pending_cards ADD COLUMN waiting_since timestamptz;
+    ALTER TABLE published ADD COLUMN spent_before text;
     """,
 ]
 
@@ -95,6 +97,21 @@ class PublishedRow:
     revision: int
     charge: Money
     fingerprint: str | None
+    spent_before: CapSpent | None = None
+
+
+def encode_spent(spent: CapSpent | None) -> str | None:
+    """Cap spend as stored: JSON [[cap id, YYYY-MM-DD, amount], ...]."""
+    if spent is None:
+        return None
+    return json.dumps([[cap, day.isoformat(), amount] for cap, day, amount in spent])
+
+
+def decode_spent(raw: str | None) -> CapSpent | None:
+    """The cap spend `encode_spent` stored."""
+    if raw is None:
+        return None
+    return tuple((str(c), date.fromisoformat(d), int(a)) for c, d, a in json.loads(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +237,7 @@ class StateStore:
             return []
         rows = await self.conn.fetch(
             "SELECT journey_id, card_token, service_day, revision, charge_minor, currency,"
-            " fingerprint FROM published"
+            " fingerprint, spent_before FROM published"
             " WHERE card_token = ANY($1::text[]) AND service_day BETWEEN $2 AND $3",
             list(cards),
             first_day,
@@ -234,6 +251,7 @@ class StateStore:
                 r["revision"],
                 Money(r["charge_minor"], r["currency"]),
                 r["fingerprint"],
+                decode_spent(r["spent_before"]),
             )
             for r in rows
         ]
@@ -244,12 +262,12 @@ class StateStore:
             return
         await self.conn.execute(
             "INSERT INTO published (journey_id, card_token, service_day, revision,"
-            " charge_minor, currency, fingerprint)"
+            " charge_minor, currency, fingerprint, spent_before)"
             " SELECT * FROM unnest($1::text[], $2::text[], $3::date[], $4::integer[],"
-            " $5::bigint[], $6::text[], $7::text[])"
+            " $5::bigint[], $6::text[], $7::text[], $8::text[])"
             " ON CONFLICT (journey_id) DO UPDATE SET revision = excluded.revision,"
             " charge_minor = excluded.charge_minor, currency = excluded.currency,"
-            " fingerprint = excluded.fingerprint",
+            " fingerprint = excluded.fingerprint, spent_before = excluded.spent_before",
             [r.journey_id for r in rows],
             [r.card_token for r in rows],
             [r.service_day for r in rows],
@@ -257,6 +275,7 @@ class StateStore:
             [r.charge.amount_minor for r in rows],
             [r.charge.currency for r in rows],
             [r.fingerprint for r in rows],
+            [encode_spent(r.spent_before) for r in rows],
         )
 
     async def enqueue_many(

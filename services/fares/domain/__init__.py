@@ -26,13 +26,21 @@ from .model import (
     TapKind,
 )
 from .priced import CapApplied, JourneyRevision, PricedJourney, PricedLeg
-from .pricing import check_tap, price_card
+from .pricing import (
+    CapSpent,
+    PricingStart,
+    ResumedPricing,
+    check_tap,
+    price_card,
+    price_card_from,
+)
 from .revision import revise
 
 __all__ = [
     "Cap",
     "CapApplied",
     "CapPeriod",
+    "CapSpent",
     "FareCatalog",
     "FareData",
     "FareMedia",
@@ -45,7 +53,9 @@ __all__ = [
     "NoFareVersionError",
     "PricedJourney",
     "PricedLeg",
+    "PricingStart",
     "Problem",
+    "ResumedPricing",
     "RiderCategory",
     "Tap",
     "TapKind",
@@ -54,5 +64,6 @@ __all__ = [
     "check_tap",
     "load_fare_data",
     "price_card",
+    "price_card_from",
     "revise",
 ]

@@ -178,23 +178,89 @@ def price_card(
     journeys: list[PricedJourney] = []
     for card in sorted(by_card):
         ordered = sorted(by_card[card].values(), key=_TAP_ORDER)
-        journeys.extend(_price_one_card(catalog, card, ordered, as_of))
+        start = PricingStart.of(ordered)
+        journeys.extend(_price_one_card(catalog, card, ordered, as_of, start, snapshots=None))
     if len(by_card) > 1:  # one card's journeys are already in time order
         journeys.sort(key=lambda j: (j.legs[0].entry_at, j.card_token, j.journey_id))
     return journeys
 
 
+CapSpent = tuple[tuple[str, date, int], ...]
+"""What caps have counted so far: (cap id, first day of the cap's period, amount), sorted."""
+
+
+@dataclass(frozen=True, slots=True)
+class PricingStart:
+    """Where pricing of a card resumes: what its caps had already counted, and the rider
+    category and fare media that taps without one fall back to (the card's first taps')."""
+
+    spent: CapSpent = ()
+    rider_category_id: str | None = None
+    fare_media_id: str | None = None
+
+    @classmethod
+    def of(cls, taps: Sequence[Tap], spent: CapSpent = ()) -> PricingStart:
+        """The start for a card whose taps of the period are `taps` (sorted by time)."""
+        return cls(
+            spent,
+            next((t.rider_category_id for t in taps if t.rider_category_id), None),
+            next((t.fare_media_id for t in taps if t.fare_media_id), None),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedPricing:
+    """Journeys priced from a start, and what the caps had counted before each of them."""
+
+    journeys: list[PricedJourney]
+    spent_before: list[CapSpent]
+
+
+def price_card_from(
+    fare_data: FareData | FareCatalog,
+    card_token: str,
+    taps: Sequence[Tap],
+    *,
+    as_of: datetime | None,
+    start: PricingStart,
+) -> ResumedPricing:
+    """Price one card's taps from a journey boundary onwards, as `price_card` would price
+    them after the journeys before that boundary had counted `start.spent` towards caps.
+
+    Pricing is a left fold over the card's taps in time order; at the first tap of a
+    journey nothing carries over but cap spend (and the fallback category and media), so
+    resuming there with the spend recorded before that journey gives the same journeys as
+    pricing the whole period. Callers must resume at a boundary that later taps cannot
+    move (see services/fares/service_layer/repricing.py).
+    """
+    catalog = as_catalog(fare_data)
+    unique: dict[str, Tap] = {}
+    for tap in taps:
+        if tap.tapped_at.utcoffset() is None:
+            raise NaiveTimeError(tap.tap_id)
+        unique.setdefault(tap.tap_id, tap)
+    ordered = sorted(unique.values(), key=_TAP_ORDER)
+    snapshots: list[CapSpent] = []
+    journeys = _price_one_card(catalog, card_token, ordered, as_of, start, snapshots=snapshots)
+    return ResumedPricing(journeys, snapshots)
+
+
 def _price_one_card(
-    catalog: FareCatalog, card: str, taps: list[Tap], as_of: datetime | None
+    catalog: FareCatalog,
+    card: str,
+    taps: list[Tap],
+    as_of: datetime | None,
+    start: PricingStart,
+    *,
+    snapshots: list[CapSpent] | None,
 ) -> list[PricedJourney]:
     parts = _pair_taps(catalog, taps, as_of)
-    fallback_category = next((t.rider_category_id for t in taps if t.rider_category_id), None)
-    fallback_media = next((t.fare_media_id for t in taps if t.fare_media_id), None)
+    fallback_category, fallback_media = start.rider_category_id, start.fare_media_id
     fare_legs = [
         _price_fare_leg(group, fallback_category, fallback_media) for group in _join(parts)
     ]
     linked = _link(fare_legs)
-    return _apply_caps(card, linked)
+    return _apply_caps(card, linked, start.spent, snapshots)
 
 
 # --- taps -> physical legs ------------------------------------------------------------------
@@ -791,9 +857,17 @@ def _cap_periods(
     return cached  # type: ignore[return-value]
 
 
-def _apply_caps(card: str, journeys: list[_Journey]) -> list[PricedJourney]:
-    spend = _CapSpend(card)
-    return [_finish(card, journey, spend) for journey in journeys]
+def _apply_caps(
+    card: str, journeys: list[_Journey], spent: CapSpent, snapshots: list[CapSpent] | None
+) -> list[PricedJourney]:
+    spend = _CapSpend(card, {(cap_id, day): amount for cap_id, day, amount in spent})
+    if snapshots is None:
+        return [_finish(card, journey, spend) for journey in journeys]
+    priced = []
+    for journey in journeys:
+        snapshots.append(tuple(sorted((c, d, a) for (c, d), a in spend.spent.items() if a)))
+        priced.append(_finish(card, journey, spend))
+    return priced
 
 
 @dataclass(slots=True)

@@ -4,32 +4,76 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 from clearway.money import Money
 
-from .priced import JourneyRevision, PricedJourney
+from .priced import JourneyRevision, PricedJourney, PricedLeg
 
 WITHDRAWN = ""  # the fingerprint of a journey published as vanished
+
+
+FINGERPRINT_VERSION = "v2"
+
+
+def _when(at: datetime | None) -> str:
+    return "" if at is None else at.astimezone(UTC).isoformat()
+
+
+def _money_text(amount: Money | None) -> str:
+    return "" if amount is None else f"{amount.amount_minor} {amount.currency}"
+
+
+def _leg_text(leg: PricedLeg) -> str:
+    fields = (
+        leg.leg_id,
+        leg.operator_id,
+        leg.network_id or "",
+        leg.route_id or "",
+        leg.from_stop_id,
+        leg.to_stop_id or "",
+        _when(leg.entry_at),
+        _when(leg.exit_at),
+        _money_text(leg.fare),
+        leg.fare_product_id or "",
+        "1" if leg.incomplete else "0",
+        ",".join(leg.tap_ids),
+        leg.transfer_rule_id or "",
+        "" if leg.distance_m is None else str(leg.distance_m),
+        leg.leg_group_id or "",
+        leg.transfer_product_id or "",
+        "1" if leg.maximum_fare else "0",
+        _money_text(leg.charge),
+    )
+    return "\x1f".join(fields)
+
+
+def canonical_content(journey: PricedJourney) -> str:
+    """The explicit, canonical text of everything a revision publishes about `journey`
+    (not its wording): fields in a fixed order, separated by control characters that no
+    identifier contains, instants in UTC. Its digest is the journey's fingerprint."""
+    head = (
+        _money_text(journey.amount_before_caps),
+        ",".join(f"{c.cap_id}={_money_text(c.saved)}" for c in journey.caps),
+        _money_text(journey.charge),
+        "1" if journey.incomplete else "0",
+        journey.fare_version,
+        journey.rider_category_id,
+        journey.fare_media_id,
+        journey.no_fare_reason or "",
+    )
+    return "\x1e".join(["\x1f".join(head), *(_leg_text(leg) for leg in journey.legs)])
 
 
 def fingerprint(journey: PricedJourney) -> str:
     """A digest of everything a revision publishes about `journey` (not its wording).
 
     Two pricings with the same charge but other legs, operators or caps differ here, so
-    settlement re-splits and travellers see the new legs.
+    settlement re-splits and travellers see the new legs. Versioned: a change of the
+    encoding changes the prefix (`v2:`), pinned by a test.
     """
-    content = (
-        journey.legs,
-        journey.amount_before_caps,
-        journey.caps,
-        journey.charge,
-        journey.incomplete,
-        journey.fare_version,
-        journey.rider_category_id,
-        journey.fare_media_id,
-        journey.no_fare_reason,
-    )
-    return hashlib.sha256(repr(content).encode()).hexdigest()
+    digest = hashlib.sha256(canonical_content(journey).encode()).hexdigest()
+    return f"{FINGERPRINT_VERSION}:{digest}"
 
 
 def revise(

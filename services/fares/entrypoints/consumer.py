@@ -22,7 +22,8 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import DecodeError
 
-from clearway.consumer import PartitionBatch, PoisonRecordError, Record
+from clearway.consumer import PartitionBatch, PoisonRecordError, Record, RetryPolicy
+from clearway.errors import infrastructure_reason
 from clearway.events.v1 import events_pb2
 from clearway.kafka import publish_many
 from clearway.telemetry import kafka_headers_with_trace
@@ -31,6 +32,7 @@ from services.fares.adapters.state_store import StateStore
 from services.fares.domain import FaresError, check_tap
 from services.fares.domain.model import FareCatalog
 from services.fares.service_layer.batches import Queued, TapRecord, price_batch
+from services.fares.service_layer.repricing import service_day_of
 
 log = logging.getLogger(__name__)
 
@@ -41,36 +43,90 @@ class PricingStats:
 
     taps: int = 0
     revisions: int = 0
-    relayed: int = 0
 
 
 class OutboxRelay:
-    """Publishes queued revisions in outbox order and forgets them once Kafka has them."""
+    """Publishes queued revisions in outbox order and forgets them once Kafka has them.
 
-    def __init__(self, pool: asyncpg.Pool, producer: AIOKafkaProducer, topic: str) -> None:
+    Each partition's relays run one after another in the background, so a batch's
+    revisions go out while the next batch is priced; `submit` waits for the partition's
+    previous relay first (order, and at most one batch per partition waiting in memory).
+    A relay that fails (Kafka away) retries with back-off from the outbox table, oldest
+    first, so nothing is lost or reordered; a crash leaves the rows for the next owner.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        topic: str,
+        retry: RetryPolicy | None = None,
+    ) -> None:
         self.pool = pool
         self.producer = producer
         self.topic = topic
-        self._lock = asyncio.Lock()
+        self.retry = retry or RetryPolicy()
+        self.relayed = 0
+        self._chains: dict[int, asyncio.Task[None]] = {}
+        self._from_table: set[int] = set()  # partitions whose outbox must be drained first
+        self._drain_lock = asyncio.Lock()
 
-    async def publish(self, queued: Queued) -> int:
-        """Relay revisions just committed (from memory)."""
-        if not queued.ids:
-            return 0
-        async with self._lock:
-            await publish_many(
-                self.producer,
-                self.topic,
-                [(q.card_token.encode(), q.body, q.headers) for q in queued.revisions],
-            )
-            await self._forget(queued.ids)
-        return len(queued.ids)
+    def recover(self, partitions: Sequence[int]) -> None:
+        """Relay what earlier owners of these partitions left in the outbox."""
+        for partition in partitions:
+            self._from_table.add(partition)
+            self._chain(partition, None)
+
+    async def submit(self, queued: Queued) -> None:
+        """Relay a committed batch's revisions after the partition's previous relay."""
+        previous = self._chains.get(queued.partition)
+        if previous is not None:
+            await asyncio.shield(previous)
+        if queued.ids or queued.partition in self._from_table:
+            self._chain(queued.partition, queued)
+
+    def _chain(self, partition: int, queued: Queued | None) -> None:
+        previous = self._chains.get(partition)
+        self._chains[partition] = asyncio.create_task(
+            self._relay(partition, queued, previous), name=f"outbox relay {partition}"
+        )
+
+    async def _relay(
+        self, partition: int, queued: Queued | None, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            await asyncio.shield(previous)
+        delays = self.retry.delays()
+        while True:
+            try:
+                if partition in self._from_table:
+                    self.relayed += await self.drain([partition])
+                    self._from_table.discard(partition)
+                elif queued is not None and queued.ids:
+                    await publish_many(
+                        self.producer,
+                        self.topic,
+                        [(q.card_token.encode(), q.body, q.headers) for q in queued.revisions],
+                    )
+                    await self._forget(queued.ids)
+                    self.relayed += len(queued.ids)
+                return
+            except Exception as exc:
+                self._from_table.add(partition)  # retry from the table, in order
+                delay = delays.next()
+                level = logging.WARNING if infrastructure_reason(exc) else logging.ERROR
+                log.log(
+                    level,
+                    "outbox relay failed; retrying",
+                    extra={"partition": partition, "error": type(exc).__name__},
+                    exc_info=level == logging.ERROR,
+                )
+                await asyncio.sleep(delay)
 
     async def drain(self, partitions: Sequence[int] | None = None) -> int:
-        """Relay what is left in the outbox (of those partitions, or all) after a crash or
-        an interrupted relay, oldest first."""
+        """Relay what is in the outbox (of those partitions, or all), oldest first."""
         sent = 0
-        async with self._lock:
+        async with self._drain_lock:
             while True:
                 async with self.pool.acquire() as conn:
                     rows = await StateStore(conn).outbox(partitions)
@@ -83,6 +139,22 @@ class OutboxRelay:
                 )
                 await self._forget([r.id for r in rows])
                 sent += len(rows)
+
+    async def flush(self) -> None:
+        """Wait for every relay under way (used before a close and at stop)."""
+        chains = list(self._chains.values())
+        if chains:
+            await asyncio.gather(*(asyncio.shield(c) for c in chains))
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        """Flush (bounded); what is left stays in the outbox for the next owner."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.flush()
+        except TimeoutError:
+            log.warning("outbox relay unfinished at stop; the next owner relays it")
+        for chain in self._chains.values():
+            chain.cancel()
 
     async def _forget(self, ids: Sequence[int]) -> None:
         async with self.pool.acquire() as conn:
@@ -103,9 +175,6 @@ class TapPricer:
         self.relay = relay
         self.taps_topic = taps_topic
         self.stats = PricingStats()
-        # Partitions whose outbox may hold rows a previous owner (or an interrupted
-        # relay) left behind: drained before their next batch.
-        self._unrelayed: set[int] = set()
 
     def decode(self, record: Record) -> TapRecord:
         """A tap the fare data can price; PoisonRecordError with its reason if not."""
@@ -117,12 +186,14 @@ class TapPricer:
             raise PoisonRecordError("UNREADABLE_TAP", f"not a Tap: {exc}") from None
         except (BadTapError, FaresError) as exc:
             raise PoisonRecordError(str(exc.code), str(exc)) from None
-        return TapRecord(tap, value, int(record.offset))
+        return TapRecord(
+            tap, value, int(record.offset), service_day_of(self.catalog, tap.tapped_at)
+        )
 
     async def stored_positions(self, topic: str, partitions: Sequence[int]) -> dict[int, int]:
-        """Where each partition's processing stands (PositionStore); the outbox of newly
-        assigned partitions is drained before their first batch."""
-        self._unrelayed.update(partitions)
+        """Where each partition's processing stands (PositionStore); what earlier owners
+        left in the outbox of newly assigned partitions is relayed first."""
+        self.relay.recover(partitions)
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 "SELECT partition, next_offset FROM partition_state WHERE topic = $1", topic
@@ -130,10 +201,7 @@ class TapPricer:
         return {r["partition"]: r["next_offset"] for r in rows}
 
     async def handle(self, batch: PartitionBatch[TapRecord]) -> None:
-        """Price the batch in one transaction, then relay its revisions."""
-        if batch.partition in self._unrelayed:
-            await self.relay.drain([batch.partition])
-            self._unrelayed.discard(batch.partition)
+        """Price the batch in one transaction, then hand its revisions to the relay."""
         headers = kafka_headers_with_trace()
         async with self.pool.acquire() as conn, conn.transaction():
             queued = await price_batch(
@@ -147,8 +215,4 @@ class TapPricer:
             )
         self.stats.taps += len(batch.items)
         self.stats.revisions += len(queued.ids)
-        try:
-            self.stats.relayed += await self.relay.publish(queued)
-        except BaseException:
-            self._unrelayed.add(batch.partition)  # committed but not relayed: drain first
-            raise
+        await self.relay.submit(queued)

@@ -10,7 +10,7 @@ was published, write what changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
@@ -32,7 +32,8 @@ from services.fares.service_layer.repricing import (
     Pending,
     Published,
     QueuedRevision,
-    week_of,
+    Week,
+    service_day_of,
 )
 
 
@@ -43,6 +44,7 @@ class TapRecord:
     tap: Tap
     body: bytes
     offset: int
+    service_day: date
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,12 +90,12 @@ async def price_batch(
         default=None,
     )
     as_of_end = max([t for t in (watermark_end, closed) if t is not None], default=None)
-    touched = [r.tap for r, is_new in zip(todo, new, strict=True) if is_new]
-    due = await store.pending_due(partition, as_of_end, sorted({t.card_token for t in touched}))
-    cards = await load_cards(store, catalog, partition, touched, due)
+    touched = [r for r, is_new in zip(todo, new, strict=True) if is_new]
+    due = await store.pending_due(partition, as_of_end, sorted({r.tap.card_token for r in touched}))
+    cards = await load_cards(store, catalog, partition, touched, due, unseen=new_ids)
     pricing = BatchPricing(catalog, partition, position.watermark, closed, cards, headers)
     for r, is_new in zip(todo, new, strict=True):
-        pricing.record(r.tap, new=is_new)
+        pricing.record(r.tap, new=is_new, day=r.service_day)
     ids = await write_back(store, partition, pricing)
     await store.advance(topic, partition, next_offset, pricing.watermark)
     return Queued(partition, ids, pricing.queued, len(pricing.repriced))
@@ -122,38 +124,43 @@ async def load_cards(
     store: StateStore,
     catalog: FareCatalog,
     partition: int,
-    touched: Iterable[Tap],
+    touched: Iterable[TapRecord],
     due: Iterable[PendingRow],
+    *,
+    unseen: Collection[str] = (),
 ) -> dict[str, CardState]:
     """The state of every card a batch may re-price: the cards of new taps (the weeks of
-    those taps) and the cards whose waiting entries may fall due (the week they wait in)."""
+    those taps) and the cards whose waiting entries may fall due (the week they wait in).
+    Taps of `unseen` (the batch's own new taps) are left out: each becomes known when its
+    record is reached."""
     cards: dict[str, CardState] = {}
     windows: dict[tuple[str, date], TapWindow] = {}
 
-    def want(card: str, at: datetime) -> None:
-        week = week_of(catalog, at)
+    def want(card: str, at: datetime, day: date) -> None:
+        week = Week.of(day)
         if (card, week.monday) not in windows:
             since, until = week.tap_window(catalog, at)
             windows[(card, week.monday)] = TapWindow(card, since, until)
         cards.setdefault(card, CardState(card, partition))
 
-    for tap in touched:
-        want(tap.card_token, tap.tapped_at)
+    for record in touched:
+        want(record.tap.card_token, record.tap.tapped_at, record.service_day)
     for pending in due:
         since = pending.waiting_since or pending.due_at
-        want(pending.card_token, since)
+        want(pending.card_token, since, service_day_of(catalog, since))
         cards[pending.card_token].pending = Pending(pending.due_at, since)
     if not cards:
         return cards
     for card, bodies in (await store.taps_in(list(windows.values()))).items():
         state = cards[card]
-        for body in bodies.values():
-            state.add_tap(catalog, tap_from_proto(events_pb2.Tap.FromString(body)))
+        for tap_id, body in bodies.items():
+            if tap_id not in unseen:
+                state.add_tap(catalog, tap_from_proto(events_pb2.Tap.FromString(body)))
     mondays = [monday for _, monday in windows]
     first_day, last_day = min(mondays), max(mondays).fromordinal(max(mondays).toordinal() + 6)
     for row in await store.published_of(sorted(cards), first_day, last_day):
         cards[row.card_token].published[row.journey_id] = Published(
-            row.revision, row.charge, row.fingerprint, row.service_day
+            row.revision, row.charge, row.fingerprint, row.service_day, row.spent_before
         )
     return cards
 

@@ -108,6 +108,7 @@ async def close_service_day(ports: FaresPorts, day: date, timeout_s: float) -> C
         cards += queued.cards_repriced
         revisions += len(queued.ids)
     # Relay what the sweeps queued (and anything an interrupted relay left behind).
+    await ports.relay.flush()
     await ports.relay.drain()
     log.info(
         "service day closed",
