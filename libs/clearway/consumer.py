@@ -244,6 +244,7 @@ class ConsumerConfig:
     max_records: int = 2000
     poll_timeout_ms: int = 200
     max_partition_fetch_bytes: int = 4 * 1024 * 1024
+    summary_interval_s: float = 30.0
 
 
 class _StopRequestedError(Exception):
@@ -278,6 +279,8 @@ class ConsumerLoop(Generic[T]):
             max_partition_fetch_bytes=config.max_partition_fetch_bytes,
         )
         self._stop = asyncio.Event()
+        self._summary_at = time.monotonic()
+        self._summary_counts = (0, 0, 0)
         self._busy = 0
         self._quiet = asyncio.Event()
         self._quiet.set()
@@ -329,6 +332,30 @@ class ConsumerLoop(Generic[T]):
                 if isinstance(outcome, BaseException):
                     raise outcome
             self._observe_lag()
+            self._summarise()
+
+    def _summarise(self) -> None:
+        """One INFO line per interval with what happened since the last one (records are
+        logged one by one only at DEBUG: a busy consumer must not flood its logs)."""
+        now = time.monotonic()
+        if now - self._summary_at < self.config.summary_interval_s:
+            return
+        current = (self.stats.records, self.stats.batches, self.stats.dead_letters)
+        before = self._summary_counts
+        self._summary_at, self._summary_counts = now, current
+        if current == before:
+            return
+        log.info(
+            "consumer progress",
+            extra={
+                "consumer": self.handler.name,
+                "records": current[0] - before[0],
+                "batches": current[1] - before[1],
+                "dead_letters": current[2] - before[2],
+                "retries": self.stats.retries,
+                "lag": self.stats.total_lag,
+            },
+        )
 
     async def _guarded(self, tp: TopicPartition, records: list[Record]) -> None:
         if self._stop.is_set() or tp not in self.consumer.assignment():
@@ -455,7 +482,7 @@ class ConsumerLoop(Generic[T]):
         self.stats.dead_letters += 1
         self.stats.dead_letter_reasons[code] = self.stats.dead_letter_reasons.get(code, 0) + 1
         _DEAD.add(1, {**self._attrs, "clearway.reason": code})
-        log.warning(
+        log.debug(
             "record dead-lettered",
             extra={
                 "reason_code": code,

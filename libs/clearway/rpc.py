@@ -17,6 +17,7 @@ never sees it empty.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeAlias, TypeVar
@@ -150,50 +151,41 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if not self.readiness.ready:
             raise NotReadyError("the service is starting or stopping; try again")
 
-    def _span(self, method: str, context: Context) -> Any:
+    @contextlib.asynccontextmanager
+    async def _served(self, method: str, context: Context) -> AsyncIterator[None]:
+        """The server span, the gate and the error mapping around one call's behaviour."""
         parent = context_from_grpc_metadata(context.invocation_metadata())
-        span = tracer.start_as_current_span(
+        with tracer.start_as_current_span(
             method.lstrip("/"), context=parent, kind=trace.SpanKind.SERVER
-        )
-        return span
+        ) as span:
+            span.set_attribute("rpc.system", "grpc")
+            span.set_attribute("rpc.method", method)
+            try:
+                self._gate()
+                yield
+            except grpc.aio.AbortError:
+                raise
+            except asyncio.CancelledError:
+                log.debug("client went away", extra={"rpc": method})
+                raise
+            except Exception as exc:
+                if _client_gone(context):
+                    log.debug("client went away", extra={"rpc": method})
+                    return
+                await _fail(context, method, exc)
 
     def _unary(self, behaviour: Any, method: str) -> Any:
         async def call(request: Any, context: Context) -> Any:
-            with self._span(method, context) as span:
-                span.set_attribute("rpc.system", "grpc")
-                span.set_attribute("rpc.method", method)
-                try:
-                    self._gate()
-                    return await behaviour(request, context)
-                except grpc.aio.AbortError:
-                    raise
-                except asyncio.CancelledError:
-                    log.debug("client went away", extra={"rpc": method})
-                    raise
-                except Exception as exc:
-                    await _fail(context, method, exc)
+            async with self._served(method, context):
+                return await behaviour(request, context)
 
         return call
 
     def _streaming(self, behaviour: Any, method: str) -> Any:
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:
-            with self._span(method, context) as span:
-                span.set_attribute("rpc.system", "grpc")
-                span.set_attribute("rpc.method", method)
-                try:
-                    self._gate()
-                    async for response in behaviour(request, context):
-                        yield response
-                except grpc.aio.AbortError:
-                    raise
-                except asyncio.CancelledError:
-                    log.debug("client went away", extra={"rpc": method})
-                    raise
-                except Exception as exc:
-                    if _client_gone(context):
-                        log.debug("client went away", extra={"rpc": method})
-                        return
-                    await _fail(context, method, exc)
+            async with self._served(method, context):
+                async for response in behaviour(request, context):
+                    yield response
 
         return call
 

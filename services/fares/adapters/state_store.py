@@ -183,18 +183,6 @@ class StateStore:
             watermark,
         )
 
-    async def add_tap(self, tap_id: str, card_token: str, tapped_at: datetime, body: bytes) -> bool:
-        """Store a tap; False when this tap id was already stored (a resend)."""
-        status = await self.conn.execute(
-            "INSERT INTO taps (tap_id, card_token, tapped_at, body) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT DO NOTHING",
-            tap_id,
-            card_token,
-            tapped_at,
-            body,
-        )
-        return bool(status.endswith(" 1"))
-
     async def add_taps(self, taps: Sequence[TapRow]) -> set[str]:
         """Store taps (one statement); the ids that were new (not stored before)."""
         if not taps:
@@ -333,79 +321,6 @@ class StateStore:
                 [r.waiting_since for r in rows],
             )
 
-    async def card_taps(self, card_token: str, since: datetime, until: datetime) -> list[bytes]:
-        """Stored taps of a card in [since, until), oldest first."""
-        rows = await self.conn.fetch(
-            "SELECT body FROM taps WHERE card_token = $1 AND tapped_at >= $2 AND tapped_at < $3"
-            " ORDER BY tapped_at, tap_id",
-            card_token,
-            since,
-            until,
-        )
-        return [bytes(r["body"]) for r in rows]
-
-    async def published(
-        self, card_token: str, first_day: date, last_day: date
-    ) -> dict[str, tuple[int, Money, str | None]]:
-        """journey_id -> (last revision, last charge, fingerprint) published in those days."""
-        rows = await self.conn.fetch(
-            "SELECT journey_id, revision, charge_minor, currency, fingerprint FROM published"
-            " WHERE card_token = $1 AND service_day BETWEEN $2 AND $3",
-            card_token,
-            first_day,
-            last_day,
-        )
-        return {
-            r["journey_id"]: (
-                r["revision"],
-                Money(r["charge_minor"], r["currency"]),
-                r["fingerprint"],
-            )
-            for r in rows
-        }
-
-    async def record_published(
-        self,
-        journey_id: str,
-        card_token: str,
-        *,
-        service_day: date,
-        revision: int,
-        charge: Money,
-        fingerprint: str,
-    ) -> None:
-        """Remember the newest revision of a journey."""
-        await self.conn.execute(
-            "INSERT INTO published VALUES ($1, $2, $3, $4, $5, $6, $7)"
-            " ON CONFLICT (journey_id) DO UPDATE SET revision = excluded.revision,"
-            " charge_minor = excluded.charge_minor, currency = excluded.currency,"
-            " fingerprint = excluded.fingerprint",
-            journey_id,
-            card_token,
-            service_day,
-            revision,
-            charge.amount_minor,
-            charge.currency,
-            fingerprint,
-        )
-
-    async def published_day(self, journey_id: str) -> date:
-        """The service day a published journey belongs to."""
-        day: date = await self.conn.fetchval(
-            "SELECT service_day FROM published WHERE journey_id = $1", journey_id
-        )
-        return day
-
-    async def enqueue(self, card_token: str, body: bytes, headers: list[tuple[str, bytes]]) -> None:
-        """Queue a journey revision for publication."""
-        encoded = _encode_headers(headers)
-        await self.conn.execute(
-            "INSERT INTO outbox (card_token, body, headers) VALUES ($1, $2, $3)",
-            card_token,
-            body,
-            encoded,
-        )
-
     async def outbox(
         self, partitions: Sequence[int] | None = None, limit: int = 2000
     ) -> list[OutboxRow]:
@@ -430,29 +345,6 @@ class StateStore:
     async def remove_from_outbox(self, ids: Sequence[int]) -> None:
         """Forget revisions Kafka has durably taken."""
         await self.conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", list(ids))
-
-    async def set_pending(self, card_token: str, partition: int, due_at: datetime | None) -> None:
-        """When the card's unfinished legs must be priced as incomplete (None = nothing pending)."""
-        if due_at is None:
-            await self.conn.execute("DELETE FROM pending_cards WHERE card_token = $1", card_token)
-            return
-        await self.conn.execute(
-            "INSERT INTO pending_cards VALUES ($1, $2, $3)"
-            " ON CONFLICT (card_token) DO UPDATE SET partition = $2, due_at = $3",
-            card_token,
-            partition,
-            due_at,
-        )
-
-    async def due_cards(self, partition: int | None, as_of: datetime) -> list[tuple[str, int]]:
-        """(card, partition) whose pending legs are due at `as_of` (any partition when None)."""
-        rows = await self.conn.fetch(
-            "SELECT card_token, partition FROM pending_cards WHERE due_at <= $2"
-            " AND ($1::integer IS NULL OR partition = $1) ORDER BY card_token",
-            partition,
-            as_of,
-        )
-        return [(r["card_token"], r["partition"]) for r in rows]
 
     async def closed_through(self) -> datetime | None:
         """The latest instant up to which service days are closed."""

@@ -159,10 +159,11 @@ def reprice(
     around: TapKey,
     as_of: datetime | None,
     headers: Headers,
+    resume: bool = True,
 ) -> list[QueuedRevision]:
     """Re-price the card's service week from the last boundary a tap at `around` cannot
-    move; return (and remember) the revisions that differ from what was published, and
-    update its pending deadline.
+    move (from the week's start when `resume` is False); return (and remember) the
+    revisions that differ from what was published, and update its pending deadline.
 
     Pricing resumes at the first tap of the journey *before* the one in progress at
     `around` (that journey's first leg may change and link back to its predecessor, never
@@ -178,13 +179,17 @@ def reprice(
     in_week = {
         jid: p for jid, p in card.published.items() if week.monday <= p.service_day <= week.sunday
     }
-    cut = _resume_point(card, in_week, around)
+    start = PricingStart.of(week_taps)
+    # A tap that gives the week its first rider category or fare media changes what every
+    # earlier tap without one falls back to: then nothing before it is settled.
+    before = PricingStart.of([t for t in week_taps if _tap_key(t) != around])
+    cut = _resume_point(card, in_week, around) if resume and before == start else None
     if cut is None:
-        taps, start, prior = week_taps, PricingStart.of(week_taps), in_week
+        taps, prior = week_taps, in_week
     else:
         key, spent = cut
         taps = [t for t in week_taps if _tap_key(t) >= key]
-        start = PricingStart.of(week_taps, spent)
+        start = PricingStart(spent, start.rider_category_id, start.fare_media_id)
         prior = {jid: p for jid, p in in_week.items() if _journey_key(card, jid) >= key}
     priced = price_card_from(catalog, card.card_token, taps, as_of=as_of, start=start)
     journeys, snapshots = [], []
@@ -311,6 +316,9 @@ class BatchPricing:
     closed_through: datetime | None
     cards: dict[str, CardState]
     headers: Headers
+    # False: every new tap re-prices its card's whole week (the reference the shortcuts
+    # and resume points are tested against).
+    resume: bool = True
     queued: list[QueuedRevision] = field(default_factory=list)
     repriced: set[str] = field(default_factory=set)
     _due: list[tuple[datetime, str]] = field(default_factory=list)
@@ -334,7 +342,7 @@ class BatchPricing:
         if new:
             card = self.cards[tap.card_token]
             card.add_tap(self.catalog, tap, day)
-            if self._waits_at_the_end(card, tap):
+            if self.resume and self._waits_at_the_end(card, tap):
                 due = tap.tapped_at + incomplete_after(self.catalog, tap.tapped_at)
                 card.set_pending(Pending(due, tap.tapped_at))
                 heapq.heappush(self._due, (due, card.card_token))
@@ -383,7 +391,12 @@ class BatchPricing:
 
     def _reprice(self, card: CardState, around: TapKey) -> None:
         self.queued += reprice(
-            self.catalog, card, around=around, as_of=self.as_of, headers=self.headers
+            self.catalog,
+            card,
+            around=around,
+            as_of=self.as_of,
+            headers=self.headers,
+            resume=self.resume,
         )
         self.repriced.add(card.card_token)
         if card.pending is not None:

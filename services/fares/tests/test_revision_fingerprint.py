@@ -69,3 +69,12 @@ def test_a_withdrawn_journey_is_withdrawn_once():
 def test_without_fingerprints_only_charges_matter_as_before():
     grown = replace(JOURNEY, legs=(leg("CMD"), leg("VIC")))
     assert revise({"j1": (1, GBP)}, [grown]) == []
+
+
+def test_the_fingerprint_encoding_is_pinned():
+    """Fingerprints are stored with what was published; a change to the encoding would
+    make every stored journey look changed. Change FINGERPRINT_VERSION with it."""
+    assert fingerprint(JOURNEY) == (
+        "v2:526c7755a019b91e074acc4c2e2bd00b4f789f8f5e8b0e4c45857278b08d16a2"
+    )
+    assert fingerprint(replace(JOURNEY, explanation=("other words",))) == fingerprint(JOURNEY)

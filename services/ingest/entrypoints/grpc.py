@@ -204,7 +204,7 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
             await self.tap_log.append_rejected(letters)
         except Exception as exc:
             raise KafkaUnavailableError("dead letters not durable; resend the batch") from exc
-        log.info(
+        log.debug(
             "taps rejected",
             extra={"reasons": sorted({r.value for _, r, _ in rejected}), "count": len(rejected)},
         )
