@@ -290,9 +290,12 @@ class StateStore:
     ) -> list[PendingRow]:
         """Cards of `partition` whose waiting entries are due at `as_of`, and the pending
         rows of `cards` whatever their deadline."""
+        # Two index scans (by deadline, by card), not one OR that scans the whole table.
         rows = await self.conn.fetch(
             "SELECT card_token, partition, due_at, waiting_since FROM pending_cards"
-            " WHERE (partition = $1 AND due_at <= $2) OR card_token = ANY($3::text[])",
+            " WHERE partition = $1 AND due_at <= $2"
+            " UNION SELECT card_token, partition, due_at, waiting_since FROM pending_cards"
+            " WHERE card_token = ANY($3::text[])",
             partition,
             as_of,
             list(cards),

@@ -502,3 +502,31 @@ async def test_reposting_earlier_revisions_after_later_ones_adds_nothing(
         result = await repository.post(revision)
         assert result.skipped and result.inserted == 0
     assert list(await repository.entries(jid)) == settled
+
+
+async def test_a_revision_that_fails_inside_a_batch_is_parked_alone(harness: Harness) -> None:
+    """A revision in another currency than its journey already stands in passes decoding
+    and fails only while the batch is posted: the loop splits the batch until it is alone,
+    parks it with its reason, and posts every other revision of the batch."""
+    euro = priced("j-mixed", ["bus"], 300, revision=2, delta=0)
+    euro.charge.currency = "EUR"
+    euro.delta.currency = "EUR"
+    await harness.send(priced("j-mixed", ["bus"], 300))
+    await harness.wait_for(lambda es: any(e.journey_id == "j-mixed" for e in es))
+    await harness.send(
+        *[priced(f"before{i}", ["tram"], 100 + i) for i in range(5)],
+        euro,
+        *[priced(f"after{i}", ["rail"], 200 + i) for i in range(5)],
+    )
+    entries = await harness.wait_for(
+        lambda es: {f"after{i}" for i in range(5)} <= {e.journey_id for e in es}
+    )
+    assert {e.journey_id for e in entries} == {
+        "j-mixed",
+        *(f"before{i}" for i in range(5)),
+        *(f"after{i}" for i in range(5)),
+    }
+    assert [e.revision for e in entries if e.journey_id == "j-mixed"] == [1, 1]
+    assert await dead_letter_reasons(harness) == ["CURRENCY_MISMATCH"]
+    assert harness.app is not None and harness.app.loop is not None
+    assert harness.app.loop.stats.dead_letters == 1
