@@ -530,3 +530,34 @@ async def test_a_revision_that_fails_inside_a_batch_is_parked_alone(harness: Har
     assert await dead_letter_reasons(harness) == ["CURRENCY_MISMATCH"]
     assert harness.app is not None and harness.app.loop is not None
     assert harness.app.loop.stats.dead_letters == 1
+
+
+async def test_a_period_too_big_for_one_message_closes_with_summaries_and_streams_its_lines(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """30,000 journeys: the issuer's statement alone is several MB, more than gRPC's 4 MB
+    message limit. ClosePeriod answers with summaries; the lines stream in chunks; the
+    consumer logs a summary now and then, not a line per journey."""
+    count = 30_000
+    caplog.set_level("INFO")
+    events = [
+        priced(f"big{i:05d}", ["bus", "tram"][: 1 + i % 2], 150 + i % 7).SerializeToString()
+        for i in range(count)
+    ]
+    futures = [
+        await harness.producer.send(harness.settings.topics.journeys, value, key=b"card")
+        for value in events
+    ]
+    await asyncio.gather(*futures)
+    response = await close_period(harness, DAY)
+
+    assert response.ByteSize() < 10_000
+    issuer = next(s for s in response.statements if s.party_id == "scheme:issuer")
+    assert issuer.line_count == count and not issuer.lines
+    assert len(await read_bytes(Path(issuer.path))) > 4 * 1024 * 1024
+    lines = await download_lines(harness, DAY, "scheme:issuer")
+    assert len(lines) == count
+    assert sum(ln.amount.amount_minor for ln in lines) == issuer.net.amount_minor
+    assert [ln.journey_id for ln in lines] == sorted(f"big{i:05d}" for i in range(count))
+    per_record = [r for r in caplog.records if r.levelno >= 20 and "journey" in r.getMessage()]
+    assert len(per_record) < 10, [r.getMessage() for r in per_record[:10]]
