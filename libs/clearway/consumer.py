@@ -33,7 +33,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from opentelemetry import metrics, trace
 
-from clearway.errors import infrastructure_reason, is_defect, reason_code
+from clearway.errors import ClearwayError, infrastructure_reason, is_defect, reason_code
 from clearway.kafka import send_dead_letter
 from clearway.telemetry import context_from_kafka_headers
 
@@ -120,8 +120,11 @@ class PositionStore(Protocol):
 class CommitPolicy(Protocol):
     """How progress is made durable."""
 
-    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
-        """Position the consumer on newly assigned partitions."""
+    async def on_assigned(
+        self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    ) -> dict[TopicPartition, int]:
+        """Position the consumer on newly assigned partitions; return the positions it
+        sought (records before them are never handed to the handler)."""
         ...
 
     async def after_batch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, nxt: int) -> None:
@@ -146,9 +149,11 @@ async def _commit_quietly(consumer: AIOKafkaConsumer, tp: TopicPartition, nxt: i
 class KafkaCommits:
     """Commit the Kafka offset after the handler's sink committed (at-least-once)."""
 
-    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+    async def on_assigned(
+        self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    ) -> dict[TopicPartition, int]:
         """Kafka's committed offsets apply (`auto_offset_reset=earliest` when none)."""
-        return None
+        return {}
 
     async def after_batch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, nxt: int) -> None:
         """Commit `nxt`; a failed commit means a redelivery, which the sink ignores."""
@@ -165,17 +170,22 @@ class StoredPositions:
 
     store: PositionStore
 
-    async def on_assigned(self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+    async def on_assigned(
+        self, consumer: AIOKafkaConsumer, assigned: set[TopicPartition]
+    ) -> dict[TopicPartition, int]:
         """Seek every assigned partition to its stored position (offset 0 when none)."""
         by_topic: dict[str, dict[int, int]] = {}
         for topic in sorted({tp.topic for tp in assigned}):
             mine = sorted(tp.partition for tp in assigned if tp.topic == topic)
             by_topic[topic] = await self.store.stored_positions(topic, mine)
+        sought = {}
         for tp in sorted(assigned):
             # Offset 0 when nothing is stored: a position set now, not a reset the fetcher
             # resolves later (which could rewind a batch already fetched); an offset
             # below the log start falls back to `auto_offset_reset=earliest`.
-            consumer.seek(tp, by_topic[tp.topic].get(tp.partition, 0))
+            sought[tp] = by_topic[tp.topic].get(tp.partition, 0)
+            consumer.seek(tp, sought[tp])
+        return sought
 
     async def after_batch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, nxt: int) -> None:
         """Best-effort Kafka commit, for lag monitoring only."""
@@ -285,6 +295,11 @@ class ConsumerLoop(Generic[T]):
         self._quiet = asyncio.Event()
         self._quiet.set()
         self._positions: dict[TopicPartition, int] = {}
+        # Partitions whose assignment callback (and its seek) has finished. aiokafka starts
+        # fetching a new assignment before the callback returns, so records can arrive
+        # from a position the commit policy is about to replace.
+        self._ready: set[TopicPartition] = set()
+        self._floor: dict[TopicPartition, int] = {}
         self._attrs = {"clearway.consumer": handler.name, "clearway.service": config.service}
 
     async def start(self) -> None:
@@ -360,6 +375,18 @@ class ConsumerLoop(Generic[T]):
     async def _guarded(self, tp: TopicPartition, records: list[Record]) -> None:
         if self._stop.is_set() or tp not in self.consumer.assignment():
             return  # stopping, or revoked while we were busy: the new owner has it
+        if tp not in self._ready:
+            # Fetched before the commit policy positioned the partition: hand nothing over,
+            # fetch again (the policy's seek, when it comes, wins over this one).
+            self.consumer.seek(tp, records[0].offset)
+            return
+        floor = self._floor.get(tp)
+        if floor is not None and records[0].offset < floor:
+            # Fetched from before the position the policy sought (a fetch that started
+            # before its seek): the same log, so only what lies at or after it is kept.
+            records = [r for r in records if r.offset >= floor]
+            if not records:
+                return
         self._busy += 1
         self._quiet.clear()
         try:
@@ -404,6 +431,8 @@ class ConsumerLoop(Generic[T]):
             await self._deliver(PartitionBatch(tp.topic, tp.partition, items, nxt))
             await self.commits.after_batch(self.consumer, tp, nxt)
             self._positions[tp] = nxt
+            if tp in self._floor:
+                self._floor[tp] = nxt
             self.stats.records += len(records)
             self.stats.batches += 1
             attrs = {**self._attrs, "messaging.destination.name": tp.topic}
@@ -419,7 +448,9 @@ class ConsumerLoop(Generic[T]):
                 await self.handler.handle(batch)
                 return
             except Exception as exc:
-                if infrastructure_reason(exc) is not None or is_defect(exc):
+                # An empty batch (only a position to store) cannot hold a poison record:
+                # whatever makes it fail is treated like an outage, never isolated again.
+                if infrastructure_reason(exc) is not None or is_defect(exc) or not batch.items:
                     await self._back_off(batch, exc, delays.next())
                     continue
                 await self._isolate(batch, exc)
@@ -462,7 +493,7 @@ class ConsumerLoop(Generic[T]):
 
     async def _dead_letter(self, record: Record, exc: BaseException) -> None:
         code = reason_code(exc, "UNDECODABLE" if isinstance(exc, UnicodeError) else "UNPROCESSABLE")
-        detail = getattr(exc, "detail", None) or f"{type(exc).__name__}: {exc}"
+        detail = _detail_of(exc)
         topic = dead_letter_topic(record.topic, self.config.service)
         delays = self.retry.delays()
         while True:
@@ -501,6 +532,16 @@ class ConsumerLoop(Generic[T]):
             log.warning("rebalance went ahead with a batch still in hand")
 
 
+def _detail_of(exc: BaseException) -> str:
+    """What a dead letter says about its failure: a domain error's own detail, else the
+    exception's type and message (with the database's DETAIL line when it has one)."""
+    if isinstance(exc, PoisonRecordError | ClearwayError) and getattr(exc, "detail", None):
+        return str(getattr(exc, "detail"))  # noqa: B009 - not every ClearwayError has one
+    text = f"{type(exc).__name__}: {exc}"
+    extra = getattr(exc, "detail", None)
+    return f"{text} ({extra})" if isinstance(extra, str) and extra not in text else text
+
+
 def _link(record: Record) -> trace.Link | None:
     ctx = trace.get_current_span(context_from_kafka_headers(record.headers)).get_span_context()
     return trace.Link(ctx) if ctx.is_valid else None
@@ -511,15 +552,19 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.loop._ready -= revoked
         if revoked:
             await self.loop._quiesce()
         for tp in revoked:
             self.loop.stats.lag.pop(tp.partition, None)
             self.loop._positions.pop(tp, None)
+            self.loop._floor.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         started = time.monotonic()
-        await self.loop.commits.on_assigned(self.loop.consumer, assigned)
+        sought = await self.loop.commits.on_assigned(self.loop.consumer, assigned)
+        self.loop._floor.update(sought)
+        self.loop._ready |= assigned
         log.info(
             "partitions assigned",
             extra={

@@ -28,7 +28,11 @@ async def create_pool(dsn: str, schema: str, min_size: int = 1, max_size: int = 
     schema = checked_schema(schema)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        # IF NOT EXISTS does not stop two sessions creating the schema at the same moment
+        # (replicas starting together): serialise them on an advisory lock.
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"schema:{schema}")
+            await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     finally:
         await conn.close()
     pool = await asyncpg.create_pool(
@@ -42,23 +46,23 @@ async def create_pool(dsn: str, schema: str, min_size: int = 1, max_size: int = 
 
 
 async def migrate(pool: asyncpg.Pool, migrations: Sequence[str]) -> int:
-    """Apply the migrations not yet applied, in order, each in its own transaction.
+    """Apply the migrations not yet applied, in order, in one transaction.
 
     `migrations[i]` is version i+1; never edit or reorder a released one, only append.
     Returns the schema version after migrating.
     """
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
+        # One migrator at a time per schema, even with several replicas starting together
+        # (the advisory lock also covers creating schema_version itself).
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('migrate:' || current_schema()))")
         await conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_version ("
             " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        # One migrator at a time per schema, even with several replicas starting together.
-        async with conn.transaction():
-            await conn.execute("LOCK TABLE schema_version IN EXCLUSIVE MODE")
-            current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
-            for version, sql in enumerate(migrations, start=1):
-                if version <= current:
-                    continue
-                await conn.execute(sql)
-                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
-        return len(migrations)
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version")
+        for version, sql in enumerate(migrations, start=1):
+            if version <= current:
+                continue
+            await conn.execute(sql)
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+    return len(migrations)

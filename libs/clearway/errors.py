@@ -140,6 +140,14 @@ def is_defect(exc: BaseException) -> bool:
 
 
 def reason_code(exc: BaseException, default: str = "UNPROCESSABLE") -> str:
-    """The stable code an exception carries (`code` attribute), else `default`."""
+    """The stable code an exception carries (`code` attribute); for a database error, what
+    its SQLSTATE class says (`CONSTRAINT_VIOLATION`, `INVALID_DATA`); else `default`."""
     code = getattr(exc, "code", None)
-    return code if isinstance(code, str) and code else default
+    if isinstance(code, str) and code:
+        return code
+    state = str(getattr(exc, "sqlstate", "") or "")
+    if state.startswith("23"):
+        return "CONSTRAINT_VIOLATION"
+    if state.startswith("22"):
+        return "INVALID_DATA"
+    return default

@@ -80,8 +80,25 @@ class Readiness:
         self.ready = False
 
 
+# Server errors, as OpenTelemetry's RPC conventions count them on a server span; a client's
+# mistake (INVALID_ARGUMENT, NOT_FOUND, ...) leaves the span's status unset.
+_SERVER_ERRORS = {
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DATA_LOSS,
+}
+
+
 async def abort(context: Context, status: grpc.StatusCode, code: str, detail: str) -> NoReturn:
     """End the call with `status`, the reason code in the trailer and the details."""
+    span = trace.get_current_span()
+    span.set_attribute("rpc.grpc.status_code", status.value[0])
+    span.set_attribute("clearway.reason_code", code)
+    if status in _SERVER_ERRORS:
+        span.set_status(trace.Status(trace.StatusCode.ERROR, code))
     context.set_trailing_metadata(((REASON_METADATA_KEY, code),))
     await context.abort(status, f"{code}: {detail}")
     raise AssertionError("unreachable")  # abort raises
@@ -91,11 +108,9 @@ async def _fail(context: Context, method: str, exc: BaseException) -> NoReturn:
     """Map an exception a servicer raised to a status with a reason code."""
     span = trace.get_current_span()
     if isinstance(exc, ClearwayError):
-        span.set_attribute("clearway.reason_code", exc.code)
         await abort(context, _STATUS[exc.kind], exc.code, str(exc))
     reason = infrastructure_reason(exc)
     if reason is not None:
-        span.set_attribute("clearway.reason_code", reason)
         log.warning("rpc failed on an outage", extra={"rpc": method, "reason": reason})
         await abort(context, grpc.StatusCode.UNAVAILABLE, reason, "try again later")
     span.record_exception(exc)
@@ -155,11 +170,17 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     async def _served(self, method: str, context: Context) -> AsyncIterator[None]:
         """The server span, the gate and the error mapping around one call's behaviour."""
         parent = context_from_grpc_metadata(context.invocation_metadata())
+        service, _, name = method.lstrip("/").partition("/")
         with tracer.start_as_current_span(
-            method.lstrip("/"), context=parent, kind=trace.SpanKind.SERVER
+            method.lstrip("/"),
+            context=parent,
+            kind=trace.SpanKind.SERVER,
+            record_exception=False,
+            set_status_on_exception=False,  # the status follows the gRPC status (abort)
         ) as span:
             span.set_attribute("rpc.system", "grpc")
-            span.set_attribute("rpc.method", method)
+            span.set_attribute("rpc.service", service)
+            span.set_attribute("rpc.method", name)
             try:
                 self._gate()
                 yield
