@@ -61,3 +61,4 @@ demo: setup
 ## bench: benchmarks, printing figures and ratios
 bench: setup
 	$(PY) bench/fares_engine.py
+	$(PY) bench/pipeline.py

@@ -116,6 +116,12 @@ class PositionStore(Protocol):
         when `partitions` of `topic` are assigned to this consumer."""
         ...
 
+    async def positions_released(self, topic: str, partitions: Sequence[int]) -> None:
+        """`partitions` of `topic` are being taken away (their batches in hand are done):
+        finish what follows a batch (e.g. relaying its output) before the next owner
+        starts."""
+        ...
+
 
 class CommitPolicy(Protocol):
     """How progress is made durable."""
@@ -129,6 +135,10 @@ class CommitPolicy(Protocol):
 
     async def after_batch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, nxt: int) -> None:
         """Record that everything before `nxt` in `tp` is done (the handler has committed)."""
+        ...
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Partitions are being taken away; the batches in hand are done."""
         ...
 
 
@@ -158,6 +168,10 @@ class KafkaCommits:
     async def after_batch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, nxt: int) -> None:
         """Commit `nxt`; a failed commit means a redelivery, which the sink ignores."""
         await _commit_quietly(consumer, tp, nxt)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Nothing to do: each batch was committed after its sink."""
+        return None
 
 
 @dataclass(slots=True)
@@ -190,6 +204,12 @@ class StoredPositions:
     async def after_batch(self, consumer: AIOKafkaConsumer, tp: TopicPartition, nxt: int) -> None:
         """Best-effort Kafka commit, for lag monitoring only."""
         await _commit_quietly(consumer, tp, nxt)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Tell the store, so it finishes what follows its batches before the next owner."""
+        for topic in sorted({tp.topic for tp in revoked}):
+            mine = sorted(tp.partition for tp in revoked if tp.topic == topic)
+            await self.store.positions_released(topic, mine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,6 +575,11 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop._ready -= revoked
         if revoked:
             await self.loop._quiesce()
+            try:
+                async with asyncio.timeout(30.0):
+                    await self.loop.commits.on_revoked(revoked)
+            except Exception:
+                log.warning("finishing revoked partitions failed", exc_info=True)
         for tp in revoked:
             self.loop.stats.lag.pop(tp.partition, None)
             self.loop._positions.pop(tp, None)

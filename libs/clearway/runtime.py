@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
@@ -268,6 +269,7 @@ async def serve_until_signalled(service: Service) -> None:
     done, _ = await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
     if start in done:
         start.result()  # a failed start raises here and the process exits non-zero
+        gc.freeze()  # what start-up built (fare data, pools) lives as long as the process
         await stop_wait
     else:
         start.cancel()
@@ -277,9 +279,17 @@ async def serve_until_signalled(service: Service) -> None:
     await running.stop()
 
 
+def tune_garbage_collector(thresholds: tuple[int, int, int]) -> None:
+    """Collect young objects less often than CPython's default (700 allocations): a busy
+    consumer allocates hundreds of thousands of short-lived objects per batch and spent
+    a fifth of its CPU in the collector."""
+    gc.set_threshold(*thresholds)
+
+
 def run(service: Service) -> int:
     """Process entry point: logging, tracing, serve, exit code 0 on a clean stop."""
     configure_logging(service.settings.service, service.settings.log_level)
+    tune_garbage_collector(service.settings.gc_thresholds)
     setup_tracing(f"clearway-{service.settings.service}")
     try:
         asyncio.run(serve_until_signalled(service))

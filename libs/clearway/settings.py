@@ -39,6 +39,17 @@ def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     return value
 
 
+def env_int_triple(name: str, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Three comma-separated non-negative integers (e.g. `50000,50,100`)."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    parts = [p.strip() for p in raw.split(",")]
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise SettingsError(f"{name} must be three integers like 50000,50,100, got {raw!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
 def env_float_seconds(name: str, default: float) -> float:
     """A duration in seconds (fractions allowed: this is time, not money)."""
     raw = os.environ.get(name, "").strip()
@@ -67,6 +78,7 @@ class ServiceSettings:
     topic_partitions: int = 6
     consumer_max_records: int = 10000
     pg_pool_size: int = 8
+    gc_thresholds: tuple[int, int, int] = (50_000, 50, 100)
 
     @classmethod
     def from_env(cls, service: str) -> ServiceSettings:
@@ -85,4 +97,5 @@ class ServiceSettings:
             topic_partitions=env_int("CLEARWAY_TOPIC_PARTITIONS", 6, minimum=1),
             consumer_max_records=env_int("CLEARWAY_CONSUMER_MAX_RECORDS", 10000, minimum=1),
             pg_pool_size=env_int("CLEARWAY_PG_POOL_SIZE", 8, minimum=2),
+            gc_thresholds=env_int_triple("CLEARWAY_GC_THRESHOLDS", (50_000, 50, 100)),
         )

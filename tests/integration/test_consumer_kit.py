@@ -79,6 +79,7 @@ class NumberSink:
     conflicts: int = 0
     seen: list[int] = field(default_factory=list)  # every value handed to `handle`
     handled_batches: int = 0
+    released: list[tuple[str, int]] = field(default_factory=list)  # positions_released
 
     def decode(self, record: Record) -> int:
         try:
@@ -134,6 +135,9 @@ class NumberSink:
             list(partitions),
         )
         return {r["part"]: r["next_offset"] for r in rows}
+
+    async def positions_released(self, topic: str, partitions: Sequence[int]) -> None:
+        self.released.extend((topic, p) for p in partitions)
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -140,9 +140,13 @@ class OutboxRelay:
                 await self._forget([r.id for r in rows])
                 sent += len(rows)
 
-    async def flush(self) -> None:
-        """Wait for every relay under way (used before a close and at stop)."""
-        chains = list(self._chains.values())
+    async def flush(self, partitions: Sequence[int] | None = None) -> None:
+        """Wait for the relays under way (of those partitions, or all)."""
+        chains = [
+            chain
+            for partition, chain in self._chains.items()
+            if partitions is None or partition in partitions
+        ]
         if chains:
             await asyncio.gather(*(asyncio.shield(c) for c in chains))
 
@@ -199,6 +203,11 @@ class TapPricer:
                 "SELECT partition, next_offset FROM partition_state WHERE topic = $1", topic
             )
         return {r["partition"]: r["next_offset"] for r in rows}
+
+    async def positions_released(self, topic: str, partitions: Sequence[int]) -> None:
+        """Partitions are taken away: finish relaying their revisions first, so the next
+        owner does not find them in the outbox and send them again."""
+        await self.relay.flush(partitions)
 
     async def handle(self, batch: PartitionBatch[TapRecord]) -> None:
         """Price the batch in one transaction, then hand its revisions to the relay."""
