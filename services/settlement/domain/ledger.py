@@ -10,6 +10,13 @@ from clearway.money import Money
 from .apportionment import ApportionmentMethod, Leg, apportion
 from .errors import InvalidJourneyError, MixedCurrencyError
 from .periods import parse_period_id
+from .settle import (
+    CLEARING_FEES,
+    CONCESSION_REIMBURSEMENTS,
+    FARE_REVENUE,
+    TRAVELLER_CHARGES,
+    Settlement,
+)
 
 ISSUER_PARTY = "scheme:issuer"
 ISSUER_ACCOUNT = "traveller_charges"
@@ -167,6 +174,65 @@ def postings_for(
                 issuer_text if party == ISSUER_PARTY else operator_text,
             )
         )
+    return entries
+
+
+_SETTLEMENT_TEXT = {
+    TRAVELLER_CHARGES: "charge",
+    CLEARING_FEES: "clearing fee",
+    CONCESSION_REIMBURSEMENTS: "concession reimbursement",
+}
+
+
+def postings_for_settlement(
+    journey_id: str,
+    revision: int,
+    period_id: str | None,
+    settlement: Settlement,
+    standing: Mapping[tuple[str, str], Money] | None = None,
+) -> list[LedgerEntry]:
+    """Entries that move the journey from its `standing` (what was already posted for it,
+    per (party, account)) to the target position of `settlement`, posted in `period_id`
+    (default: the settlement's service day).
+
+    Entries are target minus standing for every (party, account) of either, non-zero only,
+    target keys first in the settlement's order, then the standing's others sorted; both
+    sides sum to zero, so the entries do. Raises InvalidJourneyError: JOURNEY_MISMATCH
+    when the settlement is of another journey or revision, CURRENCY_MISMATCH when the
+    standing is in another currency.
+    """
+    if (journey_id, revision) != (settlement.journey_id, settlement.revision):
+        raise InvalidJourneyError(
+            "JOURNEY_MISMATCH",
+            f"posting journey {journey_id} rev {revision} with the settlement of"
+            f" journey {settlement.journey_id} rev {settlement.revision}",
+        )
+    standing = dict(standing or {})
+    currency = settlement.currency
+    for key, amount in standing.items():
+        if amount.currency != currency:
+            raise InvalidJourneyError(
+                "CURRENCY_MISMATCH",
+                f"journey {journey_id} stands in {amount.currency} at {key[0]},"
+                f" revision {revision} settles in {currency}",
+            )
+    target = settlement.position
+    keys = list(target) + sorted(k for k in standing if k not in target)
+    period = period_id or settlement.service_day.isoformat()
+    adjusting = any(amount.amount_minor for amount in standing.values())
+    zero = Money.zero(currency)
+    entries: list[LedgerEntry] = []
+    for party, account in keys:
+        amount = target.get((party, account), zero) - standing.get((party, account), zero)
+        if amount.amount_minor == 0:
+            continue
+        what = _SETTLEMENT_TEXT.get(account, account.replace("_", " "))
+        if account == FARE_REVENUE and settlement.method is not None:
+            what = f"{settlement.method.value.replace('_', ' ')} share"
+        text = f"{what} of journey {journey_id} rev {revision}"
+        if adjusting:
+            text = f"adjustment: {text}"
+        entries.append(LedgerEntry(period, journey_id, revision, party, account, amount, text))
     return entries
 
 
