@@ -19,6 +19,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "journeys": ("services.accounts.entrypoints.cli", "main", "a card's journey history"),
     "demo": ("services.demo", "main", "run a simulated network day end to end"),
     "health": ("services.healthcheck", "main", "gRPC health check: health HOST:PORT [SERVICE]"),
+    "pki": ("services.pki_cli", "main", "scheme CA and certificates: pki init | issue | show"),
+    "verify-settlement": (
+        "services.settlement.entrypoints.verify_cli",
+        "main",
+        "check a party's signed settlement file set: verify-settlement DIR --scheme --public-key",
+    ),
 }
 
 

@@ -3,6 +3,8 @@
 Container runtimes run this as a healthcheck (docker compose), so it must be quick,
 print one line, and say everything through its exit code: 0 only when SERVING.
 Kubernetes uses its native gRPC probes against the same health service instead.
+Neither can do TLS: a service served with TLS answers health in plaintext on its health
+port (`CLEARWAY_HEALTH_PORT`, default the gRPC port + 1000), which is where to point both.
 """
 
 from __future__ import annotations

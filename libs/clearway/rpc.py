@@ -3,6 +3,10 @@
 - the readiness gate: until the service has started (and again once it stops), every call
   except health and reflection is refused with UNAVAILABLE and reason `NOT_READY`;
 - W3C trace context extracted from the metadata and a SERVER span around the call;
+- the caller's identity: with `Authentication.REQUIRED`, a call whose peer presented no
+  verified client certificate carrying a `clearway:` identity is refused with
+  UNAUTHENTICATED (reason `UNAUTHENTICATED`); the `Principal` is bound for the call, where
+  use cases read it with `clearway.auth.current_principal()` and authorize;
 - errors mapped once: a `ClearwayError` becomes its `kind` as the status, with its stable
   `code` in the `reason-code` trailer and at the start of the details; an infrastructure
   error becomes UNAVAILABLE with a reason (`DATABASE_UNAVAILABLE`, ...); anything else
@@ -25,6 +29,13 @@ from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeAlias, TypeVar
 import grpc
 from opentelemetry import trace
 
+from clearway.auth import (
+    Authentication,
+    Principal,
+    UnauthenticatedError,
+    acting_as,
+    principal_from_auth_context,
+)
 from clearway.errors import ClearwayError, ErrorKind, NotReadyError, infrastructure_reason
 from clearway.telemetry import context_from_grpc_metadata
 
@@ -124,10 +135,14 @@ def _client_gone(context: Context) -> bool:
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
-    """Readiness gate, trace context, server span and error mapping for every RPC."""
+    """Caller identity, readiness gate, trace context, server span and error mapping for
+    every RPC."""
 
-    def __init__(self, readiness: Readiness) -> None:
+    def __init__(
+        self, readiness: Readiness, authentication: Authentication = Authentication.NONE
+    ) -> None:
         self.readiness = readiness
+        self.authentication = authentication
 
     async def intercept_service(
         self,
@@ -166,6 +181,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if not self.readiness.ready:
             raise NotReadyError("the service is starting or stopping; try again")
 
+    def _authenticate(self, context: Context) -> Principal | None:
+        """The verified caller (None when the service does not authenticate); an unknown
+        caller learns nothing else, not even whether the service is ready."""
+        if self.authentication is Authentication.NONE:
+            return None
+        principal = principal_from_auth_context(context.auth_context())
+        if principal is None:
+            raise UnauthenticatedError(
+                "a client certificate of the scheme with a clearway identity is required"
+            )
+        trace.get_current_span().set_attribute("enduser.id", principal.uri)
+        return principal
+
     @contextlib.asynccontextmanager
     async def _served(self, method: str, context: Context) -> AsyncIterator[None]:
         """The server span, the gate and the error mapping around one call's behaviour."""
@@ -182,8 +210,10 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             span.set_attribute("rpc.service", service)
             span.set_attribute("rpc.method", name)
             try:
+                principal = self._authenticate(context)
                 self._gate()
-                yield
+                with acting_as(principal):
+                    yield
             except grpc.aio.AbortError:
                 raise
             except asyncio.CancelledError:

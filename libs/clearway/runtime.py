@@ -7,6 +7,11 @@ reports NOT_SERVING until `start()` has returned, SERVING after (and opens the g
 NOT_SERVING again as soon as a SIGTERM arrives or a background loop dies, then stops
 within the configured grace: RPCs drain, consumer loops finish their batch in hand, and
 the resources close newest first. A failed start closes what it had opened.
+
+With `CLEARWAY_TLS_CERT`/`CLEARWAY_TLS_KEY` the gRPC port is served with TLS (mutual TLS
+with `CLEARWAY_TLS_CLIENT_CA`), and a second, plaintext server answers health and
+reflection only, on `CLEARWAY_HEALTH_PORT` (default: the gRPC port + 1000), because
+Kubernetes gRPC probes cannot do TLS. Both servers share one HealthServicer.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from clearway.auth import Authentication
 from clearway.consumer import (
     BatchHandler,
     CommitPolicy,
@@ -37,8 +43,9 @@ from clearway.consumer import (
 from clearway.db import create_pool, migrate
 from clearway.kafka import ensure_topics, idempotent_producer
 from clearway.logs import configure_logging
+from clearway.pki import server_credentials
 from clearway.rpc import Readiness, ServiceInterceptor
-from clearway.settings import ServiceSettings
+from clearway.settings import ServiceSettings, SettingsError
 from clearway.telemetry import setup_tracing
 
 T = TypeVar("T")
@@ -148,7 +155,13 @@ class Resources:
 
 
 class Service(Protocol):
-    """What the runner needs from a service's composition root: wiring only."""
+    """What the runner needs from a service's composition root: wiring only.
+
+    A service may also declare `authentication: Authentication` (default
+    `Authentication.NONE`); with `REQUIRED` every RPC but health and reflection needs a
+    verified client certificate of the scheme, and the service will not start without
+    mutual TLS configured.
+    """
 
     settings: ServiceSettings
 
@@ -166,16 +179,40 @@ class Service(Protocol):
         ...
 
 
+def authentication_of(service: object) -> Authentication:
+    """The service's declared `authentication` (NONE when it declares none)."""
+    return Authentication(getattr(service, "authentication", Authentication.NONE))
+
+
+def check_transport(settings: ServiceSettings, authentication: Authentication) -> None:
+    """Refuse to start a service that requires identities without mutual TLS: every call
+    would be refused, which is worse than a clear start-up error."""
+    if authentication is Authentication.REQUIRED and settings.tls_client_ca is None:
+        raise SettingsError(
+            f"{settings.service} requires authenticated callers: set CLEARWAY_TLS_CERT, "
+            "CLEARWAY_TLS_KEY and CLEARWAY_TLS_CLIENT_CA (see `clearway pki init`)"
+        )
+
+
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
 class RunningService:
-    """A started service with its gRPC server; used by `run` and by in-process tests."""
+    """A started service with its gRPC server (and, with TLS, its plaintext health server);
+    used by `run` and by in-process tests."""
 
     def __init__(self, service: Service) -> None:
         self.service = service
         self.health = HealthServicer()
         self.readiness = Readiness()
         self.resources = Resources(service.settings)
-        self.server = grpc.aio.server(interceptors=[ServiceInterceptor(self.readiness)])
+        self.authentication = authentication_of(service)
+        self.server = grpc.aio.server(
+            interceptors=[ServiceInterceptor(self.readiness, self.authentication)]
+        )
+        self.health_server: grpc.aio.Server | None = None
         self.port = 0
+        self.health_port: int | None = None  # the plaintext health port, with TLS only
         self._stopped = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -189,24 +226,32 @@ class RunningService:
         """Bind, serve health as NOT_SERVING, start the service, then open the gate and
         report SERVING. A failed start releases what it had opened and raises."""
         settings = self.service.settings
+        check_transport(settings, self.authentication)
         self.service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        names = [
-            *self.service.grpc_service_names,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ]
+        names = [*self.service.grpc_service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.server)
-        address = f"{settings.grpc_host}:{settings.grpc_port}"
-        self.port = self.server.add_insecure_port(address)
+        self.port = self._bind(settings)
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
-        log.info("listening", extra={"address": f"{settings.grpc_host}:{self.port}"})
+        if self.health_server is not None:
+            await self.health_server.start()
+        log.info(
+            "listening",
+            extra={
+                "address": f"{settings.grpc_host}:{self.port}",
+                "tls": settings.tls_enabled,
+                "mutual_tls": settings.tls_client_ca is not None,
+                "health_port": self.health_port,
+                "authentication": self.authentication.value,
+            },
+        )
         try:
             await self.service.start(self.resources)
         except BaseException:
             await self.resources.close()
             await self.server.stop(0)
+            await self._stop_health_server()
             raise
         self.readiness.open()
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
@@ -216,6 +261,36 @@ class RunningService:
                 self._watch(self.resources.tasks), name="health-watchdog"
             )
         return self.port
+
+    def _bind(self, settings: ServiceSettings) -> int:
+        """Add the gRPC port (TLS when configured) and, with TLS, the plaintext health
+        server; return the bound gRPC port."""
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        if settings.tls_cert is None or settings.tls_key is None:
+            return self.server.add_insecure_port(address)
+        try:
+            credentials = server_credentials(
+                settings.tls_cert, settings.tls_key, settings.tls_client_ca
+            )
+        except OSError as exc:
+            raise SettingsError(f"cannot read the TLS files: {exc}") from exc
+        port = self.server.add_secure_port(address, credentials)
+        # Probes cannot do TLS: health (and reflection) alone, in plaintext, on a port of
+        # its own. A second tiny server, so nothing else is ever reachable without TLS.
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, health_server)
+        reflection.enable_server_reflection(
+            [HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], health_server
+        )
+        self.health_port = health_server.add_insecure_port(
+            f"{settings.grpc_host}:{settings.plaintext_health_port}"
+        )
+        self.health_server = health_server
+        return port
+
+    async def _stop_health_server(self) -> None:
+        if self.health_server is not None:
+            await self.health_server.stop(0)
 
     async def _watch(self, tasks: list[asyncio.Task[None]]) -> None:
         """A background loop that ends while serving makes the service NOT_SERVING, so a
@@ -254,6 +329,8 @@ class RunningService:
             await asyncio.wait_for(self.resources.close(), max(0.5, deadline - loop.time()))
         except Exception:
             log.exception("service did not stop cleanly within the grace")
+        # Health answers NOT_SERVING on the plaintext port until the very end.
+        await self._stop_health_server()
         log.info("stopped")
 
 

@@ -10,6 +10,7 @@ from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics
 
 DEFAULT_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
+HEALTH_PORT_OFFSET = 1000  # the plaintext health port beside a TLS gRPC port
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -61,6 +62,25 @@ def env_float_seconds(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
+def env_path(name: str) -> Path | None:
+    """A file path variable, or None when unset or empty."""
+    raw = os.environ.get(name, "").strip()
+    return Path(raw) if raw else None
+
+
+def tls_from_env() -> tuple[Path | None, Path | None, Path | None]:
+    """`CLEARWAY_TLS_CERT`, `CLEARWAY_TLS_KEY` and `CLEARWAY_TLS_CLIENT_CA` (paths); a
+    certificate without its key, or a client CA without a certificate, is an error, not a
+    silent plaintext port."""
+    cert, key = env_path("CLEARWAY_TLS_CERT"), env_path("CLEARWAY_TLS_KEY")
+    client_ca = env_path("CLEARWAY_TLS_CLIENT_CA")
+    if (cert is None) != (key is None):
+        raise SettingsError("CLEARWAY_TLS_CERT and CLEARWAY_TLS_KEY must be set together")
+    if client_ca is not None and cert is None:
+        raise SettingsError("CLEARWAY_TLS_CLIENT_CA needs CLEARWAY_TLS_CERT and CLEARWAY_TLS_KEY")
+    return cert, key, client_ca
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceSettings:
     """What every service needs: where it listens and where the infrastructure is."""
@@ -79,10 +99,31 @@ class ServiceSettings:
     consumer_max_records: int = 10000
     pg_pool_size: int = 8
     gc_thresholds: tuple[int, int, int] = (50_000, 50, 100)
+    # TLS on the gRPC port when cert and key are set; mutual TLS when the client CA is too.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    # The plaintext health-and-reflection port served beside a TLS port (probes cannot do
+    # TLS); None = the gRPC port + 1000 (0 when the gRPC port is 0).
+    health_port: int | None = None
+
+    @property
+    def tls_enabled(self) -> bool:
+        """True when the gRPC port is served with TLS."""
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def plaintext_health_port(self) -> int:
+        """Where the plaintext health port listens when TLS is on."""
+        if self.health_port is not None:
+            return self.health_port
+        return self.grpc_port + HEALTH_PORT_OFFSET if self.grpc_port else 0
 
     @classmethod
     def from_env(cls, service: str) -> ServiceSettings:
         """Read `CLEARWAY_*` variables for `service`."""
+        tls_cert, tls_key, tls_client_ca = tls_from_env()
+        health_port = env_int("CLEARWAY_HEALTH_PORT", -1)
         return cls(
             service=service,
             grpc_host=env_str("CLEARWAY_GRPC_HOST", "127.0.0.1"),
@@ -98,4 +139,8 @@ class ServiceSettings:
             consumer_max_records=env_int("CLEARWAY_CONSUMER_MAX_RECORDS", 10000, minimum=1),
             pg_pool_size=env_int("CLEARWAY_PG_POOL_SIZE", 8, minimum=2),
             gc_thresholds=env_int_triple("CLEARWAY_GC_THRESHOLDS", (50_000, 50, 100)),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
+            health_port=None if health_port < 0 else health_port,
         )
