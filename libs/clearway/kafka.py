@@ -47,13 +47,18 @@ class Topics:
         return f"{self.prefix}journeys"
 
     @property
+    def topups(self) -> str:
+        """Top-ups of stored value sold by retailers, key = card token."""
+        return f"{self.prefix}topups"
+
+    @property
     def statements(self) -> str:
         """Statements issued at period close, key = party id."""
         return f"{self.prefix}statements"
 
     def all(self) -> list[str]:
         """Every topic Clearway uses."""
-        return [self.taps, self.taps_dlq, self.journeys, self.statements]
+        return [self.taps, self.taps_dlq, self.journeys, self.topups, self.statements]
 
 
 DEFAULT_PARTITIONS = 6

@@ -175,6 +175,8 @@ class PricedLeg(_message.Message):
     DISTANCE_M_FIELD_NUMBER: _builtins.int
     CHARGE_FIELD_NUMBER: _builtins.int
     MAXIMUM_FARE_FIELD_NUMBER: _builtins.int
+    STANDALONE_FARE_FIELD_NUMBER: _builtins.int
+    REFERENCE_FARE_FIELD_NUMBER: _builtins.int
     leg_id: _builtins.str
     operator_id: _builtins.str
     network_id: _builtins.str
@@ -202,6 +204,18 @@ class PricedLeg(_message.Message):
     def charge(self) -> _money_pb2.Money:
         """What this leg contributes to the journey's charge, after caps and transfer discounts."""
 
+    @_builtins.property
+    def standalone_fare(self) -> _money_pb2.Money:
+        """The leg priced as if travelled alone (the traveller's rider category and fare media),
+        before transfer discounts and caps: what standalone-fare apportionment weighs.
+        """
+
+    @_builtins.property
+    def reference_fare(self) -> _money_pb2.Money:
+        """The leg priced alone for the fare data's default rider category (the adult fare):
+        the fare a concession forgoes.
+        """
+
     def __init__(
         self,
         *,
@@ -221,10 +235,12 @@ class PricedLeg(_message.Message):
         distance_m: _builtins.int = ...,
         charge: _money_pb2.Money | None = ...,
         maximum_fare: _builtins.bool = ...,
+        standalone_fare: _money_pb2.Money | None = ...,
+        reference_fare: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge", "entry_at", b"entry_at", "exit_at", b"exit_at", "fare", b"fare"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge", "entry_at", b"entry_at", "exit_at", b"exit_at", "fare", b"fare", "reference_fare", b"reference_fare", "standalone_fare", b"standalone_fare"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge", "distance_m", b"distance_m", "entry_at", b"entry_at", "exit_at", b"exit_at", "fare", b"fare", "fare_product_id", b"fare_product_id", "from_stop_id", b"from_stop_id", "incomplete", b"incomplete", "leg_id", b"leg_id", "maximum_fare", b"maximum_fare", "network_id", b"network_id", "operator_id", b"operator_id", "route_id", b"route_id", "tap_ids", b"tap_ids", "to_stop_id", b"to_stop_id", "transfer_rule_id", b"transfer_rule_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge", "distance_m", b"distance_m", "entry_at", b"entry_at", "exit_at", b"exit_at", "fare", b"fare", "fare_product_id", b"fare_product_id", "from_stop_id", b"from_stop_id", "incomplete", b"incomplete", "leg_id", b"leg_id", "maximum_fare", b"maximum_fare", "network_id", b"network_id", "operator_id", b"operator_id", "reference_fare", b"reference_fare", "route_id", b"route_id", "standalone_fare", b"standalone_fare", "tap_ids", b"tap_ids", "to_stop_id", b"to_stop_id", "transfer_rule_id", b"transfer_rule_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -326,6 +342,49 @@ class PricedJourney(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PricedJourney: _TypeAlias = PricedJourney  # noqa: Y015
+
+@_typing.final
+class TopUp(_message.Message):
+    """A top-up of a card's stored value sold by a retailer, on the `topups` topic (key: card
+    token). Settlement posts it (the retailer owes the amount less its commission).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    RETAILER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    SOLD_AT_FIELD_NUMBER: _builtins.int
+    SERVICE_DAY_FIELD_NUMBER: _builtins.int
+    top_up_id: _builtins.str
+    """Idempotency key: the same top-up sent twice is posted once."""
+    card_token: _builtins.str
+    retailer_id: _builtins.str
+    """Party id of the retailer that sold it, e.g. "retailer:cornershop"."""
+    service_day: _builtins.str
+    """Service day (YYYY-MM-DD) of the sale, the period it settles in."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def sold_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        top_up_id: _builtins.str = ...,
+        card_token: _builtins.str = ...,
+        retailer_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        sold_at: _timestamp_pb2.Timestamp | None = ...,
+        service_day: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "sold_at", b"sold_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card_token", b"card_token", "retailer_id", b"retailer_id", "service_day", b"service_day", "sold_at", b"sold_at", "top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUp: _TypeAlias = TopUp  # noqa: Y015
 
 @_typing.final
 class StatementIssued(_message.Message):
