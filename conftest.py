@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
@@ -156,6 +157,44 @@ def redis_url(endpoints: Endpoints) -> str:
     return endpoints.redis_url
 
 
+SCHEME_PARTIES = (
+    "operator:LUL",
+    "operator:ELIZ",
+    "operator:NATRAIL",
+    "operator:BUSCO",
+    "retailer:cornershop",
+    "funder:camden",
+    "scheme:clearway",
+)
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A scheme PKI for the session: CA, server certificate, the signing key, and client
+    certificates for the operations role and every party of the example scheme."""
+    from clearway.auth import OPERATIONS, Principal  # noqa: PLC0415
+    from clearway.pki import init_pki, issue_identity  # noqa: PLC0415
+
+    directory = tmp_path_factory.mktemp("pki")
+    init_pki(directory)
+    issue_identity(Principal("role", OPERATIONS), directory)
+    for party in SCHEME_PARTIES:
+        issue_identity(Principal("party", party), directory)
+    return directory
+
+
+def tls_env(pki_dir: Path) -> dict[str, str]:
+    """Environment of a service process serving mutual TLS with `pki_dir`'s certificates
+    (and signing settlement files with its key)."""
+    return {
+        "CLEARWAY_TLS_CERT": str(pki_dir / "server.pem"),
+        "CLEARWAY_TLS_KEY": str(pki_dir / "server.key.pem"),
+        "CLEARWAY_TLS_CLIENT_CA": str(pki_dir / "ca.pem"),
+        "CLEARWAY_PKI_DIR": str(pki_dir),
+        "CLEARWAY_SIGNING_KEY": str(pki_dir / "signing.key.pem"),
+    }
+
+
 @pytest.fixture
 def unique_name() -> str:
     """A fresh lowercase identifier for a per-test topic, schema, group or key prefix."""
@@ -163,14 +202,24 @@ def unique_name() -> str:
 
 
 @pytest.fixture
-def settings_for(endpoints: Endpoints, unique_name: str) -> Callable[[str], ServiceSettings]:
+def settings_for(
+    endpoints: Endpoints, unique_name: str, pki: Path
+) -> Callable[[str], ServiceSettings]:
     """Settings for a service under test: real servers, its own topics, schema, group, port 0.
 
     All services built by one test share the topic prefix (so they talk to each other)
-    but each gets its own PostgreSQL schema and consumer group.
+    but each gets its own PostgreSQL schema and consumer group. Settlement serves mutual
+    TLS with the session's PKI (its callers are parties and the operations role).
     """
 
     def make(service: str) -> ServiceSettings:
+        tls: dict[str, object] = {}
+        if service == "settlement":
+            tls = {
+                "tls_cert": pki / "server.pem",
+                "tls_key": pki / "server.key.pem",
+                "tls_client_ca": pki / "ca.pem",
+            }
         return dataclasses.replace(
             ServiceSettings.from_env(service),
             grpc_host="127.0.0.1",
@@ -180,6 +229,7 @@ def settings_for(endpoints: Endpoints, unique_name: str) -> Callable[[str], Serv
             topics=Topics(prefix=f"{unique_name}."),
             db_schema=f"{unique_name}_{service}",
             consumer_group=f"{unique_name}-{service}",
+            **tls,  # type: ignore[arg-type]
         )
 
     return make

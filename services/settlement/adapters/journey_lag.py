@@ -1,4 +1,4 @@
-"""How far the settlement consumer group is behind the end of the journeys topic."""
+"""How far the settlement consumer group is behind the end of the topics it consumes."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ log = logging.getLogger(__name__)
 class GroupLag:
     """Compares the group's committed offsets with the topic's (read-committed) end."""
 
-    def __init__(self, bootstrap: str, group_id: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, group_id: str, *topics: str) -> None:
         self._group_id = group_id
-        self._topic = topic
+        self._topics = topics
         self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         self._probe = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -37,16 +37,15 @@ class GroupLag:
 
     async def end_offsets(self) -> dict[TopicPartition, int]:
         """The offset after the last committed record of every partition, right now."""
-        described = await self._admin.describe_topics([self._topic])
-        partitions = [
-            p["partition"]
+        described = await self._admin.describe_topics(list(self._topics))
+        tps = sorted(
+            TopicPartition(t["topic"], p["partition"])
             for t in described
-            if t["topic"] == self._topic and t["error_code"] == 0
+            if t["topic"] in self._topics and t["error_code"] == 0
             for p in t["partitions"]
-        ]
-        if not partitions:
-            raise UnknownTopicOrPartitionError(self._topic)
-        tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
+        )
+        if {tp.topic for tp in tps} != set(self._topics):
+            raise UnknownTopicOrPartitionError(",".join(self._topics))
         offsets: dict[TopicPartition, int] = await self._probe.end_offsets(tps)
         return offsets
 

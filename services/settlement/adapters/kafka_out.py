@@ -7,7 +7,7 @@ from aiokafka import AIOKafkaProducer
 from clearway.common.v1 import money_pb2
 from clearway.events.v1 import events_pb2
 from clearway.telemetry import kafka_headers_with_trace
-from services.settlement.adapters.ledger_repository import StoredStatement
+from services.settlement.adapters.ledger_repository import StoredFileSet
 
 
 class StatementEvents:
@@ -17,20 +17,20 @@ class StatementEvents:
         self._producer = producer
         self.topic = topic
 
-    async def publish(self, stored: StoredStatement) -> None:
-        """Publish one `StatementIssued`; republishing the same statement is harmless."""
-        st = stored.statement
+    async def publish(self, stored: StoredFileSet) -> None:
+        """Publish one `StatementIssued` (sha256 of the manifest, path of the file set);
+        republishing the same file set is harmless."""
         event = events_pb2.StatementIssued(
-            period_id=st.period_id,
-            party_id=st.party_id,
-            statement_id=st.statement_id,
-            net=money_pb2.Money(amount_minor=st.net.amount_minor, currency=st.net.currency),
-            path=stored.path,
-            sha256=stored.sha256,
+            period_id=stored.period_id,
+            party_id=stored.party_id,
+            statement_id=f"{stored.period_id}/{stored.party_id}",
+            net=money_pb2.Money(amount_minor=stored.net.amount_minor, currency=stored.net.currency),
+            path=stored.directory,
+            sha256=stored.manifest_sha256,
         )
         await self._producer.send_and_wait(
             self.topic,
             event.SerializeToString(),
-            key=st.party_id.encode(),
+            key=stored.party_id.encode(),
             headers=kafka_headers_with_trace(),
         )

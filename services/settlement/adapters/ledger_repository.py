@@ -1,20 +1,44 @@
-"""The ledger, periods and statements in PostgreSQL (the service's own schema)."""
+"""The ledger, periods and settlement file sets in PostgreSQL (the service's own schema).
+
+Every flow posts a balanced set of entries, idempotently by source event and revision:
+a journey revision (charges, shares, fees, reimbursements) or a top-up (amount,
+commission). What each posting was computed from (its *basis*) is kept next to the
+entries, so a period's settlement files can say for every line why it is what it is.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import asyncpg
 
 from clearway.db import migrate
 from clearway.money import Money
 from services.settlement.domain.errors import InvalidJourneyError
-from services.settlement.domain.ledger import JourneyRevision, LedgerEntry, postings_for
+from services.settlement.domain.ledger import LedgerEntry, postings_for_settlement
 from services.settlement.domain.periods import posting_period
-from services.settlement.domain.statement import IssuedStatement, Statement, parse_statement
+from services.settlement.domain.scheme import Scheme
+from services.settlement.domain.settle import (
+    JourneyBasis,
+    Position,
+    Settlement,
+    settle_journey,
+    top_up_position,
+)
+from services.settlement.domain.settlement_files import (
+    LineRecord,
+    LineSource,
+    format_instant,
+    format_legs,
+    parse_instant,
+    parse_legs,
+)
+from services.settlement.domain.top_ups import TopUpSale
 
 MIGRATIONS = [
     """
@@ -59,6 +83,37 @@ MIGRATIONS = [
     INSERT INTO journey_positions (journey_id, revision)
         SELECT journey_id, max(revision) FROM ledger_entries GROUP BY journey_id;
     """,
+    # v3: the scheme (parties, methods, fees, funding): entries of journeys and top-ups
+    # (`source`), the basis of every posting, and signed file sets instead of JSON
+    # statements. Top-up positions are keyed 'top_up:<id>' in journey_positions.
+    """
+    ALTER TABLE ledger_entries ADD COLUMN source text NOT NULL DEFAULT 'journey';
+    ALTER TABLE ledger_entries
+        DROP CONSTRAINT ledger_entries_journey_id_revision_party_id_account_key;
+    CREATE UNIQUE INDEX ledger_entries_once
+        ON ledger_entries (source, journey_id, revision, party_id, account);
+    CREATE INDEX ledger_entries_lines
+        ON ledger_entries (period_id, party_id, source, journey_id COLLATE "C", account);
+    CREATE TABLE bases (
+        source text NOT NULL,
+        source_id text NOT NULL,
+        revision bigint NOT NULL,
+        basis text NOT NULL,
+        PRIMARY KEY (source, source_id, revision)
+    );
+    CREATE TABLE file_sets (
+        period_id text NOT NULL REFERENCES periods (period_id),
+        party_id text NOT NULL,
+        directory text NOT NULL,
+        manifest_sha256 text NOT NULL,
+        line_count bigint NOT NULL,
+        net_minor bigint NOT NULL,
+        currency char(3) NOT NULL,
+        end_to_end_id text,
+        files text NOT NULL,
+        PRIMARY KEY (period_id, party_id)
+    );
+    """,
 ]
 
 _SELECT_ENTRIES = (
@@ -66,13 +121,15 @@ _SELECT_ENTRIES = (
     " description FROM ledger_entries"
 )
 
+Item = JourneyBasis | TopUpSale
+
 
 @dataclass(frozen=True, slots=True)
 class PostResult:
-    """Where a journey revision was posted and how many entries were new.
+    """Where a revision was posted and how many entries were new.
 
     `skipped` is True when the revision was not newer than the latest one processed for
-    its journey (a replay, or an out-of-date revision): nothing was posted. A newer
+    its source (a replay, or an out-of-date revision): nothing was posted. A newer
     revision that changes nothing has `inserted` 0 and `skipped` False.
     """
 
@@ -82,26 +139,17 @@ class PostResult:
 
 
 @dataclass(frozen=True, slots=True)
-class StoredStatement:
-    """A statement as stored: the domain view plus its bytes, hash and file path."""
-
-    statement: Statement
-    body: bytes
-    sha256: str
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class ClosedPeriod:
-    """The outcome of closing a period: its statements, and whether this call closed it."""
+class StoredFileSet:
+    """A party's file set of a closed period, as recorded."""
 
     period_id: str
-    statements: list[StoredStatement]
-    newly_closed: bool
-
-
-Issue = Callable[[str, list[LedgerEntry]], list[IssuedStatement]]
-PathFor = Callable[[str, str], str]
+    party_id: str
+    directory: str
+    manifest_sha256: str
+    line_count: int
+    net: Money
+    end_to_end_id: str | None
+    files: tuple[tuple[str, int, str], ...]  # (name, bytes, sha256)
 
 
 def _entry(row: asyncpg.Record) -> LedgerEntry:
@@ -116,77 +164,185 @@ def _entry(row: asyncpg.Record) -> LedgerEntry:
     )
 
 
-def _stored(row: asyncpg.Record) -> StoredStatement:
-    body = bytes(row["body"])
-    return StoredStatement(parse_statement(body), body, row["sha256"], row["path"])
+def _source_of(item: Item) -> tuple[str, str, int]:
+    """(source, source id, revision) of a posting."""
+    if isinstance(item, TopUpSale):
+        return (LineSource.TOP_UP.value, item.top_up_id, 1)
+    return (LineSource.JOURNEY.value, item.journey_id, item.revision)
+
+
+def _position_key(source: str, source_id: str) -> str:
+    """The key of a source in journey_positions (journeys keep their plain ids)."""
+    return source_id if source == LineSource.JOURNEY.value else f"{source}:{source_id}"
+
+
+def _targets(position: Mapping[tuple[str, str], Money]) -> dict[str, int]:
+    return {
+        f"{party}|{account}": amount.amount_minor for (party, account), amount in position.items()
+    }
+
+
+def journey_basis_document(basis: JourneyBasis, settlement: Settlement) -> str:
+    """What a journey revision's postings were computed from, as stored (canonical JSON)."""
+    document = {
+        "source": LineSource.JOURNEY.value,
+        "currency": settlement.currency,
+        "service_day": basis.service_day.isoformat(),
+        "method": settlement.method.value if settlement.method is not None else "",
+        "method_rule": settlement.method_rule_id or "",
+        "fell_back": settlement.fell_back_to_equal,
+        "charge": basis.charge.amount_minor,
+        "forgone": settlement.fare_forgone.amount_minor,
+        "reimbursement": settlement.reimbursement.amount_minor,
+        "fee": settlement.fee.amount_minor,
+        "funding_rule": settlement.funding_rule_id or "",
+        "rider_category": basis.rider_category_id,
+        "started_at": format_instant(basis.started_at),
+        "legs": format_legs(basis.legs),
+        "weights": {
+            s.party_id: f"{s.proportion.numerator}/{s.proportion.denominator}"
+            for s in settlement.shares
+        },
+        "targets": _targets(settlement.position),
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def top_up_basis_document(sale: TopUpSale, position: Position) -> str:
+    """What a top-up's postings were computed from, as stored (canonical JSON)."""
+    document = {
+        "source": LineSource.TOP_UP.value,
+        "currency": sale.amount.currency,
+        "service_day": sale.service_day.isoformat(),
+        "amount": sale.amount.amount_minor,
+        "retailer": sale.retailer_id,
+        "targets": _targets(position),
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+def line_record(  # noqa: PLR0917 - one line's columns
+    period_id: str,
+    party_id: str,
+    account: str,
+    source_id: str,
+    revision: int,
+    amount_minor: int,
+    basis_text: str,
+) -> LineRecord:
+    """A line of a party's lines.csv: its movement in the period and its stored basis.
+    What it stood at before the period is the basis' target less the movement (entries
+    of one source in a period telescope from the earlier standing to the last target)."""
+    basis = json.loads(basis_text)
+    target = int(basis["targets"].get(f"{party_id}|{account}", 0))
+    common = {
+        "period_id": period_id,
+        "party_id": party_id,
+        "account": account,
+        "source_id": source_id,
+        "service_day": dt.date.fromisoformat(basis["service_day"]),
+        "revision": revision,
+        "amount_minor": amount_minor,
+        "previous_minor": target - amount_minor,
+        "target_minor": target,
+        "currency": basis["currency"],
+    }
+    if basis["source"] == LineSource.TOP_UP.value:
+        return LineRecord(
+            source=LineSource.TOP_UP,
+            top_up_amount_minor=int(basis["amount"]),
+            retailer=basis["retailer"],
+            **common,
+        )
+    weight = basis["weights"].get(party_id)
+    return LineRecord(
+        source=LineSource.JOURNEY,
+        method=basis["method"],
+        method_rule=basis["method_rule"],
+        fell_back_to_equal=bool(basis["fell_back"]),
+        charge_minor=int(basis["charge"]),
+        fare_forgone_minor=int(basis["forgone"]),
+        reimbursement_minor=int(basis["reimbursement"]),
+        fee_minor=int(basis["fee"]),
+        funding_rule=basis["funding_rule"],
+        rider_category=basis["rider_category"],
+        started_at=parse_instant(basis["started_at"]),
+        legs=parse_legs(basis["legs"], basis["currency"]),
+        weight=Fraction(weight) if weight else None,
+        **common,
+    )
 
 
 class LedgerRepository:
-    """Idempotent postings, period closing and statement storage."""
+    """Idempotent postings under the scheme, period closing and file-set records."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, scheme: Scheme) -> None:
         self._pool = pool
+        self.scheme = scheme
 
     async def migrate(self) -> int:
         """Bring the schema up to date."""
         return await migrate(self._pool, MIGRATIONS)
 
-    async def post(self, journey: JourneyRevision) -> PostResult:
-        """Post one journey revision (see `post_many`)."""
-        return (await self.post_many([journey]))[0]
+    async def post(self, item: Item) -> PostResult:
+        """Post one journey revision or top-up (see `post_many`)."""
+        return (await self.post_many([item]))[0]
 
-    async def post_many(self, journeys: Sequence[JourneyRevision]) -> list[PostResult]:
-        """Post journey revisions, in order, in one transaction: for each, the difference
-        between the revision's target position and what already stands for its journey.
+    async def post_many(self, items: Sequence[Item]) -> list[PostResult]:
+        """Post journey revisions and top-ups, in order, in one transaction: for each,
+        the difference between its target position under the scheme and what already
+        stands for its source.
 
-        A revision not newer than the latest one processed for its journey (a replay, or
+        A revision not newer than the latest one processed for its source (a replay, or
         an out-of-date revision) adds nothing; a newer one is recorded as processed even
-        when it posts nothing. Reads and writes are a handful of multi-row statements
-        whatever the number of revisions.
+        when it posts nothing. A handful of multi-row statements, whatever the count.
         """
-        if not journeys:
+        if not items:
             return []
-        ids = sorted({j.journey_id for j in journeys})
+        sources = [_source_of(item) for item in items]
+        keys = sorted({_position_key(source, sid) for source, sid, _ in sources})
         async with self._pool.acquire() as conn, conn.transaction():
-            # Row-lock the journeys' positions (created at 0 when new), in one order, so
-            # concurrent postings of one journey serialise and each sees the other's entries.
+            # Row-lock the sources' positions (created at 0 when new), in one order, so
+            # concurrent postings of one source serialise and each sees the other's entries.
             await conn.execute(
                 "INSERT INTO journey_positions (journey_id, revision)"
                 " SELECT unnest($1::text[]), 0 ON CONFLICT DO NOTHING",
-                ids,
+                keys,
             )
             rows = await conn.fetch(
                 "SELECT journey_id, revision FROM journey_positions"
                 " WHERE journey_id = ANY($1::text[]) ORDER BY journey_id FOR UPDATE",
-                ids,
+                keys,
             )
             latest: dict[str, int] = {r["journey_id"]: r["revision"] for r in rows}
-            standing = await self._standings(conn, ids)
+            standing = await self._standings(conn, sources)
             periods: dict[str, str] = {}
             results: list[PostResult] = []
-            entries: list[LedgerEntry] = []
-            for journey in journeys:
-                if journey.revision <= latest[journey.journey_id]:
+            entries: list[tuple[str, LedgerEntry]] = []
+            bases: list[tuple[str, str, int, str]] = []
+            for item, (source, source_id, revision) in zip(items, sources, strict=True):
+                key = _position_key(source, source_id)
+                if revision <= latest[key]:
                     results.append(PostResult(None, 0, skipped=True))
                     continue
-                latest[journey.journey_id] = journey.revision
-                held = standing.setdefault(journey.journey_id, {})
-                posted = postings_for(journey, journey.service_day, standing=held)
+                latest[key] = revision
+                held = standing.setdefault((source, source_id), {})
+                posted, basis_text = self._postings(item, held)
+                bases.append((source, source_id, revision, basis_text))
                 if not posted:
                     results.append(PostResult(None, 0))
                     continue
-                if journey.service_day not in periods:
-                    periods[journey.service_day] = await self._lock_open_period(
-                        conn, journey.service_day
-                    )
-                period_id = periods[journey.service_day]
-                posted = [dataclasses.replace(e, period_id=period_id) for e in posted]
+                day = posted[0].period_id  # postings are computed for the service day
+                if day not in periods:
+                    periods[day] = await self._lock_open_period(conn, day)
+                period_id = periods[day]
                 for entry in posted:
-                    key = (entry.party_id, entry.account)
-                    held[key] = held[key] + entry.amount if key in held else entry.amount
-                entries += posted
+                    k = (entry.party_id, entry.account)
+                    held[k] = held[k] + entry.amount if k in held else entry.amount
+                entries += [(source, dataclasses.replace(e, period_id=period_id)) for e in posted]
                 results.append(PostResult(period_id, len(posted)))
-            await self._insert(conn, entries)
+            await self._insert_entries(conn, entries)
+            await self._insert_bases(conn, bases)
             await conn.execute(
                 "UPDATE journey_positions AS p SET revision = n.revision"
                 " FROM unnest($1::text[], $2::bigint[]) AS n(journey_id, revision)"
@@ -196,45 +352,98 @@ class LedgerRepository:
             )
             return results
 
+    def _postings(
+        self, item: Item, held: dict[tuple[str, str], Money]
+    ) -> tuple[list[LedgerEntry], str]:
+        """The entries that move `item`'s source from `held` to its target, dated by its
+        service day (the caller moves them to the period they post into), and its basis."""
+        if isinstance(item, TopUpSale):
+            position = top_up_position(self.scheme, item.service_day, item.retailer_id, item.amount)
+            day = item.service_day.isoformat()
+            zero = Money.zero(item.amount.currency)
+            posted = [
+                LedgerEntry(
+                    day,
+                    item.top_up_id,
+                    1,
+                    party,
+                    account,
+                    amount - held.get((party, account), zero),
+                    f"{account.replace('_', ' ')} of top-up {item.top_up_id}",
+                )
+                for (party, account), amount in sorted(position.items())
+            ]
+            return [e for e in posted if e.amount.amount_minor], top_up_basis_document(
+                item, position
+            )
+        settlement = settle_journey(self.scheme, item)
+        posted = postings_for_settlement(
+            item.journey_id, item.revision, None, settlement, standing=held
+        )
+        return posted, journey_basis_document(item, settlement)
+
     @staticmethod
-    async def _insert(conn: asyncpg.Connection, entries: Sequence[LedgerEntry]) -> None:
+    async def _insert_entries(
+        conn: asyncpg.Connection, entries: Sequence[tuple[str, LedgerEntry]]
+    ) -> None:
         if not entries:
             return
         await conn.execute(
-            "INSERT INTO ledger_entries (period_id, journey_id, revision, party_id, account,"
-            " amount_minor, currency, description)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[],"
-            " $5::text[], $6::bigint[], $7::text[], $8::text[])",
-            [e.period_id for e in entries],
-            [e.journey_id for e in entries],
-            [e.revision for e in entries],
-            [e.party_id for e in entries],
-            [e.account for e in entries],
-            [e.amount.amount_minor for e in entries],
-            [e.amount.currency for e in entries],
-            [e.description for e in entries],
+            "INSERT INTO ledger_entries (source, period_id, journey_id, revision, party_id,"
+            " account, amount_minor, currency, description)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],"
+            " $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[])",
+            [source for source, _ in entries],
+            [e.period_id for _, e in entries],
+            [e.journey_id for _, e in entries],
+            [e.revision for _, e in entries],
+            [e.party_id for _, e in entries],
+            [e.account for _, e in entries],
+            [e.amount.amount_minor for _, e in entries],
+            [e.amount.currency for _, e in entries],
+            [e.description for _, e in entries],
+        )
+
+    @staticmethod
+    async def _insert_bases(
+        conn: asyncpg.Connection, bases: Sequence[tuple[str, str, int, str]]
+    ) -> None:
+        if not bases:
+            return
+        await conn.execute(
+            "INSERT INTO bases (source, source_id, revision, basis)"
+            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])"
+            " ON CONFLICT DO NOTHING",
+            [b[0] for b in bases],
+            [b[1] for b in bases],
+            [b[2] for b in bases],
+            [b[3] for b in bases],
         )
 
     @staticmethod
     async def _standings(
-        conn: asyncpg.Connection, journey_ids: Sequence[str]
-    ) -> dict[str, dict[tuple[str, str], Money]]:
-        """What is already posted for each journey, per (party, account), in all periods."""
+        conn: asyncpg.Connection, sources: Sequence[tuple[str, str, int]]
+    ) -> dict[tuple[str, str], dict[tuple[str, str], Money]]:
+        """What is already posted for each source, per (party, account), in all periods."""
+        unique = sorted({(source, source_id) for source, source_id, _ in sources})
         rows = await conn.fetch(
-            "SELECT journey_id, party_id, account, currency, sum(amount_minor)::bigint AS amount"
-            " FROM ledger_entries WHERE journey_id = ANY($1::text[])"
-            " GROUP BY journey_id, party_id, account, currency"
-            " ORDER BY journey_id, party_id, account, currency",
-            list(journey_ids),
+            "SELECT e.source, e.journey_id, e.party_id, e.account, e.currency,"
+            " sum(e.amount_minor)::bigint AS amount FROM ledger_entries e"
+            " JOIN unnest($1::text[], $2::text[]) AS s(source, source_id)"
+            " ON e.source = s.source AND e.journey_id = s.source_id"
+            " GROUP BY e.source, e.journey_id, e.party_id, e.account, e.currency"
+            " ORDER BY e.source, e.journey_id, e.party_id, e.account, e.currency",
+            [source for source, _ in unique],
+            [source_id for _, source_id in unique],
         )
-        standings: dict[str, dict[tuple[str, str], Money]] = {}
+        standings: dict[tuple[str, str], dict[tuple[str, str], Money]] = {}
         for row in rows:
-            standing = standings.setdefault(row["journey_id"], {})
+            standing = standings.setdefault((row["source"], row["journey_id"]), {})
             key = (row["party_id"], row["account"])
             if key in standing:
                 raise InvalidJourneyError(
                     "CURRENCY_MISMATCH",
-                    f"journey {row['journey_id']} stands in several currencies at {key[0]}",
+                    f"{row['journey_id']} stands in several currencies at {key[0]}",
                 )
             standing[key] = Money(row["amount"], row["currency"].strip())
         return standings
@@ -243,7 +452,7 @@ class LedgerRepository:
         """The period to post into, share-locked open until the posting commits.
 
         The share lock makes a concurrent close wait for this posting (and this posting
-        see the close), so a period's statements contain exactly what was posted in it.
+        see the close), so a period's files contain exactly what was posted in it.
         """
         while True:
             closed = await conn.fetch(
@@ -261,12 +470,9 @@ class LedgerRepository:
             if state == "open":
                 return period_id
 
-    async def close_period(self, period_id: str, issue: Issue, path_for: PathFor) -> ClosedPeriod:
-        """Close `period_id` (idempotent) and return its statements, ordered by party.
-
-        The first close issues and stores the statements in the same transaction that
-        marks the period closed; a later close returns the stored ones unchanged.
-        """
+    async def mark_closed(self, period_id: str) -> bool:
+        """Close `period_id` (idempotent); True when this call closed it. Postings of the
+        period that are under way finish first (they hold a share lock on its row)."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO periods (period_id, state) VALUES ($1, 'open') ON CONFLICT DO NOTHING",
@@ -275,32 +481,14 @@ class LedgerRepository:
             state = await conn.fetchval(
                 "SELECT state FROM periods WHERE period_id = $1 FOR UPDATE", period_id
             )
-            newly_closed = state == "open"
-            if newly_closed:
-                rows = await conn.fetch(_SELECT_ENTRIES + " WHERE period_id = $1", period_id)
-                for issued in issue(period_id, [_entry(r) for r in rows]):
-                    party = issued.statement.party_id
-                    await conn.execute(
-                        "INSERT INTO statements"
-                        " (period_id, party_id, statement_id, body, sha256, path)"
-                        " VALUES ($1, $2, $3, $4, $5, $6)",
-                        period_id,
-                        party,
-                        issued.statement.statement_id,
-                        issued.body,
-                        issued.sha256,
-                        path_for(period_id, party),
-                    )
-                await conn.execute(
-                    "UPDATE periods SET state = 'closed', closed_at = $2 WHERE period_id = $1",
-                    period_id,
-                    dt.datetime.now(dt.UTC),
-                )
-            rows = await conn.fetch(
-                "SELECT body, sha256, path FROM statements WHERE period_id = $1 ORDER BY party_id",
+            if state == "closed":
+                return False
+            await conn.execute(
+                "UPDATE periods SET state = 'closed', closed_at = $2 WHERE period_id = $1",
                 period_id,
+                dt.datetime.now(dt.UTC),
             )
-            return ClosedPeriod(period_id, [_stored(r) for r in rows], newly_closed)
+            return True
 
     async def is_closed(self, period_id: str) -> bool:
         """Whether `period_id` has been closed."""
@@ -309,17 +497,118 @@ class LedgerRepository:
         )
         return bool(state == "closed")
 
-    async def statement(self, period_id: str, party_id: str) -> StoredStatement | None:
-        """One party's stored statement for a closed period, or None."""
-        row = await self._pool.fetchrow(
-            "SELECT body, sha256, path FROM statements WHERE period_id = $1 AND party_id = $2",
+    async def periods(self) -> list[tuple[str, str]]:
+        """Every period known, (id, state), newest first."""
+        rows = await self._pool.fetch(
+            "SELECT period_id, state FROM periods ORDER BY period_id DESC"
+        )
+        return [(r["period_id"], r["state"]) for r in rows]
+
+    async def nets(self, period_id: str) -> dict[str, Money]:
+        """Each party's net movement in `period_id` (credits minus debits)."""
+        rows = await self._pool.fetch(
+            "SELECT party_id, currency, sum(amount_minor)::bigint AS net FROM ledger_entries"
+            " WHERE period_id = $1 GROUP BY party_id, currency ORDER BY party_id",
+            period_id,
+        )
+        return {r["party_id"]: Money(r["net"], r["currency"].strip()) for r in rows}
+
+    async def account_totals(self, period_id: str) -> dict[tuple[str, str], Money]:
+        """What moved in `period_id` per (party, account)."""
+        rows = await self._pool.fetch(
+            "SELECT party_id, account, currency, sum(amount_minor)::bigint AS amount"
+            " FROM ledger_entries WHERE period_id = $1"
+            " GROUP BY party_id, account, currency ORDER BY party_id, account",
+            period_id,
+        )
+        return {
+            (r["party_id"], r["account"]): Money(r["amount"], r["currency"].strip()) for r in rows
+        }
+
+    async def positions(self, party_id: str) -> dict[str, Money]:
+        """A party's net movement per open period (its current position)."""
+        rows = await self._pool.fetch(
+            "SELECT e.period_id, e.currency, sum(e.amount_minor)::bigint AS net"
+            " FROM ledger_entries e JOIN periods p USING (period_id)"
+            " WHERE e.party_id = $1 AND p.state = 'open'"
+            " GROUP BY e.period_id, e.currency ORDER BY e.period_id",
+            party_id,
+        )
+        return {r["period_id"]: Money(r["net"], r["currency"].strip()) for r in rows}
+
+    async def period_lines(self, period_id: str, party_id: str) -> AsyncIterator[LineRecord]:
+        """The lines of a party's lines.csv for a period, in file order, streamed from a
+        cursor (a period of a million journeys is never held in memory)."""
+        query = (
+            "SELECT m.source, m.journey_id, m.account, m.amount, m.revision, b.basis"
+            " FROM (SELECT source, journey_id, account, sum(amount_minor)::bigint AS amount,"
+            "       max(revision) AS revision"
+            "       FROM ledger_entries WHERE period_id = $1 AND party_id = $2"
+            "       GROUP BY source, journey_id, account"
+            "       HAVING sum(amount_minor) <> 0) AS m"
+            " JOIN bases b ON b.source = m.source AND b.source_id = m.journey_id"
+            "   AND b.revision = m.revision"
+            ' ORDER BY m.source COLLATE "C", m.journey_id COLLATE "C", m.account COLLATE "C"'
+        )
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            async for row in conn.cursor(query, period_id, party_id, prefetch=2000):
+                yield line_record(
+                    period_id,
+                    party_id,
+                    row["account"],
+                    row["journey_id"],
+                    row["revision"],
+                    row["amount"],
+                    row["basis"],
+                )
+
+    async def record_file_set(self, stored: StoredFileSet) -> None:
+        """Remember a party's file set of a closed period (rewriting the same is a no-op)."""
+        await self._pool.execute(
+            "INSERT INTO file_sets (period_id, party_id, directory, manifest_sha256,"
+            " line_count, net_minor, currency, end_to_end_id, files)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+            " ON CONFLICT (period_id, party_id) DO UPDATE SET directory = excluded.directory,"
+            " manifest_sha256 = excluded.manifest_sha256, line_count = excluded.line_count,"
+            " net_minor = excluded.net_minor, currency = excluded.currency,"
+            " end_to_end_id = excluded.end_to_end_id, files = excluded.files",
+            stored.period_id,
+            stored.party_id,
+            stored.directory,
+            stored.manifest_sha256,
+            stored.line_count,
+            stored.net.amount_minor,
+            stored.net.currency,
+            stored.end_to_end_id,
+            json.dumps([list(f) for f in stored.files]),
+        )
+
+    async def file_sets(
+        self, period_id: str | None = None, party_id: str | None = None
+    ) -> list[StoredFileSet]:
+        """Recorded file sets (of a period and/or a party), by period then party."""
+        rows = await self._pool.fetch(
+            "SELECT * FROM file_sets WHERE ($1::text IS NULL OR period_id = $1)"
+            " AND ($2::text IS NULL OR party_id = $2) ORDER BY period_id, party_id",
             period_id,
             party_id,
         )
-        return None if row is None else _stored(row)
+        return [
+            StoredFileSet(
+                r["period_id"],
+                r["party_id"],
+                r["directory"],
+                r["manifest_sha256"],
+                r["line_count"],
+                Money(r["net_minor"], r["currency"].strip()),
+                r["end_to_end_id"],
+                tuple((str(n), int(b), str(h)) for n, b, h in json.loads(r["files"])),
+            )
+            for r in rows
+        ]
 
     async def entries(self, journey_id: str | None = None) -> Sequence[LedgerEntry]:
-        """Ledger entries (of one journey, or all), in a stable order; for tests and audits."""
+        """Ledger entries (of one source id, or all), in a stable order; tests and audits."""
         query = _SELECT_ENTRIES
         args: list[object] = []
         if journey_id is not None:

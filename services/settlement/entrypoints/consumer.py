@@ -1,10 +1,10 @@
-"""The journeys handler: each batch of priced journey revisions posted to the ledger in one
-transaction, exactly once in effect.
+"""The settlement handler: priced journey revisions and top-ups, each batch posted to the
+ledger in one transaction, exactly once in effect.
 
 The kit's loop (clearway.consumer) commits the Kafka offset only after the ledger
-transaction committed; the ledger skips revisions it already processed, so a
-redelivery or a replay adds nothing. A record that is not a postable revision is
-parked on `<journeys>.settlement.dlq` by the loop with its reason code.
+transaction committed; the ledger skips what it already processed (by source and
+revision), so a redelivery or a replay adds nothing. A record that cannot be posted is
+parked on `<topic>.settlement.dlq` by the loop with its reason code.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import logging
 from dataclasses import dataclass
 
 from clearway.consumer import PartitionBatch, Record
-from services.settlement.adapters.journey_events import decode_journey
-from services.settlement.adapters.ledger_repository import LedgerRepository
-from services.settlement.domain.ledger import JourneyRevision
+from services.settlement.adapters.journey_events import decode_journey, decode_top_up
+from services.settlement.adapters.ledger_repository import Item, LedgerRepository
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +23,30 @@ log = logging.getLogger(__name__)
 class PostingStats:
     """Counts since start, for logs and tests."""
 
-    posted: int = 0  # revisions processed (including ones that changed nothing)
-    replayed: int = 0  # revisions skipped: not newer than the latest processed
+    posted: int = 0  # revisions and top-ups processed (including ones that changed nothing)
+    replayed: int = 0  # skipped: not newer than the latest processed for their source
     entries: int = 0  # ledger entries inserted
 
 
 class JourneyPoster:
-    """Decodes `PricedJourney` records and posts each partition batch to the ledger."""
+    """Decodes `PricedJourney` (journeys topic) and `TopUp` (top-ups topic) records and
+    posts each partition batch to the ledger."""
 
     name = "settlement.post_journeys"
 
-    def __init__(self, ledger: LedgerRepository) -> None:
+    def __init__(self, ledger: LedgerRepository, top_ups_topic: str) -> None:
         self._ledger = ledger
+        self._top_ups_topic = top_ups_topic
         self.stats = PostingStats()
 
-    def decode(self, record: Record) -> JourneyRevision:
-        """The revision in the record; InvalidJourneyError (a code) when it has none."""
+    def decode(self, record: Record) -> Item:
+        """The journey revision or top-up in the record; a coded error when it has none."""
+        if record.topic == self._top_ups_topic:
+            return decode_top_up(record.value)
         return decode_journey(record.value)
 
-    async def handle(self, batch: PartitionBatch[JourneyRevision]) -> None:
-        """Post the batch's revisions in offset order, in one transaction."""
+    async def handle(self, batch: PartitionBatch[Item]) -> None:
+        """Post the batch in offset order, in one transaction."""
         results = await self._ledger.post_many([item.value for item in batch.items])
         for result in results:
             if result.skipped:
@@ -53,11 +56,11 @@ class JourneyPoster:
             self.stats.entries += result.inserted
         if results:
             log.debug(
-                "journeys posted",
+                "postings",
                 extra={
+                    "topic": batch.topic,
                     "partition": batch.partition,
                     "next_offset": batch.next_offset,
-                    "revisions": len(results),
-                    "entries": sum(r.inserted for r in results),
+                    "posted": len(results),
                 },
             )

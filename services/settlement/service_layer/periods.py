@@ -1,29 +1,77 @@
-"""Close a settlement period and read its statements (use cases behind SettlementService)."""
+"""Close a settlement period and serve what it produced: the use cases behind
+SettlementService, with their authorisation (who may see or do what)."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from clearway.auth import (
+    OPERATIONS,
+    PermissionDeniedError,
+    Principal,
+    UnauthenticatedError,
+)
+from clearway.errors import ErrorKind
+from clearway.money import Money
+from services.settlement.adapters.file_sets import (
+    FileSetInfo,
+    public_key_pem,
+    publish_public_key,
+    raw_public_key,
+    write_file_set,
+)
 from services.settlement.adapters.journey_lag import GroupLag
 from services.settlement.adapters.kafka_out import StatementEvents
-from services.settlement.adapters.ledger_repository import (
-    ClosedPeriod,
-    LedgerRepository,
-    StoredStatement,
-)
-from services.settlement.adapters.statement_files import StatementFiles
+from services.settlement.adapters.ledger_repository import LedgerRepository, StoredFileSet
 from services.settlement.domain.errors import (
     ConsumerLaggingError,
-    MissingPartyError,
+    SettlementError,
     StatementNotFoundError,
 )
 from services.settlement.domain.periods import parse_period_id
-from services.settlement.domain.statement import StatementLine, issue_statements
+from services.settlement.domain.scheme import Party, PartyKind, Scheme
+from services.settlement.domain.settle import (
+    CLEARING_FEES,
+    COMMISSION,
+    CONCESSION_REIMBURSEMENTS,
+    FARE_REVENUE,
+    TOP_UPS_SOLD,
+    TRAVELLER_CHARGES,
+)
+from services.settlement.domain.settlement_files import (
+    LINES_FILE,
+    PAYMENT_FILE,
+    key_fingerprint,
+    payment_file,
+)
 
 log = logging.getLogger(__name__)
 LINES_PER_CHUNK = 1000
+FILE_CHUNK_BYTES = 1024 * 1024
+
+
+class PeriodNotDueError(SettlementError):
+    """The period's cut-off has not passed: late uploads of the day may still come."""
+
+    code = "PERIOD_NOT_DUE"
+    kind = ErrorKind.FAILED_PRECONDITION
+
+
+class UnknownFileError(SettlementError):
+    """No such file in a file set."""
+
+    code = "FILE_NOT_FOUND"
+    kind = ErrorKind.NOT_FOUND
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,59 +79,272 @@ class SettlementPorts:
     """What the use cases talk to; exists once the service has started."""
 
     ledger: LedgerRepository
-    files: StatementFiles
+    scheme: Scheme
+    files_root: Path
+    signer: Ed25519PrivateKey
     events: StatementEvents
     lag: GroupLag
     close_wait_s: float
+    now: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
 
-async def close_period(ports: SettlementPorts, period_id: str) -> ClosedPeriod:
-    """Close `period_id` (idempotent): statements stored, written to files, announced.
+@dataclass(frozen=True, slots=True)
+class ClosedPeriod:
+    """A closed period: every party's file set and the period's totals."""
 
-    Waits (bounded) until the journeys consumer group has committed everything on the
-    topic when called; ConsumerLaggingError when it has not.
-    """
-    parse_period_id(period_id)
+    period_id: str
+    file_sets: list[StoredFileSet]
+    totals: dict[str, Money]  # charged, apportioned, reimbursed, fees, commission, top_ups
+    newly_closed: bool
+
+
+# -- authorisation -----------------------------------------------------------------------
+
+
+def _caller(principal: Principal | None) -> Principal:
+    if principal is None:
+        raise UnauthenticatedError("this call needs a client certificate of the scheme")
+    return principal
+
+
+def is_operations(principal: Principal | None) -> bool:
+    """Whether the caller is the scheme's operations role."""
+    return principal is not None and principal.kind == "role" and principal.id == OPERATIONS
+
+
+def require_operations(principal: Principal | None) -> Principal:
+    """The caller, when it is the operations role; PERMISSION_DENIED otherwise."""
+    caller = _caller(principal)
+    if not is_operations(caller):
+        raise PermissionDeniedError(f"{caller} may not do this: the operations role only")
+    return caller
+
+
+def party_or_operations(principal: Principal | None) -> Principal:
+    """The caller, when it is a party or the operations role."""
+    caller = _caller(principal)
+    if caller.kind != "party" and not is_operations(caller):
+        raise PermissionDeniedError(f"{caller} is not a settlement party")
+    return caller
+
+
+def party_of(principal: Principal | None, requested: str) -> str:
+    """The party a call is about: the caller's own (a party, which may not name another),
+    or the one the operations role names."""
+    caller = _caller(principal)
+    if is_operations(caller):
+        if not requested:
+            raise PermissionDeniedError("the operations role must name the party")
+        return requested
+    if caller.kind != "party":
+        raise PermissionDeniedError(f"{caller} is not a settlement party")
+    if requested and requested != caller.id:
+        raise PermissionDeniedError(f"{caller} may not see {requested}'s settlement")
+    return caller.id
+
+
+# -- closing -----------------------------------------------------------------------------
+
+
+def cutoff_of(scheme: Scheme, day: date) -> datetime:
+    """When a service day's period may close: the cut-off time of the next day, local."""
+    local = datetime.combine(
+        day + timedelta(days=1), scheme.calendar.cutoff, ZoneInfo(scheme.calendar.timezone)
+    )
+    return local.astimezone(UTC)
+
+
+async def close_period(
+    ports: SettlementPorts, principal: Principal | None, period_id: str
+) -> ClosedPeriod:
+    """Close `period_id` (idempotent; the operations role only) and issue every party's
+    signed file set and the scheme's payment file. Re-closing writes the same bytes."""
+    require_operations(principal)
+    day = parse_period_id(period_id)
+    due = cutoff_of(ports.scheme, day)
+    if ports.now() < due:
+        raise PeriodNotDueError(f"period {period_id} may close from {due.isoformat()}")
     if ports.close_wait_s > 0 and not await ports.ledger.is_closed(period_id):
         lag = await ports.lag.wait_caught_up(ports.close_wait_s)
         if lag:
             raise ConsumerLaggingError(
-                f"{lag} journey records not yet posted after {ports.close_wait_s:g}s; retry"
+                f"{lag} records not yet posted after {ports.close_wait_s:g}s; retry"
             )
-    closed = await ports.ledger.close_period(
-        period_id, issue_statements, lambda p, party: str(ports.files.path_for(p, party))
-    )
-    # Files and events follow the commit; a retried close rewrites/republishes the same
-    # bytes, so a crash in between loses nothing.
-    for stored in closed.statements:
-        await ports.files.write(period_id, stored.statement.party_id, stored.body)
+    newly_closed = await ports.ledger.mark_closed(period_id)
+    file_sets = await issue_file_sets(ports, period_id, day)
+    for stored in file_sets:
         await ports.events.publish(stored)
+    totals = await period_totals(ports, period_id, day)
     log.info(
         "period closed",
-        extra={
-            "period_id": period_id,
-            "statements": len(closed.statements),
-            "newly_closed": closed.newly_closed,
-        },
+        extra={"period_id": period_id, "parties": len(file_sets), "newly_closed": newly_closed},
     )
-    return closed
+    return ClosedPeriod(period_id, file_sets, totals, newly_closed)
 
 
-async def statement(ports: SettlementPorts, period_id: str, party_id: str) -> StoredStatement:
-    """One party's stored statement; StatementNotFoundError when there is none."""
+def _parties(scheme: Scheme, day: date, with_entries: set[str]) -> list[Party]:
+    """Every party in force on `day` (and any other with entries), the scheme last (its
+    set carries the payment file, made from everyone's net)."""
+    parties = {p.party_id: p for p in scheme.parties_on(day)}
+    for party_id in sorted(with_entries - set(parties)):
+        found = next((p for p in scheme.parties if p.party_id == party_id), None)
+        if found is None:
+            raise SettlementError(f"entries of {party_id}, which the scheme does not declare")
+        parties[party_id] = found
+    return sorted(parties.values(), key=lambda p: (p.kind is PartyKind.SCHEME, p.party_id))
+
+
+async def issue_file_sets(ports: SettlementPorts, period_id: str, day: date) -> list[StoredFileSet]:
+    """Write (or find identical) every party's file set of a closed period."""
+    scheme = ports.scheme
+    nets = await ports.ledger.nets(period_id)
+    parties = _parties(scheme, day, set(nets))
+    owed = [
+        (p, nets[p.party_id])
+        for p in parties
+        if p.kind is not PartyKind.SCHEME
+        and p.party_id in nets
+        and nets[p.party_id].amount_minor > 0
+    ]
+    extra = {PAYMENT_FILE: payment_file(scheme, period_id, owed)} if owed else {}
+    await asyncio.to_thread(publish_public_key, ports.files_root, ports.signer)
+    stored = []
+    for party in parties:
+        info = await write_file_set(
+            ports.files_root,
+            scheme,
+            party,
+            period_id,
+            ports.ledger.period_lines(period_id, party.party_id),
+            signer=ports.signer,
+            extra_files=extra if party.kind is PartyKind.SCHEME else {},
+        )
+        record = _stored(info)
+        await ports.ledger.record_file_set(record)
+        stored.append(record)
+    return sorted(stored, key=lambda s: s.party_id)
+
+
+def _stored(info: FileSetInfo) -> StoredFileSet:
+    return StoredFileSet(
+        period_id=info.period_id,
+        party_id=info.party_id,
+        directory=str(info.directory),
+        manifest_sha256=info.manifest_sha256,
+        line_count=info.line_count,
+        net=info.net,
+        end_to_end_id=info.end_to_end_id,
+        files=tuple((f.name, f.size, f.sha256) for f in info.files),
+    )
+
+
+async def period_totals(ports: SettlementPorts, period_id: str, day: date) -> dict[str, Money]:
+    """What moved in the period, by kind: what travellers were charged, what operators
+    are owed, what funders reimburse, fees, commission and top-ups (all positive when
+    money flows the usual way)."""
+    scheme = ports.scheme
+    zero = Money.zero(scheme.currency)
+    totals = dict.fromkeys(
+        ("charged", "apportioned", "reimbursed", "fees", "commission", "top_ups"), zero
+    )
+    kinds = {p.party_id: p.kind for p in scheme.parties}
+    for (party_id, account), amount in (await ports.ledger.account_totals(period_id)).items():
+        kind = kinds.get(party_id)
+        if kind is PartyKind.SCHEME and account == TRAVELLER_CHARGES:
+            totals["charged"] -= amount
+        elif kind is PartyKind.SCHEME and account == CLEARING_FEES:
+            totals["fees"] += amount
+        elif kind is PartyKind.OPERATOR and account in (FARE_REVENUE, CLEARING_FEES):
+            totals["apportioned"] += amount
+        elif kind is PartyKind.FUNDER and account == CONCESSION_REIMBURSEMENTS:
+            totals["reimbursed"] -= amount
+        elif kind is PartyKind.RETAILER and account == COMMISSION:
+            totals["commission"] += amount
+        elif kind is PartyKind.RETAILER and account == TOP_UPS_SOLD:
+            totals["top_ups"] -= amount
+    return totals
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+async def statement(
+    ports: SettlementPorts, principal: Principal | None, period_id: str, party_id: str
+) -> StoredFileSet:
+    """A party's file set of a closed period (the caller's own, or any for operations)."""
     parse_period_id(period_id)
-    if not party_id:
-        raise MissingPartyError("party_id is required")
-    stored = await ports.ledger.statement(period_id, party_id)
-    if stored is None:
-        raise StatementNotFoundError(f"no statement for {party_id} in {period_id}")
-    return stored
+    party = party_of(principal, party_id)
+    found = await ports.ledger.file_sets(period_id, party)
+    if not found:
+        raise StatementNotFoundError(f"no statement for {party} in {period_id}")
+    return found[0]
 
 
-def line_chunks(
-    stored: StoredStatement, size: int = LINES_PER_CHUNK
-) -> Iterator[tuple[int, tuple[StatementLine, ...]]]:
-    """(index of the first line, lines) of a statement, `size` lines at a time."""
-    lines = stored.statement.lines
-    for start in range(0, len(lines), size):
-        yield start, lines[start : start + size]
+async def statements(
+    ports: SettlementPorts, principal: Principal | None, period_id: str, party_id: str
+) -> list[StoredFileSet]:
+    """File sets of the caller (operations: of a named party, or of every party)."""
+    if period_id:
+        parse_period_id(period_id)
+    if is_operations(principal) and not party_id:
+        return await ports.ledger.file_sets(period_id or None, None)
+    party = party_of(principal, party_id)
+    return await ports.ledger.file_sets(period_id or None, party)
+
+
+async def file_chunks(
+    ports: SettlementPorts,
+    principal: Principal | None,
+    period_id: str,
+    party_id: str,
+    name: str,
+) -> AsyncIterator[tuple[int, bytes]]:
+    """(offset, bytes) of one file of a party's file set, a chunk at a time."""
+    stored = await statement(ports, principal, period_id, party_id)
+    if name not in {n for n, _, _ in stored.files} | {"manifest.json", "manifest.sig"}:
+        raise UnknownFileError(f"no file {name!r} in the file set")
+    path = Path(stored.directory) / name
+    offset = 0
+    with path.open("rb") as handle:
+        while chunk := await asyncio.to_thread(handle.read, FILE_CHUNK_BYTES):
+            yield offset, chunk
+            offset += len(chunk)
+
+
+async def line_chunks(
+    ports: SettlementPorts, principal: Principal | None, period_id: str, party_id: str
+) -> AsyncIterator[tuple[int, list[dict[str, str]]]]:
+    """(index of the first line, lines as column -> text) of a party's lines.csv."""
+    stored = await statement(ports, principal, period_id, party_id)
+    path = Path(stored.directory) / LINES_FILE
+    with path.open(encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        start = 0
+        while rows := await asyncio.to_thread(_take, reader, LINES_PER_CHUNK):
+            yield start, rows
+            start += len(rows)
+
+
+def _take(reader: Iterator[dict[str, str]], count: int) -> list[dict[str, str]]:
+    return [row for _, row in zip(range(count), reader, strict=False)]
+
+
+def iter_csv(body: str) -> Iterator[dict[str, str]]:
+    """Rows of a lines.csv text (for clients and tests)."""
+    return csv.DictReader(io.StringIO(body))
+
+
+async def position(
+    ports: SettlementPorts, principal: Principal | None, party_id: str
+) -> tuple[str, dict[str, Money]]:
+    """The party's net in every open period."""
+    party = party_of(principal, party_id)
+    return party, await ports.ledger.positions(party)
+
+
+def signing_key(ports: SettlementPorts) -> tuple[str, str]:
+    """(PEM, fingerprint) of the scheme's public signing key."""
+    return (
+        public_key_pem(ports.signer).decode("ascii"),
+        key_fingerprint(raw_public_key(ports.signer)),
+    )

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Callable, Iterable
+from datetime import date
 from pathlib import Path
 from uuid import uuid4
 
@@ -19,6 +20,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from clearway.auth import OPERATIONS, Principal
 from clearway.common.v1 import money_pb2
 from clearway.consumer import dead_letter_topic
 from clearway.db import create_pool
@@ -26,22 +28,18 @@ from clearway.events.v1 import events_pb2
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, idempotent_producer
 from clearway.money import Money
+from clearway.pki import issue_identity, secure_channel
 from clearway.runtime import RunningService
 from clearway.settings import ServiceSettings
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import kafka_headers_with_trace, setup_tracing
 from services.settlement.adapters.ledger_repository import LedgerRepository
-from services.settlement.app import SettlementApp
-from services.settlement.domain.apportionment import Leg, apportion
-from services.settlement.domain.ledger import (
-    ISSUER_ACCOUNT,
-    ISSUER_PARTY,
-    OPERATOR_ACCOUNT,
-    JourneyRevision,
-    LedgerEntry,
-    operator_party,
-    standing_of,
-)
+from services.settlement.adapters.scheme_file import load_scheme
+from services.settlement.app import SettlementApp, build
+from services.settlement.domain.ledger import LedgerEntry, standing_of
+from services.settlement.domain.settle import JourneyBasis, Leg, settle_journey
+
+OPERATIONS_ROLE = Principal("role", OPERATIONS)
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +52,13 @@ tracer = trace.get_tracer("tests.settlement")
 
 async def read_bytes(path: Path) -> bytes:
     return await asyncio.to_thread(path.read_bytes)
+
+
+async def read_set(directory: Path) -> dict[str, bytes]:
+    def read() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+    return await asyncio.to_thread(read)
 
 
 def money(amount: int, currency: str = "GBP") -> money_pb2.Money:
@@ -83,8 +88,53 @@ def priced(
     )
 
 
+# A scheme whose operators are the test's agencies, equal splits and no fees, so the
+# expected amounts are plain shares of the charges.
+TEST_SCHEME = (
+    """
+scheme_id = "settlement-tests"
+name = "Settlement test scheme"
+currency = "GBP"
+
+[settlement]
+timezone = "Europe/London"
+cutoff = "10:00"
+
+[[party]]
+id = "scheme:issuer"
+name = "Issuer"
+effective_from = 2025-01-01
+bank = { sort_code = "04-00-04", account_number = "12345678" }
+"""
+    + "".join(
+        f"""
+[[party]]
+id = "operator:{agency}"
+name = "{agency}"
+agency_ids = ["{agency}"]
+tier = "local"
+effective_from = 2025-01-01
+bank = {{ sort_code = "04-00-04", account_number = "1234567{i}" }}
+"""
+        for i, agency in enumerate(["bus", "tram", "rail", "LUL"])
+    )
+    + """
+[[apportionment.default]]
+method = "equal"
+effective_from = 2025-01-01
+"""
+)
+
+
 @pytest.fixture
-def settings(endpoints: Endpoints, unique_name: str) -> ServiceSettings:
+def scheme_file(tmp_path: Path) -> Path:
+    path = tmp_path / "scheme.toml"
+    path.write_text(TEST_SCHEME)
+    return path
+
+
+@pytest.fixture
+def settings(endpoints: Endpoints, unique_name: str, pki: Path) -> ServiceSettings:
     return dataclasses.replace(
         ServiceSettings.from_env("settlement"),
         grpc_host="127.0.0.1",
@@ -94,22 +144,36 @@ def settings(endpoints: Endpoints, unique_name: str) -> ServiceSettings:
         topics=Topics(f"{unique_name}."),
         db_schema=unique_name,
         consumer_group=f"{unique_name}-settlement",
+        tls_cert=pki / "server.pem",
+        tls_key=pki / "server.key.pem",
+        tls_client_ca=pki / "ca.pem",
     )
 
 
 class Harness:
     """Starts settlement instances and feeds them journeys."""
 
-    def __init__(self, settings: ServiceSettings, statements_dir: Path) -> None:
+    def __init__(
+        self, settings: ServiceSettings, statements_dir: Path, scheme_file: Path, pki: Path
+    ) -> None:
         self.settings = settings
         self.statements_dir = statements_dir
+        self.scheme_file = scheme_file
+        self.pki = pki
         self.producer: AIOKafkaProducer = idempotent_producer(settings.endpoints.kafka_bootstrap)
         self.running: RunningService | None = None
         self.app: SettlementApp | None = None
         self.port = 0
 
     async def start(self) -> SettlementApp:
-        self.app = SettlementApp(self.settings, self.statements_dir, close_wait_s=30.0)
+        self.app = build(
+            self.settings,
+            self.statements_dir,
+            scheme_file=self.scheme_file,
+            signing_key=self.pki / "signing.key.pem",
+            check_agencies=False,
+        )
+        self.app.close_wait_s = 30.0
         self.running = RunningService(self.app)
         self.port = await self.running.start()
         return self.app
@@ -157,10 +221,16 @@ class Harness:
     def stub(self, channel: grpc.aio.Channel) -> settlement_pb2_grpc.SettlementServiceStub:
         return settlement_pb2_grpc.SettlementServiceStub(channel)
 
+    def channel(self, identity: Principal = OPERATIONS_ROLE) -> grpc.aio.Channel:
+        issue_identity(identity, self.pki)  # a no-op once issued
+        return secure_channel(f"127.0.0.1:{self.port}", self.pki, identity)
+
 
 @pytest.fixture
-async def harness(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(settings, tmp_path / "statements")
+async def harness(
+    settings: ServiceSettings, tmp_path: Path, scheme_file: Path, pki: Path
+) -> AsyncIterator[Harness]:
+    h = Harness(settings, tmp_path / "statements", scheme_file, pki)
     await h.producer.start()
     await h.start()
     try:
@@ -173,7 +243,7 @@ async def harness(settings: ServiceSettings, tmp_path: Path) -> AsyncIterator[Ha
 async def download_lines(
     h: Harness, period_id: str, party_id: str
 ) -> list[settlement_pb2.StatementLine]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{h.port}") as channel:
+    async with h.channel() as channel:
         request = settlement_pb2.DownloadStatementLinesRequest(
             period_id=period_id, party_id=party_id
         )
@@ -185,14 +255,15 @@ async def download_lines(
 
 
 async def close_period(h: Harness, period_id: str) -> settlement_pb2.ClosePeriodResponse:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{h.port}") as channel:
+    async with h.channel() as channel:
         return await h.stub(channel).ClosePeriod(
             settlement_pb2.ClosePeriodRequest(period_id=period_id), timeout=60
         )
 
 
 def nets(response: settlement_pb2.ClosePeriodResponse) -> dict[str, int]:
-    return {s.party_id: s.net.amount_minor for s in response.statements}
+    """Every party's net, leaving out the parties (in force) with nothing this period."""
+    return {s.party_id: s.net.amount_minor for s in response.statements if s.line_count}
 
 
 async def test_close_period_issues_reconciling_statements_one_per_party(harness: Harness) -> None:
@@ -216,20 +287,24 @@ async def test_close_period_issues_reconciling_statements_one_per_party(harness:
     assert response.total_apportioned.amount_minor == 551
     assert response.total_charged.currency == "GBP"
     bus = next(s for s in response.statements if s.party_id == "operator:bus")
-    assert not bus.lines and bus.line_count == 4  # a summary: lines are downloaded
+    # A summary: one line per journey and account, whatever its revisions in the period.
+    assert not bus.lines and bus.line_count == 3
     lines = await download_lines(harness, DAY, "operator:bus")
     assert [(ln.journey_id, ln.revision, ln.amount.amount_minor) for ln in lines] == [
         ("j1", 1, 150),
         ("j2", 1, 34),
-        ("j3", 1, 200),
-        ("j3", 2, -50),
+        ("j3", 2, 150),
     ]
-    assert bus.total_credits.amount_minor == 384
-    assert bus.total_debits.amount_minor == 50
+    assert bus.total_credits.amount_minor == 334
+    assert bus.total_debits.amount_minor == 0
     for statement in response.statements:
-        path = Path(statement.path)
-        assert path == harness.statements_dir / DAY / f"{statement.party_id}.json"
-        assert hashlib.sha256(await read_bytes(path)).hexdigest() == statement.sha256
+        directory = Path(statement.path)
+        assert directory == harness.statements_dir / DAY / statement.party_id
+        manifest = await read_bytes(directory / "manifest.json")
+        assert hashlib.sha256(manifest).hexdigest() == statement.sha256
+        assert {f.name for f in statement.files} == {"lines.csv", "summary.json"} | (
+            {"pain.001.xml"} if statement.party_id == "scheme:issuer" else set()
+        )
 
     # The consumer's batch span links to the producer's spans.
     spans = SPANS.get_finished_spans()
@@ -246,11 +321,12 @@ async def test_close_period_issues_reconciling_statements_one_per_party(harness:
 async def test_closing_twice_returns_identical_statements(harness: Harness) -> None:
     await harness.send(priced("j1", ["bus", "tram"], 301), priced("j2", ["rail"], 99))
     first = await close_period(harness, DAY)
-    files = {s.party_id: await read_bytes(Path(s.path)) for s in first.statements}
+    files = {s.party_id: await read_set(Path(s.path)) for s in first.statements}
     second = await close_period(harness, DAY)
     assert first == second
-    assert {s.party_id: await read_bytes(Path(s.path)) for s in second.statements} == files
-    assert len(first.statements) == 4
+    assert {s.party_id: await read_set(Path(s.path)) for s in second.statements} == files
+    # Every party of the scheme gets a file set, also one without entries (operator:LUL).
+    assert len(first.statements) == 5
 
 
 async def test_replayed_journeys_add_nothing(harness: Harness) -> None:
@@ -337,7 +413,7 @@ async def test_late_adjustment_after_close_posts_into_the_next_open_period(
 
 
 async def test_bad_requests_get_specific_statuses(harness: Harness) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{harness.port}") as channel:
+    async with harness.channel() as channel:
         stub = harness.stub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await stub.ClosePeriod(settlement_pb2.ClosePeriodRequest(period_id="2026-02-30"))
@@ -352,7 +428,7 @@ async def test_bad_requests_get_specific_statuses(harness: Harness) -> None:
 
     await harness.send(priced("j1", ["bus"], 250))
     closed = await close_period(harness, DAY)
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{harness.port}") as channel:
+    async with harness.channel() as channel:
         got = await harness.stub(channel).GetStatement(
             settlement_pb2.GetStatementRequest(period_id=DAY, party_id="operator:bus")
         )
@@ -390,7 +466,10 @@ async def test_a_vanished_journey_refunds_its_charge(harness: Harness) -> None:
     )
     response = await close_period(harness, DAY)
 
-    assert nets(response) == {"operator:LUL": 290, "scheme:issuer": -290}
+    assert {p: n for p, n in nets(response).items() if n} == {
+        "operator:LUL": 290,
+        "scheme:issuer": -290,
+    }
     assert response.total_charged.amount_minor == 290
     assert response.total_apportioned.amount_minor == 290
     gone = [e for e in await harness.entries() if e.journey_id == "j-gone"]
@@ -413,12 +492,16 @@ async def test_changed_operators_settle_on_the_split_of_the_final_charge(
         priced("j1", ["bus", "tram"], 300, revision=2, delta=0),
     )
     response = await close_period(harness, DAY)
-    assert nets(response) == {"operator:bus": 150, "operator:tram": 150, "scheme:issuer": -300}
+    assert {p: n for p, n in nets(response).items() if n} == {
+        "operator:bus": 150,
+        "operator:tram": 150,
+        "scheme:issuer": -300,
+    }
     assert response.total_charged.amount_minor == 300
     rev2 = [e for e in await harness.entries() if e.revision == 2]
     assert [(e.party_id, e.amount.amount_minor, e.description) for e in rev2] == [
-        ("operator:bus", -150, "adjustment of journey j1 to rev 2"),
-        ("operator:tram", 150, "adjustment of journey j1 to rev 2"),
+        ("operator:bus", -150, "adjustment: equal share of journey j1 rev 2"),
+        ("operator:tram", 150, "adjustment: equal share of journey j1 rev 2"),
     ]
 
 
@@ -429,13 +512,19 @@ async def test_an_out_of_date_revision_arriving_late_changes_nothing(harness: Ha
         priced("j1", ["bus"], 400),  # revision 1 again, after revision 2
     )
     response = await close_period(harness, DAY)
-    assert nets(response) == {"operator:bus": 150, "operator:tram": 150, "scheme:issuer": -300}
+    assert {p: n for p, n in nets(response).items() if n} == {
+        "operator:bus": 150,
+        "operator:tram": 150,
+        "scheme:issuer": -300,
+    }
 
 
 @pytest.fixture
-async def repository(settings: ServiceSettings) -> AsyncIterator[LedgerRepository]:
+async def repository(
+    settings: ServiceSettings, scheme_file: Path
+) -> AsyncIterator[LedgerRepository]:
     pool = await create_pool(settings.endpoints.pg_dsn, settings.db_schema)
-    repo = LedgerRepository(pool)
+    repo = LedgerRepository(pool, load_scheme(scheme_file))
     await repo.migrate()
     try:
         yield repo
@@ -454,14 +543,12 @@ _revision_st = st.one_of(
 _sequence_st = st.lists(_revision_st, min_size=1, max_size=6)
 
 
-def _revisions(jid: str, specs: list[tuple[int, list[str]]]) -> list[JourneyRevision]:
-    out: list[JourneyRevision] = []
-    previous = 0
+def _revisions(jid: str, specs: list[tuple[int, list[str]]]) -> list[JourneyBasis]:
+    out: list[JourneyBasis] = []
     for rev, (charge, ops) in enumerate(specs, start=1):
         legs = tuple(Leg(f"{jid}-{rev}-{i}", op) for i, op in enumerate(ops))
-        delta = Money(charge - previous, "GBP")
-        out.append(JourneyRevision(jid, rev, DAY, legs, Money(charge, "GBP"), delta))
-        previous = charge
+        day = date.fromisoformat(DAY)
+        out.append(JourneyBasis(jid, rev, day, None, "ADULT", Money(charge, "GBP"), legs))
     return out
 
 
@@ -484,13 +571,7 @@ async def test_reposting_earlier_revisions_after_later_ones_adds_nothing(
         assert result.inserted == len(posted)
     settled = list(await repository.entries(jid))
 
-    charge = specs[-1][0]
-    legs = revisions[-1].legs
-    expected: dict[tuple[str, str], Money] = {}
-    if legs:
-        expected[(ISSUER_PARTY, ISSUER_ACCOUNT)] = Money(-charge, "GBP")
-        for share in apportion(Money(charge, "GBP"), legs):
-            expected[(operator_party(share.operator_id), OPERATOR_ACCOUNT)] = share.amount
+    expected = dict(settle_journey(repository.scheme, revisions[-1]).position)
     standing = standing_of(settled)
     assert {k: v for k, v in standing.items() if v.amount_minor} == {
         k: v for k, v in expected.items() if v.amount_minor
@@ -554,10 +635,98 @@ async def test_a_period_too_big_for_one_message_closes_with_summaries_and_stream
     assert response.ByteSize() < 10_000
     issuer = next(s for s in response.statements if s.party_id == "scheme:issuer")
     assert issuer.line_count == count and not issuer.lines
-    assert len(await read_bytes(Path(issuer.path))) > 4 * 1024 * 1024
+    assert len(await read_bytes(Path(issuer.path) / "lines.csv")) > 4 * 1024 * 1024
     lines = await download_lines(harness, DAY, "scheme:issuer")
     assert len(lines) == count
     assert sum(ln.amount.amount_minor for ln in lines) == issuer.net.amount_minor
     assert [ln.journey_id for ln in lines] == sorted(f"big{i:05d}" for i in range(count))
     per_record = [r for r in caplog.records if r.levelno >= 20 and "journey" in r.getMessage()]
     assert len(per_record) < 10, [r.getMessage() for r in per_record[:10]]
+
+
+def party(party_id: str) -> Principal:
+    return Principal("party", party_id)
+
+
+async def test_parties_see_only_their_own_settlement_and_only_operations_closes(
+    harness: Harness,
+) -> None:
+    await harness.send(priced("j1", ["bus", "tram"], 300))
+    await close_period(harness, DAY)
+
+    async with harness.channel(party("operator:bus")) as channel:
+        stub = harness.stub(channel)
+        mine = await stub.ListStatements(settlement_pb2.ListStatementsRequest())
+        assert [s.party_id for s in mine.statements] == ["operator:bus"]
+        got = await stub.GetStatement(settlement_pb2.GetStatementRequest(period_id=DAY))
+        assert got.statement.party_id == "operator:bus"
+        chunks = stub.DownloadFile(
+            settlement_pb2.DownloadFileRequest(period_id=DAY, name="summary.json")
+        )
+        summary = b"".join([c.chunk async for c in chunks])
+        assert b'"party_id": "operator:bus"' in summary
+        position = await stub.GetPosition(settlement_pb2.GetPositionRequest())
+        assert position.party_id == "operator:bus"
+        # Another operator's statement, files, lines or position: refused.
+        for call in (
+            stub.GetStatement(
+                settlement_pb2.GetStatementRequest(period_id=DAY, party_id="operator:tram")
+            ),
+            stub.ListStatements(settlement_pb2.ListStatementsRequest(party_id="operator:tram")),
+            stub.GetPosition(settlement_pb2.GetPositionRequest(party_id="operator:tram")),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await call
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+            assert ("reason-code", "PERMISSION_DENIED") in tuple(err.value.trailing_metadata())
+        for stream in (
+            stub.DownloadFile(
+                settlement_pb2.DownloadFileRequest(
+                    period_id=DAY, party_id="operator:tram", name="lines.csv"
+                )
+            ),
+            stub.DownloadStatementLines(
+                settlement_pb2.DownloadStatementLinesRequest(
+                    period_id=DAY, party_id="operator:tram"
+                )
+            ),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                [c async for c in stream]
+            assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        # A party may not close a period.
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ClosePeriod(settlement_pb2.ClosePeriodRequest(period_id=NEXT_DAY))
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+    # The operations role sees every party.
+    async with harness.channel() as channel:
+        every = await harness.stub(channel).ListStatements(settlement_pb2.ListStatementsRequest())
+        assert {s.party_id for s in every.statements} >= {"operator:bus", "operator:tram"}
+
+
+async def test_a_caller_without_a_scheme_certificate_gets_no_data(harness: Harness) -> None:
+    """grpcio cannot request a client certificate without requiring it: a caller without
+    one (or with a plaintext channel) is refused at the TLS handshake, before any RPC."""
+    await harness.send(priced("j1", ["bus"], 250))
+    await close_period(harness, DAY)
+    request = settlement_pb2.ListStatementsRequest()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{harness.port}") as plain:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await harness.stub(plain).ListStatements(request, timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    anonymous = grpc.ssl_channel_credentials(
+        root_certificates=(harness.pki / "ca.pem").read_bytes()
+    )
+    async with grpc.aio.secure_channel(f"127.0.0.1:{harness.port}", anonymous) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await harness.stub(channel).ListStatements(request, timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_period_cannot_close_before_its_cut_off(harness: Harness) -> None:
+    today = date.today().isoformat()
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await close_period(harness, today)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert ("reason-code", "PERIOD_NOT_DUE") in tuple(err.value.trailing_metadata())

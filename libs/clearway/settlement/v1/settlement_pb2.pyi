@@ -47,13 +47,37 @@ class ClosePeriodResponse(_message.Message):
     STATEMENTS_FIELD_NUMBER: _builtins.int
     TOTAL_CHARGED_FIELD_NUMBER: _builtins.int
     TOTAL_APPORTIONED_FIELD_NUMBER: _builtins.int
+    TOTAL_REIMBURSED_FIELD_NUMBER: _builtins.int
+    TOTAL_FEES_FIELD_NUMBER: _builtins.int
+    TOTAL_COMMISSION_FIELD_NUMBER: _builtins.int
+    TOTAL_TOP_UPS_FIELD_NUMBER: _builtins.int
     period_id: _builtins.str
     @_builtins.property
     def statements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Statement]: ...
     @_builtins.property
-    def total_charged(self) -> _money_pb2.Money: ...
+    def total_charged(self) -> _money_pb2.Money:
+        """What travellers were charged, net of refunds."""
+
     @_builtins.property
-    def total_apportioned(self) -> _money_pb2.Money: ...
+    def total_apportioned(self) -> _money_pb2.Money:
+        """What operators are owed, net of clearing fees."""
+
+    @_builtins.property
+    def total_reimbursed(self) -> _money_pb2.Money:
+        """What funders reimburse for concession journeys."""
+
+    @_builtins.property
+    def total_fees(self) -> _money_pb2.Money:
+        """Clearing fees earned by the scheme."""
+
+    @_builtins.property
+    def total_commission(self) -> _money_pb2.Money:
+        """Commission earned by retailers on top-ups."""
+
+    @_builtins.property
+    def total_top_ups(self) -> _money_pb2.Money:
+        """Top-ups sold by retailers."""
+
     def __init__(
         self,
         *,
@@ -61,10 +85,14 @@ class ClosePeriodResponse(_message.Message):
         statements: _abc.Iterable[Global___Statement] | None = ...,
         total_charged: _money_pb2.Money | None = ...,
         total_apportioned: _money_pb2.Money | None = ...,
+        total_reimbursed: _money_pb2.Money | None = ...,
+        total_fees: _money_pb2.Money | None = ...,
+        total_commission: _money_pb2.Money | None = ...,
+        total_top_ups: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["total_apportioned", b"total_apportioned", "total_charged", b"total_charged"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total_apportioned", b"total_apportioned", "total_charged", b"total_charged", "total_commission", b"total_commission", "total_fees", b"total_fees", "total_reimbursed", b"total_reimbursed", "total_top_ups", b"total_top_ups"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["period_id", b"period_id", "statements", b"statements", "total_apportioned", b"total_apportioned", "total_charged", b"total_charged"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period_id", b"period_id", "statements", b"statements", "total_apportioned", b"total_apportioned", "total_charged", b"total_charged", "total_commission", b"total_commission", "total_fees", b"total_fees", "total_reimbursed", b"total_reimbursed", "total_top_ups", b"total_top_ups"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -78,6 +106,7 @@ class GetStatementRequest(_message.Message):
     PARTY_ID_FIELD_NUMBER: _builtins.int
     period_id: _builtins.str
     party_id: _builtins.str
+    """Empty: the caller's own party."""
     def __init__(
         self,
         *,
@@ -113,40 +142,6 @@ class GetStatementResponse(_message.Message):
 Global___GetStatementResponse: _TypeAlias = GetStatementResponse  # noqa: Y015
 
 @_typing.final
-class StatementLine(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    JOURNEY_ID_FIELD_NUMBER: _builtins.int
-    REVISION_FIELD_NUMBER: _builtins.int
-    ACCOUNT_FIELD_NUMBER: _builtins.int
-    AMOUNT_FIELD_NUMBER: _builtins.int
-    DESCRIPTION_FIELD_NUMBER: _builtins.int
-    journey_id: _builtins.str
-    revision: _builtins.int
-    account: _builtins.str
-    description: _builtins.str
-    @_builtins.property
-    def amount(self) -> _money_pb2.Money:
-        """Positive = credit to the party, negative = debit."""
-
-    def __init__(
-        self,
-        *,
-        journey_id: _builtins.str = ...,
-        revision: _builtins.int = ...,
-        account: _builtins.str = ...,
-        amount: _money_pb2.Money | None = ...,
-        description: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount", "description", b"description", "journey_id", b"journey_id", "revision", b"revision"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___StatementLine: _TypeAlias = StatementLine  # noqa: Y015
-
-@_typing.final
 class DownloadStatementLinesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -154,6 +149,7 @@ class DownloadStatementLinesRequest(_message.Message):
     PARTY_ID_FIELD_NUMBER: _builtins.int
     period_id: _builtins.str
     party_id: _builtins.str
+    """Empty: the caller's own party."""
     def __init__(
         self,
         *,
@@ -193,6 +189,331 @@ class DownloadStatementLinesResponse(_message.Message):
 Global___DownloadStatementLinesResponse: _TypeAlias = DownloadStatementLinesResponse  # noqa: Y015
 
 @_typing.final
+class ListPeriodsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeriodsRequest: _TypeAlias = ListPeriodsRequest  # noqa: Y015
+
+@_typing.final
+class ListPeriodsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIODS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___Period]: ...
+    def __init__(
+        self,
+        *,
+        periods: _abc.Iterable[Global___Period] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["periods", b"periods"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPeriodsResponse: _TypeAlias = ListPeriodsResponse  # noqa: Y015
+
+@_typing.final
+class Period(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    period_id: _builtins.str
+    state: _builtins.str
+    """"open" or "closed"."""
+    def __init__(
+        self,
+        *,
+        period_id: _builtins.str = ...,
+        state: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period_id", b"period_id", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Period: _TypeAlias = Period  # noqa: Y015
+
+@_typing.final
+class ListStatementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_ID_FIELD_NUMBER: _builtins.int
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    period_id: _builtins.str
+    """Empty: every closed period."""
+    party_id: _builtins.str
+    """Empty: the caller's own party (the operations role: every party)."""
+    def __init__(
+        self,
+        *,
+        period_id: _builtins.str = ...,
+        party_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["party_id", b"party_id", "period_id", b"period_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStatementsRequest: _TypeAlias = ListStatementsRequest  # noqa: Y015
+
+@_typing.final
+class ListStatementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def statements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Statement]: ...
+    def __init__(
+        self,
+        *,
+        statements: _abc.Iterable[Global___Statement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["statements", b"statements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStatementsResponse: _TypeAlias = ListStatementsResponse  # noqa: Y015
+
+@_typing.final
+class DownloadFileRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_ID_FIELD_NUMBER: _builtins.int
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    period_id: _builtins.str
+    party_id: _builtins.str
+    """Empty: the caller's own party."""
+    name: _builtins.str
+    """summary.json, lines.csv, manifest.json, manifest.sig or pain.001.xml."""
+    def __init__(
+        self,
+        *,
+        period_id: _builtins.str = ...,
+        party_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "party_id", b"party_id", "period_id", b"period_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadFileRequest: _TypeAlias = DownloadFileRequest  # noqa: Y015
+
+@_typing.final
+class DownloadFileResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNK_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    offset: _builtins.int
+    """Position of the chunk's first byte in the file."""
+    def __init__(
+        self,
+        *,
+        chunk: _builtins.bytes = ...,
+        offset: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "offset", b"offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DownloadFileResponse: _TypeAlias = DownloadFileResponse  # noqa: Y015
+
+@_typing.final
+class GetPositionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    party_id: _builtins.str
+    """Empty: the caller's own party."""
+    def __init__(
+        self,
+        *,
+        party_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["party_id", b"party_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPositionRequest: _TypeAlias = GetPositionRequest  # noqa: Y015
+
+@_typing.final
+class GetPositionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARTY_ID_FIELD_NUMBER: _builtins.int
+    PERIODS_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    party_id: _builtins.str
+    @_builtins.property
+    def periods(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeriodPosition]: ...
+    @_builtins.property
+    def total(self) -> _money_pb2.Money:
+        """The sum over the open periods."""
+
+    def __init__(
+        self,
+        *,
+        party_id: _builtins.str = ...,
+        periods: _abc.Iterable[Global___PeriodPosition] | None = ...,
+        total: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["party_id", b"party_id", "periods", b"periods", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetPositionResponse: _TypeAlias = GetPositionResponse  # noqa: Y015
+
+@_typing.final
+class PeriodPosition(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_ID_FIELD_NUMBER: _builtins.int
+    NET_FIELD_NUMBER: _builtins.int
+    period_id: _builtins.str
+    @_builtins.property
+    def net(self) -> _money_pb2.Money:
+        """Positive: the party is owed this; negative: it owes it."""
+
+    def __init__(
+        self,
+        *,
+        period_id: _builtins.str = ...,
+        net: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["net", b"net"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["net", b"net", "period_id", b"period_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeriodPosition: _TypeAlias = PeriodPosition  # noqa: Y015
+
+@_typing.final
+class GetSigningKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSigningKeyRequest: _TypeAlias = GetSigningKeyRequest  # noqa: Y015
+
+@_typing.final
+class GetSigningKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PUBLIC_KEY_PEM_FIELD_NUMBER: _builtins.int
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    public_key_pem: _builtins.str
+    """SubjectPublicKeyInfo PEM of the scheme's Ed25519 signing key."""
+    fingerprint: _builtins.str
+    """sha256 of the raw 32-byte key (as manifests name it)."""
+    def __init__(
+        self,
+        *,
+        public_key_pem: _builtins.str = ...,
+        fingerprint: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fingerprint", b"fingerprint", "public_key_pem", b"public_key_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSigningKeyResponse: _TypeAlias = GetSigningKeyResponse  # noqa: Y015
+
+@_typing.final
+class StatementLine(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    journey_id: _builtins.str
+    """The journey (or top-up) id."""
+    revision: _builtins.int
+    account: _builtins.str
+    description: _builtins.str
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """Positive = credit to the party, negative = debit."""
+
+    def __init__(
+        self,
+        *,
+        journey_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        account: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "amount", b"amount", "description", b"description", "journey_id", b"journey_id", "revision", b"revision"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StatementLine: _TypeAlias = StatementLine  # noqa: Y015
+
+@_typing.final
+class SettlementFile(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    bytes: _builtins.int
+    sha256: _builtins.str
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        bytes: _builtins.int = ...,
+        sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "name", b"name", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementFile: _TypeAlias = SettlementFile  # noqa: Y015
+
+@_typing.final
 class Statement(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -206,16 +527,22 @@ class Statement(_message.Message):
     PATH_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     LINE_COUNT_FIELD_NUMBER: _builtins.int
+    FILES_FIELD_NUMBER: _builtins.int
+    END_TO_END_ID_FIELD_NUMBER: _builtins.int
     statement_id: _builtins.str
     period_id: _builtins.str
     party_id: _builtins.str
     path: _builtins.str
+    """The directory of the party's file set on the settlement host."""
     sha256: _builtins.str
+    """sha256 of the file set's manifest.json."""
     line_count: _builtins.int
     """How many lines the statement has (what DownloadStatementLines streams)."""
+    end_to_end_id: _builtins.str
+    """The pain.001 end-to-end id of the party's payment, when the scheme pays it."""
     @_builtins.property
     def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatementLine]:
-        """Not filled by ClosePeriod or GetStatement (summaries only); use DownloadStatementLines."""
+        """Not filled (summaries only); use DownloadStatementLines or DownloadFile."""
 
     @_builtins.property
     def total_credits(self) -> _money_pb2.Money: ...
@@ -223,6 +550,8 @@ class Statement(_message.Message):
     def total_debits(self) -> _money_pb2.Money: ...
     @_builtins.property
     def net(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def files(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettlementFile]: ...
     def __init__(
         self,
         *,
@@ -236,10 +565,12 @@ class Statement(_message.Message):
         path: _builtins.str = ...,
         sha256: _builtins.str = ...,
         line_count: _builtins.int = ...,
+        files: _abc.Iterable[Global___SettlementFile] | None = ...,
+        end_to_end_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["net", b"net", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["line_count", b"line_count", "lines", b"lines", "net", b"net", "party_id", b"party_id", "path", b"path", "period_id", b"period_id", "sha256", b"sha256", "statement_id", b"statement_id", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_to_end_id", b"end_to_end_id", "files", b"files", "line_count", b"line_count", "lines", b"lines", "net", b"net", "party_id", b"party_id", "path", b"path", "period_id", b"period_id", "sha256", b"sha256", "statement_id", b"statement_id", "total_credits", b"total_credits", "total_debits", b"total_debits"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -26,7 +26,14 @@ if _version_not_supported:
 
 
 class SettlementServiceStub:
-    """Ledger, periods and statements.
+    """Ledger, periods and settlement files, for the scheme's operations and for every party.
+
+    Every call needs mutual TLS with a client certificate issued by the scheme CA; the
+    caller's identity comes from the certificate (`clearway:party/<party id>` or
+    `clearway:role/operations`), never from a request field. A party sees only its own
+    periods' statements, files and position: a `party_id` naming another party is refused
+    with PERMISSION_DENIED. The operations role may name any party and is the only one
+    that may close a period.
     """
 
     def __init__(self, channel):
@@ -50,31 +57,99 @@ class SettlementServiceStub:
                 request_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesRequest.SerializeToString,
                 response_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesResponse.FromString,
                 _registered_method=True)
+        self.ListPeriods = channel.unary_unary(
+                '/clearway.settlement.v1.SettlementService/ListPeriods',
+                request_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListPeriodsRequest.SerializeToString,
+                response_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListPeriodsResponse.FromString,
+                _registered_method=True)
+        self.ListStatements = channel.unary_unary(
+                '/clearway.settlement.v1.SettlementService/ListStatements',
+                request_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListStatementsRequest.SerializeToString,
+                response_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListStatementsResponse.FromString,
+                _registered_method=True)
+        self.DownloadFile = channel.unary_stream(
+                '/clearway.settlement.v1.SettlementService/DownloadFile',
+                request_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadFileRequest.SerializeToString,
+                response_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadFileResponse.FromString,
+                _registered_method=True)
+        self.GetPosition = channel.unary_unary(
+                '/clearway.settlement.v1.SettlementService/GetPosition',
+                request_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetPositionRequest.SerializeToString,
+                response_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetPositionResponse.FromString,
+                _registered_method=True)
+        self.GetSigningKey = channel.unary_unary(
+                '/clearway.settlement.v1.SettlementService/GetSigningKey',
+                request_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetSigningKeyRequest.SerializeToString,
+                response_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetSigningKeyResponse.FromString,
+                _registered_method=True)
 
 
 class SettlementServiceServicer:
-    """Ledger, periods and statements.
+    """Ledger, periods and settlement files, for the scheme's operations and for every party.
+
+    Every call needs mutual TLS with a client certificate issued by the scheme CA; the
+    caller's identity comes from the certificate (`clearway:party/<party id>` or
+    `clearway:role/operations`), never from a request field. A party sees only its own
+    periods' statements, files and position: a `party_id` naming another party is refused
+    with PERMISSION_DENIED. The operations role may name any party and is the only one
+    that may close a period.
     """
 
     def ClosePeriod(self, request, context):
-        """Closes a settlement period (a service day) and issues one statement per party.
-        Answers with each statement's summary (totals, line count, sha256, path), never its
-        lines: a big day has millions. Lines come from DownloadStatementLines.
+        """Operations only. Closes a settlement period (a service day) and issues every party's
+        signed file set (and the scheme's pain.001 payment file). Answers with summaries,
+        never lines: a big day has millions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetStatement(self, request, context):
-        """One party's statement summary for a closed period (no lines).
+        """A party's statement summary for a closed period.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DownloadStatementLines(self, request, context):
-        """Every line of one party's statement for a closed period, in statement order, in
-        chunks of at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
+        """Every line of a party's statement for a closed period, in file order, in chunks of
+        at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPeriods(self, request, context):
+        """Settlement periods, newest first, and whether each is open or closed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListStatements(self, request, context):
+        """The caller's statements (the operations role: any party's, or all).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadFile(self, request, context):
+        """One file of a party's file set (summary.json, lines.csv, manifest.json, manifest.sig,
+        and for the scheme pain.001.xml), in chunks of at most 1 MB.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPosition(self, request, context):
+        """The caller's current position: its net in every period not yet closed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSigningKey(self, request, context):
+        """The scheme's published Ed25519 public key (PEM) that signs every manifest.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +173,31 @@ def add_SettlementServiceServicer_to_server(servicer, server):
                     request_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesRequest.FromString,
                     response_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesResponse.SerializeToString,
             ),
+            'ListPeriods': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeriods,
+                    request_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListPeriodsRequest.FromString,
+                    response_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListPeriodsResponse.SerializeToString,
+            ),
+            'ListStatements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStatements,
+                    request_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListStatementsRequest.FromString,
+                    response_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListStatementsResponse.SerializeToString,
+            ),
+            'DownloadFile': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadFile,
+                    request_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadFileRequest.FromString,
+                    response_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadFileResponse.SerializeToString,
+            ),
+            'GetPosition': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPosition,
+                    request_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetPositionRequest.FromString,
+                    response_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetPositionResponse.SerializeToString,
+            ),
+            'GetSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSigningKey,
+                    request_deserializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetSigningKeyRequest.FromString,
+                    response_serializer=clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetSigningKeyResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'clearway.settlement.v1.SettlementService', rpc_method_handlers)
@@ -107,7 +207,14 @@ def add_SettlementServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class SettlementService:
-    """Ledger, periods and statements.
+    """Ledger, periods and settlement files, for the scheme's operations and for every party.
+
+    Every call needs mutual TLS with a client certificate issued by the scheme CA; the
+    caller's identity comes from the certificate (`clearway:party/<party id>` or
+    `clearway:role/operations`), never from a request field. A party sees only its own
+    periods' statements, files and position: a `party_id` naming another party is refused
+    with PERMISSION_DENIED. The operations role may name any party and is the only one
+    that may close a period.
     """
 
     @staticmethod
@@ -181,6 +288,141 @@ class SettlementService:
             '/clearway.settlement.v1.SettlementService/DownloadStatementLines',
             clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesRequest.SerializeToString,
             clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadStatementLinesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeriods(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.settlement.v1.SettlementService/ListPeriods',
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListPeriodsRequest.SerializeToString,
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListPeriodsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStatements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.settlement.v1.SettlementService/ListStatements',
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListStatementsRequest.SerializeToString,
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.ListStatementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadFile(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/clearway.settlement.v1.SettlementService/DownloadFile',
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadFileRequest.SerializeToString,
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.DownloadFileResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPosition(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.settlement.v1.SettlementService/GetPosition',
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetPositionRequest.SerializeToString,
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetPositionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.settlement.v1.SettlementService/GetSigningKey',
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetSigningKeyRequest.SerializeToString,
+            clearway_dot_settlement_dot_v1_dot_settlement__pb2.GetSigningKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,43 +27,91 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class SettlementServiceStub:
-    """Ledger, periods and statements."""
+    """Ledger, periods and settlement files, for the scheme's operations and for every party.
+
+    Every call needs mutual TLS with a client certificate issued by the scheme CA; the
+    caller's identity comes from the certificate (`clearway:party/<party id>` or
+    `clearway:role/operations`), never from a request field. A party sees only its own
+    periods' statements, files and position: a `party_id` naming another party is refused
+    with PERMISSION_DENIED. The operations role may name any party and is the only one
+    that may close a period.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> SettlementServiceAsyncStub: ...
     ClosePeriod: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ClosePeriodRequest, _settlement_pb2.ClosePeriodResponse]
-    """Closes a settlement period (a service day) and issues one statement per party.
-    Answers with each statement's summary (totals, line count, sha256, path), never its
-    lines: a big day has millions. Lines come from DownloadStatementLines.
+    """Operations only. Closes a settlement period (a service day) and issues every party's
+    signed file set (and the scheme's pain.001 payment file). Answers with summaries,
+    never lines: a big day has millions.
     """
     GetStatement: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.GetStatementRequest, _settlement_pb2.GetStatementResponse]
-    """One party's statement summary for a closed period (no lines)."""
+    """A party's statement summary for a closed period."""
     DownloadStatementLines: _grpc.UnaryStreamMultiCallable[_settlement_pb2.DownloadStatementLinesRequest, _settlement_pb2.DownloadStatementLinesResponse]
-    """Every line of one party's statement for a closed period, in statement order, in
-    chunks of at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
+    """Every line of a party's statement for a closed period, in file order, in chunks of
+    at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
     """
+    ListPeriods: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ListPeriodsRequest, _settlement_pb2.ListPeriodsResponse]
+    """Settlement periods, newest first, and whether each is open or closed."""
+    ListStatements: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.ListStatementsRequest, _settlement_pb2.ListStatementsResponse]
+    """The caller's statements (the operations role: any party's, or all)."""
+    DownloadFile: _grpc.UnaryStreamMultiCallable[_settlement_pb2.DownloadFileRequest, _settlement_pb2.DownloadFileResponse]
+    """One file of a party's file set (summary.json, lines.csv, manifest.json, manifest.sig,
+    and for the scheme pain.001.xml), in chunks of at most 1 MB.
+    """
+    GetPosition: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.GetPositionRequest, _settlement_pb2.GetPositionResponse]
+    """The caller's current position: its net in every period not yet closed."""
+    GetSigningKey: _grpc.UnaryUnaryMultiCallable[_settlement_pb2.GetSigningKeyRequest, _settlement_pb2.GetSigningKeyResponse]
+    """The scheme's published Ed25519 public key (PEM) that signs every manifest."""
 
 @_typing.type_check_only
 class SettlementServiceAsyncStub(SettlementServiceStub):
-    """Ledger, periods and statements."""
+    """Ledger, periods and settlement files, for the scheme's operations and for every party.
+
+    Every call needs mutual TLS with a client certificate issued by the scheme CA; the
+    caller's identity comes from the certificate (`clearway:party/<party id>` or
+    `clearway:role/operations`), never from a request field. A party sees only its own
+    periods' statements, files and position: a `party_id` naming another party is refused
+    with PERMISSION_DENIED. The operations role may name any party and is the only one
+    that may close a period.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ClosePeriod: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ClosePeriodRequest, _settlement_pb2.ClosePeriodResponse]  # type: ignore[assignment]
-    """Closes a settlement period (a service day) and issues one statement per party.
-    Answers with each statement's summary (totals, line count, sha256, path), never its
-    lines: a big day has millions. Lines come from DownloadStatementLines.
+    """Operations only. Closes a settlement period (a service day) and issues every party's
+    signed file set (and the scheme's pain.001 payment file). Answers with summaries,
+    never lines: a big day has millions.
     """
     GetStatement: _aio.UnaryUnaryMultiCallable[_settlement_pb2.GetStatementRequest, _settlement_pb2.GetStatementResponse]  # type: ignore[assignment]
-    """One party's statement summary for a closed period (no lines)."""
+    """A party's statement summary for a closed period."""
     DownloadStatementLines: _aio.UnaryStreamMultiCallable[_settlement_pb2.DownloadStatementLinesRequest, _settlement_pb2.DownloadStatementLinesResponse]  # type: ignore[assignment]
-    """Every line of one party's statement for a closed period, in statement order, in
-    chunks of at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
+    """Every line of a party's statement for a closed period, in file order, in chunks of
+    at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
     """
+    ListPeriods: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ListPeriodsRequest, _settlement_pb2.ListPeriodsResponse]  # type: ignore[assignment]
+    """Settlement periods, newest first, and whether each is open or closed."""
+    ListStatements: _aio.UnaryUnaryMultiCallable[_settlement_pb2.ListStatementsRequest, _settlement_pb2.ListStatementsResponse]  # type: ignore[assignment]
+    """The caller's statements (the operations role: any party's, or all)."""
+    DownloadFile: _aio.UnaryStreamMultiCallable[_settlement_pb2.DownloadFileRequest, _settlement_pb2.DownloadFileResponse]  # type: ignore[assignment]
+    """One file of a party's file set (summary.json, lines.csv, manifest.json, manifest.sig,
+    and for the scheme pain.001.xml), in chunks of at most 1 MB.
+    """
+    GetPosition: _aio.UnaryUnaryMultiCallable[_settlement_pb2.GetPositionRequest, _settlement_pb2.GetPositionResponse]  # type: ignore[assignment]
+    """The caller's current position: its net in every period not yet closed."""
+    GetSigningKey: _aio.UnaryUnaryMultiCallable[_settlement_pb2.GetSigningKeyRequest, _settlement_pb2.GetSigningKeyResponse]  # type: ignore[assignment]
+    """The scheme's published Ed25519 public key (PEM) that signs every manifest."""
 
 class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Ledger, periods and statements."""
+    """Ledger, periods and settlement files, for the scheme's operations and for every party.
+
+    Every call needs mutual TLS with a client certificate issued by the scheme CA; the
+    caller's identity comes from the certificate (`clearway:party/<party id>` or
+    `clearway:role/operations`), never from a request field. A party sees only its own
+    periods' statements, files and position: a `party_id` naming another party is refused
+    with PERMISSION_DENIED. The operations role may name any party and is the only one
+    that may close a period.
+    """
 
     @_abc_1.abstractmethod
     def ClosePeriod(
@@ -71,9 +119,9 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settlement_pb2.ClosePeriodRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.ClosePeriodResponse, _abc.Awaitable[_settlement_pb2.ClosePeriodResponse]]:
-        """Closes a settlement period (a service day) and issues one statement per party.
-        Answers with each statement's summary (totals, line count, sha256, path), never its
-        lines: a big day has millions. Lines come from DownloadStatementLines.
+        """Operations only. Closes a settlement period (a service day) and issues every party's
+        signed file set (and the scheme's pain.001 payment file). Answers with summaries,
+        never lines: a big day has millions.
         """
 
     @_abc_1.abstractmethod
@@ -82,7 +130,7 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settlement_pb2.GetStatementRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_settlement_pb2.GetStatementResponse, _abc.Awaitable[_settlement_pb2.GetStatementResponse]]:
-        """One party's statement summary for a closed period (no lines)."""
+        """A party's statement summary for a closed period."""
 
     @_abc_1.abstractmethod
     def DownloadStatementLines(
@@ -90,8 +138,50 @@ class SettlementServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _settlement_pb2.DownloadStatementLinesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_settlement_pb2.DownloadStatementLinesResponse], _abc.AsyncIterator[_settlement_pb2.DownloadStatementLinesResponse]]:
-        """Every line of one party's statement for a closed period, in statement order, in
-        chunks of at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
+        """Every line of a party's statement for a closed period, in file order, in chunks of
+        at most 1,000 lines (each chunk well under gRPC's 4 MB message limit).
         """
+
+    @_abc_1.abstractmethod
+    def ListPeriods(
+        self,
+        request: _settlement_pb2.ListPeriodsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.ListPeriodsResponse, _abc.Awaitable[_settlement_pb2.ListPeriodsResponse]]:
+        """Settlement periods, newest first, and whether each is open or closed."""
+
+    @_abc_1.abstractmethod
+    def ListStatements(
+        self,
+        request: _settlement_pb2.ListStatementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.ListStatementsResponse, _abc.Awaitable[_settlement_pb2.ListStatementsResponse]]:
+        """The caller's statements (the operations role: any party's, or all)."""
+
+    @_abc_1.abstractmethod
+    def DownloadFile(
+        self,
+        request: _settlement_pb2.DownloadFileRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_settlement_pb2.DownloadFileResponse], _abc.AsyncIterator[_settlement_pb2.DownloadFileResponse]]:
+        """One file of a party's file set (summary.json, lines.csv, manifest.json, manifest.sig,
+        and for the scheme pain.001.xml), in chunks of at most 1 MB.
+        """
+
+    @_abc_1.abstractmethod
+    def GetPosition(
+        self,
+        request: _settlement_pb2.GetPositionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.GetPositionResponse, _abc.Awaitable[_settlement_pb2.GetPositionResponse]]:
+        """The caller's current position: its net in every period not yet closed."""
+
+    @_abc_1.abstractmethod
+    def GetSigningKey(
+        self,
+        request: _settlement_pb2.GetSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_settlement_pb2.GetSigningKeyResponse, _abc.Awaitable[_settlement_pb2.GetSigningKeyResponse]]:
+        """The scheme's published Ed25519 public key (PEM) that signs every manifest."""
 
 def add_SettlementServiceServicer_to_server(servicer: SettlementServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
