@@ -11,34 +11,71 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime
+from datetime import time as clock_time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import grpc
 from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clearway.auth import OPERATIONS, Principal
+from clearway.common.v1 import money_pb2
 from clearway.events.v1 import events_pb2
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.infra.endpoints import Endpoints
-from clearway.kafka import Topics
+from clearway.kafka import Topics, ensure_topics, idempotent_producer, publish_many
 from clearway.money import Money
+from clearway.pki import default_pki_dir, init_pki, issue_identity, secure_channel
 from clearway.settings import DEFAULT_PORTS, REPO_ROOT
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import setup_tracing
 from services.accounts.entrypoints.cli import print_history
 from services.fares.domain import load_fare_data
 from services.ingest.simulator.cli import DEFAULT_FEED, yesterday
-from services.ingest.simulator.day import simulate_day
+from services.ingest.simulator.day import SimulatedDay, simulate_day
 from services.ingest.simulator.stream import Tally, send_day
+from services.settlement.adapters.file_sets import load_public_key
+from services.settlement.adapters.scheme_file import load_scheme
+from services.settlement.app import DEFAULT_SCHEME
+from services.settlement.domain.scheme import Scheme
+from services.settlement.entrypoints.verify_cli import verify_file_set
 
 SERVICES = ("ingest", "fares", "settlement", "accounts")
+TLS_SERVICES = ("settlement",)  # the doors whose callers are authenticated today
+RETAILER = "retailer:cornershop"
+
+
+HEALTH_PORT_OFFSET = 1000  # a TLS service answers health in plaintext on port + 1000
+
+
+def ensure_pki(pki_dir: Path, scheme: Scheme) -> None:
+    """The scheme's PKI for local runs: CA, server certificate, signing key, and a client
+    certificate for the operations role and for every party of the scheme (idempotent)."""
+    init_pki(pki_dir)
+    issue_identity(Principal("role", OPERATIONS), pki_dir)
+    for party in scheme.parties:
+        issue_identity(Principal("party", party.party_id), pki_dir)
+
+
+def tls_env(pki_dir: Path) -> dict[str, str]:
+    """Environment of a service serving mutual TLS with `pki_dir`'s certificates (and, for
+    settlement, signing its files with the scheme's key)."""
+    return {
+        "CLEARWAY_TLS_CERT": str(pki_dir / "server.pem"),
+        "CLEARWAY_TLS_KEY": str(pki_dir / "server.key.pem"),
+        "CLEARWAY_TLS_CLIENT_CA": str(pki_dir / "ca.pem"),
+        "CLEARWAY_PKI_DIR": str(pki_dir),
+        "CLEARWAY_SIGNING_KEY": str(pki_dir / "signing.key.pem"),
+    }
 
 
 @dataclass
@@ -47,11 +84,12 @@ class Fleet:
 
     run_id: str
     work_dir: Path
+    pki_dir: Path = field(default_factory=default_pki_dir)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env_for(self, service: str) -> dict[str, str]:
-        """Environment of one service process."""
-        return {
+        """Environment of one service process (settlement serves mutual TLS)."""
+        env = {
             **os.environ,
             "CLEARWAY_TOPIC_PREFIX": f"{self.run_id}.",
             "CLEARWAY_DB_SCHEMA": f"{self.run_id.replace('-', '_')}_{service}",
@@ -59,6 +97,14 @@ class Fleet:
             "CLEARWAY_GRPC_PORT": str(DEFAULT_PORTS[service]),
             "CLEARWAY_STATEMENTS_DIR": str(self.work_dir / "statements"),
         }
+        if service in TLS_SERVICES:
+            env.update(tls_env(self.pki_dir))
+        return env
+
+    @staticmethod
+    def health_port(service: str, port: int) -> int:
+        """Where a service answers the standard health check in plaintext."""
+        return port + HEALTH_PORT_OFFSET if service in TLS_SERVICES else port
 
     def start(self) -> None:
         """Spawn every service; logs go to the run's directory."""
@@ -77,7 +123,7 @@ class Fleet:
         """Until every service answers SERVING on the standard health check."""
         deadline = time.monotonic() + timeout_s
         for name in SERVICES:
-            address = f"127.0.0.1:{DEFAULT_PORTS[name]}"
+            address = f"127.0.0.1:{self.health_port(name, DEFAULT_PORTS[name])}"
             while True:
                 if self.processes[name].poll() is not None:
                     raise RuntimeError(f"{name} exited; see {self.work_dir / (name + '.log')}")
@@ -133,6 +179,12 @@ class JourneyLog:
     charged: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     currency: str = "GBP"
     by_card: Counter[str] = field(default_factory=Counter)
+    concession_journeys: set[str] = field(default_factory=set)
+
+    @property
+    def concessions(self) -> int:
+        """Journeys (still standing) of SENIOR or YOUTH cards."""
+        return len(self.concession_journeys & self.journeys)
 
 
 async def read_journeys(bootstrap: str, topic: str, period: str) -> JourneyLog:
@@ -166,6 +218,8 @@ async def read_journeys(bootstrap: str, topic: str, period: str) -> JourneyLog:
                     result.charged[j.journey_id] = j.charge.amount_minor
                     result.currency = j.charge.currency or result.currency
                     result.by_card[j.card_token] += 1 if j.revision == 1 else 0
+                    if j.rider_category_id in ("SENIOR", "YOUTH"):
+                        result.concession_journeys.add(j.journey_id)
                     if j.incomplete:
                         result.incomplete.add(j.journey_id)
                     else:
@@ -179,43 +233,121 @@ def _gbp(minor: int, currency: str) -> str:
     return str(Money(minor, currency))
 
 
-def report(
+def report(  # noqa: PLR0917 - the demo's outcome, in its parts
     tally: Tally,
     closed: fares_pb2.CloseServiceDayResponse,
     settled: settlement_pb2.ClosePeriodResponse,
     log: JourneyLog,
     work_dir: Path,
+    verified: dict[str, str],
 ) -> list[str]:
-    """Print journeys, money and statements; return the conservation checks that failed."""
+    """Print journeys, money and every party's file set; return the checks that failed."""
     currency = log.currency
     charged = sum(log.charged.values())
     print("\nJourneys")
     print(f"  priced      {len(log.journeys)} ({log.revisions} revisions incl. adjustments)")
     print(f"  incomplete  {len(log.incomplete)} charged a maximum fare")
+    print(f"  concession  {log.concessions} by SENIOR or YOUTH cards")
     print(f"  day closed  {closed.cards_repriced} cards had waiting entries")
     print(f"  charged     {_gbp(charged, currency)}")
-    print("\nApportioned per party (statement nets)")
+
+    def total(name: str) -> int:
+        return int(getattr(settled, f"total_{name}").amount_minor)
+
+    print("\nSettlement of the period")
+    for name, text in (
+        ("charged", "travellers' charges"),
+        ("reimbursed", "funders' reimbursements"),
+        ("apportioned", "operators' revenue (net of fees)"),
+        ("fees", "clearing fees"),
+        ("top_ups", "top-ups sold by retailers"),
+        ("commission", "retailers' commission"),
+    ):
+        print(f"  {text:<34} {_gbp(total(name), currency):>14}")
+    print("\nSettlement files (one signed set per party)")
     net_sum = 0
+    retailers = 0
     for st in sorted(settled.statements, key=lambda s: s.party_id):
         net_sum += st.net.amount_minor
-        print(f"  {st.party_id:<26} {_gbp(st.net.amount_minor, currency):>14}  {st.path}")
-    print(f"\nStatements written: {len(settled.statements)} under {work_dir / 'statements'}")
-    apportioned = settled.total_apportioned.amount_minor
-    ledger = settled.total_charged.amount_minor
+        if st.party_id.startswith("retailer:"):
+            retailers += st.net.amount_minor
+        paid = f"  paid by pain.001 ({st.end_to_end_id})" if st.end_to_end_id else ""
+        print(
+            f"  {st.party_id:<22} {_gbp(st.net.amount_minor, currency):>14}"
+            f"  {st.line_count:>7} lines  {verified.get(st.party_id, '?')}{paid}"
+        )
+    print(f"  under {work_dir / 'statements' / settled.period_id}/<party>/")
     checks = [
-        ("charged (journeys) = charged (ledger)", charged == ledger),
-        ("charged = apportioned", charged == apportioned),
+        ("charged (journeys) = charged (ledger)", charged == total("charged")),
+        (
+            "travellers' charges + funders' reimbursements = operators' revenue + fees",
+            total("charged") + total("reimbursed") == total("apportioned") + total("fees"),
+        ),
+        (
+            "top-ups sold = retailers' remittance + retailers' commission",
+            total("top_ups") == -retailers + total("commission"),
+        ),
         ("net positions sum to zero", net_sum == 0),
+        ("every party's file set verifies", all(v == "verified" for v in verified.values())),
         ("every tap accounted for", tally.balanced()),
     ]
     print("\nConservation check")
     for label, ok in checks:
         print(f"  {'ok    ' if ok else 'FAILED'} {label}")
-    print(
-        f"  charged {_gbp(charged, currency)}, apportioned {_gbp(apportioned, currency)}, "
-        f"ledger {_gbp(ledger, currency)}, net sum {net_sum}"
-    )
     return [label for label, ok in checks if not ok]
+
+
+def verify_sets(
+    settled: settlement_pb2.ClosePeriodResponse, scheme: Scheme, pki_dir: Path
+) -> dict[str, str]:
+    """What `clearway verify-settlement` says of every party's file set."""
+    public_key = load_public_key(pki_dir / "signing.pub.pem")
+    results = {}
+    for st in settled.statements:
+        outcome = verify_file_set(Path(st.path), scheme, public_key)
+        results[st.party_id] = "verified" if outcome.ok else "NOT VERIFIED"
+    return results
+
+
+def simulate_top_ups(
+    simulated: SimulatedDay, seed: int, share: float = 0.2
+) -> list[events_pb2.TopUp]:
+    """Top-ups a retailer sold on the day to some of the day's cards (the accounts service
+    will publish these once travellers top up there; until then the demo does)."""
+    rng = random.Random(seed + 2)
+    cards = sorted(
+        {t.card_token for taps in simulated.by_device.values() for t in taps if t.card_token}
+    )
+    sold_at = datetime.combine(simulated.service_day, clock_time(7), ZoneInfo("Europe/London"))
+    top_ups: list[events_pb2.TopUp] = []
+    for card in cards:
+        if rng.random() >= share or not card.startswith("tok_"):
+            continue
+        top_up = events_pb2.TopUp(
+            top_up_id=f"topup-{simulated.service_day.isoformat()}-{len(top_ups) + 1}",
+            card_token=card,
+            retailer_id=RETAILER,
+            amount=money_pb2.Money(amount_minor=rng.choice([500, 1000, 2000]), currency="GBP"),
+            service_day=simulated.service_day.isoformat(),
+        )
+        top_up.sold_at.FromDatetime(sold_at.astimezone(UTC))
+        top_ups.append(top_up)
+    return top_ups
+
+
+async def publish_top_ups(bootstrap: str, topic: str, top_ups: list[events_pb2.TopUp]) -> None:
+    """Put the top-ups on the `topups` topic (key: card token)."""
+    await ensure_topics(bootstrap, [topic])
+    producer = idempotent_producer(bootstrap)
+    await producer.start()
+    try:
+        await publish_many(
+            producer,
+            topic,
+            [(t.card_token.encode(), t.SerializeToString(deterministic=True), []) for t in top_ups],
+        )
+    finally:
+        await producer.stop()
 
 
 def print_tally(tally: Tally) -> None:
@@ -239,8 +371,12 @@ async def run_demo(
     topics = Topics(prefix=f"{run_id}.")
     period = day.isoformat()
     setup_tracing("clearway-demo")
-    fleet = Fleet(run_id, work_dir)
+    scheme = load_scheme(DEFAULT_SCHEME, agencies_from=DEFAULT_FEED)
+    pki_dir = default_pki_dir()
+    ensure_pki(pki_dir, scheme)
+    fleet = Fleet(run_id, work_dir, pki_dir)
     print(f"Clearway demo {run_id}: {cards} cards, {validators} validator streams, day {period}")
+    print(f"Scheme {scheme.scheme_id} ({DEFAULT_SCHEME}); PKI and signing key in {pki_dir}")
     print("Starting services")
     fleet.start()
     failures: list[str] = []
@@ -250,6 +386,9 @@ async def run_demo(
         simulated = simulate_day(feed, day, cards, seed=seed)
         tally = await send_day(f"127.0.0.1:{DEFAULT_PORTS['ingest']}", simulated, validators)
         print_tally(tally)
+        top_ups = simulate_top_ups(simulated, seed)
+        await publish_top_ups(endpoints.kafka_bootstrap, topics.topups, top_ups)
+        print(f"  top-ups     {len(top_ups)} sold by {RETAILER}")
         if not tally.balanced():
             failures.append("taps: accepted + duplicates + rejected != sent")
 
@@ -257,12 +396,16 @@ async def run_demo(
             closed = await fares_pb2_grpc.FaresServiceStub(ch).CloseServiceDay(
                 fares_pb2.CloseServiceDayRequest(service_day=period, catch_up_timeout_seconds=120)
             )
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{DEFAULT_PORTS['settlement']}") as ch:
+        operations = Principal("role", OPERATIONS)
+        address = f"127.0.0.1:{DEFAULT_PORTS['settlement']}"
+        async with secure_channel(address, pki_dir, operations) as ch:
             settled = await settlement_pb2_grpc.SettlementServiceStub(ch).ClosePeriod(
-                settlement_pb2.ClosePeriodRequest(period_id=period), timeout=180
+                settlement_pb2.ClosePeriodRequest(period_id=period), timeout=300
             )
         log = await read_journeys(endpoints.kafka_bootstrap, topics.journeys, period)
-        failures += report(tally, closed, settled, log, work_dir)
+        verified = await asyncio.to_thread(verify_sets, settled, scheme, pki_dir)
+        failures += report(tally, closed, settled, log, work_dir, verified)
+        show_party_access(period, pki_dir)
         if log.by_card:
             await show_history(log.by_card.most_common(1)[0][0], fleet)
         if keep_running:
@@ -276,6 +419,23 @@ async def run_demo(
         return 1
     print("\nConservation check passed.")
     return 0
+
+
+def show_party_access(period: str, pki_dir: Path) -> None:
+    """How a party fetches and checks its own files."""
+    address = f"127.0.0.1:{DEFAULT_PORTS['settlement']}"
+    stem = f"{pki_dir}/clients/party-operator_LUL"
+    print(
+        "\nA party fetches its files over mutual TLS with its own certificate, e.g.\n"
+        f"  grpcurl -cacert {pki_dir}/ca.pem -cert {stem}.pem -key {stem}.key.pem \\\n"
+        f'    -d \'{{"period_id": "{period}", "name": "summary.json"}}\' {address} '
+        "clearway.settlement.v1.SettlementService/DownloadFile\n"
+        "and checks them without access to any Clearway database:\n"
+        f"  openssl pkeyutl -verify -pubin -inkey {pki_dir}/signing.pub.pem -rawin \\\n"
+        "    -in manifest.json -sigfile manifest.sig\n"
+        f"  .venv/bin/clearway verify-settlement <dir> --scheme {DEFAULT_SCHEME} "
+        f"--public-key {pki_dir}/signing.pub.pem"
+    )
 
 
 async def show_history(card: str, fleet: Fleet) -> None:

@@ -16,8 +16,10 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from clearway.auth import OPERATIONS, Principal
 from clearway.events.v1 import events_pb2
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
+from clearway.pki import secure_channel
 from clearway.runtime import RunningService
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import setup_tracing
@@ -101,17 +103,24 @@ class Pipeline:
     fares: int
     settlement: int
     accounts: int
+    pki: Path
 
     def channel(self, port: int) -> grpc.aio.Channel:
+        if port == self.settlement:  # settlement's callers are parties and operations
+            return secure_channel(f"127.0.0.1:{port}", self.pki, Principal("role", OPERATIONS))
         return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
 
 @pytest.fixture
-async def pipeline(settings_for, tmp_path: Path) -> AsyncIterator[Pipeline]:
+async def pipeline(settings_for, tmp_path: Path, pki: Path) -> AsyncIterator[Pipeline]:
     apps = [
         build_ingest(settings_for("ingest")),
         build_fares(settings_for("fares")),
-        build_settlement(settings_for("settlement"), statements_dir=tmp_path / "statements"),
+        build_settlement(
+            settings_for("settlement"),
+            statements_dir=tmp_path / "statements",
+            signing_key=pki / "signing.key.pem",
+        ),
         build_accounts(settings_for("accounts")),
     ]
     running = [RunningService(app) for app in apps]
@@ -119,7 +128,7 @@ async def pipeline(settings_for, tmp_path: Path) -> AsyncIterator[Pipeline]:
     try:
         for r in running:
             ports.append(await r.start())
-        yield Pipeline(*ports)
+        yield Pipeline(*ports, pki)
     finally:
         for r in reversed(running):
             await r.stop()
@@ -170,7 +179,8 @@ def view(pages: list[accounts_pb2.ListJourneysResponse]) -> list[tuple]:
 
 
 def nets(response: settlement_pb2.ClosePeriodResponse) -> dict[str, int]:
-    return {s.party_id: s.net.amount_minor for s in response.statements}
+    """Every party's net, leaving out the parties (in force) with nothing this period."""
+    return {s.party_id: s.net.amount_minor for s in response.statements if s.line_count}
 
 
 async def test_taps_reach_exact_statements_and_history(pipeline: Pipeline):
@@ -183,17 +193,21 @@ async def test_taps_reach_exact_statements_and_history(pipeline: Pipeline):
     assert tally.accepted + tally.duplicates + tally.rejected_total == tally.sent
 
     closed = await close_day(pipeline, day)
-    # A: 2.90 + 1.75 + 0.00 (Hopper); B: 2.90 + 9.40 maximum fare. All to the issuer's debit.
+    # A: 2.90 + 1.75 + 0.00 (Hopper); B: 2.90 + 9.40 maximum fare: 16.95 charged. The
+    # example scheme's clearing fee is 1.5 % (half up) + 1p a journey: 4.35 -> 4 + 1 = 5
+    # on each 2.90, 2.625 -> 3 + 1 = 4 on the 1.75, 14.1 -> 14 + 1 = 15 on the 9.40.
+    # Every journey has one operator, so it gets the revenue less the fee.
     assert closed.total_charged.amount_minor == 1695
-    assert closed.total_apportioned.amount_minor == 1695
+    assert closed.total_fees.amount_minor == 5 + 4 + 5 + 15
+    assert closed.total_apportioned.amount_minor == 1695 - 29
     assert nets(closed) == {
-        "scheme:issuer": -1695,
-        "operator:LUL": 290 + 290 + 940,
-        "operator:BUSCO": 175,
+        "scheme:clearway": -1695 + 29,
+        "operator:LUL": (290 - 5) + (290 - 5) + (940 - 15),
+        "operator:BUSCO": 175 - 4,
     }
     assert sum(nets(closed).values()) == 0
     for statement in closed.statements:
-        assert Path(statement.path).is_file()  # noqa: ASYNC240 (a test, not a server)
+        assert Path(statement.path).is_dir()  # noqa: ASYNC240 (a test, not a server)
 
     pages_a = await history(pipeline, CARD_A, 2)
     assert view(pages_a) == [

@@ -10,8 +10,10 @@ import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from clearway.auth import OPERATIONS, Principal
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.kafka import Topics, ensure_topics
+from clearway.pki import secure_channel
 from clearway.runtime import RunningService
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from services.fares.app import DEFAULT_FEED, load_catalog
@@ -22,7 +24,7 @@ from services.settlement.app import build as build_settlement
 pytestmark = pytest.mark.integration
 
 
-async def settle(settings_for, prefix: str, taps, day: str, tmp_path) -> dict[str, str]:
+async def settle(settings_for, prefix: str, taps, day: str, tmp_path, pki) -> dict[str, str]:
     """Taps (in this order) → fares → settlement in empty stores; party -> statement sha256."""
 
     def settings(service: str):
@@ -49,7 +51,11 @@ async def settle(settings_for, prefix: str, taps, day: str, tmp_path) -> dict[st
         await producer.stop()
     fares = RunningService(build_fares(fares_settings))
     settlement = RunningService(
-        build_settlement(settings("settlement"), statements_dir=tmp_path / prefix)
+        build_settlement(
+            settings("settlement"),
+            statements_dir=tmp_path / prefix,
+            signing_key=pki / "signing.key.pem",
+        )
     )
     fares_port = await fares.start()
     settlement_port = await settlement.start()
@@ -58,7 +64,8 @@ async def settle(settings_for, prefix: str, taps, day: str, tmp_path) -> dict[st
             await fares_pb2_grpc.FaresServiceStub(ch).CloseServiceDay(
                 fares_pb2.CloseServiceDayRequest(service_day=day), timeout=90
             )
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{settlement_port}") as ch:
+        operations = Principal("role", OPERATIONS)
+        async with secure_channel(f"127.0.0.1:{settlement_port}", pki, operations) as ch:
             closed = await settlement_pb2_grpc.SettlementServiceStub(ch).ClosePeriod(
                 settlement_pb2.ClosePeriodRequest(period_id=day), timeout=90
             )
@@ -69,7 +76,7 @@ async def settle(settings_for, prefix: str, taps, day: str, tmp_path) -> dict[st
 
 
 async def test_replaying_the_taps_into_empty_stores_gives_byte_identical_statements(
-    settings_for, unique_name, tmp_path
+    settings_for, unique_name, tmp_path, pki
 ):
     catalog = load_catalog([DEFAULT_FEED])
     day = (datetime.now(UTC) - timedelta(days=3)).date()
@@ -80,11 +87,13 @@ async def test_replaying_the_taps_into_empty_stores_gives_byte_identical_stateme
         t.tap_id = f"{t.device_id}:{t.sequence_number}"
     taps = [t for t in taps if t.card_token.startswith("tok_") and t.stop_id and t.kind]
 
-    first = await settle(settings_for, f"{unique_name}a", taps, day.isoformat(), tmp_path)
-    replay = await settle(settings_for, f"{unique_name}b", taps, day.isoformat(), tmp_path)
+    first = await settle(settings_for, f"{unique_name}a", taps, day.isoformat(), tmp_path, pki)
+    replay = await settle(settings_for, f"{unique_name}b", taps, day.isoformat(), tmp_path, pki)
 
     assert len(first) >= 4  # the issuer and at least three operators
     assert replay == first
-    a = {p.name: p.read_bytes() for p in (tmp_path / f"{unique_name}a").rglob("*.json")}
-    b = {p.name: p.read_bytes() for p in (tmp_path / f"{unique_name}b").rglob("*.json")}
+    root_a, root_b = tmp_path / f"{unique_name}a", tmp_path / f"{unique_name}b"
+    a = {str(p.relative_to(root_a)): p.read_bytes() for p in root_a.rglob("*") if p.is_file()}
+    b = {str(p.relative_to(root_b)): p.read_bytes() for p in root_b.rglob("*") if p.is_file()}
+    assert len(a) >= 4 * 4  # every party's lines, summary, manifest and signature
     assert a == b

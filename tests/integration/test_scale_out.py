@@ -20,10 +20,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clearway.auth import OPERATIONS, Principal
 from clearway.events.v1 import events_pb2
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, ensure_topics
+from clearway.pki import secure_channel
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from conftest import tls_env
 from services.settlement.adapters.journey_lag import GroupLag
 from tests.integration.test_fares_exactly_once import (
     close_day,
@@ -53,6 +56,7 @@ class Instance:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    health_port: int
 
 
 @dataclass
@@ -62,6 +66,7 @@ class Deployment:
     endpoints: Endpoints
     name: str
     work_dir: Path
+    pki: Path
     instances: list[Instance] = field(default_factory=list)
 
     @property
@@ -79,8 +84,14 @@ class Deployment:
         return f"{self.name}-{service}"
 
     def start(self, service: str) -> Instance:
-        """Spawn one more instance of `service` (same prefix, schema and group; own port)."""
+        """Spawn one more instance of `service` (same prefix, schema and group; own port).
+        Settlement serves mutual TLS, with its health on a plaintext port of its own."""
         port = free_port()
+        health_port = port
+        extra = {}
+        if service == "settlement":
+            health_port = free_port()
+            extra = {**tls_env(self.pki), "CLEARWAY_HEALTH_PORT": str(health_port)}
         env = env_for(
             self.endpoints,
             self.topics,
@@ -89,6 +100,7 @@ class Deployment:
             port,
             CLEARWAY_STATEMENTS_DIR=str(self.statements_dir),
             CLEARWAY_GRACE_SECONDS="5",
+            **extra,
         )
         self.work_dir.mkdir(parents=True, exist_ok=True)
         log = self.work_dir / f"{service}-{len(self.instances)}.log"
@@ -99,7 +111,7 @@ class Deployment:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        instance = Instance(service, port, process, log)
+        instance = Instance(service, port, process, log, health_port)
         self.instances.append(instance)
         return instance
 
@@ -136,7 +148,7 @@ async def wait_serving(instance: Instance, timeout_s: float = 60.0) -> None:
     """Until the instance answers SERVING on the standard health check."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{instance.port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{instance.health_port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             code = instance.process.poll()
@@ -190,13 +202,14 @@ async def partition_counts(bootstrap: str, topics: list[str]) -> dict[str, int]:
 
 
 async def close_period(
-    port: int, period: str, timeout_s: float = 90.0
+    port: int, pki: Path, period: str, timeout_s: float = 90.0
 ) -> settlement_pb2.ClosePeriodResponse:
-    """SettlementService.ClosePeriod, retried while settlement is UNAVAILABLE (e.g. still
-    CONSUMER_LAGGING behind the journeys topic)."""
+    """SettlementService.ClosePeriod as the operations role, retried while settlement is
+    UNAVAILABLE (e.g. still CONSUMER_LAGGING behind the journeys topic)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    operations = Principal("role", OPERATIONS)
+    async with secure_channel(f"127.0.0.1:{port}", pki, operations) as channel:
         stub = settlement_pb2_grpc.SettlementServiceStub(channel)
         while True:
             try:
@@ -210,8 +223,8 @@ async def close_period(
 
 
 def statement_files(root: Path) -> dict[str, bytes]:
-    """Path under `root` -> bytes of every statement file."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.json")}
+    """Path under `root` -> bytes of every settlement file (every party's file set)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 async def count_rows(dsn: str, table: str) -> int:
@@ -234,7 +247,7 @@ async def settle(
     done = await wait_processed(dsn, d.schema("fares"), topics.taps, total, 90)
     assert done == total, f"fares priced {done} of {total} taps"
     await close_day(fares.port, period)
-    closed = await close_period(settlement.port, period)
+    closed = await close_period(settlement.port, d.pki, period)
     lag = GroupLag(bootstrap, d.group("accounts"), topics.journeys)
     await lag.start()
     try:
@@ -245,31 +258,41 @@ async def settle(
     conn = await asyncpg.connect(dsn)
     try:
         rows = await conn.fetch(
-            f"SELECT party_id, sha256, body FROM {d.schema('settlement')}.statements"
-            " WHERE period_id = $1",
+            f"SELECT party_id, manifest_sha256, directory FROM {d.schema('settlement')}"
+            ".file_sets WHERE period_id = $1",
             period,
         )
-        statements = {r["party_id"]: (r["sha256"], bytes(r["body"])) for r in rows}
+        statements = {
+            r["party_id"]: (r["manifest_sha256"], (Path(r["directory"]) / "manifest.json"))
+            for r in rows
+        }
         rows = await conn.fetch(
             f"SELECT journey_id, revision, body FROM {d.schema('accounts')}.journeys_latest"
         )
         history = {r["journey_id"]: (r["revision"], bytes(r["body"])) for r in rows}
     finally:
         await conn.close()
-    # The reply, the stored statements and the files agree.
+    # The reply, the recorded file sets and the files agree.
     assert {s.party_id: s.sha256 for s in closed.statements} == {
         party: sha for party, (sha, _) in statements.items()
     }
     files = statement_files(d.statements_dir)
-    for s in closed.statements:
-        assert files[str(Path(s.path).relative_to(d.statements_dir))] == statements[s.party_id][1]
+    manifests = {
+        party: files[str(path.relative_to(d.statements_dir))]
+        for party, (_, path) in statements.items()
+    }
 
     seen: dict[tuple[str, int], bytes] = {}
     for value in await read_all(bootstrap, topics.journeys):
         j = events_pb2.PricedJourney.FromString(value)
         key = (j.journey_id, j.revision)
         assert seen.setdefault(key, value) == value, f"{d.name}: {key} published twice, differing"
-    return Outcome(statements, files, history, len(seen))
+    return Outcome(
+        {party: (sha, manifests[party]) for party, (sha, _) in statements.items()},
+        files,
+        history,
+        len(seen),
+    )
 
 
 async def prepare(d: Deployment) -> None:
@@ -350,11 +373,11 @@ async def partition_ends(bootstrap: str, topic: str) -> dict[int, int]:
 
 
 async def test_two_instances_of_each_service_killed_mid_stream_settle_byte_identical(
-    endpoints, unique_name, tmp_path
+    endpoints, unique_name, tmp_path, pki
 ):
     period, taps = day_taps(CARDS)
-    one = Deployment(endpoints, f"{unique_name}a", tmp_path / "one")
-    two = Deployment(endpoints, f"{unique_name}b", tmp_path / "two")
+    one = Deployment(endpoints, f"{unique_name}a", tmp_path / "one", pki)
+    two = Deployment(endpoints, f"{unique_name}b", tmp_path / "two", pki)
     try:
         reference = await one_instance_each(one, taps, period)
     finally:
