@@ -62,7 +62,8 @@ def _ts(at: datetime | None) -> Timestamp | None:
 
 
 def leg_pb(leg: PricedLeg) -> events_pb2.PricedLeg:
-    """A priced leg as its protobuf message."""
+    """A priced leg as its protobuf message (standalone and reference fares unset when the
+    leg has none, i.e. was built by hand)."""
     return events_pb2.PricedLeg(
         leg_id=leg.leg_id,
         operator_id=leg.operator_id,
@@ -80,6 +81,8 @@ def leg_pb(leg: PricedLeg) -> events_pb2.PricedLeg:
         distance_m=leg.distance_m or 0,
         charge=money_pb(leg.charge if leg.charge is not None else leg.fare),
         maximum_fare=leg.maximum_fare,
+        standalone_fare=None if leg.standalone_fare is None else money_pb(leg.standalone_fare),
+        reference_fare=None if leg.reference_fare is None else money_pb(leg.reference_fare),
     )
 
 

@@ -13,6 +13,11 @@ class PricedLeg:
     """One physical leg (entry+exit, a single on-board tap, or an unmatched tap), priced.
 
     `fare` is before caps; `charge` is what remains after caps (None only when built by hand).
+    `standalone_fare` is the leg priced as if travelled alone (the traveller's rider category
+    and fare media, before transfer rules and caps); `reference_fare` the same for the fare
+    data's default rider category (the adult fare a concession forgoes). A leg joined with
+    others into one fare leg gets its share of each; a leg with a no-fare reason gets 0. Both
+    are None only when built by hand.
     """
 
     leg_id: str
@@ -33,6 +38,8 @@ class PricedLeg:
     transfer_product_id: str | None = None
     maximum_fare: bool = False
     charge: Money | None = None
+    standalone_fare: Money | None = None
+    reference_fare: Money | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ Pure: the result depends only on the fare data and the set of taps (not their or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from operator import attrgetter
@@ -891,15 +891,40 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
     reasons: list[str] = []
     before = charge = 0
     incomplete = False
+    default_category = data.default_rider_category_id  # transfers never cross versions
     for fare_leg in journey.legs:
         explanation += fare_leg.notes
-        if fare_leg.price.no_fare_reason:
-            reasons.append(fare_leg.price.no_fare_reason)
+        price = fare_leg.price
+        if price.no_fare_reason:
+            reasons.append(price.no_fare_reason)
         parts = fare_leg.parts
-        shares = [fare_leg.charge] if len(parts) == 1 else _split(fare_leg)
-        for part, fare in zip(parts, shares, strict=True):
+        # The fare leg priced alone (before transfers and caps) for the traveller, and for
+        # the default rider category (priced again only for another category); both 0 for
+        # a leg with a no-fare reason.
+        if price.no_fare_reason is not None:
+            standalone = reference = 0
+        else:
+            standalone = price.fare
+            reference = (
+                standalone
+                if fare_leg.category == default_category
+                else _reference_fare(fare_leg, default_category)
+            )
+        if len(parts) == 1:
+            rows: Iterable[tuple[_Part, int, int, int]] = (
+                (parts[0], fare_leg.charge, standalone, reference),
+            )
+        else:
+            rows = zip(
+                parts,
+                _split(fare_leg, fare_leg.charge),
+                _split(fare_leg, standalone),
+                _split(fare_leg, reference),
+                strict=True,
+            )
+        for part, fare, alone, ref in rows:
             leg_charge = _cap_charge(data, fare_leg, fare, day, spend)
-            legs.append(_priced_leg(part, fare_leg, fare, leg_charge, currency))
+            legs.append(_priced_leg(part, fare_leg, (fare, leg_charge, alone, ref), currency))
             before += fare
             charge += leg_charge
             incomplete = incomplete or part.incomplete
@@ -930,17 +955,24 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
     )
 
 
-def _split(fare_leg: _FareLeg) -> list[int]:
-    """Share a joined fare leg's charge between its physical legs (by distance, else equally)."""
+def _split(fare_leg: _FareLeg, amount: int) -> list[int]:
+    """Share an amount of a joined fare leg (its charge, its standalone or reference fare)
+    between its physical legs: by distance, else equally, to the penny."""
     if len(fare_leg.parts) == 1:
-        return [fare_leg.charge]
+        return [amount]
     data = fare_leg.data
     weights = [
         (data.distance_m(p.from_stop, p.to_stop) or 0) if p.to_stop else 0 for p in fare_leg.parts
     ]
     if sum(weights) == 0:
         weights = [1] * len(fare_leg.parts)
-    return [m.amount_minor for m in Money(fare_leg.charge, data.currency).allocate(weights)]
+    return [m.amount_minor for m in Money(amount, data.currency).allocate(weights)]
+
+
+def _reference_fare(fare_leg: _FareLeg, default_category: str | None) -> int:
+    """The fare leg priced alone for the fare data's default rider category, on the
+    traveller's fare media (memoised with every standalone price)."""
+    return _standalone_price(fare_leg.data, fare_leg.parts, default_category, fare_leg.media).fare
 
 
 def _cap_charge(
@@ -976,8 +1008,14 @@ def _cap_charge(
 
 
 def _priced_leg(
-    part: _Part, fare_leg: _FareLeg, fare: int, charge: int, currency: str
+    part: _Part, fare_leg: _FareLeg, amounts: tuple[int, int, int, int], currency: str
 ) -> PricedLeg:
+    """`amounts`: the part's fare, charge, standalone fare and reference fare."""
+    fare, charge, standalone, reference = amounts
+    fare_money = _money(fare, currency)
+    # Mostly equal amounts: share the Money rather than look it up again.
+    alone_money = fare_money if standalone == fare else _money(standalone, currency)
+    reference_money = alone_money if reference == standalone else _money(reference, currency)
     first_part = part is fare_leg.parts[0]
     # Positional (order of PricedLeg fields): measurably cheaper on the hot path.
     return PricedLeg(
@@ -989,7 +1027,7 @@ def _priced_leg(
         part.to_stop,  # to_stop_id
         part.departure,  # entry_at
         part.last.tapped_at if part.last is not None else None,  # exit_at
-        _money(fare, currency),  # fare
+        fare_money,  # fare
         fare_leg.price.product_id,  # fare_product_id
         part.incomplete,  # incomplete
         part.tap_ids,  # tap_ids
@@ -1005,6 +1043,8 @@ def _priced_leg(
         fare_leg.transfer_product_id if first_part else None,  # transfer_product_id
         fare_leg.price.maximum_fare,  # maximum_fare
         _money(charge, currency),  # charge
+        alone_money,  # standalone_fare
+        reference_money,  # reference_fare
     )
 
 

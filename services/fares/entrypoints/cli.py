@@ -185,6 +185,12 @@ def journey_record(journey: PricedJourney, revision: int = 1) -> dict[str, Any]:
                 "distance_m": leg.distance_m,
                 "fare": _money(leg.fare),
                 "charge": _money(leg.charge) if leg.charge is not None else None,
+                "standalone_fare": (
+                    _money(leg.standalone_fare) if leg.standalone_fare is not None else None
+                ),
+                "reference_fare": (
+                    _money(leg.reference_fare) if leg.reference_fare is not None else None
+                ),
                 "tap_ids": list(leg.tap_ids),
             }
             for leg in journey.legs
@@ -253,6 +259,10 @@ def _m(m: Money) -> str:
     return encoded
 
 
+def _m_or_null(m: Money | None) -> str:
+    return "null" if m is None else _m(m)
+
+
 def _instant(at: datetime) -> str:
     # Equal instants with other UTC offsets print differently: the offset is in the key.
     key = (at, at.utcoffset())
@@ -303,11 +313,17 @@ def _leg_json(leg: PricedLeg) -> str:
             '"fare":',
         )
     exit_at = "null" if leg.exit_at is None else _instant(leg.exit_at)
+    fare = _m(leg.fare)
     charge = "null" if leg.charge is None else _m(leg.charge)
+    # The engine shares one Money between equal amounts: then reuse the encoding.
+    standalone, reference = leg.standalone_fare, leg.reference_fare
+    alone = fare if standalone is leg.fare else _m_or_null(standalone)
+    ref = alone if reference is standalone else _m_or_null(reference)
     taps = ",".join([_STR(t) for t in leg.tap_ids])
     return (
         f'{{"leg_id":{_STR(leg.leg_id)},{head}{_instant(leg.entry_at)},"exit_at":{exit_at}'
-        f'{middle}{_m(leg.fare)},"charge":{charge},"tap_ids":[{taps}]}}'
+        f'{middle}{fare},"charge":{charge},"standalone_fare":{alone},'
+        f'"reference_fare":{ref},"tap_ids":[{taps}]}}'
     )
 
 

@@ -31,5 +31,5 @@ def test_equal_instants_at_other_offsets_share_timeframes_and_service_day() -> N
     assert london.local_facts(utc) == (date(2025, 3, 3), frozenset({"PEAK"}))
     assert london.local_facts(paris) == london.local_facts(utc)
     assert london.timeframe_groups_at(datetime.fromisoformat("2025-03-03T10:00:00+00:00")) == (
-        frozenset()
+        frozenset({"CONCESSION"})
     )

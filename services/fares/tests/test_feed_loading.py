@@ -85,7 +85,7 @@ def test_duration_limit_needs_its_type(feed: Path) -> None:
 def test_cap_counting_an_unknown_product_is_refused(feed: Path) -> None:
     with (feed / "clearway_cap_products.txt").open("a", encoding="utf-8") as f:
         f.write("DAILY_BUS,TRAM_SINGLE\n")
-    assert problems_of(feed) == [("clearway_cap_products.txt", 18, "fare_product_id")]
+    assert problems_of(feed) == [("clearway_cap_products.txt", 22, "fare_product_id")]
 
 
 def test_unknown_setting_is_refused(feed: Path) -> None:

@@ -30,12 +30,15 @@ class Line:
 
 @dataclass(frozen=True, slots=True)
 class Mix:
-    """How often the day goes wrong on purpose."""
+    """How often the day goes wrong on purpose, and which shares of cards are concession
+    cards (every tap of a senior or youth card carries its rider category)."""
 
     missing_exit: float = 0.05
     malformed: float = 0.03
     resend: float = 0.02
     journeys_per_card: tuple[int, int] = (1, 4)
+    senior: float = 0.06
+    youth: float = 0.04
 
 
 @dataclass(slots=True)
@@ -75,7 +78,9 @@ def card_token(seed: int, index: int) -> str:
     return f"tok_{digest}"
 
 
-def _tap(card: str, at: datetime, stop_id: str, kind: str, line: Line) -> events_pb2.Tap:
+def _tap(
+    card: str, at: datetime, stop_id: str, kind: str, line: Line, *, category: str
+) -> events_pb2.Tap:
     tap = events_pb2.Tap(
         device_id=_device(line, stop_id),
         card_token=card,
@@ -84,9 +89,23 @@ def _tap(card: str, at: datetime, stop_id: str, kind: str, line: Line) -> events
         route_id="" if line.gated else line.route_id,
         operator_id=line.operator_id,
         utc_offset_minutes=int((at.utcoffset() or timedelta()).total_seconds() // 60),
+        rider_category_id=category,
     )
     tap.tapped_at.FromDatetime(at)
     return tap
+
+
+def _rider_category(rng: random.Random, mix: Mix, feed: FareData) -> str:
+    """SENIOR, YOUTH or "" (the feed's default category) for the next card, by `mix`; ""
+    when the feed does not declare the category drawn."""
+    draw = rng.random()  # one draw per card, whatever the shares: later cards keep theirs
+    if draw < mix.senior:
+        category = "SENIOR"
+    elif draw < mix.senior + mix.youth:
+        category = "YOUTH"
+    else:
+        return ""
+    return category if category in feed.rider_categories else ""
 
 
 def _device(line: Line, stop_id: str) -> str:
@@ -96,9 +115,13 @@ def _device(line: Line, stop_id: str) -> str:
 def simulate_day(
     feed: FareData, service_day: date, cards: int, seed: int = 7, mix: Mix | None = None
 ) -> SimulatedDay:
-    """Journeys for `cards` cards on `service_day`, with deliberate faults per `mix`."""
+    """Journeys for `cards` cards on `service_day`, with deliberate faults and concession
+    cards (rider categories SENIOR and YOUTH, when the feed declares them) per `mix`."""
     mix = mix or Mix()
     rng = random.Random(seed)
+    # Rider categories come from their own sequence, so the rest of the day is the same
+    # taps for the same seed whatever the concession shares.
+    categories = random.Random(seed + 1)
     lines = lines_of(feed)
     if not lines:
         raise ValueError("the feed has no route with two or more stops to simulate")
@@ -107,19 +130,20 @@ def simulate_day(
     start_of_day = datetime.combine(service_day, time(6, 0), feed.timezone)
     for index in range(cards):
         card = card_token(seed, index)
+        category = _rider_category(categories, mix, feed)
         at = start_of_day + timedelta(minutes=rng.randrange(0, 12 * 60))
         for _ in range(rng.randint(*mix.journeys_per_card)):
             line = rng.choice(lines)
             origin, destination = rng.sample(line.stop_ids, 2)
             if line.gated:
-                raw.append(_tap(card, at, origin, "entry", line))
+                raw.append(_tap(card, at, origin, "entry", line, category=category))
                 at += timedelta(minutes=rng.randint(8, 40))
                 if rng.random() < mix.missing_exit:
                     day.missing_exits += 1
                 else:
-                    raw.append(_tap(card, at, destination, "exit", line))
+                    raw.append(_tap(card, at, destination, "exit", line, category=category))
             else:
-                raw.append(_tap(card, at, origin, "board", line))
+                raw.append(_tap(card, at, origin, "board", line, category=category))
                 at += timedelta(minutes=rng.randint(5, 25))
             at += timedelta(minutes=rng.randint(20, 180))
             if at.time() > time(23, 30):
