@@ -9,13 +9,17 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from clearway.auth import OPERATIONS, Principal
 from clearway.infra.endpoints import Endpoints
+from clearway.pki import secure_channel
+from conftest import tls_env
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +37,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def spawn(name: str, port: int, endpoints: Endpoints, unique: str) -> subprocess.Popen[bytes]:
+def spawn(
+    name: str, port: int, endpoints: Endpoints, unique: str, **extra: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         **endpoints.as_env(),
@@ -42,6 +48,7 @@ def spawn(name: str, port: int, endpoints: Endpoints, unique: str) -> subprocess
         "CLEARWAY_DB_SCHEMA": f"{unique}_{name}",
         "CLEARWAY_CONSUMER_GROUP": f"{unique}-{name}",
         "CLEARWAY_GRACE_SECONDS": "5",
+        **extra,
     }
     return subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", name],
@@ -66,8 +73,13 @@ async def wait_serving(address: str, proc: subprocess.Popen[bytes], wait_s: floa
     raise AssertionError(f"{address} never reported SERVING")
 
 
-async def reflected_services(address: str) -> set[str]:
-    async with grpc.aio.insecure_channel(address) as channel:
+async def reflected_services(address: str, pki: Path | None = None) -> set[str]:
+    """What server reflection lists (over mutual TLS as the operations role with `pki`)."""
+    if pki is None:
+        channel = grpc.aio.insecure_channel(address)
+    else:
+        channel = secure_channel(address, pki, Principal("role", OPERATIONS))
+    async with channel:
         stub = reflection_pb2_grpc.ServerReflectionStub(channel)
 
         async def ask():
@@ -80,14 +92,29 @@ async def reflected_services(address: str) -> set[str]:
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 async def test_service_serves_health_and_reflection_then_stops_on_sigterm(
-    name, endpoints, unique_name
+    name, endpoints, unique_name, pki
 ):
+    """Settlement serves mutual TLS: health and reflection answer on its plaintext health
+    port (what Kubernetes probes use)."""
     port = free_port()
-    address = f"127.0.0.1:{port}"
-    proc = spawn(name, port, endpoints, unique_name)
+    extra = {}
+    if name == "settlement":
+        health = free_port()
+        extra = {**tls_env(pki), "CLEARWAY_HEALTH_PORT": str(health)}
+        address = f"127.0.0.1:{health}"
+    else:
+        address = f"127.0.0.1:{port}"
+    proc = spawn(name, port, endpoints, unique_name, **extra)
     try:
         await wait_serving(address, proc)
-        services = await reflected_services(address)
+        if name == "settlement":
+            assert await reflected_services(address) == {
+                "grpc.health.v1.Health",
+                "grpc.reflection.v1alpha.ServerReflection",
+            }
+            services = await reflected_services(f"127.0.0.1:{port}", pki)
+        else:
+            services = await reflected_services(address)
         assert EXPECTED[name] in services
         assert "grpc.health.v1.Health" in services
 
@@ -114,3 +141,11 @@ async def test_service_serves_health_and_reflection_then_stops_on_sigterm(
     assert seen[0] == health_pb2.HealthCheckResponse.SERVING
     assert health_pb2.HealthCheckResponse.NOT_SERVING in seen
     assert code == 0
+
+
+async def test_settlement_without_mutual_tls_refuses_to_start(endpoints, unique_name):
+    proc = spawn("settlement", free_port(), endpoints, unique_name)
+    code = await asyncio.to_thread(proc.wait, 60)
+    output = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 1
+    assert "CLEARWAY_TLS_CLIENT_CA" in output
