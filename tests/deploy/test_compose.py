@@ -1,30 +1,57 @@
 """docker-compose.yml: valid compose-spec, and wired the way the services expect.
 
-Runs offline: check-jsonschema ships the compose-spec schema (--builtin-schema).
+Runs offline: check-jsonschema ships the compose-spec schema (--builtin-schema). The
+one-shot `pki` job's script is run here too, with the venv's `clearway` and its volumes
+mapped to temporary directories, so the files settlement is pointed at are known to be
+the files the job writes.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+from cryptography import x509
+
+from clearway.settings import ServiceSettings
+from services.settlement.app import SCHEME_FILE_VAR, SIGNING_KEY_VAR, STATEMENTS_DIR_VAR
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 KAFKA_POM = REPO / "deploy" / "kafka" / "pom.xml"
+IMAGE_WORKDIR = PurePosixPath("/app")  # deploy/Dockerfile: WORKDIR /app, COPY examples/
 
 GRPC_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
+# Where a container healthcheck can ask in plaintext: settlement serves mutual TLS on its
+# gRPC port and health on a plaintext port beside it (gRPC port + 1000).
+HEALTH_PORTS = {**GRPC_PORTS, "settlement": 51053}
 DEPENDENCIES = {
-    "ingest": {"kafka", "redis"},
-    "fares": {"kafka", "postgres"},
-    "settlement": {"kafka", "postgres"},
-    "accounts": {"kafka", "postgres", "redis"},
+    "ingest": {"kafka": "service_healthy", "redis": "service_healthy"},
+    "fares": {"kafka": "service_healthy", "postgres": "service_healthy"},
+    "settlement": {
+        "pki": "service_completed_successfully",
+        "kafka": "service_healthy",
+        "postgres": "service_healthy",
+    },
+    "accounts": {
+        "kafka": "service_healthy",
+        "postgres": "service_healthy",
+        "redis": "service_healthy",
+    },
 }
+TLS_FILE_VARS = (
+    "CLEARWAY_TLS_CERT",
+    "CLEARWAY_TLS_KEY",
+    "CLEARWAY_TLS_CLIENT_CA",
+    SIGNING_KEY_VAR,
+)
 
 
 @pytest.fixture(scope="module")
@@ -57,40 +84,45 @@ def test_compose_file_validates_against_compose_spec() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_defines_infrastructure_and_the_four_services(services: dict[str, Any]) -> None:
-    assert {"kafka", "postgres", "redis", *GRPC_PORTS} <= set(services)
+def test_compose_defines_infrastructure_the_pki_job_and_the_four_services(
+    services: dict[str, Any],
+) -> None:
+    assert {"kafka", "postgres", "redis", "pki", *GRPC_PORTS} <= set(services)
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
-def test_service_healthcheck_calls_clearway_health_on_its_grpc_port(
+def test_service_healthcheck_calls_clearway_health_on_its_plaintext_health_port(
     services: dict[str, Any], name: str
 ) -> None:
-    expected = ["CMD", "clearway", "health", f"127.0.0.1:{GRPC_PORTS[name]}"]
+    expected = ["CMD", "clearway", "health", f"127.0.0.1:{HEALTH_PORTS[name]}"]
     assert services[name]["healthcheck"]["test"] == expected
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
-def test_service_listens_on_its_grpc_port(services: dict[str, Any], name: str) -> None:
-    port = GRPC_PORTS[name]
+def test_service_listens_on_its_grpc_port_and_publishes_its_health_port(
+    services: dict[str, Any], name: str
+) -> None:
+    port, health = GRPC_PORTS[name], HEALTH_PORTS[name]
     service = services[name]
-    assert service["ports"] == [f"{port}:{port}"]
+    assert service["ports"] == list(dict.fromkeys([f"{port}:{port}", f"{health}:{health}"]))
     assert str(service["environment"]["CLEARWAY_GRPC_PORT"]) == str(port)
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
-def test_service_waits_only_for_healthy_infrastructure_it_needs(
-    services: dict[str, Any], name: str
-) -> None:
+def test_service_waits_only_for_what_it_needs(services: dict[str, Any], name: str) -> None:
     depends_on = services[name]["depends_on"]
     assert isinstance(depends_on, dict), "long form needed to wait for health"
-    assert set(depends_on) == DEPENDENCIES[name]
-    for dependency, spec in depends_on.items():
-        assert spec["condition"] == "service_healthy", dependency
+    conditions = {dependency: spec["condition"] for dependency, spec in depends_on.items()}
+    assert conditions == DEPENDENCIES[name]
 
 
-def test_every_depended_on_service_defines_a_healthcheck(services: dict[str, Any]) -> None:
+def test_every_service_waited_for_as_healthy_defines_a_healthcheck(
+    services: dict[str, Any],
+) -> None:
     for name, service in services.items():
-        for dependency in service.get("depends_on", {}):
+        for dependency, spec in service.get("depends_on", {}).items():
+            if spec["condition"] != "service_healthy":
+                continue
             healthcheck = services[dependency].get("healthcheck", {})
             assert healthcheck.get("test"), f"{name} waits for {dependency}: no healthcheck"
             assert not healthcheck.get("disable", False)
@@ -120,15 +152,16 @@ def test_kafka_is_a_single_kraft_node_with_replication_factor_one(
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
 
 
-def test_four_services_share_one_image_built_from_deploy_dockerfile(
+def test_four_services_and_the_pki_job_share_one_image_built_from_deploy_dockerfile(
     services: dict[str, Any],
 ) -> None:
-    builds = [services[name]["build"] for name in GRPC_PORTS]
+    names = [*GRPC_PORTS, "pki"]
+    builds = [services[name]["build"] for name in names]
     assert all(build == builds[0] for build in builds)
     context = (COMPOSE_FILE.parent / builds[0]["context"]).resolve()
     assert context == REPO
     assert (context / builds[0]["dockerfile"]) == REPO / "deploy" / "Dockerfile"
-    assert {services[name]["image"] for name in GRPC_PORTS} == {"clearway:dev"}
+    assert {services[name]["image"] for name in names} == {"clearway:dev"}
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
@@ -154,7 +187,148 @@ def test_settlement_keeps_statements_on_a_named_volume(compose: dict[str, Any]) 
     settlement = compose["services"]["settlement"]
     statements_dir = settlement["environment"]["CLEARWAY_STATEMENTS_DIR"]
     assert statements_dir == "/var/lib/clearway/statements"
-    mounts = dict(volume.rsplit(":", 1) for volume in settlement["volumes"])
-    assert statements_dir in mounts.values()
-    volume = next(source for source, target in mounts.items() if target == statements_dir)
+    volume, read_only = volume_mounts(settlement)[statements_dir]
     assert volume in compose["volumes"]
+    assert not read_only
+
+
+# -- settlement: mutual TLS, the signing key, the scheme ---------------------------------
+
+
+def volume_mounts(service: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """Target path -> (named volume, read-only) for each short-form volume entry."""
+    mounts: dict[str, tuple[str, bool]] = {}
+    for entry in service.get("volumes", []):
+        source, target, *mode = entry.split(":")
+        mounts[target] = (source, mode == ["ro"])
+    return mounts
+
+
+def in_image(path: str) -> Path:
+    """The repository file an image path under /app was copied from."""
+    return REPO / PurePosixPath(path).relative_to(IMAGE_WORKDIR)
+
+
+def test_settlement_is_served_with_mutual_tls_and_health_on_its_own_port(
+    services: dict[str, Any],
+) -> None:
+    env = services["settlement"]["environment"]
+    for var in TLS_FILE_VARS:
+        assert PurePosixPath(env[var]).is_absolute(), var
+    assert str(env["CLEARWAY_HEALTH_PORT"]) == str(HEALTH_PORTS["settlement"])
+    assert services["settlement"]["healthcheck"]["test"][-1].endswith(
+        f":{env['CLEARWAY_HEALTH_PORT']}"
+    )
+
+
+def test_settlement_settings_from_its_compose_environment_turn_on_mutual_tls(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key in [k for k in os.environ if k.startswith("CLEARWAY_")]:
+        monkeypatch.delenv(key)
+    for key, value in services["settlement"]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    settings = ServiceSettings.from_env("settlement")
+    assert settings.tls_enabled
+    assert settings.tls_client_ca is not None, "without a client CA it is not mutual"
+    assert settings.grpc_port == GRPC_PORTS["settlement"]
+    assert settings.plaintext_health_port == HEALTH_PORTS["settlement"]
+
+
+def test_settlement_reads_the_scheme_and_feed_the_image_holds(services: dict[str, Any]) -> None:
+    env = services["settlement"]["environment"]
+    assert in_image(env[SCHEME_FILE_VAR]) == REPO / "examples" / "schemes" / "london.toml"
+    assert in_image(env[SCHEME_FILE_VAR]).is_file()
+    assert (in_image(env["CLEARWAY_FEED_DIR"]) / "agency.txt").is_file()
+
+
+def test_settlement_mounts_its_tls_files_read_only_from_the_pki_jobs_volume(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    env = services["settlement"]["environment"]
+    settlement_mounts = volume_mounts(services["settlement"])
+    pki_mounts = volume_mounts(services["pki"])
+    for var in TLS_FILE_VARS:
+        directory = str(PurePosixPath(env[var]).parent)
+        volume, read_only = settlement_mounts[directory]
+        assert read_only, f"{var}: {directory} is not mounted read-only"
+        assert volume in compose["volumes"], f"{var}: {volume} is not a named volume"
+        assert pki_mounts[directory] == (volume, False), f"{var}: pki does not write {volume}"
+    assert env[STATEMENTS_DIR_VAR] not in pki_mounts
+
+
+def test_settlement_starts_only_after_the_pki_job_succeeded(services: dict[str, Any]) -> None:
+    pki = services["pki"]
+    assert services["settlement"]["depends_on"]["pki"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert pki["restart"] == "no", "a one-shot job"
+    assert "ports" not in pki and "healthcheck" not in pki
+    assert "user" not in pki, "runs as the image's uid 10001, like settlement"
+
+
+def test_pki_job_inits_the_pki_for_settlement_and_issues_the_operations_role(
+    services: dict[str, Any],
+) -> None:
+    pki = services["pki"]
+    assert pki["entrypoint"] == ["/bin/sh", "-ec"]
+    (script,) = pki["command"]
+    assert "clearway pki init --dir /var/lib/clearway/pki --server-name settlement" in script
+    assert "clearway pki issue role operations --dir /var/lib/clearway/pki" in script
+    assert pki["environment"]["CLEARWAY_PKI_DIR"] == "/var/lib/clearway/pki"
+
+
+def run_pki_script(services: dict[str, Any], root: Path) -> dict[str, Path]:
+    """Run the pki job's script with its volumes mapped under `root`; the map used."""
+    pki = services["pki"]
+    mapping = {target: root / volume for target, (volume, _) in volume_mounts(pki).items()}
+    (script,) = pki["command"]
+    for target, directory in mapping.items():
+        directory.mkdir(mode=0o700)  # the image's directory, copied into the new volume
+        script = script.replace(target, str(directory))
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "HOME": str(root),
+        **{key: str(value) for key, value in pki["environment"].items()},
+    }
+    for _ in range(2):  # runs on every `up`: the second run must succeed too
+        result = subprocess.run(
+            [*pki["entrypoint"], script],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    return mapping
+
+
+def test_pki_job_writes_every_file_settlement_reads_with_the_names_clients_use(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    mapping = run_pki_script(services, tmp_path)
+    env = services["settlement"]["environment"]
+    files = {}
+    for var in TLS_FILE_VARS:
+        target = PurePosixPath(env[var])
+        files[var] = mapping[str(target.parent)] / target.name
+        mode = stat.S_IMODE(files[var].stat().st_mode)
+        assert files[var].stat().st_uid == os.getuid(), f"{var}: not the job's (= settlement's)"
+        assert mode & 0o400, f"{var}: the owner cannot read it"
+        assert not mode & 0o077, f"{var}: readable by others ({mode:o})"
+    cert = x509.load_pem_x509_certificate(files["CLEARWAY_TLS_CERT"].read_bytes())
+    names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    dns = set(names.get_values_for_type(x509.DNSName))
+    assert {"settlement", "settlement.clearway.svc", "localhost"} <= dns
+    ca = x509.load_pem_x509_certificate(files["CLEARWAY_TLS_CLIENT_CA"].read_bytes())
+    cert.verify_directly_issued_by(ca)
+    # Settlement sees only its four files, never the CA's private key.
+    (settlement_dir,) = {files[var].parent for var in TLS_FILE_VARS}
+    assert sorted(p.name for p in settlement_dir.iterdir()) == sorted(
+        f.name for f in files.values()
+    )
+    pki_dir = mapping["/var/lib/clearway/pki"]
+    operations = pki_dir / "clients" / "role-operations.pem"
+    assert operations.is_file() and (pki_dir / "clients" / "role-operations.key.pem").is_file()
+    x509.load_pem_x509_certificate(operations.read_bytes()).verify_directly_issued_by(ca)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
@@ -74,14 +75,76 @@ def test_entrypoint_is_the_clearway_cli(instructions: list[Instruction]) -> None
     assert json.loads(stage["CMD"]) == ["serve", "ingest"]
 
 
-def test_image_exposes_the_four_grpc_ports(instructions: list[Instruction]) -> None:
+def test_image_exposes_the_four_grpc_ports_and_settlements_health_port(
+    instructions: list[Instruction],
+) -> None:
     exposed = {
         port.split("/")[0]
         for keyword, arguments in instructions
         if keyword == "EXPOSE"
         for port in arguments.split()
     }
-    assert {"50051", "50052", "50053", "50054"} <= exposed
+    assert {"50051", "50052", "50053", "50054", "51053"} <= exposed
+
+
+def final_env(instructions: list[Instruction]) -> dict[str, str]:
+    pairs = [
+        word.split("=", 1)
+        for keyword, arguments in final_stage(instructions)
+        if keyword == "ENV"
+        for word in words(arguments)
+    ]
+    return {key: value for key, value in pairs}
+
+
+def test_image_defaults_point_at_the_scheme_and_feed_it_copies(
+    instructions: list[Instruction],
+) -> None:
+    # The project is installed into site-packages, so repository-relative defaults would
+    # point nowhere: the image names its own copies under WORKDIR.
+    stage = dict(final_stage(instructions))
+    workdir = PurePosixPath(stage["WORKDIR"])
+    env = final_env(instructions)
+    scheme = REPO / PurePosixPath(env["CLEARWAY_SCHEME_FILE"]).relative_to(workdir)
+    feed = REPO / PurePosixPath(env["CLEARWAY_FEED_DIR"]).relative_to(workdir)
+    assert scheme.is_file()
+    assert (feed / "agency.txt").is_file()
+    assert "examples/" in copy_sources(instructions)
+
+
+def test_image_creates_every_directory_compose_mounts_a_volume_on_owned_by_10001(
+    instructions: list[Instruction],
+) -> None:
+    # A new named volume takes the owner and mode of the image's directory; one Docker
+    # creates itself is root's, and uid 10001 could not write the PKI or statements.
+    runs = " ".join(
+        arguments for keyword, arguments in final_stage(instructions) if keyword == "RUN"
+    )
+    created = {
+        PurePosixPath(arg)
+        for command in runs.split("&&")
+        if "mkdir" in command
+        for arg in words(command)[1:]
+        if arg.startswith("/")
+    }
+    owned = {
+        PurePosixPath(arg)
+        for command in runs.split("&&")
+        if "chown -R 10001:10001" in command
+        for arg in words(command)[1:]
+        if arg.startswith("/")
+    }
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    targets = {
+        PurePosixPath(entry.split(":")[1])
+        for service in compose["services"].values()
+        if service.get("image") == "clearway:dev"
+        for entry in service.get("volumes", [])
+    }
+    assert targets
+    for target in targets:
+        assert target in created, f"{target} is not created in the image"
+        assert any(target == d or d in target.parents for d in owned), f"{target}: not 10001's"
 
 
 def test_image_listens_on_every_interface(instructions: list[Instruction]) -> None:
@@ -124,5 +187,7 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_image_copies(
         if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv", ".infra", "**/node_modules", "**/__pycache__"} <= patterns
+    # Local PKI output (var/pki) and any private key never enter the build context.
+    assert {"var", "**/*.key.pem"} <= patterns
     for source in copy_sources(instructions):
         assert source.strip("/") not in patterns, f"{source} is copied but ignored"

