@@ -62,3 +62,4 @@ demo: setup
 bench: setup
 	$(PY) bench/fares_engine.py
 	$(PY) bench/pipeline.py
+	$(PY) bench/settlement_close.py

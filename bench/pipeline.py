@@ -14,6 +14,8 @@ On one generated service day (the London example network):
     the largest consumer lag seen, and the ratio to ingest alone on the same day.
 Prints figures and ratios; asserts nothing. Every run uses its own topic prefix, schemas
 and consumer groups; the schemas are dropped at the end, the Kafka topics are kept.
+Settlement serves mutual TLS with a PKI made for the run (in its work directory) and
+signs its files with that PKI's key; its health answers in plaintext on a port of its own.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from clearway.events.v1 import events_pb2
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, ensure_topics, idempotent_producer, publish_many
 from clearway.settings import REPO_ROOT
-from services.demo import SERVICES, Fleet, _serving
+from services.demo import SERVICES, TLS_SERVICES, Fleet, _serving, ensure_pki
 from services.fares.adapters.convert import tap_from_proto
 from services.fares.app import DEFAULT_FEED, load_catalog
 from services.fares.domain import Tap, price_card
@@ -51,6 +53,8 @@ from services.ingest.simulator.cli import yesterday
 from services.ingest.simulator.day import Mix, SimulatedDay, simulate_day
 from services.ingest.simulator.stream import Tally, send_day
 from services.settlement.adapters.journey_lag import GroupLag
+from services.settlement.adapters.scheme_file import load_scheme
+from services.settlement.app import DEFAULT_SCHEME
 
 TAPS_PER_CARD = 4.3  # what simulate_day makes on the London example, give or take
 BACKLOG_SEED = 7
@@ -72,9 +76,11 @@ def free_port() -> int:
 
 @dataclass
 class BenchFleet(Fleet):
-    """A Fleet of chosen services and instances, each on a free port, logging to work_dir."""
+    """A Fleet of chosen services and instances, each on a free port, logging to work_dir.
+    TLS services (settlement) answer health in plaintext on a second free port."""
 
     ports: dict[str, int] = field(default_factory=dict)  # process label -> gRPC port
+    health_ports: dict[str, int] = field(default_factory=dict)  # label -> plaintext health
 
     def env_for(self, service: str) -> dict[str, str]:
         """The demo's naming (topics, schema, group per run) at WARNING level."""
@@ -95,10 +101,15 @@ class BenchFleet(Fleet):
             for n in range(first, instances + 1):
                 label = service if n == 1 else f"{service}-{n}"
                 port = self.ports[label] = free_port()
+                env = {**self.env_for(service), "CLEARWAY_GRPC_PORT": str(port)}
+                self.health_ports[label] = port
+                if service in TLS_SERVICES:  # port + 1000 need not be free: choose one
+                    self.health_ports[label] = free_port()
+                    env["CLEARWAY_HEALTH_PORT"] = str(self.health_ports[label])
                 with (self.work_dir / f"{label}.log").open("ab") as log:
                     self.processes[label] = subprocess.Popen(
                         [sys.executable, "-m", "services.cli", "serve", service],
-                        env={**self.env_for(service), "CLEARWAY_GRPC_PORT": str(port)},
+                        env=env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         cwd=REPO_ROOT,
@@ -109,10 +120,10 @@ class BenchFleet(Fleet):
     async def wait_serving(
         self, timeout_s: float = 120.0, labels: Sequence[str] | None = None
     ) -> None:
-        """Until every process named (default: all) answers SERVING."""
+        """Until every process named (default: all) answers SERVING on its health port."""
         deadline = time.monotonic() + timeout_s
         for label in labels or list(self.processes):
-            while not await _serving(f"127.0.0.1:{self.ports[label]}"):
+            while not await _serving(f"127.0.0.1:{self.health_ports[label]}"):
                 self.check_alive([label])
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{label} not SERVING after {timeout_s:.0f} s")
@@ -226,13 +237,14 @@ class Bench:
     endpoints: Endpoints
     run_id: str
     work_dir: Path
+    pki_dir: Path  # settlement's server certificate, client CA and signing key
     fleets: list[BenchFleet] = field(default_factory=list)
     results: list[Result] = field(default_factory=list)
     ratios: list[str] = field(default_factory=list)
 
     def fleet(self, name: str) -> BenchFleet:
         """A fleet with its own topic prefix, schemas and groups."""
-        fleet = BenchFleet(f"{self.run_id}-{name}", self.work_dir / name)
+        fleet = BenchFleet(f"{self.run_id}-{name}", self.work_dir / name, self.pki_dir)
         self.fleets.append(fleet)
         return fleet
 
@@ -759,7 +771,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, terminate)
     run_id = f"bench-{int(time.time())}"
     work_dir = Path(tempfile.mkdtemp(prefix=f"clearway-{run_id}-"))
-    bench = Bench(Endpoints.from_env(), run_id, work_dir)
+    pki_dir = work_dir / "pki"
+    ensure_pki(pki_dir, load_scheme(DEFAULT_SCHEME, agencies_from=DEFAULT_FEED))
+    bench = Bench(Endpoints.from_env(), run_id, work_dir, pki_dir)
     try:
         asyncio.run(run(args, bench))
     finally:
