@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -56,9 +56,54 @@ class Topics:
         """Statements issued at period close, key = party id."""
         return f"{self.prefix}statements"
 
+    @property
+    def ingest_txns(self) -> str:
+        """Ingest's commit log: the token of every committed write of taps (one partition,
+        kept a day): how a write whose outcome was not seen is settled."""
+        return f"{self.prefix}ingest.txns"
+
+    @property
+    def denylist(self) -> str:
+        """Changes to the deny list of card tokens, key = card token (one partition, so its
+        offsets number the list's versions; compacted, so it is kept whole)."""
+        return f"{self.prefix}denylist"
+
     def all(self) -> list[str]:
         """Every topic Clearway uses."""
-        return [self.taps, self.taps_dlq, self.journeys, self.topups, self.statements]
+        return [
+            self.taps,
+            self.taps_dlq,
+            self.journeys,
+            self.topups,
+            self.statements,
+            self.ingest_txns,
+            self.denylist,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    """A topic's partition count and configuration, when not the defaults."""
+
+    partitions: int
+    configs: Mapping[str, str] = field(default_factory=dict)
+
+
+# Topics (by name without the prefix) that are not created with the defaults.
+SPECIAL_TOPICS = {
+    "ingest.txns": TopicSpec(1, {"retention.ms": str(24 * 3600 * 1000)}),
+    "denylist": TopicSpec(
+        1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(3600 * 1000)}
+    ),
+}
+
+
+def topic_spec(name: str) -> TopicSpec | None:
+    """How topic `name` (with any prefix) is created, when not with the defaults."""
+    for suffix, spec in SPECIAL_TOPICS.items():
+        if name.endswith(suffix):
+            return spec
+    return None
 
 
 DEFAULT_PARTITIONS = 6
@@ -70,7 +115,8 @@ async def ensure_topics(
     partitions: int = DEFAULT_PARTITIONS,
     timeout_s: float = 60.0,
 ) -> None:
-    """Create the topics that do not exist yet (replication factor 1 locally)."""
+    """Create the topics that do not exist yet (replication factor 1 locally), with
+    `partitions` partitions unless `topic_spec` says otherwise."""
     wanted = list(names)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
@@ -81,12 +127,7 @@ async def ensure_topics(
             missing = [n for n in wanted if n not in existing]
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics(
-                        [
-                            NewTopic(n, num_partitions=partitions, replication_factor=1)
-                            for n in missing
-                        ]
-                    )
+                    await admin.create_topics([_new_topic(n, partitions) for n in missing])
             return
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
@@ -94,6 +135,18 @@ async def ensure_topics(
             await asyncio.sleep(1.0)
         finally:
             await admin.close()
+
+
+def _new_topic(name: str, partitions: int) -> NewTopic:
+    spec = topic_spec(name)
+    if spec is None:
+        return NewTopic(name, num_partitions=partitions, replication_factor=1)
+    return NewTopic(
+        name,
+        num_partitions=spec.partitions,
+        replication_factor=1,
+        topic_configs=dict(spec.configs),
+    )
 
 
 def idempotent_producer(bootstrap: str, **overrides: object) -> AIOKafkaProducer:

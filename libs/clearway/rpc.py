@@ -11,6 +11,9 @@
   `code` in the `reason-code` trailer and at the start of the details; an infrastructure
   error becomes UNAVAILABLE with a reason (`DATABASE_UNAVAILABLE`, ...); anything else
   becomes INTERNAL (logged with its traceback), never UNKNOWN;
+- requests that do not decode as the method's message are refused with INVALID_ARGUMENT
+  and reason `UNDECODABLE_REQUEST` (the deserializer is wrapped, so a DecodeError never
+  escapes as UNKNOWN);
 - a client that goes away mid-call is a normal event: logged at DEBUG, never as an ERROR.
 
 Servicers therefore raise domain errors and never hand-write a status. Their dependencies
@@ -52,6 +55,46 @@ else:  # the stubs are generic, the runtime class is not
     Handler = grpc.RpcMethodHandler
 
 _STATUS = {kind: getattr(grpc.StatusCode, kind.value) for kind in ErrorKind}
+
+
+class UndecodableRequestError(ClearwayError):
+    """The request bytes are not the method's request message."""
+
+    code = "UNDECODABLE_REQUEST"
+    kind = ErrorKind.INVALID_ARGUMENT
+
+
+class _Undecodable:
+    """What the wrapped deserializer returns for bytes that do not decode."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError, or anything a custom deserializer raises
+            return _Undecodable(exc)
+
+    return decode
+
+
+def _decoded(request: Any) -> Any:
+    if isinstance(request, _Undecodable):
+        raise UndecodableRequestError(
+            f"the request is not a valid message of this method ({type(request.error).__name__})"
+        )
+    return request
+
+
+async def _decoded_stream(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _decoded(request)
 
 
 class Slot(Generic[T]):
@@ -139,10 +182,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
     every RPC."""
 
     def __init__(
-        self, readiness: Readiness, authentication: Authentication = Authentication.NONE
+        self,
+        readiness: Readiness,
+        authentication: Authentication = Authentication.NONE,
+        authenticated_services: frozenset[str] = frozenset(),
     ) -> None:
         self.readiness = readiness
         self.authentication = authentication
+        self.authenticated_services = authenticated_services
 
     async def intercept_service(
         self,
@@ -158,38 +205,42 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap(self, handler: Handler, method: str) -> Handler:
         options = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _safe(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method), **options
+                self._unary(handler.unary_unary, method, streamed=False), **options
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method), **options
+                self._unary(handler.stream_unary, method, streamed=True), **options
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, method), **options
+                self._streaming(handler.unary_stream, method, streamed=False), **options
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._streaming(handler.stream_stream, method), **options
+            self._streaming(handler.stream_stream, method, streamed=True), **options
         )
 
     def _gate(self) -> None:
         if not self.readiness.ready:
             raise NotReadyError("the service is starting or stopping; try again")
 
-    def _authenticate(self, context: Context) -> Principal | None:
+    def _authenticate(self, context: Context, service: str) -> Principal | None:
         """The verified caller (None when the service does not authenticate); an unknown
         caller learns nothing else, not even whether the service is ready."""
-        if self.authentication is Authentication.NONE:
+        required = (
+            self.authentication is Authentication.REQUIRED or service in self.authenticated_services
+        )
+        if not required:
             return None
         principal = principal_from_auth_context(context.auth_context())
         if principal is None:
+            where = " on the service's admin port" if self.authenticated_services else ""
             raise UnauthenticatedError(
-                "a client certificate of the scheme with a clearway identity is required"
+                "a client certificate of the scheme with a clearway identity is required" + where
             )
         trace.get_current_span().set_attribute("enduser.id", principal.uri)
         return principal
@@ -210,7 +261,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             span.set_attribute("rpc.service", service)
             span.set_attribute("rpc.method", name)
             try:
-                principal = self._authenticate(context)
+                principal = self._authenticate(context, service)
                 self._gate()
                 with acting_as(principal):
                     yield
@@ -225,17 +276,19 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
                     return
                 await _fail(context, method, exc)
 
-    def _unary(self, behaviour: Any, method: str) -> Any:
+    def _unary(self, behaviour: Any, method: str, *, streamed: bool) -> Any:
         async def call(request: Any, context: Context) -> Any:
             async with self._served(method, context):
-                return await behaviour(request, context)
+                checked = _decoded_stream(request) if streamed else _decoded(request)
+                return await behaviour(checked, context)
 
         return call
 
-    def _streaming(self, behaviour: Any, method: str) -> Any:
+    def _streaming(self, behaviour: Any, method: str, *, streamed: bool) -> Any:
         async def call(request: Any, context: Context) -> AsyncIterator[Any]:
             async with self._served(method, context):
-                async for response in behaviour(request, context):
+                checked = _decoded_stream(request) if streamed else _decoded(request)
+                async for response in behaviour(checked, context):
                     yield response
 
         return call

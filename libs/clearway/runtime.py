@@ -160,7 +160,11 @@ class Service(Protocol):
     A service may also declare `authentication: Authentication` (default
     `Authentication.NONE`); with `REQUIRED` every RPC but health and reflection needs a
     verified client certificate of the scheme, and the service will not start without
-    mutual TLS configured.
+    mutual TLS configured. A service whose callers are not all certificate holders (ingest:
+    validators prove themselves by signing) may instead declare `authenticated_services`,
+    the full names of its gRPC services for certificate holders only (the operations
+    role's): those are served on an extra mutual-TLS port, the admin port, and refused
+    with UNAUTHENTICATED on the main port.
     """
 
     settings: ServiceSettings
@@ -184,10 +188,20 @@ def authentication_of(service: object) -> Authentication:
     return Authentication(getattr(service, "authentication", Authentication.NONE))
 
 
-def check_transport(settings: ServiceSettings, authentication: Authentication) -> None:
+def authenticated_services_of(service: object) -> frozenset[str]:
+    """The gRPC services of `service` that only certificate holders may call."""
+    return frozenset(getattr(service, "authenticated_services", ()))
+
+
+def check_transport(
+    settings: ServiceSettings,
+    authentication: Authentication,
+    authenticated_services: frozenset[str] = frozenset(),
+) -> None:
     """Refuse to start a service that requires identities without mutual TLS: every call
     would be refused, which is worse than a clear start-up error."""
-    if authentication is Authentication.REQUIRED and settings.tls_client_ca is None:
+    needs_mtls = authentication is Authentication.REQUIRED or bool(authenticated_services)
+    if needs_mtls and settings.tls_client_ca is None:
         raise SettingsError(
             f"{settings.service} requires authenticated callers: set CLEARWAY_TLS_CERT, "
             "CLEARWAY_TLS_KEY and CLEARWAY_TLS_CLIENT_CA (see `clearway pki init`)"
@@ -207,9 +221,13 @@ class RunningService:
         self.readiness = Readiness()
         self.resources = Resources(service.settings)
         self.authentication = authentication_of(service)
+        self.authenticated_services = authenticated_services_of(service)
         self.server = grpc.aio.server(
-            interceptors=[ServiceInterceptor(self.readiness, self.authentication)]
+            interceptors=[
+                ServiceInterceptor(self.readiness, self.authentication, self.authenticated_services)
+            ]
         )
+        self.admin_port: int | None = None  # the mutual-TLS admin port, when there is one
         self.health_server: grpc.aio.Server | None = None
         self.port = 0
         self.health_port: int | None = None  # the plaintext health port, with TLS only
@@ -226,7 +244,7 @@ class RunningService:
         """Bind, serve health as NOT_SERVING, start the service, then open the gate and
         report SERVING. A failed start releases what it had opened and raises."""
         settings = self.service.settings
-        check_transport(settings, self.authentication)
+        check_transport(settings, self.authentication, self.authenticated_services)
         self.service.register(self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [*self.service.grpc_service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME]
@@ -243,6 +261,7 @@ class RunningService:
                 "tls": settings.tls_enabled,
                 "mutual_tls": settings.tls_client_ca is not None,
                 "health_port": self.health_port,
+                "admin_port": self.admin_port,
                 "authentication": self.authentication.value,
             },
         )
@@ -263,18 +282,19 @@ class RunningService:
         return self.port
 
     def _bind(self, settings: ServiceSettings) -> int:
-        """Add the gRPC port (TLS when configured) and, with TLS, the plaintext health
-        server; return the bound gRPC port."""
+        """Add the gRPC port (TLS when configured: mutual for a service that authenticates
+        every caller), with TLS the plaintext health server, and the mutual-TLS admin port
+        of a service with authenticated services; return the bound gRPC port."""
         address = f"{settings.grpc_host}:{settings.grpc_port}"
+        if self.authenticated_services:
+            self.admin_port = self.server.add_secure_port(
+                f"{settings.grpc_host}:{settings.mutual_tls_admin_port}",
+                self._credentials(settings, mutual=True),
+            )
         if settings.tls_cert is None or settings.tls_key is None:
             return self.server.add_insecure_port(address)
-        try:
-            credentials = server_credentials(
-                settings.tls_cert, settings.tls_key, settings.tls_client_ca
-            )
-        except OSError as exc:
-            raise SettingsError(f"cannot read the TLS files: {exc}") from exc
-        port = self.server.add_secure_port(address, credentials)
+        mutual = self.authentication is Authentication.REQUIRED
+        port = self.server.add_secure_port(address, self._credentials(settings, mutual=mutual))
         # Probes cannot do TLS: health (and reflection) alone, in plaintext, on a port of
         # its own. A second tiny server, so nothing else is ever reachable without TLS.
         health_server = grpc.aio.server()
@@ -287,6 +307,16 @@ class RunningService:
         )
         self.health_server = health_server
         return port
+
+    @staticmethod
+    def _credentials(settings: ServiceSettings, *, mutual: bool) -> grpc.ServerCredentials:
+        assert settings.tls_cert is not None and settings.tls_key is not None
+        try:
+            return server_credentials(
+                settings.tls_cert, settings.tls_key, settings.tls_client_ca if mutual else None
+            )
+        except OSError as exc:
+            raise SettingsError(f"cannot read the TLS files: {exc}") from exc
 
     async def _stop_health_server(self) -> None:
         if self.health_server is not None:

@@ -11,6 +11,7 @@ from clearway.kafka import Topics
 
 DEFAULT_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
 HEALTH_PORT_OFFSET = 1000  # the plaintext health port beside a TLS gRPC port
+ADMIN_PORT_OFFSET = 2000  # the mutual-TLS admin port of a service with operations-only RPCs
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -106,6 +107,9 @@ class ServiceSettings:
     # The plaintext health-and-reflection port served beside a TLS port (probes cannot do
     # TLS); None = the gRPC port + 1000 (0 when the gRPC port is 0).
     health_port: int | None = None
+    # The mutual-TLS admin port of a service with operations-only gRPC services (ingest's
+    # device registry); None = the gRPC port + 2000 (0 when the gRPC port is 0).
+    admin_port: int | None = None
 
     @property
     def tls_enabled(self) -> bool:
@@ -119,11 +123,19 @@ class ServiceSettings:
             return self.health_port
         return self.grpc_port + HEALTH_PORT_OFFSET if self.grpc_port else 0
 
+    @property
+    def mutual_tls_admin_port(self) -> int:
+        """Where the admin port listens (services with operations-only gRPC services)."""
+        if self.admin_port is not None:
+            return self.admin_port
+        return self.grpc_port + ADMIN_PORT_OFFSET if self.grpc_port else 0
+
     @classmethod
     def from_env(cls, service: str) -> ServiceSettings:
         """Read `CLEARWAY_*` variables for `service`."""
         tls_cert, tls_key, tls_client_ca = tls_from_env()
         health_port = env_int("CLEARWAY_HEALTH_PORT", -1)
+        admin_port = env_int("CLEARWAY_ADMIN_PORT", -1)
         return cls(
             service=service,
             grpc_host=env_str("CLEARWAY_GRPC_HOST", "127.0.0.1"),
@@ -143,4 +155,5 @@ class ServiceSettings:
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
             health_port=None if health_port < 0 else health_port,
+            admin_port=None if admin_port < 0 else admin_port,
         )

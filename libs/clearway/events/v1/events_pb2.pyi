@@ -66,6 +66,9 @@ class Tap(_message.Message):
     RIDER_CATEGORY_ID_FIELD_NUMBER: _builtins.int
     FARE_MEDIA_ID_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    CARD_BLOCKED_FIELD_NUMBER: _builtins.int
+    DENY_LIST_VERSION_FIELD_NUMBER: _builtins.int
     tap_id: _builtins.str
     """Stable id: "<device_id>:<sequence_number>"."""
     device_id: _builtins.str
@@ -87,6 +90,15 @@ class Tap(_message.Message):
     """GTFS rider_category_id carried by the card; empty = the feed's default."""
     fare_media_id: _builtins.str
     """GTFS fare_media_id; empty = the feed's default."""
+    late: _builtins.bool
+    """Set by ingest: tapped earlier than the late threshold before it reached ingest (a
+    device's offline backlog); still priced.
+    """
+    card_blocked: _builtins.bool
+    """Set by ingest: the card was on the deny list (at deny_list_version) when the tap
+    arrived. The gate decided to let it through or not; the tap is recorded either way.
+    """
+    deny_list_version: _builtins.int
     @_builtins.property
     def tapped_at(self) -> _timestamp_pb2.Timestamp:
         """When the card was presented (UTC instant)."""
@@ -111,10 +123,13 @@ class Tap(_message.Message):
         rider_category_id: _builtins.str = ...,
         fare_media_id: _builtins.str = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
+        late: _builtins.bool = ...,
+        card_blocked: _builtins.bool = ...,
+        deny_list_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at", "tapped_at", b"tapped_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token", "device_id", b"device_id", "fare_media_id", b"fare_media_id", "kind", b"kind", "operator_id", b"operator_id", "received_at", b"received_at", "rider_category_id", b"rider_category_id", "route_id", b"route_id", "sequence_number", b"sequence_number", "stop_id", b"stop_id", "tap_id", b"tap_id", "tapped_at", b"tapped_at", "utc_offset_minutes", b"utc_offset_minutes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_blocked", b"card_blocked", "card_token", b"card_token", "deny_list_version", b"deny_list_version", "device_id", b"device_id", "fare_media_id", b"fare_media_id", "kind", b"kind", "late", b"late", "operator_id", b"operator_id", "received_at", b"received_at", "rider_category_id", b"rider_category_id", "route_id", b"route_id", "sequence_number", b"sequence_number", "stop_id", b"stop_id", "tap_id", b"tap_id", "tapped_at", b"tapped_at", "utc_offset_minutes", b"utc_offset_minutes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -130,6 +145,7 @@ class RejectedTap(_message.Message):
     REASON_CODE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     REJECTED_AT_FIELD_NUMBER: _builtins.int
+    TRUNCATED_FIELDS_FIELD_NUMBER: _builtins.int
     reason_code: _builtins.str
     """Stable reason code, e.g. MISSING_CARD_TOKEN, UNKNOWN_TAP_KIND."""
     detail: _builtins.str
@@ -137,6 +153,12 @@ class RejectedTap(_message.Message):
     def tap(self) -> Global___Tap: ...
     @_builtins.property
     def rejected_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def truncated_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Fields of `tap` cut short so the dead letter always fits: each holds its first
+        characters, then "...[truncated <bytes> bytes, sha256 <hex>]".
+        """
+
     def __init__(
         self,
         *,
@@ -144,14 +166,68 @@ class RejectedTap(_message.Message):
         reason_code: _builtins.str = ...,
         detail: _builtins.str = ...,
         rejected_at: _timestamp_pb2.Timestamp | None = ...,
+        truncated_fields: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["rejected_at", b"rejected_at", "tap", b"tap"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason_code", b"reason_code", "rejected_at", b"rejected_at", "tap", b"tap"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "reason_code", b"reason_code", "rejected_at", b"rejected_at", "tap", b"tap", "truncated_fields", b"truncated_fields"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RejectedTap: _TypeAlias = RejectedTap  # noqa: Y015
+
+@_typing.final
+class DenyListChange(_message.Message):
+    """A change to the deny list, on the `denylist` topic (key: card_token; compacted). The
+    list's version is the offset of its latest change + 1 (the topic has one partition).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Action:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[DenyListChange._Action.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        ACTION_UNSPECIFIED: DenyListChange._Action.ValueType  # 0
+        ACTION_ADD: DenyListChange._Action.ValueType  # 1
+        ACTION_REMOVE: DenyListChange._Action.ValueType  # 2
+
+    class Action(_Action, metaclass=_ActionEnumTypeWrapper): ...
+    ACTION_UNSPECIFIED: DenyListChange.Action.ValueType  # 0
+    ACTION_ADD: DenyListChange.Action.ValueType  # 1
+    ACTION_REMOVE: DenyListChange.Action.ValueType  # 2
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CHANGED_AT_FIELD_NUMBER: _builtins.int
+    CHANGED_BY_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    action: Global___DenyListChange.Action.ValueType
+    reason: _builtins.int
+    """A clearway.ingest.v1.DenyReason value (ADD only)."""
+    changed_by: _builtins.str
+    """Who changed it: "role/operations", "service/accounts"."""
+    @_builtins.property
+    def changed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        action: Global___DenyListChange.Action.ValueType = ...,
+        reason: _builtins.int = ...,
+        changed_at: _timestamp_pb2.Timestamp | None = ...,
+        changed_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["changed_at", b"changed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "card_token", b"card_token", "changed_at", b"changed_at", "changed_by", b"changed_by", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenyListChange: _TypeAlias = DenyListChange  # noqa: Y015
 
 @_typing.final
 class PricedLeg(_message.Message):

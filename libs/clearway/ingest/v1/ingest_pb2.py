@@ -23,23 +23,100 @@ _sym_db = _symbol_database.Default()
 
 
 from clearway.events.v1 import events_pb2 as clearway_dot_events_dot_v1_dot_events__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63learway/ingest/v1/ingest.proto\x12\x12\x63learway.ingest.v1\x1a\x1f\x63learway/events/v1/events.proto\":\n\x11StreamTapsRequest\x12%\n\x04taps\x18\x01 \x03(\x0b\x32\x17.clearway.events.v1.Tap\"\x88\x01\n\x06TapAck\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x04\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.clearway.ingest.v1.AckStatus\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\">\n\x12StreamTapsResponse\x12(\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1a.clearway.ingest.v1.TapAck*s\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x18\n\x14\x41\x43K_STATUS_DUPLICATE\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03\x32p\n\rIngestService\x12_\n\nStreamTaps\x12%.clearway.ingest.v1.StreamTapsRequest\x1a&.clearway.ingest.v1.StreamTapsResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63learway/ingest/v1/ingest.proto\x12\x12\x63learway.ingest.v1\x1a\x1f\x63learway/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"1\n\x08TapBatch\x12%\n\x04taps\x18\x01 \x03(\x0b\x32\x17.clearway.events.v1.Tap\"U\n\x0eSignedTapBatch\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\r\n\x05\x62\x61tch\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"r\n\x11StreamTapsRequest\x12)\n\x04taps\x18\x01 \x03(\x0b\x32\x17.clearway.events.v1.TapB\x02\x18\x01\x12\x32\n\x06signed\x18\x02 \x01(\x0b\x32\".clearway.ingest.v1.SignedTapBatch\"\xc7\x01\n\x06TapAck\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x17\n\x0fsequence_number\x18\x02 \x01(\x04\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.clearway.ingest.v1.AckStatus\x12\x13\n\x0breason_code\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\x12\x0c\n\x04late\x18\x06 \x01(\x08\x12\x14\n\x0c\x63\x61rd_blocked\x18\x07 \x01(\x08\x12\x19\n\x11\x64\x65ny_list_version\x18\x08 \x01(\x04\">\n\x12StreamTapsResponse\x12(\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1a.clearway.ingest.v1.TapAck\"J\n\x14UploadBacklogRequest\x12\x32\n\x06signed\x18\x01 \x01(\x0b\x32\".clearway.ingest.v1.SignedTapBatch\"\x87\x01\n\x15UploadBacklogResponse\x12(\n\x04\x61\x63ks\x18\x01 \x03(\x0b\x32\x1a.clearway.ingest.v1.TapAck\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x04\x12\x12\n\nduplicates\x18\x03 \x01(\x04\x12\x10\n\x08rejected\x18\x04 \x01(\x04\x12\x0c\n\x04late\x18\x05 \x01(\x04\"d\n\x0f\x44\x65viceAssertion\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0f\n\x07purpose\x18\x02 \x01(\t\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"M\n\x15SignedDeviceAssertion\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\tassertion\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x92\x01\n\rDenyListEntry\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12.\n\x06reason\x18\x02 \x01(\x0e\x32\x1e.clearway.ingest.v1.DenyReason\x12\x0f\n\x07version\x18\x03 \x01(\x04\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"S\n\x12GetDenyListRequest\x12=\n\ncredential\x18\x01 \x01(\x0b\x32).clearway.ingest.v1.SignedDeviceAssertion\"Z\n\x13GetDenyListResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x32\n\x07\x65ntries\x18\x02 \x03(\x0b\x32!.clearway.ingest.v1.DenyListEntry\"p\n\x18SubscribeDenyListRequest\x12=\n\ncredential\x18\x01 \x01(\x0b\x32).clearway.ingest.v1.SignedDeviceAssertion\x12\x15\n\rsince_version\x18\x02 \x01(\x04\"F\n\x10\x44\x65nyListSnapshot\x12\x32\n\x07\x65ntries\x18\x01 \x03(\x0b\x32!.clearway.ingest.v1.DenyListEntry\"\xc2\x01\n\x19SubscribeDenyListResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\x12\x32\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x0b\x32!.clearway.ingest.v1.DenyListEntryH\x00\x12\x1c\n\x12removed_card_token\x18\x03 \x01(\tH\x00\x12\x38\n\x08snapshot\x18\x04 \x01(\x0b\x32$.clearway.ingest.v1.DenyListSnapshotH\x00\x42\x08\n\x06\x63hange\"\xbc\x01\n\tDeviceKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12-\n\x06status\x18\x03 \x01(\x0e\x32\x1d.clearway.ingest.v1.KeyStatus\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nretired_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x02\n\x06\x44\x65vice\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12\x18\n\x10\x61llowed_stop_ids\x18\x03 \x03(\t\x12\x19\n\x11\x61llowed_route_ids\x18\x04 \x03(\t\x12\x30\n\x06status\x18\x05 \x01(\x0e\x32 .clearway.ingest.v1.DeviceStatus\x12+\n\x04keys\x18\x06 \x03(\x0b\x32\x1d.clearway.ingest.v1.DeviceKey\x12\x31\n\rregistered_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0erevoked_reason\x18\t \x01(\t\"\x88\x01\n\x15RegisterDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x13\n\x0boperator_id\x18\x02 \x01(\t\x12\x18\n\x10\x61llowed_stop_ids\x18\x03 \x03(\t\x12\x19\n\x11\x61llowed_route_ids\x18\x04 \x03(\t\x12\x12\n\npublic_key\x18\x05 \x01(\x0c\"U\n\x16RegisterDeviceResponse\x12*\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1a.clearway.ingest.v1.Device\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"%\n\x10GetDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\"?\n\x11GetDeviceResponse\x12*\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1a.clearway.ingest.v1.Device\"P\n\x12ListDevicesRequest\x12\x13\n\x0boperator_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\r\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x13ListDevicesResponse\x12+\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x1a.clearway.ingest.v1.Device\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"b\n\x18UpdateDeviceScopeRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x18\n\x10\x61llowed_stop_ids\x18\x02 \x03(\t\x12\x19\n\x11\x61llowed_route_ids\x18\x03 \x03(\t\"G\n\x19UpdateDeviceScopeResponse\x12*\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1a.clearway.ingest.v1.Device\"<\n\x13\x41\x64\x64\x44\x65viceKeyRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\"R\n\x14\x41\x64\x64\x44\x65viceKeyResponse\x12*\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1a.clearway.ingest.v1.Device\x12\x0e\n\x06key_id\x18\x02 \x01(\t\";\n\x16RetireDeviceKeyRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"E\n\x17RetireDeviceKeyResponse\x12*\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1a.clearway.ingest.v1.Device\"8\n\x13RevokeDeviceRequest\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"B\n\x14RevokeDeviceResponse\x12*\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x1a.clearway.ingest.v1.Device\"]\n\x17\x41\x64\x64\x44\x65nyListEntryRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12.\n\x06reason\x18\x02 \x01(\x0e\x32\x1e.clearway.ingest.v1.DenyReason\"+\n\x18\x41\x64\x64\x44\x65nyListEntryResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04\"0\n\x1aRemoveDenyListEntryRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\".\n\x1bRemoveDenyListEntryResponse\x12\x0f\n\x07version\x18\x01 \x01(\x04*s\n\tAckStatus\x12\x1a\n\x16\x41\x43K_STATUS_UNSPECIFIED\x10\x00\x12\x17\n\x13\x41\x43K_STATUS_ACCEPTED\x10\x01\x12\x18\n\x14\x41\x43K_STATUS_DUPLICATE\x10\x02\x12\x17\n\x13\x41\x43K_STATUS_REJECTED\x10\x03*}\n\nDenyReason\x12\x1b\n\x17\x44\x45NY_REASON_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45NY_REASON_LOST_OR_STOLEN\x10\x01\x12\x1b\n\x17\x44\x45NY_REASON_UNPAID_DEBT\x10\x02\x12\x15\n\x11\x44\x45NY_REASON_FRAUD\x10\x03*b\n\x0c\x44\x65viceStatus\x12\x1d\n\x19\x44\x45VICE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44\x45VICE_STATUS_ACTIVE\x10\x01\x12\x19\n\x15\x44\x45VICE_STATUS_REVOKED\x10\x02*V\n\tKeyStatus\x12\x1a\n\x16KEY_STATUS_UNSPECIFIED\x10\x00\x12\x15\n\x11KEY_STATUS_ACTIVE\x10\x01\x12\x16\n\x12KEY_STATUS_RETIRED\x10\x02\x32\xac\x03\n\rIngestService\x12_\n\nStreamTaps\x12%.clearway.ingest.v1.StreamTapsRequest\x1a&.clearway.ingest.v1.StreamTapsResponse(\x01\x30\x01\x12\x66\n\rUploadBacklog\x12(.clearway.ingest.v1.UploadBacklogRequest\x1a).clearway.ingest.v1.UploadBacklogResponse(\x01\x12^\n\x0bGetDenyList\x12&.clearway.ingest.v1.GetDenyListRequest\x1a\'.clearway.ingest.v1.GetDenyListResponse\x12r\n\x11SubscribeDenyList\x12,.clearway.ingest.v1.SubscribeDenyListRequest\x1a-.clearway.ingest.v1.SubscribeDenyListResponse0\x01\x32\xde\x05\n\x15\x44\x65viceRegistryService\x12g\n\x0eRegisterDevice\x12).clearway.ingest.v1.RegisterDeviceRequest\x1a*.clearway.ingest.v1.RegisterDeviceResponse\x12X\n\tGetDevice\x12$.clearway.ingest.v1.GetDeviceRequest\x1a%.clearway.ingest.v1.GetDeviceResponse\x12^\n\x0bListDevices\x12&.clearway.ingest.v1.ListDevicesRequest\x1a\'.clearway.ingest.v1.ListDevicesResponse\x12p\n\x11UpdateDeviceScope\x12,.clearway.ingest.v1.UpdateDeviceScopeRequest\x1a-.clearway.ingest.v1.UpdateDeviceScopeResponse\x12\x61\n\x0c\x41\x64\x64\x44\x65viceKey\x12\'.clearway.ingest.v1.AddDeviceKeyRequest\x1a(.clearway.ingest.v1.AddDeviceKeyResponse\x12j\n\x0fRetireDeviceKey\x12*.clearway.ingest.v1.RetireDeviceKeyRequest\x1a+.clearway.ingest.v1.RetireDeviceKeyResponse\x12\x61\n\x0cRevokeDevice\x12\'.clearway.ingest.v1.RevokeDeviceRequest\x1a(.clearway.ingest.v1.RevokeDeviceResponse2\xfd\x01\n\x14\x44\x65nyListAdminService\x12m\n\x10\x41\x64\x64\x44\x65nyListEntry\x12+.clearway.ingest.v1.AddDenyListEntryRequest\x1a,.clearway.ingest.v1.AddDenyListEntryResponse\x12v\n\x13RemoveDenyListEntry\x12..clearway.ingest.v1.RemoveDenyListEntryRequest\x1a/.clearway.ingest.v1.RemoveDenyListEntryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearway.ingest.v1.ingest_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACKSTATUS']._serialized_start=351
-  _globals['_ACKSTATUS']._serialized_end=466
-  _globals['_STREAMTAPSREQUEST']._serialized_start=88
-  _globals['_STREAMTAPSREQUEST']._serialized_end=146
-  _globals['_TAPACK']._serialized_start=149
-  _globals['_TAPACK']._serialized_end=285
-  _globals['_STREAMTAPSRESPONSE']._serialized_start=287
-  _globals['_STREAMTAPSRESPONSE']._serialized_end=349
-  _globals['_INGESTSERVICE']._serialized_start=468
-  _globals['_INGESTSERVICE']._serialized_end=580
+  _globals['_STREAMTAPSREQUEST'].fields_by_name['taps']._loaded_options = None
+  _globals['_STREAMTAPSREQUEST'].fields_by_name['taps']._serialized_options = b'\030\001'
+  _globals['_ACKSTATUS']._serialized_start=3578
+  _globals['_ACKSTATUS']._serialized_end=3693
+  _globals['_DENYREASON']._serialized_start=3695
+  _globals['_DENYREASON']._serialized_end=3820
+  _globals['_DEVICESTATUS']._serialized_start=3822
+  _globals['_DEVICESTATUS']._serialized_end=3920
+  _globals['_KEYSTATUS']._serialized_start=3922
+  _globals['_KEYSTATUS']._serialized_end=4008
+  _globals['_TAPBATCH']._serialized_start=121
+  _globals['_TAPBATCH']._serialized_end=170
+  _globals['_SIGNEDTAPBATCH']._serialized_start=172
+  _globals['_SIGNEDTAPBATCH']._serialized_end=257
+  _globals['_STREAMTAPSREQUEST']._serialized_start=259
+  _globals['_STREAMTAPSREQUEST']._serialized_end=373
+  _globals['_TAPACK']._serialized_start=376
+  _globals['_TAPACK']._serialized_end=575
+  _globals['_STREAMTAPSRESPONSE']._serialized_start=577
+  _globals['_STREAMTAPSRESPONSE']._serialized_end=639
+  _globals['_UPLOADBACKLOGREQUEST']._serialized_start=641
+  _globals['_UPLOADBACKLOGREQUEST']._serialized_end=715
+  _globals['_UPLOADBACKLOGRESPONSE']._serialized_start=718
+  _globals['_UPLOADBACKLOGRESPONSE']._serialized_end=853
+  _globals['_DEVICEASSERTION']._serialized_start=855
+  _globals['_DEVICEASSERTION']._serialized_end=955
+  _globals['_SIGNEDDEVICEASSERTION']._serialized_start=957
+  _globals['_SIGNEDDEVICEASSERTION']._serialized_end=1034
+  _globals['_DENYLISTENTRY']._serialized_start=1037
+  _globals['_DENYLISTENTRY']._serialized_end=1183
+  _globals['_GETDENYLISTREQUEST']._serialized_start=1185
+  _globals['_GETDENYLISTREQUEST']._serialized_end=1268
+  _globals['_GETDENYLISTRESPONSE']._serialized_start=1270
+  _globals['_GETDENYLISTRESPONSE']._serialized_end=1360
+  _globals['_SUBSCRIBEDENYLISTREQUEST']._serialized_start=1362
+  _globals['_SUBSCRIBEDENYLISTREQUEST']._serialized_end=1474
+  _globals['_DENYLISTSNAPSHOT']._serialized_start=1476
+  _globals['_DENYLISTSNAPSHOT']._serialized_end=1546
+  _globals['_SUBSCRIBEDENYLISTRESPONSE']._serialized_start=1549
+  _globals['_SUBSCRIBEDENYLISTRESPONSE']._serialized_end=1743
+  _globals['_DEVICEKEY']._serialized_start=1746
+  _globals['_DEVICEKEY']._serialized_end=1934
+  _globals['_DEVICE']._serialized_start=1937
+  _globals['_DEVICE']._serialized_end=2256
+  _globals['_REGISTERDEVICEREQUEST']._serialized_start=2259
+  _globals['_REGISTERDEVICEREQUEST']._serialized_end=2395
+  _globals['_REGISTERDEVICERESPONSE']._serialized_start=2397
+  _globals['_REGISTERDEVICERESPONSE']._serialized_end=2482
+  _globals['_GETDEVICEREQUEST']._serialized_start=2484
+  _globals['_GETDEVICEREQUEST']._serialized_end=2521
+  _globals['_GETDEVICERESPONSE']._serialized_start=2523
+  _globals['_GETDEVICERESPONSE']._serialized_end=2586
+  _globals['_LISTDEVICESREQUEST']._serialized_start=2588
+  _globals['_LISTDEVICESREQUEST']._serialized_end=2668
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=2670
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=2761
+  _globals['_UPDATEDEVICESCOPEREQUEST']._serialized_start=2763
+  _globals['_UPDATEDEVICESCOPEREQUEST']._serialized_end=2861
+  _globals['_UPDATEDEVICESCOPERESPONSE']._serialized_start=2863
+  _globals['_UPDATEDEVICESCOPERESPONSE']._serialized_end=2934
+  _globals['_ADDDEVICEKEYREQUEST']._serialized_start=2936
+  _globals['_ADDDEVICEKEYREQUEST']._serialized_end=2996
+  _globals['_ADDDEVICEKEYRESPONSE']._serialized_start=2998
+  _globals['_ADDDEVICEKEYRESPONSE']._serialized_end=3080
+  _globals['_RETIREDEVICEKEYREQUEST']._serialized_start=3082
+  _globals['_RETIREDEVICEKEYREQUEST']._serialized_end=3141
+  _globals['_RETIREDEVICEKEYRESPONSE']._serialized_start=3143
+  _globals['_RETIREDEVICEKEYRESPONSE']._serialized_end=3212
+  _globals['_REVOKEDEVICEREQUEST']._serialized_start=3214
+  _globals['_REVOKEDEVICEREQUEST']._serialized_end=3270
+  _globals['_REVOKEDEVICERESPONSE']._serialized_start=3272
+  _globals['_REVOKEDEVICERESPONSE']._serialized_end=3338
+  _globals['_ADDDENYLISTENTRYREQUEST']._serialized_start=3340
+  _globals['_ADDDENYLISTENTRYREQUEST']._serialized_end=3433
+  _globals['_ADDDENYLISTENTRYRESPONSE']._serialized_start=3435
+  _globals['_ADDDENYLISTENTRYRESPONSE']._serialized_end=3478
+  _globals['_REMOVEDENYLISTENTRYREQUEST']._serialized_start=3480
+  _globals['_REMOVEDENYLISTENTRYREQUEST']._serialized_end=3528
+  _globals['_REMOVEDENYLISTENTRYRESPONSE']._serialized_start=3530
+  _globals['_REMOVEDENYLISTENTRYRESPONSE']._serialized_end=3576
+  _globals['_INGESTSERVICE']._serialized_start=4011
+  _globals['_INGESTSERVICE']._serialized_end=4439
+  _globals['_DEVICEREGISTRYSERVICE']._serialized_start=4442
+  _globals['_DEVICEREGISTRYSERVICE']._serialized_end=5176
+  _globals['_DENYLISTADMINSERVICE']._serialized_start=5179
+  _globals['_DENYLISTADMINSERVICE']._serialized_end=5432
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,7 @@ from clearway.events.v1 import events_pb2 as _events_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -17,6 +18,11 @@ if sys.version_info >= (3, 11):
     from typing import TypeAlias as _TypeAlias, Never as _Never
 else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
+
+if sys.version_info >= (3, 13):
+    from warnings import deprecated as _deprecated
+else:
+    from typing_extensions import deprecated as _deprecated
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -45,8 +51,63 @@ ACK_STATUS_REJECTED: AckStatus.ValueType  # 3
 """Refused with a reason code; kept on the dead-letter topic."""
 Global___AckStatus: _TypeAlias = AckStatus  # noqa: Y015
 
+class _DenyReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DenyReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DenyReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DENY_REASON_UNSPECIFIED: _DenyReason.ValueType  # 0
+    DENY_REASON_LOST_OR_STOLEN: _DenyReason.ValueType  # 1
+    DENY_REASON_UNPAID_DEBT: _DenyReason.ValueType  # 2
+    DENY_REASON_FRAUD: _DenyReason.ValueType  # 3
+
+class DenyReason(_DenyReason, metaclass=_DenyReasonEnumTypeWrapper): ...
+
+DENY_REASON_UNSPECIFIED: DenyReason.ValueType  # 0
+DENY_REASON_LOST_OR_STOLEN: DenyReason.ValueType  # 1
+DENY_REASON_UNPAID_DEBT: DenyReason.ValueType  # 2
+DENY_REASON_FRAUD: DenyReason.ValueType  # 3
+Global___DenyReason: _TypeAlias = DenyReason  # noqa: Y015
+
+class _DeviceStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeviceStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeviceStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEVICE_STATUS_UNSPECIFIED: _DeviceStatus.ValueType  # 0
+    DEVICE_STATUS_ACTIVE: _DeviceStatus.ValueType  # 1
+    DEVICE_STATUS_REVOKED: _DeviceStatus.ValueType  # 2
+
+class DeviceStatus(_DeviceStatus, metaclass=_DeviceStatusEnumTypeWrapper): ...
+
+DEVICE_STATUS_UNSPECIFIED: DeviceStatus.ValueType  # 0
+DEVICE_STATUS_ACTIVE: DeviceStatus.ValueType  # 1
+DEVICE_STATUS_REVOKED: DeviceStatus.ValueType  # 2
+Global___DeviceStatus: _TypeAlias = DeviceStatus  # noqa: Y015
+
+class _KeyStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _KeyStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_KeyStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    KEY_STATUS_UNSPECIFIED: _KeyStatus.ValueType  # 0
+    KEY_STATUS_ACTIVE: _KeyStatus.ValueType  # 1
+    KEY_STATUS_RETIRED: _KeyStatus.ValueType  # 2
+
+class KeyStatus(_KeyStatus, metaclass=_KeyStatusEnumTypeWrapper): ...
+
+KEY_STATUS_UNSPECIFIED: KeyStatus.ValueType  # 0
+KEY_STATUS_ACTIVE: KeyStatus.ValueType  # 1
+KEY_STATUS_RETIRED: KeyStatus.ValueType  # 2
+Global___KeyStatus: _TypeAlias = KeyStatus  # noqa: Y015
+
 @_typing.final
-class StreamTapsRequest(_message.Message):
+class TapBatch(_message.Message):
+    """The taps of one batch: what the device signs, serialized."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     TAPS_FIELD_NUMBER: _builtins.int
@@ -63,6 +124,69 @@ class StreamTapsRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+Global___TapBatch: _TypeAlias = TapBatch  # noqa: Y015
+
+@_typing.final
+class SignedTapBatch(_message.Message):
+    """A batch signed by its device."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    BATCH_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device sending; every tap of the batch must carry this device_id."""
+    key_id: _builtins.str
+    """Which of the device's registered keys signed: the first 16 hex digits of the SHA-256 of
+    its raw 32-byte Ed25519 public key.
+    """
+    batch: _builtins.bytes
+    """A serialized TapBatch, exactly as signed (the server parses these bytes)."""
+    signature: _builtins.bytes
+    """Ed25519 signature of "clearway.ingest.v1.TapBatch" + 0x00 + `batch`."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        batch: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "device_id", b"device_id", "key_id", b"key_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedTapBatch: _TypeAlias = SignedTapBatch  # noqa: Y015
+
+@_typing.final
+class StreamTapsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TAPS_FIELD_NUMBER: _builtins.int
+    SIGNED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    @_deprecated("""This field has been marked as deprecated using proto field options.""")
+    def taps(self) -> _containers.RepeatedCompositeFieldContainer[_events_pb2.Tap]:
+        """Unsigned taps: no longer accepted (UNAUTHENTICATED / UNSIGNED_BATCH)."""
+
+    @_builtins.property
+    def signed(self) -> Global___SignedTapBatch: ...
+    def __init__(
+        self,
+        *,
+        taps: _abc.Iterable[_events_pb2.Tap] | None = ...,
+        signed: Global___SignedTapBatch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed", b"signed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed", b"signed", "taps", b"taps"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
 Global___StreamTapsRequest: _TypeAlias = StreamTapsRequest  # noqa: Y015
 
 @_typing.final
@@ -74,11 +198,19 @@ class TapAck(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     REASON_CODE_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    CARD_BLOCKED_FIELD_NUMBER: _builtins.int
+    DENY_LIST_VERSION_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
     sequence_number: _builtins.int
     status: Global___AckStatus.ValueType
     reason_code: _builtins.str
     detail: _builtins.str
+    late: _builtins.bool
+    """ACCEPTED, but tapped earlier than the late threshold before it reached ingest."""
+    card_blocked: _builtins.bool
+    """The card is on the deny list (at deny_list_version); the tap is still taken."""
+    deny_list_version: _builtins.int
     def __init__(
         self,
         *,
@@ -87,10 +219,13 @@ class TapAck(_message.Message):
         status: Global___AckStatus.ValueType = ...,
         reason_code: _builtins.str = ...,
         detail: _builtins.str = ...,
+        late: _builtins.bool = ...,
+        card_blocked: _builtins.bool = ...,
+        deny_list_version: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "device_id", b"device_id", "reason_code", b"reason_code", "sequence_number", b"sequence_number", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_blocked", b"card_blocked", "deny_list_version", b"deny_list_version", "detail", b"detail", "device_id", b"device_id", "late", b"late", "reason_code", b"reason_code", "sequence_number", b"sequence_number", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -115,3 +250,760 @@ class StreamTapsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamTapsResponse: _TypeAlias = StreamTapsResponse  # noqa: Y015
+
+@_typing.final
+class UploadBacklogRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNED_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def signed(self) -> Global___SignedTapBatch: ...
+    def __init__(
+        self,
+        *,
+        signed: Global___SignedTapBatch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signed", b"signed"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signed", b"signed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadBacklogRequest: _TypeAlias = UploadBacklogRequest  # noqa: Y015
+
+@_typing.final
+class UploadBacklogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKS_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    LATE_FIELD_NUMBER: _builtins.int
+    accepted: _builtins.int
+    duplicates: _builtins.int
+    rejected: _builtins.int
+    late: _builtins.int
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___TapAck]:
+        """One ack per tap sent, in the order sent."""
+
+    def __init__(
+        self,
+        *,
+        acks: _abc.Iterable[Global___TapAck] | None = ...,
+        accepted: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        late: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "acks", b"acks", "duplicates", b"duplicates", "late", b"late", "rejected", b"rejected"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadBacklogResponse: _TypeAlias = UploadBacklogResponse  # noqa: Y015
+
+@_typing.final
+class DeviceAssertion(_message.Message):
+    """A device proving who it is when it asks for the deny list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    purpose: _builtins.str
+    """What it is for: "deny-list"."""
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """When the device signed it; refused when more than 5 minutes from the server's clock."""
+
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        purpose: _builtins.str = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "issued_at", b"issued_at", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceAssertion: _TypeAlias = DeviceAssertion  # noqa: Y015
+
+@_typing.final
+class SignedDeviceAssertion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    ASSERTION_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    assertion: _builtins.bytes
+    """A serialized DeviceAssertion, exactly as signed."""
+    signature: _builtins.bytes
+    """Ed25519 signature of "clearway.ingest.v1.DeviceAssertion" + 0x00 + `assertion`."""
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        assertion: _builtins.bytes = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assertion", b"assertion", "key_id", b"key_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignedDeviceAssertion: _TypeAlias = SignedDeviceAssertion  # noqa: Y015
+
+@_typing.final
+class DenyListEntry(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    ADDED_AT_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    reason: Global___DenyReason.ValueType
+    version: _builtins.int
+    """The deny-list version at which the card was added."""
+    @_builtins.property
+    def added_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        reason: Global___DenyReason.ValueType = ...,
+        version: _builtins.int = ...,
+        added_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "card_token", b"card_token", "reason", b"reason", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenyListEntry: _TypeAlias = DenyListEntry  # noqa: Y015
+
+@_typing.final
+class GetDenyListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def credential(self) -> Global___SignedDeviceAssertion: ...
+    def __init__(
+        self,
+        *,
+        credential: Global___SignedDeviceAssertion | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDenyListRequest: _TypeAlias = GetDenyListRequest  # noqa: Y015
+
+@_typing.final
+class GetDenyListResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DenyListEntry]:
+        """Sorted by card_token."""
+
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        entries: _abc.Iterable[Global___DenyListEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDenyListResponse: _TypeAlias = GetDenyListResponse  # noqa: Y015
+
+@_typing.final
+class SubscribeDenyListRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CREDENTIAL_FIELD_NUMBER: _builtins.int
+    SINCE_VERSION_FIELD_NUMBER: _builtins.int
+    since_version: _builtins.int
+    """The version the device holds (0: none)."""
+    @_builtins.property
+    def credential(self) -> Global___SignedDeviceAssertion: ...
+    def __init__(
+        self,
+        *,
+        credential: Global___SignedDeviceAssertion | None = ...,
+        since_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credential", b"credential", "since_version", b"since_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscribeDenyListRequest: _TypeAlias = SubscribeDenyListRequest  # noqa: Y015
+
+@_typing.final
+class DenyListSnapshot(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DenyListEntry]: ...
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___DenyListEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DenyListSnapshot: _TypeAlias = DenyListSnapshot  # noqa: Y015
+
+@_typing.final
+class SubscribeDenyListResponse(_message.Message):
+    """One change, or (first, when needed) the whole list; `version` is the list's version once
+    the update is applied.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ADDED_FIELD_NUMBER: _builtins.int
+    REMOVED_CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    removed_card_token: _builtins.str
+    @_builtins.property
+    def added(self) -> Global___DenyListEntry: ...
+    @_builtins.property
+    def snapshot(self) -> Global___DenyListSnapshot: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        added: Global___DenyListEntry | None = ...,
+        removed_card_token: _builtins.str = ...,
+        snapshot: Global___DenyListSnapshot | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "change", b"change", "removed_card_token", b"removed_card_token", "snapshot", b"snapshot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added", b"added", "change", b"change", "removed_card_token", b"removed_card_token", "snapshot", b"snapshot", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_change: _TypeAlias = _typing.Literal["added", "removed_card_token", "snapshot"]  # noqa: Y015
+    _WhichOneofArgType_change: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_change) -> _WhichOneofReturnType_change | None: ...
+
+Global___SubscribeDenyListResponse: _TypeAlias = SubscribeDenyListResponse  # noqa: Y015
+
+@_typing.final
+class DeviceKey(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ADDED_AT_FIELD_NUMBER: _builtins.int
+    RETIRED_AT_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    public_key: _builtins.bytes
+    """The raw 32-byte Ed25519 public key."""
+    status: Global___KeyStatus.ValueType
+    @_builtins.property
+    def added_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def retired_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        key_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+        status: Global___KeyStatus.ValueType = ...,
+        added_at: _timestamp_pb2.Timestamp | None = ...,
+        retired_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "retired_at", b"retired_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["added_at", b"added_at", "key_id", b"key_id", "public_key", b"public_key", "retired_at", b"retired_at", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeviceKey: _TypeAlias = DeviceKey  # noqa: Y015
+
+@_typing.final
+class Device(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_STOP_IDS_FIELD_NUMBER: _builtins.int
+    ALLOWED_ROUTE_IDS_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    REGISTERED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_REASON_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    operator_id: _builtins.str
+    """The operator (GTFS agency_id) that owns the device; every tap must carry it."""
+    status: Global___DeviceStatus.ValueType
+    revoked_reason: _builtins.str
+    @_builtins.property
+    def allowed_stop_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """GTFS stop_ids the device may tap at."""
+
+    @_builtins.property
+    def allowed_route_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """GTFS route_ids of the vehicles the device rides on; empty for a station gate."""
+
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeviceKey]: ...
+    @_builtins.property
+    def registered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        allowed_stop_ids: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_route_ids: _abc.Iterable[_builtins.str] | None = ...,
+        status: Global___DeviceStatus.ValueType = ...,
+        keys: _abc.Iterable[Global___DeviceKey] | None = ...,
+        registered_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["registered_at", b"registered_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_route_ids", b"allowed_route_ids", "allowed_stop_ids", b"allowed_stop_ids", "device_id", b"device_id", "keys", b"keys", "operator_id", b"operator_id", "registered_at", b"registered_at", "revoked_at", b"revoked_at", "revoked_reason", b"revoked_reason", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Device: _TypeAlias = Device  # noqa: Y015
+
+@_typing.final
+class RegisterDeviceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_STOP_IDS_FIELD_NUMBER: _builtins.int
+    ALLOWED_ROUTE_IDS_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    operator_id: _builtins.str
+    public_key: _builtins.bytes
+    @_builtins.property
+    def allowed_stop_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def allowed_route_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        allowed_stop_ids: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_route_ids: _abc.Iterable[_builtins.str] | None = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_route_ids", b"allowed_route_ids", "allowed_stop_ids", b"allowed_stop_ids", "device_id", b"device_id", "operator_id", b"operator_id", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterDeviceRequest: _TypeAlias = RegisterDeviceRequest  # noqa: Y015
+
+@_typing.final
+class RegisterDeviceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    created: _builtins.bool
+    """False when the same device and key were registered before (nothing changed)."""
+    @_builtins.property
+    def device(self) -> Global___Device: ...
+    def __init__(
+        self,
+        *,
+        device: Global___Device | None = ...,
+        created: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "device", b"device"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterDeviceResponse: _TypeAlias = RegisterDeviceResponse  # noqa: Y015
+
+@_typing.final
+class GetDeviceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeviceRequest: _TypeAlias = GetDeviceRequest  # noqa: Y015
+
+@_typing.final
+class GetDeviceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def device(self) -> Global___Device: ...
+    def __init__(
+        self,
+        *,
+        device: Global___Device | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeviceResponse: _TypeAlias = GetDeviceResponse  # noqa: Y015
+
+@_typing.final
+class ListDevicesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    operator_id: _builtins.str
+    """Empty: every operator."""
+    page_size: _builtins.int
+    """At most 1,000; 0 means 100."""
+    page_token: _builtins.str
+    """The last device_id of the previous page."""
+    def __init__(
+        self,
+        *,
+        operator_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDevicesRequest: _TypeAlias = ListDevicesRequest  # noqa: Y015
+
+@_typing.final
+class ListDevicesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def devices(self) -> _containers.RepeatedCompositeFieldContainer[Global___Device]: ...
+    def __init__(
+        self,
+        *,
+        devices: _abc.Iterable[Global___Device] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["devices", b"devices", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDevicesResponse: _TypeAlias = ListDevicesResponse  # noqa: Y015
+
+@_typing.final
+class UpdateDeviceScopeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    ALLOWED_STOP_IDS_FIELD_NUMBER: _builtins.int
+    ALLOWED_ROUTE_IDS_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    @_builtins.property
+    def allowed_stop_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def allowed_route_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        allowed_stop_ids: _abc.Iterable[_builtins.str] | None = ...,
+        allowed_route_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allowed_route_ids", b"allowed_route_ids", "allowed_stop_ids", b"allowed_stop_ids", "device_id", b"device_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDeviceScopeRequest: _TypeAlias = UpdateDeviceScopeRequest  # noqa: Y015
+
+@_typing.final
+class UpdateDeviceScopeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def device(self) -> Global___Device: ...
+    def __init__(
+        self,
+        *,
+        device: Global___Device | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateDeviceScopeResponse: _TypeAlias = UpdateDeviceScopeResponse  # noqa: Y015
+
+@_typing.final
+class AddDeviceKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    public_key: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "public_key", b"public_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddDeviceKeyRequest: _TypeAlias = AddDeviceKeyRequest  # noqa: Y015
+
+@_typing.final
+class AddDeviceKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    key_id: _builtins.str
+    @_builtins.property
+    def device(self) -> Global___Device: ...
+    def __init__(
+        self,
+        *,
+        device: Global___Device | None = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device", "key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddDeviceKeyResponse: _TypeAlias = AddDeviceKeyResponse  # noqa: Y015
+
+@_typing.final
+class RetireDeviceKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    key_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "key_id", b"key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireDeviceKeyRequest: _TypeAlias = RetireDeviceKeyRequest  # noqa: Y015
+
+@_typing.final
+class RetireDeviceKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def device(self) -> Global___Device: ...
+    def __init__(
+        self,
+        *,
+        device: Global___Device | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireDeviceKeyResponse: _TypeAlias = RetireDeviceKeyResponse  # noqa: Y015
+
+@_typing.final
+class RevokeDeviceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeDeviceRequest: _TypeAlias = RevokeDeviceRequest  # noqa: Y015
+
+@_typing.final
+class RevokeDeviceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def device(self) -> Global___Device: ...
+    def __init__(
+        self,
+        *,
+        device: Global___Device | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device", b"device"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeDeviceResponse: _TypeAlias = RevokeDeviceResponse  # noqa: Y015
+
+@_typing.final
+class AddDenyListEntryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    reason: Global___DenyReason.ValueType
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        reason: Global___DenyReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddDenyListEntryRequest: _TypeAlias = AddDenyListEntryRequest  # noqa: Y015
+
+@_typing.final
+class AddDenyListEntryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The deny-list version that holds the change."""
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AddDenyListEntryResponse: _TypeAlias = AddDenyListEntryResponse  # noqa: Y015
+
+@_typing.final
+class RemoveDenyListEntryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveDenyListEntryRequest: _TypeAlias = RemoveDenyListEntryRequest  # noqa: Y015
+
+@_typing.final
+class RemoveDenyListEntryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RemoveDenyListEntryResponse: _TypeAlias = RemoveDenyListEntryResponse  # noqa: Y015

@@ -26,7 +26,13 @@ if _version_not_supported:
 
 
 class IngestServiceStub:
-    """Validators stream taps in; ingest answers one acknowledgement per tap.
+    """Validators send taps in and learn which cards are blocked.
+
+    Every batch is signed by its device: an Ed25519 key per device, registered in the
+    device registry (DeviceRegistryService); see docs/ingest.md for the exact bytes signed.
+    A batch that is not signed by an active key of an active device is refused as a whole
+    (UNAUTHENTICATED / PERMISSION_DENIED with a reason code); inside a signed batch every
+    tap is answered on its own: ACCEPTED, DUPLICATE or REJECTED with a reason code.
     """
 
     def __init__(self, channel):
@@ -40,14 +46,60 @@ class IngestServiceStub:
                 request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.StreamTapsRequest.SerializeToString,
                 response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.StreamTapsResponse.FromString,
                 _registered_method=True)
+        self.UploadBacklog = channel.stream_unary(
+                '/clearway.ingest.v1.IngestService/UploadBacklog',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.UploadBacklogRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.UploadBacklogResponse.FromString,
+                _registered_method=True)
+        self.GetDenyList = channel.unary_unary(
+                '/clearway.ingest.v1.IngestService/GetDenyList',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDenyListRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDenyListResponse.FromString,
+                _registered_method=True)
+        self.SubscribeDenyList = channel.unary_stream(
+                '/clearway.ingest.v1.IngestService/SubscribeDenyList',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.SubscribeDenyListRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.SubscribeDenyListResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
-    """Validators stream taps in; ingest answers one acknowledgement per tap.
+    """Validators send taps in and learn which cards are blocked.
+
+    Every batch is signed by its device: an Ed25519 key per device, registered in the
+    device registry (DeviceRegistryService); see docs/ingest.md for the exact bytes signed.
+    A batch that is not signed by an active key of an active device is refused as a whole
+    (UNAUTHENTICATED / PERMISSION_DENIED with a reason code); inside a signed batch every
+    tap is answered on its own: ACCEPTED, DUPLICATE or REJECTED with a reason code.
     """
 
     def StreamTaps(self, request_iterator, context):
-        """Bidirectional: send batches of taps, receive one TapAck per tap, in order.
+        """Live: signed batches in, one StreamTapsResponse per batch, in order, with one TapAck per
+        tap. A tap is ACCEPTED only once Kafka holds it. At most a few batches of a stream are
+        in flight; the server reads the next one when an earlier one is answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadBacklog(self, request_iterator, context):
+        """Backlog: a device back online uploads the taps it stored offline, as signed batches on
+        one call; the reply accounts for every tap. Same checks and guarantees as StreamTaps.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDenyList(self, request, context):
+        """The whole deny list and its version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubscribeDenyList(self, request, context):
+        """The deny list's changes after `since_version`, as they happen (a snapshot first when
+        the changes since that version are no longer kept one by one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -61,6 +113,21 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.StreamTapsRequest.FromString,
                     response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.StreamTapsResponse.SerializeToString,
             ),
+            'UploadBacklog': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadBacklog,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.UploadBacklogRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.UploadBacklogResponse.SerializeToString,
+            ),
+            'GetDenyList': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDenyList,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDenyListRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDenyListResponse.SerializeToString,
+            ),
+            'SubscribeDenyList': grpc.unary_stream_rpc_method_handler(
+                    servicer.SubscribeDenyList,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.SubscribeDenyListRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.SubscribeDenyListResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'clearway.ingest.v1.IngestService', rpc_method_handlers)
@@ -70,7 +137,13 @@ def add_IngestServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class IngestService:
-    """Validators stream taps in; ingest answers one acknowledgement per tap.
+    """Validators send taps in and learn which cards are blocked.
+
+    Every batch is signed by its device: an Ed25519 key per device, registered in the
+    device registry (DeviceRegistryService); see docs/ingest.md for the exact bytes signed.
+    A batch that is not signed by an active key of an active device is refused as a whole
+    (UNAUTHENTICATED / PERMISSION_DENIED with a reason code); inside a signed batch every
+    tap is answered on its own: ACCEPTED, DUPLICATE or REJECTED with a reason code.
     """
 
     @staticmethod
@@ -90,6 +163,548 @@ class IngestService:
             '/clearway.ingest.v1.IngestService/StreamTaps',
             clearway_dot_ingest_dot_v1_dot_ingest__pb2.StreamTapsRequest.SerializeToString,
             clearway_dot_ingest_dot_v1_dot_ingest__pb2.StreamTapsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadBacklog(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/clearway.ingest.v1.IngestService/UploadBacklog',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.UploadBacklogRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.UploadBacklogResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDenyList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.IngestService/GetDenyList',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDenyListRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDenyListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubscribeDenyList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/clearway.ingest.v1.IngestService/SubscribeDenyList',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.SubscribeDenyListRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.SubscribeDenyListResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class DeviceRegistryServiceStub:
+    """The device registry and the deny list, for the scheme's operations role only: served on
+    ingest's admin port over mutual TLS (client certificate `clearway:role/operations`).
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.RegisterDevice = channel.unary_unary(
+                '/clearway.ingest.v1.DeviceRegistryService/RegisterDevice',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RegisterDeviceRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RegisterDeviceResponse.FromString,
+                _registered_method=True)
+        self.GetDevice = channel.unary_unary(
+                '/clearway.ingest.v1.DeviceRegistryService/GetDevice',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDeviceRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDeviceResponse.FromString,
+                _registered_method=True)
+        self.ListDevices = channel.unary_unary(
+                '/clearway.ingest.v1.DeviceRegistryService/ListDevices',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.ListDevicesRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.ListDevicesResponse.FromString,
+                _registered_method=True)
+        self.UpdateDeviceScope = channel.unary_unary(
+                '/clearway.ingest.v1.DeviceRegistryService/UpdateDeviceScope',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.UpdateDeviceScopeRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.UpdateDeviceScopeResponse.FromString,
+                _registered_method=True)
+        self.AddDeviceKey = channel.unary_unary(
+                '/clearway.ingest.v1.DeviceRegistryService/AddDeviceKey',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDeviceKeyRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDeviceKeyResponse.FromString,
+                _registered_method=True)
+        self.RetireDeviceKey = channel.unary_unary(
+                '/clearway.ingest.v1.DeviceRegistryService/RetireDeviceKey',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RetireDeviceKeyRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RetireDeviceKeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeDevice = channel.unary_unary(
+                '/clearway.ingest.v1.DeviceRegistryService/RevokeDevice',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RevokeDeviceRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RevokeDeviceResponse.FromString,
+                _registered_method=True)
+
+
+class DeviceRegistryServiceServicer:
+    """The device registry and the deny list, for the scheme's operations role only: served on
+    ingest's admin port over mutual TLS (client certificate `clearway:role/operations`).
+    """
+
+    def RegisterDevice(self, request, context):
+        """Register a device with its first key (idempotent for the same device and key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDevice(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDevices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateDeviceScope(self, request, context):
+        """Change the stops and routes a device may tap at.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddDeviceKey(self, request, context):
+        """Key rotation: add the device's next key; both sign until the old one is retired.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireDeviceKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeDevice(self, request, context):
+        """Refuse every later batch of the device, at once and for good.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DeviceRegistryServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'RegisterDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterDevice,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RegisterDeviceRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RegisterDeviceResponse.SerializeToString,
+            ),
+            'GetDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDevice,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDeviceRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDeviceResponse.SerializeToString,
+            ),
+            'ListDevices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDevices,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.ListDevicesRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.ListDevicesResponse.SerializeToString,
+            ),
+            'UpdateDeviceScope': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateDeviceScope,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.UpdateDeviceScopeRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.UpdateDeviceScopeResponse.SerializeToString,
+            ),
+            'AddDeviceKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddDeviceKey,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDeviceKeyRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDeviceKeyResponse.SerializeToString,
+            ),
+            'RetireDeviceKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireDeviceKey,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RetireDeviceKeyRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RetireDeviceKeyResponse.SerializeToString,
+            ),
+            'RevokeDevice': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeDevice,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RevokeDeviceRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RevokeDeviceResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'clearway.ingest.v1.DeviceRegistryService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('clearway.ingest.v1.DeviceRegistryService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DeviceRegistryService:
+    """The device registry and the deny list, for the scheme's operations role only: served on
+    ingest's admin port over mutual TLS (client certificate `clearway:role/operations`).
+    """
+
+    @staticmethod
+    def RegisterDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DeviceRegistryService/RegisterDevice',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.RegisterDeviceRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.RegisterDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DeviceRegistryService/GetDevice',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDeviceRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.GetDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDevices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DeviceRegistryService/ListDevices',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.ListDevicesRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.ListDevicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateDeviceScope(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DeviceRegistryService/UpdateDeviceScope',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.UpdateDeviceScopeRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.UpdateDeviceScopeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddDeviceKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DeviceRegistryService/AddDeviceKey',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDeviceKeyRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDeviceKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireDeviceKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DeviceRegistryService/RetireDeviceKey',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.RetireDeviceKeyRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.RetireDeviceKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeDevice(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DeviceRegistryService/RevokeDevice',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.RevokeDeviceRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.RevokeDeviceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+
+class DenyListAdminServiceStub:
+    """The deny list, for the operations role (and later the accounts service): both publish
+    the same DenyListChange events on the `denylist` topic.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.AddDenyListEntry = channel.unary_unary(
+                '/clearway.ingest.v1.DenyListAdminService/AddDenyListEntry',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDenyListEntryRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDenyListEntryResponse.FromString,
+                _registered_method=True)
+        self.RemoveDenyListEntry = channel.unary_unary(
+                '/clearway.ingest.v1.DenyListAdminService/RemoveDenyListEntry',
+                request_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RemoveDenyListEntryRequest.SerializeToString,
+                response_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RemoveDenyListEntryResponse.FromString,
+                _registered_method=True)
+
+
+class DenyListAdminServiceServicer:
+    """The deny list, for the operations role (and later the accounts service): both publish
+    the same DenyListChange events on the `denylist` topic.
+    """
+
+    def AddDenyListEntry(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveDenyListEntry(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_DenyListAdminServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'AddDenyListEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddDenyListEntry,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDenyListEntryRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDenyListEntryResponse.SerializeToString,
+            ),
+            'RemoveDenyListEntry': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveDenyListEntry,
+                    request_deserializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RemoveDenyListEntryRequest.FromString,
+                    response_serializer=clearway_dot_ingest_dot_v1_dot_ingest__pb2.RemoveDenyListEntryResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'clearway.ingest.v1.DenyListAdminService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('clearway.ingest.v1.DenyListAdminService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class DenyListAdminService:
+    """The deny list, for the operations role (and later the accounts service): both publish
+    the same DenyListChange events on the `denylist` topic.
+    """
+
+    @staticmethod
+    def AddDenyListEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DenyListAdminService/AddDenyListEntry',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDenyListEntryRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.AddDenyListEntryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveDenyListEntry(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.ingest.v1.DenyListAdminService/RemoveDenyListEntry',
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.RemoveDenyListEntryRequest.SerializeToString,
+            clearway_dot_ingest_dot_v1_dot_ingest__pb2.RemoveDenyListEntryResponse.FromString,
             options,
             channel_credentials,
             insecure,

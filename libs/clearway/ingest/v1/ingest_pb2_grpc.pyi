@@ -27,25 +27,72 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class IngestServiceStub:
-    """Validators stream taps in; ingest answers one acknowledgement per tap."""
+    """Validators send taps in and learn which cards are blocked.
+
+    Every batch is signed by its device: an Ed25519 key per device, registered in the
+    device registry (DeviceRegistryService); see docs/ingest.md for the exact bytes signed.
+    A batch that is not signed by an active key of an active device is refused as a whole
+    (UNAUTHENTICATED / PERMISSION_DENIED with a reason code); inside a signed batch every
+    tap is answered on its own: ACCEPTED, DUPLICATE or REJECTED with a reason code.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> IngestServiceAsyncStub: ...
     StreamTaps: _grpc.StreamStreamMultiCallable[_ingest_pb2.StreamTapsRequest, _ingest_pb2.StreamTapsResponse]
-    """Bidirectional: send batches of taps, receive one TapAck per tap, in order."""
+    """Live: signed batches in, one StreamTapsResponse per batch, in order, with one TapAck per
+    tap. A tap is ACCEPTED only once Kafka holds it. At most a few batches of a stream are
+    in flight; the server reads the next one when an earlier one is answered.
+    """
+    UploadBacklog: _grpc.StreamUnaryMultiCallable[_ingest_pb2.UploadBacklogRequest, _ingest_pb2.UploadBacklogResponse]
+    """Backlog: a device back online uploads the taps it stored offline, as signed batches on
+    one call; the reply accounts for every tap. Same checks and guarantees as StreamTaps.
+    """
+    GetDenyList: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetDenyListRequest, _ingest_pb2.GetDenyListResponse]
+    """The whole deny list and its version."""
+    SubscribeDenyList: _grpc.UnaryStreamMultiCallable[_ingest_pb2.SubscribeDenyListRequest, _ingest_pb2.SubscribeDenyListResponse]
+    """The deny list's changes after `since_version`, as they happen (a snapshot first when
+    the changes since that version are no longer kept one by one).
+    """
 
 @_typing.type_check_only
 class IngestServiceAsyncStub(IngestServiceStub):
-    """Validators stream taps in; ingest answers one acknowledgement per tap."""
+    """Validators send taps in and learn which cards are blocked.
+
+    Every batch is signed by its device: an Ed25519 key per device, registered in the
+    device registry (DeviceRegistryService); see docs/ingest.md for the exact bytes signed.
+    A batch that is not signed by an active key of an active device is refused as a whole
+    (UNAUTHENTICATED / PERMISSION_DENIED with a reason code); inside a signed batch every
+    tap is answered on its own: ACCEPTED, DUPLICATE or REJECTED with a reason code.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     StreamTaps: _aio.StreamStreamMultiCallable[_ingest_pb2.StreamTapsRequest, _ingest_pb2.StreamTapsResponse]  # type: ignore[assignment]
-    """Bidirectional: send batches of taps, receive one TapAck per tap, in order."""
+    """Live: signed batches in, one StreamTapsResponse per batch, in order, with one TapAck per
+    tap. A tap is ACCEPTED only once Kafka holds it. At most a few batches of a stream are
+    in flight; the server reads the next one when an earlier one is answered.
+    """
+    UploadBacklog: _aio.StreamUnaryMultiCallable[_ingest_pb2.UploadBacklogRequest, _ingest_pb2.UploadBacklogResponse]  # type: ignore[assignment]
+    """Backlog: a device back online uploads the taps it stored offline, as signed batches on
+    one call; the reply accounts for every tap. Same checks and guarantees as StreamTaps.
+    """
+    GetDenyList: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetDenyListRequest, _ingest_pb2.GetDenyListResponse]  # type: ignore[assignment]
+    """The whole deny list and its version."""
+    SubscribeDenyList: _aio.UnaryStreamMultiCallable[_ingest_pb2.SubscribeDenyListRequest, _ingest_pb2.SubscribeDenyListResponse]  # type: ignore[assignment]
+    """The deny list's changes after `since_version`, as they happen (a snapshot first when
+    the changes since that version are no longer kept one by one).
+    """
 
 class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Validators stream taps in; ingest answers one acknowledgement per tap."""
+    """Validators send taps in and learn which cards are blocked.
+
+    Every batch is signed by its device: an Ed25519 key per device, registered in the
+    device registry (DeviceRegistryService); see docs/ingest.md for the exact bytes signed.
+    A batch that is not signed by an active key of an active device is refused as a whole
+    (UNAUTHENTICATED / PERMISSION_DENIED with a reason code); inside a signed batch every
+    tap is answered on its own: ACCEPTED, DUPLICATE or REJECTED with a reason code.
+    """
 
     @_abc_1.abstractmethod
     def StreamTaps(
@@ -53,6 +100,180 @@ class IngestServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_ingest_pb2.StreamTapsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_ingest_pb2.StreamTapsResponse], _abc.AsyncIterator[_ingest_pb2.StreamTapsResponse]]:
-        """Bidirectional: send batches of taps, receive one TapAck per tap, in order."""
+        """Live: signed batches in, one StreamTapsResponse per batch, in order, with one TapAck per
+        tap. A tap is ACCEPTED only once Kafka holds it. At most a few batches of a stream are
+        in flight; the server reads the next one when an earlier one is answered.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadBacklog(
+        self,
+        request_iterator: _MaybeAsyncIterator[_ingest_pb2.UploadBacklogRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.UploadBacklogResponse, _abc.Awaitable[_ingest_pb2.UploadBacklogResponse]]:
+        """Backlog: a device back online uploads the taps it stored offline, as signed batches on
+        one call; the reply accounts for every tap. Same checks and guarantees as StreamTaps.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDenyList(
+        self,
+        request: _ingest_pb2.GetDenyListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.GetDenyListResponse, _abc.Awaitable[_ingest_pb2.GetDenyListResponse]]:
+        """The whole deny list and its version."""
+
+    @_abc_1.abstractmethod
+    def SubscribeDenyList(
+        self,
+        request: _ingest_pb2.SubscribeDenyListRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_ingest_pb2.SubscribeDenyListResponse], _abc.AsyncIterator[_ingest_pb2.SubscribeDenyListResponse]]:
+        """The deny list's changes after `since_version`, as they happen (a snapshot first when
+        the changes since that version are no longer kept one by one).
+        """
 
 def add_IngestServiceServicer_to_server(servicer: IngestServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class DeviceRegistryServiceStub:
+    """The device registry and the deny list, for the scheme's operations role only: served on
+    ingest's admin port over mutual TLS (client certificate `clearway:role/operations`).
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> DeviceRegistryServiceAsyncStub: ...
+    RegisterDevice: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RegisterDeviceRequest, _ingest_pb2.RegisterDeviceResponse]
+    """Register a device with its first key (idempotent for the same device and key)."""
+    GetDevice: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.GetDeviceRequest, _ingest_pb2.GetDeviceResponse]
+    ListDevices: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.ListDevicesRequest, _ingest_pb2.ListDevicesResponse]
+    UpdateDeviceScope: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.UpdateDeviceScopeRequest, _ingest_pb2.UpdateDeviceScopeResponse]
+    """Change the stops and routes a device may tap at."""
+    AddDeviceKey: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.AddDeviceKeyRequest, _ingest_pb2.AddDeviceKeyResponse]
+    """Key rotation: add the device's next key; both sign until the old one is retired."""
+    RetireDeviceKey: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RetireDeviceKeyRequest, _ingest_pb2.RetireDeviceKeyResponse]
+    RevokeDevice: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RevokeDeviceRequest, _ingest_pb2.RevokeDeviceResponse]
+    """Refuse every later batch of the device, at once and for good."""
+
+@_typing.type_check_only
+class DeviceRegistryServiceAsyncStub(DeviceRegistryServiceStub):
+    """The device registry and the deny list, for the scheme's operations role only: served on
+    ingest's admin port over mutual TLS (client certificate `clearway:role/operations`).
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    RegisterDevice: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RegisterDeviceRequest, _ingest_pb2.RegisterDeviceResponse]  # type: ignore[assignment]
+    """Register a device with its first key (idempotent for the same device and key)."""
+    GetDevice: _aio.UnaryUnaryMultiCallable[_ingest_pb2.GetDeviceRequest, _ingest_pb2.GetDeviceResponse]  # type: ignore[assignment]
+    ListDevices: _aio.UnaryUnaryMultiCallable[_ingest_pb2.ListDevicesRequest, _ingest_pb2.ListDevicesResponse]  # type: ignore[assignment]
+    UpdateDeviceScope: _aio.UnaryUnaryMultiCallable[_ingest_pb2.UpdateDeviceScopeRequest, _ingest_pb2.UpdateDeviceScopeResponse]  # type: ignore[assignment]
+    """Change the stops and routes a device may tap at."""
+    AddDeviceKey: _aio.UnaryUnaryMultiCallable[_ingest_pb2.AddDeviceKeyRequest, _ingest_pb2.AddDeviceKeyResponse]  # type: ignore[assignment]
+    """Key rotation: add the device's next key; both sign until the old one is retired."""
+    RetireDeviceKey: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RetireDeviceKeyRequest, _ingest_pb2.RetireDeviceKeyResponse]  # type: ignore[assignment]
+    RevokeDevice: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RevokeDeviceRequest, _ingest_pb2.RevokeDeviceResponse]  # type: ignore[assignment]
+    """Refuse every later batch of the device, at once and for good."""
+
+class DeviceRegistryServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The device registry and the deny list, for the scheme's operations role only: served on
+    ingest's admin port over mutual TLS (client certificate `clearway:role/operations`).
+    """
+
+    @_abc_1.abstractmethod
+    def RegisterDevice(
+        self,
+        request: _ingest_pb2.RegisterDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.RegisterDeviceResponse, _abc.Awaitable[_ingest_pb2.RegisterDeviceResponse]]:
+        """Register a device with its first key (idempotent for the same device and key)."""
+
+    @_abc_1.abstractmethod
+    def GetDevice(
+        self,
+        request: _ingest_pb2.GetDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.GetDeviceResponse, _abc.Awaitable[_ingest_pb2.GetDeviceResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListDevices(
+        self,
+        request: _ingest_pb2.ListDevicesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.ListDevicesResponse, _abc.Awaitable[_ingest_pb2.ListDevicesResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def UpdateDeviceScope(
+        self,
+        request: _ingest_pb2.UpdateDeviceScopeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.UpdateDeviceScopeResponse, _abc.Awaitable[_ingest_pb2.UpdateDeviceScopeResponse]]:
+        """Change the stops and routes a device may tap at."""
+
+    @_abc_1.abstractmethod
+    def AddDeviceKey(
+        self,
+        request: _ingest_pb2.AddDeviceKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.AddDeviceKeyResponse, _abc.Awaitable[_ingest_pb2.AddDeviceKeyResponse]]:
+        """Key rotation: add the device's next key; both sign until the old one is retired."""
+
+    @_abc_1.abstractmethod
+    def RetireDeviceKey(
+        self,
+        request: _ingest_pb2.RetireDeviceKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.RetireDeviceKeyResponse, _abc.Awaitable[_ingest_pb2.RetireDeviceKeyResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RevokeDevice(
+        self,
+        request: _ingest_pb2.RevokeDeviceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.RevokeDeviceResponse, _abc.Awaitable[_ingest_pb2.RevokeDeviceResponse]]:
+        """Refuse every later batch of the device, at once and for good."""
+
+def add_DeviceRegistryServiceServicer_to_server(servicer: DeviceRegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class DenyListAdminServiceStub:
+    """The deny list, for the operations role (and later the accounts service): both publish
+    the same DenyListChange events on the `denylist` topic.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> DenyListAdminServiceAsyncStub: ...
+    AddDenyListEntry: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.AddDenyListEntryRequest, _ingest_pb2.AddDenyListEntryResponse]
+    RemoveDenyListEntry: _grpc.UnaryUnaryMultiCallable[_ingest_pb2.RemoveDenyListEntryRequest, _ingest_pb2.RemoveDenyListEntryResponse]
+
+@_typing.type_check_only
+class DenyListAdminServiceAsyncStub(DenyListAdminServiceStub):
+    """The deny list, for the operations role (and later the accounts service): both publish
+    the same DenyListChange events on the `denylist` topic.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    AddDenyListEntry: _aio.UnaryUnaryMultiCallable[_ingest_pb2.AddDenyListEntryRequest, _ingest_pb2.AddDenyListEntryResponse]  # type: ignore[assignment]
+    RemoveDenyListEntry: _aio.UnaryUnaryMultiCallable[_ingest_pb2.RemoveDenyListEntryRequest, _ingest_pb2.RemoveDenyListEntryResponse]  # type: ignore[assignment]
+
+class DenyListAdminServiceServicer(metaclass=_abc_1.ABCMeta):
+    """The deny list, for the operations role (and later the accounts service): both publish
+    the same DenyListChange events on the `denylist` topic.
+    """
+
+    @_abc_1.abstractmethod
+    def AddDenyListEntry(
+        self,
+        request: _ingest_pb2.AddDenyListEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.AddDenyListEntryResponse, _abc.Awaitable[_ingest_pb2.AddDenyListEntryResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveDenyListEntry(
+        self,
+        request: _ingest_pb2.RemoveDenyListEntryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_ingest_pb2.RemoveDenyListEntryResponse, _abc.Awaitable[_ingest_pb2.RemoveDenyListEntryResponse]]: ...
+
+def add_DenyListAdminServiceServicer_to_server(servicer: DenyListAdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
