@@ -209,12 +209,13 @@ def settings_for(
 
     All services built by one test share the topic prefix (so they talk to each other)
     but each gets its own PostgreSQL schema and consumer group. Settlement serves mutual
-    TLS with the session's PKI (its callers are parties and the operations role).
+    TLS with the session's PKI (its callers are parties and the operations role); ingest
+    serves TLS to validators and mutual TLS on its admin port (the operations role).
     """
 
     def make(service: str) -> ServiceSettings:
         tls: dict[str, object] = {}
-        if service == "settlement":
+        if service in ("settlement", "ingest"):
             tls = {
                 "tls_cert": pki / "server.pem",
                 "tls_key": pki / "server.key.pem",

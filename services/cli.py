@@ -20,6 +20,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("services.demo", "main", "run a simulated network day end to end"),
     "health": ("services.healthcheck", "main", "gRPC health check: health HOST:PORT [SERVICE]"),
     "pki": ("services.pki_cli", "main", "scheme CA and certificates: pki init | issue | show"),
+    "devices": (
+        "services.ingest.entrypoints.devices_cli",
+        "main",
+        "validators: devices keygen | register | add-key | retire-key | revoke | show | list",
+    ),
     "verify-settlement": (
         "services.settlement.entrypoints.verify_cli",
         "main",

@@ -3,48 +3,135 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import secrets
+import socket
+from datetime import timedelta
 
 import grpc
 
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from clearway.rpc import Slot
 from clearway.runtime import Resources
-from clearway.settings import ServiceSettings, env_int
-from services.ingest.adapters.dedup import TapDeduplicator
-from services.ingest.adapters.tap_log import TapLog
-from services.ingest.entrypoints.grpc import IngestPorts, IngestServicer
+from clearway.settings import ServiceSettings, SettingsError, env_int, env_str
+from services.ingest.adapters.dedup import TapClaims
+from services.ingest.adapters.deny_list_topic import DenyListFollower, DenyListPublisher
+from services.ingest.adapters.device_registry import MIGRATIONS, DeviceRegistry
+from services.ingest.adapters.tap_writer import CommitLog, TapWriter
+from services.ingest.domain.validation import DEFAULT_POLICY, ValidationPolicy
+from services.ingest.entrypoints.deny_list import (
+    DenyListAdminPorts,
+    DenyListAdminServicer,
+    DenyListDoor,
+)
+from services.ingest.entrypoints.grpc import DeviceRegistryServicer, IngestPorts, IngestServicer
+from services.ingest.service_layer.accepting import AcceptPorts
+from services.ingest.service_layer.registry import RegistryPorts
+
+_SERVICES = ingest_pb2.DESCRIPTOR.services_by_name
+INGEST = _SERVICES["IngestService"].full_name
+REGISTRY = _SERVICES["DeviceRegistryService"].full_name
+DENY_ADMIN = _SERVICES["DenyListAdminService"].full_name
+DAY_S = 24 * 3600
 
 
 @dataclasses.dataclass
 class IngestApp:
-    """Validators' gRPC stream -> dedup in Redis -> Kafka `taps` / `taps.ingest.dlq`."""
+    """Signed batches from validators -> claims in Redis -> one Kafka transaction per group
+    of batches (`taps`, `taps.ingest.dlq`, `ingest.txns`); the device registry
+    (PostgreSQL, read through Redis); the deny list (`denylist` topic, followed in memory)."""
 
     settings: ServiceSettings
-    dedup_ttl_s: int = 14 * 24 * 3600
+    policy: ValidationPolicy = DEFAULT_POLICY
+    dedup_ttl_s: int = 15 * DAY_S
+    writer_id: str = ""
     ports: Slot[IngestPorts] = dataclasses.field(default_factory=lambda: Slot("ingest"))
+    admin: Slot[DenyListAdminPorts] = dataclasses.field(
+        default_factory=lambda: Slot("ingest deny-list admin")
+    )
+    # The registry and deny-list administration: operations role, on the mutual-TLS admin port.
+    authenticated_services: frozenset[str] = frozenset({REGISTRY, DENY_ADMIN})
+
+    def __post_init__(self) -> None:
+        # A resend must be recognised for as long as the tap could still be accepted.
+        if timedelta(seconds=self.dedup_ttl_s) < self.policy.max_tap_age + timedelta(days=1):
+            raise SettingsError(
+                "CLEARWAY_DEDUP_TTL_S must exceed the oldest tap accepted by a day at least"
+            )
 
     @property
     def grpc_service_names(self) -> list[str]:
         """Served gRPC services."""
-        return [ingest_pb2.DESCRIPTOR.services_by_name["IngestService"].full_name]
+        return [INGEST, REGISTRY, DENY_ADMIN]
 
     def register(self, server: grpc.aio.Server) -> None:
-        """Add the ingest servicer; it is wired to Kafka/Redis in `start`."""
+        """Add the servicers; they are wired to Kafka, Redis and PostgreSQL in `start`."""
         ingest_pb2_grpc.add_IngestServiceServicer_to_server(IngestServicer(self.ports), server)
+        ingest_pb2_grpc.add_DeviceRegistryServiceServicer_to_server(
+            DeviceRegistryServicer(self.ports), server
+        )
+        ingest_pb2_grpc.add_DenyListAdminServiceServicer_to_server(
+            DenyListAdminServicer(self.admin), server
+        )
 
     async def start(self, resources: Resources) -> None:
-        """Connect Redis and Kafka; only then does health report SERVING."""
+        """Connect Redis, PostgreSQL and Kafka, catch up with the deny list, start the
+        writer; only then does health report SERVING."""
+        s = self.settings
+        topics = s.topics
+        bootstrap = s.endpoints.kafka_bootstrap
         redis = await resources.redis()
-        await resources.topics(self.settings.topics.all())
+        pool = await resources.postgres(MIGRATIONS)
+        await resources.topics(topics.all())
         producer = await resources.producer()
-        prefix = f"ingest:{self.settings.topics.prefix}seen:"
-        dedup = TapDeduplicator(redis, prefix=prefix, accepted_ttl_s=self.dedup_ttl_s)
-        self.ports.fill(IngestPorts(dedup, TapLog(producer, self.settings.topics)))
+        registry = DeviceRegistry(pool, redis, prefix=f"ingest:{topics.prefix}device:")
+        claims = TapClaims(redis, prefix=f"ingest:{topics.prefix}claims:", ttl_s=self.dedup_ttl_s)
+        writer = TapWriter(
+            bootstrap=bootstrap,
+            transactional_id=self.writer_id or default_writer_id(topics.prefix),
+            taps_topic=topics.taps,
+            dead_letter_topic=topics.taps_dlq,
+            claims=claims,
+            commit_log=CommitLog(bootstrap, topics.ingest_txns),
+        )
+        await writer.start()
+        resources.on_close("tap writer", writer.stop)
+        assert writer.task is not None
+        resources.tasks.append(writer.task)
+        follower = DenyListFollower(bootstrap, topics.denylist)
+        await follower.start()
+        resources.on_close("deny list follower", follower.stop)
+        resources.background("deny list follower", follower.run())
+        self.ports.fill(
+            IngestPorts(
+                accept=AcceptPorts(registry, writer, follower, topics.taps, self.policy),
+                registry=RegistryPorts(registry),
+                deny_list=DenyListDoor(follower, registry),
+            )
+        )
+        self.admin.fill(DenyListAdminPorts(DenyListPublisher(producer, topics.denylist)))
+
+
+def default_writer_id(prefix: str) -> str:
+    """The Kafka transactional id of this process's tap writer: unique among live
+    processes. `CLEARWAY_INGEST_WRITER_ID` makes it stable across restarts (a restart then
+    fences its predecessor's open transaction at once instead of after Kafka's timeout)."""
+    worker = os.environ.get("CLEARWAY_WORKER_INDEX", "0")
+    return f"{prefix}ingest-{socket.gethostname()}-{worker}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 def build(settings: ServiceSettings) -> IngestApp:
     """An ingest app for `settings`."""
-    return IngestApp(settings, dedup_ttl_s=env_int("CLEARWAY_DEDUP_TTL_S", 14 * 24 * 3600))
+    policy = ValidationPolicy(
+        max_tap_age=timedelta(seconds=env_int("CLEARWAY_MAX_TAP_AGE_S", 14 * DAY_S, minimum=60)),
+        late_after=timedelta(seconds=env_int("CLEARWAY_LATE_AFTER_S", 15 * 60, minimum=0)),
+    )
+    return IngestApp(
+        settings,
+        policy=policy,
+        dedup_ttl_s=env_int("CLEARWAY_DEDUP_TTL_S", 15 * DAY_S, minimum=60),
+        writer_id=env_str("CLEARWAY_INGEST_WRITER_ID", ""),
+    )
 
 
 def build_from_env() -> IngestApp:

@@ -1,94 +1,124 @@
-"""Duplicate detection on (device id, sequence number) in Redis.
+"""Which taps ingest has taken: a claim per (device id, sequence number) in Redis.
 
-A key moves through two states: `pending` while the tap is being written to Kafka
-(short TTL, so a crashed writer does not block a retry for long) and `accepted`
-once Kafka has durably taken it (long TTL: the window in which a validator may
-resend). A crash between the Kafka write and `mark_accepted` lets one resend
-through again; downstream the tap id (device:sequence) makes that harmless.
+A claim holds either the token of the Kafka transaction writing the tap (`P...`, pending)
+or `A` once that transaction committed. A claim is only ever changed by whoever names its
+current value (compare-and-set in Lua), so a slow writer can never undo the decision of
+another. A claim left pending by a writer that died is settled by asking the Kafka commit
+log whether its transaction committed (see tap_writer.py), never by a timer: a timer that
+lets a pending claim lapse is how a tap gets into Kafka twice.
+
+Claims are kept compactly: one Redis hash per device and 128 consecutive sequence numbers
+(small hashes are stored as listpacks, a few bytes per tap), expiring `ttl_s` after their
+last write; `ttl_s` must be longer than the oldest tap ingest accepts, so a resend is
+recognised for as long as it could be accepted.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Sequence
-from enum import StrEnum
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-PENDING = b"pending"
-ACCEPTED = b"accepted"
+ACCEPTED = "A"
+CHUNK_BITS = 7  # 128 sequence numbers per hash: under Redis's listpack limit of 128 entries
+
+# KEYS: hash per pair; ARGV: field per pair, then the token, then the TTL in seconds.
+# Returns, per pair, "" when the caller now holds the claim, else the claim's value.
+_CLAIM = """
+local n = #KEYS
+local token = ARGV[n + 1]
+local ttl = tonumber(ARGV[n + 2])
+local out = {}
+for i = 1, n do
+  if redis.call('HSETNX', KEYS[i], ARGV[i], token) == 1 then
+    out[i] = ''
+    redis.call('EXPIRE', KEYS[i], ttl)
+  else
+    out[i] = redis.call('HGET', KEYS[i], ARGV[i])
+  end
+end
+return out
+"""
+
+# KEYS/ARGV fields as above, then the expected value, then "A" (accept) or "" (release),
+# then the TTL. Changes only claims whose value is the expected one; returns how many.
+_SETTLE = """
+local n = #KEYS
+local expected = ARGV[n + 1]
+local value = ARGV[n + 2]
+local ttl = tonumber(ARGV[n + 3])
+local changed = 0
+for i = 1, n do
+  if redis.call('HGET', KEYS[i], ARGV[i]) == expected then
+    if value == '' then
+      redis.call('HDEL', KEYS[i], ARGV[i])
+    else
+      redis.call('HSET', KEYS[i], ARGV[i], value)
+      redis.call('EXPIRE', KEYS[i], ttl)
+    end
+    changed = changed + 1
+  end
+end
+return changed
+"""
+
+Pair = tuple[str, int]
 
 
-class Claim(StrEnum):
-    """Outcome of trying to claim a (device, sequence) pair."""
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The outcome of claiming one pair: `holder` is "" when the caller now holds it, "A"
+    when an earlier write committed it, else the pending token of another write."""
 
-    NEW = "new"
-    DUPLICATE = "duplicate"
+    holder: str
+
+    @property
+    def new(self) -> bool:
+        """The caller holds the claim: it is to write the tap."""
+        return self.holder == ""
+
+    @property
+    def accepted(self) -> bool:
+        """Already in Kafka: a duplicate."""
+        return self.holder == ACCEPTED
 
 
-class TapDeduplicator:
-    """Claims (device id, sequence number) pairs so each tap is accepted once."""
+class TapClaims:
+    """Claims on (device id, sequence number) pairs, in Redis."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        *,
-        prefix: str = "ingest:seen:",
-        accepted_ttl_s: int = 14 * 24 * 3600,
-        pending_ttl_s: int = 30,
-    ) -> None:
+    def __init__(self, client: aioredis.Redis, *, prefix: str, ttl_s: int) -> None:
         self.client = client
         self.prefix = prefix
-        self.accepted_ttl_s = accepted_ttl_s
-        self.pending_ttl_s = pending_ttl_s
+        self.ttl_s = ttl_s
+        self._claim = client.register_script(_CLAIM)
+        self._settle = client.register_script(_SETTLE)
 
-    def _key(self, device_id: str, sequence_number: int) -> str:
-        digest = hashlib.sha256(device_id.encode()).hexdigest()[:32]
-        return f"{self.prefix}{digest}:{sequence_number}"
+    def _slot(self, device_id: str, sequence_number: int) -> tuple[str, str]:
+        digest = hashlib.sha256(device_id.encode()).hexdigest()[:24]
+        chunk = sequence_number >> CHUNK_BITS
+        field = sequence_number & ((1 << CHUNK_BITS) - 1)
+        return f"{self.prefix}{digest}:{chunk}", str(field)
 
-    async def claim_many(
-        self, pairs: Sequence[tuple[str, int]], wait_s: float = 5.0
-    ) -> list[Claim]:
-        """For each (device, sequence): NEW when this caller now owns it, DUPLICATE when it
-        was accepted before. Pairs another writer holds pending are awaited up to `wait_s`.
-        One pipelined round trip per attempt, whatever the batch size."""
-        keys = [self._key(device, seq) for device, seq in pairs]
-        result: list[Claim | None] = [None] * len(keys)
-        todo = list(range(len(keys)))
-        deadline = asyncio.get_running_loop().time() + wait_s
-        while todo:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for i in todo:
-                    pipe.set(keys[i], PENDING, nx=True, ex=self.pending_ttl_s)
-                    pipe.get(keys[i])
-                replies = await pipe.execute()
-            waiting = []
-            for n, i in enumerate(todo):
-                took, state = replies[2 * n], replies[2 * n + 1]
-                if took:
-                    result[i] = Claim.NEW
-                elif state == ACCEPTED:
-                    result[i] = Claim.DUPLICATE
-                else:
-                    waiting.append(i)
-            todo = waiting
-            if todo:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise TimeoutError("another stream is still writing these taps")
-                await asyncio.sleep(0.05)
-        return [claim for claim in result if claim is not None]
+    def _args(self, pairs: Sequence[Pair]) -> tuple[list[str], list[str]]:
+        slots = [self._slot(d, s) for d, s in pairs]
+        return [k for k, _ in slots], [f for _, f in slots]
 
-    async def mark_accepted(self, pairs: Sequence[tuple[str, int]]) -> None:
-        """Kafka has these taps: remember them for the resend window."""
+    async def claim(self, pairs: Sequence[Pair], token: str) -> list[Claimed]:
+        """Claim every pair for the write `token`, in one round trip."""
         if not pairs:
-            return
-        async with self.client.pipeline(transaction=False) as pipe:
-            for device, seq in pairs:
-                pipe.set(self._key(device, seq), ACCEPTED, ex=self.accepted_ttl_s)
-            await pipe.execute()
+            return []
+        keys, fields = self._args(pairs)
+        replies = await self._claim(keys=keys, args=[*fields, token, self.ttl_s])
+        return [Claimed(r.decode() if isinstance(r, bytes) else str(r)) for r in replies]
 
-    async def release(self, pairs: Sequence[tuple[str, int]]) -> None:
-        """The writes failed: let the validator's resend try again."""
-        if pairs:
-            await self.client.delete(*(self._key(device, seq) for device, seq in pairs))
+    async def settle(self, pairs: Sequence[Pair], token: str, *, accepted: bool) -> int:
+        """Turn the claims `token` holds into accepted ones (its write committed) or drop
+        them (it did not); claims held by anything else are left alone."""
+        if not pairs:
+            return 0
+        keys, fields = self._args(pairs)
+        value = ACCEPTED if accepted else ""
+        changed = await self._settle(keys=keys, args=[*fields, token, value, self.ttl_s])
+        return int(changed)

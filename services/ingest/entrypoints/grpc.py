@@ -1,217 +1,184 @@
-"""The validators' door: a bidirectional stream of tap batches in, one ack per tap out."""
+"""The validators' door (signed batches in, one ack per tap out; the deny list) and the
+operations role's door (the device registry), both thin: decode, call the use case, encode.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-from opentelemetry import trace
-from redis.exceptions import RedisError
 
-from clearway.errors import ClearwayError, ErrorKind
-from clearway.events.v1 import events_pb2
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from clearway.rpc import Slot
-from services.ingest.adapters.dedup import Claim, TapDeduplicator
-from services.ingest.adapters.tap_log import TapLog
-from services.ingest.domain import MAX_BATCH_TAPS, RejectReason, TapSubmission, validate_tap
+from services.ingest.service_layer import registry as registry_use_cases
+from services.ingest.service_layer.accepting import (
+    AcceptPorts,
+    accept_taps,
+    authenticate_batch,
+)
+from services.ingest.service_layer.registry import RegistryPorts
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("clearway.ingest")
 
-KIND_NAMES = {
-    events_pb2.TAP_KIND_ENTRY: "entry",
-    events_pb2.TAP_KIND_EXIT: "exit",
-    events_pb2.TAP_KIND_BOARD: "board",
-}
-ACCEPTED = ingest_pb2.ACK_STATUS_ACCEPTED
-DUPLICATE = ingest_pb2.ACK_STATUS_DUPLICATE
-REJECTED = ingest_pb2.ACK_STATUS_REJECTED
-
-
-class KafkaUnavailableError(ClearwayError):
-    """Kafka did not durably take a tap; the validator must resend the batch."""
-
-    code = "KAFKA_UNAVAILABLE"
-    kind = ErrorKind.UNAVAILABLE
-
-
-class DedupUnavailableError(ClearwayError):
-    """Redis (the duplicate check) did not answer; nothing of the batch was acknowledged."""
-
-    code = "DEDUP_UNAVAILABLE"
-    kind = ErrorKind.UNAVAILABLE
-
-
-def submission_of(tap: events_pb2.Tap) -> TapSubmission:
-    """The domain view of a protobuf tap."""
-    tapped_at = None
-    if tap.HasField("tapped_at"):
-        tapped_at = tap.tapped_at.ToDatetime(tzinfo=UTC)
-    return TapSubmission(
-        device_id=tap.device_id,
-        sequence_number=tap.sequence_number,
-        card_token=tap.card_token,
-        tapped_at=tapped_at,
-        utc_offset_minutes=tap.utc_offset_minutes,
-        stop_id=tap.stop_id,
-        kind=KIND_NAMES.get(tap.kind, "unknown"),
-        route_id=tap.route_id,
-        operator_id=tap.operator_id,
-    )
-
-
-def _timestamp(at: datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(at)
-    return ts
+# Batches of one stream being accepted at once: the next request is read only when an
+# earlier one is answered, so a fast stream cannot crowd out the others.
+STREAM_IN_FLIGHT = 4
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 @dataclass(frozen=True, slots=True)
 class IngestPorts:
-    """What the servicer talks to; exists once the service has started."""
+    """What the servicers talk to; exists once the service has started."""
 
-    dedup: TapDeduplicator
-    tap_log: TapLog
+    accept: AcceptPorts
+    registry: RegistryPorts
+    deny_list: Any  # services.ingest.entrypoints.deny_list.DenyListDoor
+
+
+async def _accept(ports: AcceptPorts, signed: ingest_pb2.SignedTapBatch) -> list[ingest_pb2.TapAck]:
+    device, batch = await authenticate_batch(ports, signed)
+    return await accept_taps(ports, device, list(batch.taps))
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
-    """Accepts, deduplicates or rejects each tap; acknowledges only what Kafka durably holds."""
+    """Signed batches in, acks out; the deny list for devices."""
 
     def __init__(self, ports: Slot[IngestPorts]) -> None:
         self.ports = ports
 
-    @property
-    def dedup(self) -> TapDeduplicator:
-        """The duplicate check (Redis)."""
-        return self.ports.get().dedup
-
-    @property
-    def tap_log(self) -> TapLog:
-        """The taps topic and its dead letters."""
-        return self.ports.get().tap_log
-
     async def StreamTaps(  # noqa: N802 (gRPC method name)
         self,
         request_iterator: AsyncIterator[ingest_pb2.StreamTapsRequest],
-        context: grpc.aio.ServicerContext[
-            ingest_pb2.StreamTapsRequest, ingest_pb2.StreamTapsResponse
-        ],
+        context: Context,
     ) -> AsyncIterator[ingest_pb2.StreamTapsResponse]:
-        """One response (acks in request order) per request batch."""
-        async for request in request_iterator:
-            try:
-                acks = await self.accept_batch(list(request.taps))
-            except (RedisError, TimeoutError) as exc:
-                # Nothing acknowledged from this batch: the validator resends it.
-                log.warning("dedup store unavailable", extra={"error": type(exc).__name__})
-                raise DedupUnavailableError("resend the batch") from exc
-            yield ingest_pb2.StreamTapsResponse(acks=acks)
-
-    async def accept_batch(self, taps: list[events_pb2.Tap]) -> list[ingest_pb2.TapAck]:
-        """Acks for `taps`, in order, after accepted taps and dead letters are durable."""
-        with tracer.start_as_current_span("ingest.accept_batch") as span:
-            span.set_attribute("clearway.taps", len(taps))
-            received_at = datetime.now(UTC)
-            acks: list[ingest_pb2.TapAck] = [
-                ingest_pb2.TapAck(device_id=t.device_id, sequence_number=t.sequence_number)
-                for t in taps
-            ]
-            rejected: list[tuple[int, RejectReason, str]] = []
-            candidates: list[int] = []
-            seen_in_batch: set[tuple[str, int]] = set()
-            for i, tap in enumerate(taps):
-                verdict: tuple[RejectReason, str] | None
-                if len(taps) > MAX_BATCH_TAPS:
-                    verdict = (RejectReason.BATCH_TOO_LARGE, f"at most {MAX_BATCH_TAPS} taps")
-                else:
-                    verdict = validate_tap(submission_of(tap), received_at)
-                if verdict is not None:
-                    rejected.append((i, *verdict))
-                elif (tap.device_id, tap.sequence_number) in seen_in_batch:
-                    acks[i].status = DUPLICATE
-                else:
-                    seen_in_batch.add((tap.device_id, tap.sequence_number))
-                    candidates.append(i)
-            await self._accept(taps, candidates, acks, received_at)
-            await self._reject(taps, rejected, acks, received_at)
-            return acks
-
-    async def _accept(
-        self,
-        taps: list[events_pb2.Tap],
-        candidates: list[int],
-        acks: list[ingest_pb2.TapAck],
-        received_at: datetime,
-    ) -> None:
-        def pairs(indexes: list[int]) -> list[tuple[str, int]]:
-            return [(taps[i].device_id, taps[i].sequence_number) for i in indexes]
-
-        claims = await self.dedup.claim_many(pairs(candidates))
-        new = [i for i, claim in zip(candidates, claims, strict=True) if claim is Claim.NEW]
-        for i, claim in zip(candidates, claims, strict=True):
-            if claim is Claim.DUPLICATE:
-                acks[i].status = DUPLICATE
-        to_send = []
-        for i in new:
-            tap = events_pb2.Tap()
-            tap.CopyFrom(taps[i])
-            tap.tap_id = f"{tap.device_id}:{tap.sequence_number}"
-            tap.received_at.CopyFrom(_timestamp(received_at))
-            to_send.append(tap)
-        results = await self.tap_log.append_accepted(to_send)
-        durable = [i for i, err in zip(new, results, strict=True) if err is None]
-        failed = [i for i, err in zip(new, results, strict=True) if err is not None]
-        await self.dedup.mark_accepted(pairs(durable))
-        for i in durable:
-            acks[i].status = ACCEPTED
-        await self.dedup.release(pairs(failed))
-        if failed:
-            log.error("kafka did not take taps", extra={"failed": len(failed)})
-            raise KafkaUnavailableError(f"{len(failed)} taps not durable; resend the batch")
-
-    async def _reject(
-        self,
-        taps: list[events_pb2.Tap],
-        rejected: list[tuple[int, RejectReason, str]],
-        acks: list[ingest_pb2.TapAck],
-        received_at: datetime,
-    ) -> None:
-        if not rejected:
-            return
-        letters = []
-        for i, reason, detail in rejected:
-            tap = events_pb2.Tap()
-            tap.CopyFrom(taps[i])
-            if reason is RejectReason.RAW_CARD_NUMBER:
-                tap.card_token = "[redacted]"  # never store a card number, even as a dead letter
-            letters.append(
-                events_pb2.RejectedTap(
-                    tap=tap,
-                    reason_code=reason.value,
-                    detail=detail,
-                    rejected_at=_timestamp(received_at),
-                )
-            )
-            acks[i].status = REJECTED
-            acks[i].reason_code = reason.value
-            acks[i].detail = detail
-        try:
-            await self.tap_log.append_rejected(letters)
-        except Exception as exc:
-            raise KafkaUnavailableError("dead letters not durable; resend the batch") from exc
-        log.debug(
-            "taps rejected",
-            extra={"reasons": sorted({r.value for _, r, _ in rejected}), "count": len(rejected)},
+        """One response per request, in order; up to STREAM_IN_FLIGHT batches in flight."""
+        ports = self.ports.get().accept
+        in_flight: asyncio.Queue[asyncio.Task[list[ingest_pb2.TapAck]] | None] = asyncio.Queue(
+            STREAM_IN_FLIGHT
         )
+        reader_error: list[BaseException] = []
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(_accept(ports, request.signed))
+                    await in_flight.put(task)
+            except Exception as exc:  # an undecodable request: answered after what came before
+                reader_error.append(exc)
+            finally:
+                await in_flight.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (task := await in_flight.get()) is not None:
+                yield ingest_pb2.StreamTapsResponse(acks=await task)
+            if reader_error:
+                raise reader_error[0]
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            # Batches still in flight finish on their own (their writes are shielded).
+            while not in_flight.empty():
+                left = in_flight.get_nowait()
+                if left is not None:
+                    left.add_done_callback(_quiet)
+
+    async def UploadBacklog(  # noqa: N802 (gRPC method name)
+        self,
+        request_iterator: AsyncIterator[ingest_pb2.UploadBacklogRequest],
+        context: Context,
+    ) -> ingest_pb2.UploadBacklogResponse:
+        """Every signed batch of the upload, in order; one reply accounting for every tap."""
+        ports = self.ports.get().accept
+        reply = ingest_pb2.UploadBacklogResponse()
+        async for request in request_iterator:
+            acks = await _accept(ports, request.signed)
+            reply.acks.extend(acks)
+        for ack in reply.acks:
+            if ack.status == ingest_pb2.ACK_STATUS_ACCEPTED:
+                reply.accepted += 1
+                reply.late += int(ack.late)
+            elif ack.status == ingest_pb2.ACK_STATUS_DUPLICATE:
+                reply.duplicates += 1
+            else:
+                reply.rejected += 1
+        return reply
+
+    async def GetDenyList(  # noqa: N802 (gRPC method name)
+        self, request: ingest_pb2.GetDenyListRequest, context: Context
+    ) -> ingest_pb2.GetDenyListResponse:
+        """The whole list, for a device that proves itself."""
+        ports = self.ports.get()
+        result: ingest_pb2.GetDenyListResponse = await ports.deny_list.get(request)
+        return result
+
+    async def SubscribeDenyList(  # noqa: N802 (gRPC method name)
+        self, request: ingest_pb2.SubscribeDenyListRequest, context: Context
+    ) -> AsyncIterator[ingest_pb2.SubscribeDenyListResponse]:
+        """Changes after the device's version, as they happen."""
+        ports = self.ports.get()
+        async for update in ports.deny_list.subscribe(request):
+            yield update
 
 
-def local_time(tap: events_pb2.Tap) -> datetime:
-    """The tap's instant in the validator's local offset (for display)."""
-    return tap.tapped_at.ToDatetime(tzinfo=UTC).astimezone(
-        timezone(timedelta(minutes=tap.utc_offset_minutes))
-    )
+def _quiet(task: asyncio.Task[list[ingest_pb2.TapAck]]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: the stream is gone, the client resends
+
+
+class DeviceRegistryServicer(ingest_pb2_grpc.DeviceRegistryServiceServicer):
+    """The registry, for the operations role (the admin port, mutual TLS)."""
+
+    def __init__(self, ports: Slot[IngestPorts]) -> None:
+        self.ports = ports
+
+    def _ports(self) -> RegistryPorts:
+        return self.ports.get().registry
+
+    async def RegisterDevice(  # noqa: N802
+        self, request: ingest_pb2.RegisterDeviceRequest, context: Context
+    ) -> ingest_pb2.RegisterDeviceResponse:
+        """Register a device with its first key."""
+        return await registry_use_cases.register_device(self._ports(), request)
+
+    async def GetDevice(  # noqa: N802
+        self, request: ingest_pb2.GetDeviceRequest, context: Context
+    ) -> ingest_pb2.GetDeviceResponse:
+        """One device."""
+        return await registry_use_cases.get_device(self._ports(), request)
+
+    async def ListDevices(  # noqa: N802
+        self, request: ingest_pb2.ListDevicesRequest, context: Context
+    ) -> ingest_pb2.ListDevicesResponse:
+        """Devices, paged."""
+        return await registry_use_cases.list_devices(self._ports(), request)
+
+    async def UpdateDeviceScope(  # noqa: N802
+        self, request: ingest_pb2.UpdateDeviceScopeRequest, context: Context
+    ) -> ingest_pb2.UpdateDeviceScopeResponse:
+        """New stops and routes."""
+        return await registry_use_cases.update_scope(self._ports(), request)
+
+    async def AddDeviceKey(  # noqa: N802
+        self, request: ingest_pb2.AddDeviceKeyRequest, context: Context
+    ) -> ingest_pb2.AddDeviceKeyResponse:
+        """Key rotation: the next key."""
+        return await registry_use_cases.add_key(self._ports(), request)
+
+    async def RetireDeviceKey(  # noqa: N802
+        self, request: ingest_pb2.RetireDeviceKeyRequest, context: Context
+    ) -> ingest_pb2.RetireDeviceKeyResponse:
+        """Key rotation: the old key never signs again."""
+        return await registry_use_cases.retire_key(self._ports(), request)
+
+    async def RevokeDevice(  # noqa: N802
+        self, request: ingest_pb2.RevokeDeviceRequest, context: Context
+    ) -> ingest_pb2.RevokeDeviceResponse:
+        """Refuse the device from its next batch on."""
+        return await registry_use_cases.revoke_device(self._ports(), request)

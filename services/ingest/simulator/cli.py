@@ -8,10 +8,11 @@ import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from clearway.settings import DEFAULT_PORTS, REPO_ROOT
+from clearway.pki import default_pki_dir
+from clearway.settings import ADMIN_PORT_OFFSET, DEFAULT_PORTS, REPO_ROOT
 from services.fares.domain import load_fare_data
-from services.ingest.simulator.day import simulate_day
-from services.ingest.simulator.stream import Tally, send_day
+from services.ingest.simulator.day import devices_of, simulate_day
+from services.ingest.simulator.stream import Tally, register_devices, send_day
 
 DEFAULT_FEED = REPO_ROOT / "examples" / "feeds" / "london"
 
@@ -36,6 +37,17 @@ def main(argv: list[str]) -> int:
     """Parse arguments, simulate the day, stream it, print the tally as JSON."""
     parser = argparse.ArgumentParser(prog="clearway simulate", description=__doc__)
     parser.add_argument("--target", default=f"127.0.0.1:{DEFAULT_PORTS['ingest']}")
+    parser.add_argument(
+        "--admin-target",
+        default=f"127.0.0.1:{DEFAULT_PORTS['ingest'] + ADMIN_PORT_OFFSET}",
+        help="ingest's admin port, where the simulated devices are registered",
+    )
+    parser.add_argument(
+        "--pki-dir",
+        type=Path,
+        default=None,
+        help="the scheme PKI (`clearway pki init`); default var/pki or CLEARWAY_PKI_DIR",
+    )
     parser.add_argument("--feed", type=Path, default=DEFAULT_FEED)
     parser.add_argument("--cards", type=int, default=200, help="M cards travelling")
     parser.add_argument("--validators", type=int, default=8, help="N concurrent streams")
@@ -44,6 +56,12 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     feed = load_fare_data(args.feed)
     day = simulate_day(feed, args.day or yesterday(), args.cards, seed=args.seed)
-    tally = asyncio.run(send_day(args.target, day, validators=args.validators))
+    pki_dir = args.pki_dir or default_pki_dir()
+
+    async def run() -> Tally:
+        await register_devices(args.admin_target, pki_dir, devices_of(feed))
+        return await send_day(args.target, day, validators=args.validators, pki_dir=pki_dir)
+
+    tally = asyncio.run(run())
     print(json.dumps(tally_json(tally), indent=2))
     return 0 if tally.balanced() else 1

@@ -109,7 +109,35 @@ def _rider_category(rng: random.Random, mix: Mix, feed: FareData) -> str:
 
 
 def _device(line: Line, stop_id: str) -> str:
-    return f"gate-{stop_id}" if line.gated else f"bus-{line.route_id}"
+    return f"gate-{line.operator_id}-{stop_id}" if line.gated else f"bus-{line.route_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedDevice:
+    """A validator of the simulated network, as the device registry is to know it."""
+
+    device_id: str
+    operator_id: str
+    stop_ids: tuple[str, ...]
+    route_ids: tuple[str, ...]
+
+
+def devices_of(feed: FareData) -> list[SimulatedDevice]:
+    """Every validator the simulator may use: a gate per operator and station, a reader per
+    bus route (riding the route, it taps at any of its stops)."""
+    stops: dict[tuple[str, str], set[str]] = defaultdict(set)
+    routes: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for line in lines_of(feed):
+        for stop_id in line.stop_ids:
+            device = (_device(line, stop_id), line.operator_id)
+            stops[device].add(stop_id)
+            if not line.gated:
+                routes[device].add(line.route_id)
+    return [
+        SimulatedDevice(device_id, operator, tuple(sorted(stops[key])), tuple(sorted(routes[key])))
+        for key in sorted(stops)
+        for device_id, operator in [key]
+    ]
 
 
 def simulate_day(

@@ -1,118 +1,350 @@
-"""Ingest against real Kafka and Redis: acks, durability, duplicates, dead letters."""
+"""Ingest over its real gRPC server, with real Kafka, Redis and PostgreSQL: signed batches,
+one ack per tap, every reason code, device identity, the backlog upload, exactly once."""
 
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from aiokafka import AIOKafkaConsumer
 
+from clearway.auth import Principal
 from clearway.events.v1 import events_pb2
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from clearway.runtime import RunningService
-from services.ingest.app import build
+from services.ingest.device_client import DeviceIdentity
+from services.ingest.domain.validation import RejectReason
+from services.ingest.tests.ingest_harness import (
+    CARD,
+    OPERATOR,
+    ROUTES,
+    STOPS,
+    Ingest,
+    read_topic,
+    start_ingest,
+    status_of,
+    tap,
+    taps_on,
+)
 
 pytestmark = pytest.mark.integration
 
-
-def _tap(seq: int, card: str = "tok_abcdef123456", **fields: object) -> events_pb2.Tap:
-    tap = events_pb2.Tap(
-        device_id="gate-KGX-01",
-        sequence_number=seq,
-        card_token=card,
-        stop_id="KGX",
-        kind=events_pb2.TAP_KIND_ENTRY,
-        operator_id="LU",
-    )
-    tap.tapped_at.FromDatetime(datetime.now(UTC) - timedelta(minutes=1))
-    for name, value in fields.items():
-        setattr(tap, name, value)
-    return tap
+ACCEPTED = ingest_pb2.ACK_STATUS_ACCEPTED
+DUPLICATE = ingest_pb2.ACK_STATUS_DUPLICATE
+REJECTED = ingest_pb2.ACK_STATUS_REJECTED
+GATE = "gate-KSX-01"
 
 
-async def _send(port: int, batches: list[list[events_pb2.Tap]]) -> list[list[ingest_pb2.TapAck]]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = ingest_pb2_grpc.IngestServiceStub(channel)
-
-        async def requests():
-            for batch in batches:
-                yield ingest_pb2.StreamTapsRequest(taps=batch)
-
-        return [list(r.acks) async for r in stub.StreamTaps(requests())]
-
-
-async def _drain(kafka_bootstrap: str, topic: str, expected: int) -> list:
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    records = []
+@pytest.fixture
+async def ingest(settings_for, pki):
+    service = await start_ingest(settings_for("ingest"), pki)
+    await service.register(GATE)
     try:
-        for _ in range(40):
-            batch = await consumer.getmany(timeout_ms=250)
-            for recs in batch.values():
-                records.extend(recs)
-            if len(records) >= expected:
-                # one more poll to catch anything extra that should not be there
-                for recs in (await consumer.getmany(timeout_ms=500)).values():
-                    records.extend(recs)
-                break
+        yield service
     finally:
-        await consumer.stop()
-    return records
+        await service.stop()
 
 
-async def test_each_tap_gets_one_ack_and_accepted_taps_are_on_the_taps_topic(
-    settings_for, kafka_bootstrap
+async def test_accepted_taps_are_on_the_taps_topic_once_and_resends_are_duplicates(
+    ingest: Ingest, kafka_bootstrap
 ):
-    settings = settings_for("ingest")
-    running = RunningService(build(settings))
-    port = await running.start()
-    try:
-        good = [_tap(1), _tap(2, kind=events_pb2.TAP_KIND_EXIT, stop_id="OXC")]
-        bad = [_tap(3, card_token="4111111111111111"), _tap(4, stop_id="")]
-        acks = await _send(port, [good + bad, [_tap(1)]])
-    finally:
-        await running.stop()
+    good = [tap(GATE, 1), tap(GATE, 2, kind=events_pb2.TAP_KIND_EXIT, stop=STOPS[1])]
+    bad = [tap(GATE, 3, card_token="4111111111111111"), tap(GATE, 4, stop_id="")]
+    first = await ingest.send(GATE, good + bad)
+    again = await ingest.send(GATE, good)
 
-    statuses = [(a.sequence_number, a.status, a.reason_code) for batch in acks for a in batch]
-    assert statuses == [
-        (1, ingest_pb2.ACK_STATUS_ACCEPTED, ""),
-        (2, ingest_pb2.ACK_STATUS_ACCEPTED, ""),
-        (3, ingest_pb2.ACK_STATUS_REJECTED, "RAW_CARD_NUMBER"),
-        (4, ingest_pb2.ACK_STATUS_REJECTED, "MISSING_STOP_ID"),
-        (1, ingest_pb2.ACK_STATUS_DUPLICATE, ""),
+    assert [(a.sequence_number, a.status, a.reason_code) for a in first] == [
+        (1, ACCEPTED, ""),
+        (2, ACCEPTED, ""),
+        (3, REJECTED, "RAW_CARD_NUMBER"),
+        (4, REJECTED, "MISSING_STOP_ID"),
     ]
-    accepted = await _drain(kafka_bootstrap, settings.topics.taps, 2)
-    taps = sorted((events_pb2.Tap.FromString(r.value) for r in accepted), key=lambda t: t.tap_id)
-    assert [t.tap_id for t in taps] == ["gate-KGX-01:1", "gate-KGX-01:2"]
-    assert {r.key for r in accepted} == {b"tok_abcdef123456"}
-    letters = await _drain(kafka_bootstrap, settings.topics.taps_dlq, 2)
-    parked = sorted(
-        (events_pb2.RejectedTap.FromString(r.value) for r in letters),
-        key=lambda x: x.tap.sequence_number,
+    assert [a.status for a in again] == [DUPLICATE, DUPLICATE]
+    stored = taps_on(await read_topic(kafka_bootstrap, ingest.settings.topics.taps))
+    assert sorted(t.tap_id for t in stored) == [f"{GATE}:1", f"{GATE}:2"]
+    assert all(t.received_at.seconds > 0 and not t.late for t in stored)
+    letters = await read_topic(kafka_bootstrap, ingest.settings.topics.taps_dlq)
+    parked = []
+    for record in letters:
+        letter = events_pb2.RejectedTap()
+        letter.ParseFromString(record.value)
+        parked.append((letter.tap.sequence_number, letter.reason_code, letter.tap.card_token))
+    assert sorted(parked) == [(3, "RAW_CARD_NUMBER", "[redacted]"), (4, "MISSING_STOP_ID", CARD)]
+
+
+def _tap_for(reason: RejectReason) -> events_pb2.Tap | None:
+    """A tap of GATE that fails with `reason` alone (None: not a per-tap reason)."""
+    now = datetime.now(UTC)
+    cases: dict[RejectReason, events_pb2.Tap] = {
+        RejectReason.MISSING_DEVICE_ID: tap("", 1),
+        RejectReason.BAD_DEVICE_ID: tap(GATE + "\n", 1),
+        RejectReason.DEVICE_MISMATCH: tap("gate-OTHER-02", 1),
+        RejectReason.MISSING_SEQUENCE_NUMBER: tap(GATE, 0),
+        RejectReason.MISSING_CARD_TOKEN: tap(GATE, 1, card=""),
+        RejectReason.RAW_CARD_NUMBER: tap(GATE, 1, card="4111 1111 1111 1111"),
+        RejectReason.BAD_CARD_TOKEN: tap(GATE, 1, card=CARD + "\n"),
+        RejectReason.MISSING_STOP_ID: tap(GATE, 1, stop=""),
+        RejectReason.BAD_STOP_ID: tap(GATE, 1, stop="x" * 129),
+        RejectReason.STOP_NOT_ALLOWED: tap(GATE, 1, stop="940GZZLUWLO"),
+        RejectReason.BAD_ROUTE_ID: tap(GATE, 1, route_id="r\x00"),
+        RejectReason.ROUTE_NOT_ALLOWED: tap(GATE, 1, route_id=ROUTES[0]),
+        RejectReason.MISSING_OPERATOR_ID: tap(GATE, 1, operator_id=""),
+        RejectReason.BAD_OPERATOR_ID: tap(GATE, 1, operator_id="o" * 200),
+        RejectReason.OPERATOR_MISMATCH: tap(GATE, 1, operator_id="ELIZ"),
+        RejectReason.UNKNOWN_TAP_KIND: tap(GATE, 1, kind=events_pb2.TAP_KIND_UNSPECIFIED),
+        RejectReason.BAD_RIDER_CATEGORY: tap(GATE, 1, rider_category_id="c" * 1_000_000),
+        RejectReason.BAD_FARE_MEDIA: tap(GATE, 1, fare_media_id="\u200b"),
+        RejectReason.BAD_UTC_OFFSET: tap(GATE, 1, utc_offset_minutes=900),
+        RejectReason.CLOCK_SKEW: tap(GATE, 1, at=now + timedelta(minutes=6)),
+        RejectReason.TAP_TOO_OLD: tap(GATE, 1, at=now - timedelta(days=20)),
+    }
+    missing = tap(GATE, 1)
+    missing.ClearField("tapped_at")
+    cases[RejectReason.MISSING_TAPPED_AT] = missing
+    far = tap(GATE, 1)
+    far.tapped_at.seconds = 253402300800  # 10000-01-01T00:00:00Z: beyond Timestamp's range
+    cases[RejectReason.BAD_TAPPED_AT] = far
+    return cases.get(reason)
+
+
+@pytest.mark.parametrize(
+    "reason", [r for r in RejectReason if r is not RejectReason.BATCH_TOO_LARGE]
+)
+async def test_every_reason_code_rejects_its_tap_and_the_rest_of_the_batch_is_taken(
+    ingest: Ingest, reason: RejectReason, kafka_bootstrap
+):
+    bad = _tap_for(reason)
+    assert bad is not None, f"no case for {reason}"
+    good = tap(GATE, 2)
+    acks = await ingest.send(GATE, [bad, good])
+    assert (acks[0].status, acks[0].reason_code) == (REJECTED, reason.value)
+    assert acks[0].detail and CARD not in acks[0].detail
+    assert (acks[1].sequence_number, acks[1].status) == (2, ACCEPTED)
+    letters = await read_topic(kafka_bootstrap, ingest.settings.topics.taps_dlq)
+    assert len(letters) == 1
+    assert all(len(r.value) < 64 * 1024 for r in letters)  # a dead letter always fits
+
+
+async def test_a_batch_over_the_limit_rejects_every_tap_with_batch_too_large(ingest: Ingest):
+    acks = await ingest.send(GATE, [tap(GATE, i) for i in range(1, 5_002)])
+    assert {(a.status, a.reason_code) for a in acks} == {(REJECTED, "BATCH_TOO_LARGE")}
+
+
+async def test_oversize_fields_are_rejected_and_their_dead_letter_fits(
+    ingest: Ingest, kafka_bootstrap
+):
+    huge = "A" * 1_000_000
+    acks = await ingest.send(
+        GATE, [tap(GATE, 1, card=huge), tap(GATE, 2, device_id=huge), tap(GATE, 3)]
     )
-    assert [(p.tap.sequence_number, p.reason_code) for p in parked] == [
-        (3, "RAW_CARD_NUMBER"),
-        (4, "MISSING_STOP_ID"),
+    assert [(a.status, a.reason_code) for a in acks] == [
+        (REJECTED, "BAD_CARD_TOKEN"),
+        (REJECTED, "BAD_DEVICE_ID"),
+        (ACCEPTED, ""),
     ]
-    # the raw card number never reaches Kafka
-    assert all(b"4111111111111111" not in r.value for r in letters)
+    letters = await read_topic(kafka_bootstrap, ingest.settings.topics.taps_dlq)
+    assert len(letters) == 2 and all(len(r.value) < 4096 for r in letters)
+    truncated = set()
+    for record in letters:
+        letter = events_pb2.RejectedTap()
+        letter.ParseFromString(record.value)
+        truncated.update(letter.truncated_fields)
+    assert truncated == {"card_token", "device_id"}
 
 
-async def test_a_resent_batch_after_restart_is_all_duplicates(settings_for):
-    settings = settings_for("ingest")
-    batch = [_tap(10), _tap(11)]
-    first = RunningService(build(settings))
-    port = await first.start()
-    try:
-        acks1 = await _send(port, [batch])
-    finally:
-        await first.stop()
-    second = RunningService(build(settings))
-    port = await second.start()
-    try:
-        acks2 = await _send(port, [batch, batch])
-    finally:
-        await second.stop()
-    assert [a.status for a in acks1[0]] == [ingest_pb2.ACK_STATUS_ACCEPTED] * 2
-    assert [a.status for b in acks2 for a in b] == [ingest_pb2.ACK_STATUS_DUPLICATE] * 4
+async def test_late_taps_are_accepted_and_flagged(ingest: Ingest, kafka_bootstrap):
+    old = datetime.now(UTC) - timedelta(hours=6)
+    acks = await ingest.send(GATE, [tap(GATE, 1, at=old), tap(GATE, 2)])
+    assert [(a.status, a.late) for a in acks] == [(ACCEPTED, True), (ACCEPTED, False)]
+    stored = {
+        t.sequence_number: t.late
+        for t in taps_on(await read_topic(kafka_bootstrap, ingest.settings.topics.taps))
+    }
+    assert stored == {1: True, 2: False}
+
+
+async def test_unsigned_forged_and_unknown_batches_are_refused_whole(ingest: Ingest):
+    identity = ingest.devices[GATE]
+    forged = identity.sign_batch([tap(GATE, 1)])
+    forged.batch = ingest_pb2.TapBatch(taps=[tap(GATE, 1), tap(GATE, 2)]).SerializeToString()
+    stranger = DeviceIdentity.generate("gate-NOBODY-9").sign_batch([tap("gate-NOBODY-9", 1)])
+    impostor = DeviceIdentity.generate(GATE).sign_batch([tap(GATE, 1)])  # GATE's id, other key
+    cases = [
+        (ingest_pb2.StreamTapsRequest(taps=[tap(GATE, 1)]), "UNSIGNED_BATCH"),
+        (forged, "BAD_SIGNATURE"),
+        (stranger, "UNKNOWN_DEVICE"),
+        (impostor, "UNKNOWN_KEY"),
+    ]
+    for request, reason in cases:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await ingest.stream([request])
+        assert status_of(caught.value) == (grpc.StatusCode.UNAUTHENTICATED, reason)
+
+
+async def test_a_device_cannot_send_as_another_or_for_another_operators_stops(
+    ingest: Ingest, kafka_bootstrap
+):
+    other = "gate-OXC-02"
+    await ingest.register(other, stops=[STOPS[1]])
+    acks = await ingest.send(
+        GATE,
+        [
+            tap(other, 1, stop=STOPS[1]),  # GATE signing a tap of another device
+            tap(GATE, 2, operator_id="ELIZ"),  # another operator
+            tap(GATE, 3, stop="910GPADTON"),  # a stop it is not registered at
+        ],
+    )
+    assert [a.reason_code for a in acks] == [
+        "DEVICE_MISMATCH",
+        "OPERATOR_MISMATCH",
+        "STOP_NOT_ALLOWED",
+    ]
+    assert await read_topic(kafka_bootstrap, ingest.settings.topics.taps, settle_s=0.5) == []
+
+
+async def test_a_revoked_device_is_refused_at_once_even_on_an_open_stream(ingest: Ingest):
+    identity = ingest.devices[GATE]
+    revoked = asyncio.Event()
+
+    async def requests():
+        yield ingest_pb2.StreamTapsRequest(signed=identity.sign_batch([tap(GATE, 1)]))
+        await revoked.wait()
+        yield ingest_pb2.StreamTapsRequest(signed=identity.sign_batch([tap(GATE, 2)]))
+
+    async with ingest.channel() as channel:
+        call = ingest_pb2_grpc.IngestServiceStub(channel).StreamTaps(requests())
+        first = await call.read()
+        assert [a.status for a in first.acks] == [ACCEPTED]
+        await ingest.registry(
+            "RevokeDevice", ingest_pb2.RevokeDeviceRequest(device_id=GATE, reason="stolen")
+        )
+        revoked.set()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call.read()
+    assert status_of(caught.value) == (grpc.StatusCode.PERMISSION_DENIED, "DEVICE_REVOKED")
+
+
+async def test_key_rotation_new_key_signs_and_a_retired_key_is_refused(ingest: Ingest):
+    old = ingest.devices[GATE]
+    new = DeviceIdentity.generate(GATE)
+    added = await ingest.registry(
+        "AddDeviceKey", ingest_pb2.AddDeviceKeyRequest(device_id=GATE, public_key=new.public_key)
+    )
+    assert added.key_id == new.key_id
+    (both,) = await ingest.stream([old.sign_batch([tap(GATE, 1)])])
+    (fresh,) = await ingest.stream([new.sign_batch([tap(GATE, 2)])])
+    assert [a.status for a in both + fresh] == [ACCEPTED, ACCEPTED]
+    await ingest.registry(
+        "RetireDeviceKey", ingest_pb2.RetireDeviceKeyRequest(device_id=GATE, key_id=old.key_id)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ingest.stream([old.sign_batch([tap(GATE, 3)])])
+    assert status_of(caught.value) == (grpc.StatusCode.UNAUTHENTICATED, "KEY_RETIRED")
+    (after,) = await ingest.stream([new.sign_batch([tap(GATE, 3)])])
+    assert [a.status for a in after] == [ACCEPTED]
+
+
+async def test_the_registry_is_for_the_operations_role_on_the_admin_port(ingest: Ingest, pki):
+    request = ingest_pb2.GetDeviceRequest(device_id=GATE)
+    async with ingest.channel() as channel:  # the validators' port: no client certificate
+        with pytest.raises(grpc.aio.AioRpcError) as anonymous:
+            await ingest_pb2_grpc.DeviceRegistryServiceStub(channel).GetDevice(request)
+    async with ingest.admin_channel(Principal("party", "operator:LUL")) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as party:
+            await ingest_pb2_grpc.DeviceRegistryServiceStub(channel).GetDevice(request)
+    assert status_of(anonymous.value) == (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED")
+    assert status_of(party.value) == (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED")
+    shown = await ingest.registry("GetDevice", request)
+    assert shown.device.operator_id == OPERATOR
+    assert [k.key_id for k in shown.device.keys] == [ingest.devices[GATE].key_id]
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await ingest.registry("GetDevice", ingest_pb2.GetDeviceRequest(device_id="gate-NONE"))
+    assert status_of(missing.value) == (grpc.StatusCode.NOT_FOUND, "DEVICE_NOT_FOUND")
+
+
+async def test_undecodable_request_bytes_are_invalid_argument(ingest: Ingest):
+    async with ingest.channel() as channel:
+        call = channel.stream_stream(
+            "/clearway.ingest.v1.IngestService/StreamTaps",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+
+        async def garbage():
+            yield b"\xff\xff\xff\xff\x0f"
+
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for _ in call(garbage()):
+                pass
+    assert status_of(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, "UNDECODABLE_REQUEST")
+    identity = ingest.devices[GATE]
+    signed = identity.sign_batch([])
+    signed.batch = b"\xff\xff\xff"
+    signed.signature = identity.private_key.sign(b"clearway.ingest.v1.TapBatch\x00" + signed.batch)
+    with pytest.raises(grpc.aio.AioRpcError) as inner:
+        await ingest.stream([signed])
+    assert status_of(inner.value) == (grpc.StatusCode.INVALID_ARGUMENT, "UNDECODABLE_BATCH")
+
+
+async def test_a_backlog_of_10000_taps_with_duplicates_is_counted_exactly(
+    ingest: Ingest, kafka_bootstrap
+):
+    bus = "bus-73-0042"
+    identity = await ingest.register(bus, stops=STOPS, routes=ROUTES)
+    start = datetime.now(UTC) - timedelta(hours=9)
+    taps = [
+        tap(
+            bus,
+            seq,
+            card=f"tok_card{seq % 700:05d}",
+            stop=STOPS[seq % 3],
+            route_id=ROUTES[0],
+            kind=events_pb2.TAP_KIND_BOARD,
+            at=start + timedelta(seconds=3 * seq),
+        )
+        for seq in range(1, 10_001)
+    ]
+    # 500 of them already sent live before the link went down
+    live = await ingest.send(bus, taps[:500])
+    assert Counter(a.status for a in live) == {ACCEPTED: 500}
+    # the device resends everything, with 300 taps repeated inside the upload too
+    mixed = taps + taps[2_000:2_300]
+    reply = await ingest.upload(
+        identity.sign_batch(mixed[i : i + 1_000]) for i in range(0, len(mixed), 1_000)
+    )
+    assert (reply.accepted, reply.duplicates, reply.rejected) == (9_500, 800, 0)
+    assert reply.late == 9_500
+    assert len(reply.acks) == len(mixed)
+    stored = taps_on(await read_topic(kafka_bootstrap, ingest.settings.topics.taps))
+    assert len(stored) == 10_000
+    assert len({t.tap_id for t in stored}) == 10_000
+
+
+async def test_streams_cut_off_mid_batch_then_resent_store_every_tap_exactly_once(
+    ingest: Ingest, kafka_bootstrap
+):
+    devices = [f"gate-CUT-{i:03d}" for i in range(40)]
+    for device in devices:
+        await ingest.register(device)
+    batches = {
+        d: [tap(d, s, card=f"tok_cut{i:03d}x{s:03d}") for s in range(1, 51)]
+        for i, d in enumerate(devices)
+    }
+
+    async def cut_off(device: str) -> None:
+        async with ingest.channel() as channel:
+            stub = ingest_pb2_grpc.IngestServiceStub(channel)
+            signed = ingest.devices[device].sign_batch(batches[device])
+            call = stub.StreamTaps(iter([ingest_pb2.StreamTapsRequest(signed=signed)]))
+            await asyncio.sleep(0.01 * (hash(device) % 5))
+            call.cancel()  # the link drops before (or while) the ack comes back
+
+    for _ in range(5):  # 200 cut-off streams in all
+        await asyncio.gather(*(cut_off(d) for d in devices))
+    resent = await asyncio.gather(*(ingest.send(d, batches[d]) for d in devices))
+    assert all(a.status in (ACCEPTED, DUPLICATE) for acks in resent for a in acks)
+    stored = taps_on(await read_topic(kafka_bootstrap, ingest.settings.topics.taps))
+    ids = Counter(t.tap_id for t in stored)
+    assert len(ids) == 40 * 50
+    assert max(ids.values()) == 1
