@@ -355,19 +355,48 @@ class ConsumerLoop(Generic[T]):
                 timeout_ms=self.config.poll_timeout_ms, max_records=self.config.max_records
             )
             self.idle = not batches
-            if not batches:
+            if batches:
+                outcomes = await asyncio.gather(
+                    *(self._guarded(tp, records) for tp, records in batches.items()),
+                    return_exceptions=True,
+                )
+                for outcome in outcomes:
+                    if isinstance(outcome, _StopRequestedError):
+                        return
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            try:
+                await self._pass_unseen_offsets()
+            except _StopRequestedError:
+                return
+            if batches:
+                self._observe_lag()
+                self._summarise()
+
+    async def _pass_unseen_offsets(self) -> None:
+        """Offsets the handler never sees (a producer transaction's commit marker, an
+        aborted transaction's records) still count: once the consumer's position is past
+        them, store or commit it as an empty batch, so a partition read to its end stands at
+        its end offset (what fares' close of a day waits for)."""
+        for tp in sorted(self._ready & self.consumer.assignment()):
+            known = self._positions.get(tp, self._floor.get(tp))
+            if known is None or self._stop.is_set():
                 continue
-            outcomes = await asyncio.gather(
-                *(self._guarded(tp, records) for tp, records in batches.items()),
-                return_exceptions=True,
-            )
-            for outcome in outcomes:
-                if isinstance(outcome, _StopRequestedError):
-                    return
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            self._observe_lag()
-            self._summarise()
+            position = await self.consumer.position(tp)
+            if position <= known or tp not in self._ready:
+                continue
+            self._busy += 1
+            self._quiet.clear()
+            try:
+                await self._deliver(PartitionBatch(tp.topic, tp.partition, [], position))
+                await self.commits.after_batch(self.consumer, tp, position)
+            finally:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._quiet.set()
+            self._positions[tp] = position
+            if tp in self._floor:
+                self._floor[tp] = position
 
     def _summarise(self) -> None:
         """One INFO line per interval with what happened since the last one (records are

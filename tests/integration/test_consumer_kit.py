@@ -633,3 +633,54 @@ async def test_a_defect_is_retried_never_dead_lettered_and_stored_once_fixed(
     assert loop.stats.dead_letters == 0
     assert not task.done()
     assert await kit.dead_letters(0) == []
+
+
+# -- (f) transactional producers -------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["stored", "kafka"])
+async def test_a_partition_written_in_transactions_is_read_to_its_end_offset(
+    kit, pool, policy, unique_name
+):
+    """Commit markers and aborted records take offsets the handler never sees: the stored
+    position (or committed offset) must still reach the partition's end offset, which is
+    what fares' close of a day waits for (ingest writes taps in transactions)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kit.bootstrap,
+        transactional_id=f"{unique_name}-txn",
+        enable_idempotence=True,
+        acks="all",
+    )
+    await producer.start()
+    try:
+        async with producer.transaction():
+            await producer.send_and_wait(kit.topic, b"1", partition=0)
+            await producer.send_and_wait(kit.topic, b"2", partition=0)
+        await producer.begin_transaction()
+        await producer.send_and_wait(kit.topic, b"666", partition=0)
+        await producer.abort_transaction()
+        async with producer.transaction():
+            await producer.send_and_wait(kit.topic, b"3", partition=0)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=kit.bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(kit.topic, 0)
+        end = (await consumer.end_offsets([tp]))[tp]
+    finally:
+        await consumer.stop()
+    assert end == 7  # 1, 2, commit marker, 666, abort marker, 3, commit marker
+
+    sink = NumberSink(pool, store_positions=True)
+    commits = StoredPositions(sink) if policy == "stored" else KafkaCommits()
+    await kit.start_loop(sink, commits=commits)
+
+    async def at_the_end() -> bool:
+        if policy == "stored":
+            return (await sink.stored_positions(kit.topic, [0])).get(0) == end
+        return (await kit.committed()).get(0) == end
+
+    await eventually(at_the_end, f"the position of partition 0 reached its end {end}")
+    assert await stored(pool) == [1, 2, 3]
+    assert sorted(sink.seen) == [1, 2, 3]
