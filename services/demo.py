@@ -35,14 +35,14 @@ from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, ensure_topics, idempotent_producer, publish_many
 from clearway.money import Money
 from clearway.pki import default_pki_dir, init_pki, issue_identity, secure_channel
-from clearway.settings import DEFAULT_PORTS, REPO_ROOT
+from clearway.settings import ADMIN_PORT_OFFSET, DEFAULT_PORTS, REPO_ROOT
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import setup_tracing
 from services.accounts.entrypoints.cli import print_history
 from services.fares.domain import load_fare_data
 from services.ingest.simulator.cli import DEFAULT_FEED, yesterday
-from services.ingest.simulator.day import SimulatedDay, simulate_day
-from services.ingest.simulator.stream import Tally, send_day
+from services.ingest.simulator.day import SimulatedDay, devices_of, simulate_day
+from services.ingest.simulator.stream import Tally, register_devices, send_day
 from services.settlement.adapters.file_sets import load_public_key
 from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.app import DEFAULT_SCHEME
@@ -50,7 +50,7 @@ from services.settlement.domain.scheme import Scheme
 from services.settlement.entrypoints.verify_cli import verify_file_set
 
 SERVICES = ("ingest", "fares", "settlement", "accounts")
-TLS_SERVICES = ("settlement",)  # the doors whose callers are authenticated today
+TLS_SERVICES = ("ingest", "settlement")  # the doors whose callers are authenticated today
 RETAILER = "retailer:cornershop"
 
 
@@ -384,7 +384,12 @@ async def run_demo(
         await fleet.wait_serving()
         feed = load_fare_data(DEFAULT_FEED)
         simulated = simulate_day(feed, day, cards, seed=seed)
-        tally = await send_day(f"127.0.0.1:{DEFAULT_PORTS['ingest']}", simulated, validators)
+        ingest_port = DEFAULT_PORTS["ingest"]
+        registered = await register_devices(
+            f"127.0.0.1:{ingest_port + ADMIN_PORT_OFFSET}", pki_dir, devices_of(feed)
+        )
+        print(f"  devices     {registered} validators registered, each with its own Ed25519 key")
+        tally = await send_day(f"127.0.0.1:{ingest_port}", simulated, validators, pki_dir=pki_dir)
         print_tally(tally)
         top_ups = simulate_top_ups(simulated, seed)
         await publish_top_ups(endpoints.kafka_bootstrap, topics.topups, top_ups)

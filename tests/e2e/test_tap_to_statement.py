@@ -27,7 +27,7 @@ from services.accounts.app import build as build_accounts
 from services.fares.app import build as build_fares
 from services.ingest.app import build as build_ingest
 from services.ingest.simulator.day import SimulatedDay
-from services.ingest.simulator.stream import Tally, send_day
+from services.ingest.simulator.stream import Tally, register_devices, send_day
 from services.settlement.app import build as build_settlement
 
 pytestmark = pytest.mark.integration
@@ -35,8 +35,8 @@ LONDON = ZoneInfo("Europe/London")
 EXPORTER = InMemorySpanExporter()
 setup_tracing("clearway-tests", [SimpleSpanProcessor(EXPORTER)])
 
-CARD_A = "tok_e2e_card_a_0001"
-CARD_B = "tok_e2e_card_b_0002"
+CARD_A = "tok_e2ecarda0001"
+CARD_B = "tok_e2ecardb0002"
 
 
 def last_wednesday() -> date:
@@ -104,10 +104,21 @@ class Pipeline:
     settlement: int
     accounts: int
     pki: Path
+    ingest_admin: int
+
+    async def send(self, day: SimulatedDay, validators: int) -> Tally:
+        """Register the day's validators (again: nothing changes) and stream their taps,
+        each batch signed by its device."""
+        await register_devices(f"127.0.0.1:{self.ingest_admin}", self.pki, day.devices())
+        return await send_day(
+            f"127.0.0.1:{self.ingest}", day, validators=validators, pki_dir=self.pki
+        )
 
     def channel(self, port: int) -> grpc.aio.Channel:
         if port == self.settlement:  # settlement's callers are parties and operations
             return secure_channel(f"127.0.0.1:{port}", self.pki, Principal("role", OPERATIONS))
+        if port == self.ingest:  # validators: TLS, each batch signed by its device
+            return secure_channel(f"127.0.0.1:{port}", self.pki, None)
         return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
 
 
@@ -128,7 +139,8 @@ async def pipeline(settings_for, tmp_path: Path, pki: Path) -> AsyncIterator[Pip
     try:
         for r in running:
             ports.append(await r.start())
-        yield Pipeline(*ports, pki)
+        assert running[0].admin_port is not None
+        yield Pipeline(*ports, pki, running[0].admin_port)
     finally:
         for r in reversed(running):
             await r.stop()
@@ -186,7 +198,7 @@ def nets(response: settlement_pb2.ClosePeriodResponse) -> dict[str, int]:
 async def test_taps_reach_exact_statements_and_history(pipeline: Pipeline):
     day = last_wednesday()
     EXPORTER.clear()
-    tally = await send_day(f"127.0.0.1:{pipeline.ingest}", the_day(day), validators=3)
+    tally = await pipeline.send(the_day(day), validators=3)
 
     assert (tally.sent, tally.accepted, tally.duplicates) == (9, 7, 1)
     assert dict(tally.rejected) == {"RAW_CARD_NUMBER": 1}
@@ -224,9 +236,9 @@ async def test_taps_reach_exact_statements_and_history(pipeline: Pipeline):
 
 async def test_sending_the_same_batch_twice_changes_nothing(pipeline: Pipeline):
     day = last_wednesday()
-    first = await send_day(f"127.0.0.1:{pipeline.ingest}", the_day(day), validators=3)
+    first = await pipeline.send(the_day(day), validators=3)
     closed_once = await close_day(pipeline, day)
-    second = await send_day(f"127.0.0.1:{pipeline.ingest}", the_day(day), validators=3)
+    second = await pipeline.send(the_day(day), validators=3)
     closed_twice = await close_day(pipeline, day)
 
     assert first.accepted == 7
@@ -250,7 +262,7 @@ async def test_a_simulator_trace_continues_through_kafka_into_fares_and_settleme
 ):
     day = last_wednesday()
     EXPORTER.clear()
-    tally: Tally = await send_day(f"127.0.0.1:{pipeline.ingest}", the_day(day), validators=1)
+    tally: Tally = await pipeline.send(the_day(day), validators=1)
     assert tally.accepted == 7
     await close_day(pipeline, day)
     await history(pipeline, CARD_A, 2)

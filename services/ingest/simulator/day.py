@@ -55,6 +55,22 @@ class SimulatedDay:
         """How many taps will be sent (resends included)."""
         return sum(len(taps) for taps in self.by_device.values())
 
+    def devices(self) -> list[SimulatedDevice]:
+        """The validators that tapped this day, as the registry must know them to take their
+        taps: each with its operator and the stops and routes it tapped at."""
+        found = []
+        for device_id, taps in sorted(self.by_device.items()):
+            operators = {t.operator_id for t in taps if t.operator_id}
+            found.append(
+                SimulatedDevice(
+                    device_id,
+                    min(operators, default=""),
+                    tuple(sorted({t.stop_id for t in taps if t.stop_id})),
+                    tuple(sorted({t.route_id for t in taps if t.route_id})),
+                )
+            )
+        return found
+
 
 def lines_of(feed: FareData) -> list[Line]:
     """Every route with at least two stops; routes whose stops carry no fare area are buses."""
