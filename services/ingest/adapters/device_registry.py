@@ -9,6 +9,7 @@ fails too and is retried).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio as aioredis
+from redis.exceptions import RedisError
 
 from services.ingest.domain.devices import Device, DeviceKey, DeviceStatus, KeyStatus
 
@@ -131,8 +133,11 @@ class DeviceRegistry:
 
     async def device(self, device_id: str) -> Device | None:
         """The device as registered now (None when unknown): one Redis read, PostgreSQL on
-        a miss."""
-        raw = await self.redis.get(self._key(device_id))
+        a miss, or when Redis does not answer (PostgreSQL is the registry; Redis a copy)."""
+        try:
+            raw = await self.redis.get(self._key(device_id))
+        except (RedisError, OSError):
+            return await self.load(device_id)
         if raw is not None:
             return (
                 None
@@ -141,9 +146,10 @@ class DeviceRegistry:
             )
         device = await self.load(device_id)
         # Unknown devices are remembered briefly too, so a flood of them stays off PostgreSQL.
-        await self.redis.set(
-            self._key(device_id), _encode(device) if device else b"-", ex=CACHE_TTL_S
-        )
+        with contextlib.suppress(RedisError, OSError):
+            await self.redis.set(
+                self._key(device_id), _encode(device) if device else b"-", ex=CACHE_TTL_S
+            )
         return device
 
     async def load(self, device_id: str, conn: asyncpg.Connection | None = None) -> Device | None:

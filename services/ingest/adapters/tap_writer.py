@@ -169,6 +169,7 @@ class TapWriter:
         max_txn_taps: int = 2_000,
         in_flight_wait_s: float = 3.0,
         transaction_timeout_ms: int = 10_000,
+        commit_timeout_s: float = 5.0,
     ) -> None:
         self.bootstrap = bootstrap
         self.transactional_id = transactional_id
@@ -179,6 +180,7 @@ class TapWriter:
         self.max_txn_taps = max_txn_taps
         self.in_flight_wait_s = in_flight_wait_s
         self.transaction_timeout_ms = transaction_timeout_ms
+        self.commit_timeout_s = commit_timeout_s
         # A pending claim of another process is settled from the commit log only once its
         # transaction is surely over: Kafka aborts a transaction older than its timeout.
         self.stale_after_ms = transaction_timeout_ms + 10_000
@@ -401,12 +403,18 @@ class TapWriter:
             t.message for w in writes for t, new in zip(w.taps, statuses[id(w)], strict=True) if new
         ]
         letters = [m for w in writes for m in w.dead_letters]
-        try:
+
+        async def transaction() -> None:
             await producer.begin_transaction()
             await publish_many(producer, self.taps_topic, taps)
             await publish_many(producer, self.dead_letter_topic, letters)
             await publish_many(producer, self.commit_log.topic, [self.commit_log.marker(token)])
             await producer.commit_transaction()
+
+        try:
+            # Bounded: with Kafka away the producer would retry for as long as it is away,
+            # and validators would wait without an answer; they get UNAVAILABLE instead.
+            await asyncio.wait_for(transaction(), self.commit_timeout_s)
             return True
         except asyncio.CancelledError:
             raise
