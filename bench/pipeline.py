@@ -38,7 +38,7 @@ from pathlib import Path
 from types import FrameType
 
 import asyncpg
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clearway.events.v1 import events_pb2
 from clearway.infra.endpoints import Endpoints
@@ -51,7 +51,7 @@ from services.fares.domain import Tap, price_card
 from services.fares.domain.model import FareCatalog
 from services.ingest.simulator.cli import yesterday
 from services.ingest.simulator.day import Mix, SimulatedDay, simulate_day
-from services.ingest.simulator.stream import Tally, send_day
+from services.ingest.simulator.stream import Tally, register_devices, send_day
 from services.settlement.adapters.journey_lag import GroupLag
 from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.app import DEFAULT_SCHEME
@@ -81,6 +81,17 @@ class BenchFleet(Fleet):
 
     ports: dict[str, int] = field(default_factory=dict)  # process label -> gRPC port
     health_ports: dict[str, int] = field(default_factory=dict)  # label -> plaintext health
+    admin_ports: dict[str, int] = field(default_factory=dict)  # label -> mutual-TLS admin
+
+    async def send_signed(self, simulated: SimulatedDay, streams: int) -> Tally:
+        """Register the day's validators on ingest's admin port, then stream the day over
+        TLS, each batch signed by its device."""
+        await register_devices(
+            f"127.0.0.1:{self.admin_ports['ingest']}", self.pki_dir, simulated.devices()
+        )
+        return await send_day(
+            f"127.0.0.1:{self.ports['ingest']}", simulated, streams, pki_dir=self.pki_dir
+        )
 
     def env_for(self, service: str) -> dict[str, str]:
         """The demo's naming (topics, schema, group per run) at WARNING level."""
@@ -106,6 +117,9 @@ class BenchFleet(Fleet):
                 if service in TLS_SERVICES:  # port + 1000 need not be free: choose one
                     self.health_ports[label] = free_port()
                     env["CLEARWAY_HEALTH_PORT"] = str(self.health_ports[label])
+                if service == "ingest":  # its mutual-TLS admin port (device registry)
+                    self.admin_ports[label] = free_port()
+                    env["CLEARWAY_ADMIN_PORT"] = str(self.admin_ports[label])
                 with (self.work_dir / f"{label}.log").open("ab") as log:
                     self.processes[label] = subprocess.Popen(
                         [sys.executable, "-m", "services.cli", "serve", service],
@@ -373,6 +387,26 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[TopicPartition, int]:
         await probe.stop()
 
 
+async def count_records(bootstrap: str, topic: str) -> int:
+    """How many committed records `topic` holds (its end offsets also count ingest's
+    transaction markers)."""
+    ends = await end_offsets(bootstrap, topic)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+    )
+    await consumer.start()
+    count = 0
+    try:
+        consumer.assign(list(ends))
+        await consumer.seek_to_beginning(*ends)
+        while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+            for records in (await consumer.getmany(timeout_ms=500, max_records=10_000)).values():
+                count += len(records)
+    finally:
+        await consumer.stop()
+    return count
+
+
 # ---------------------------------------------------------------- (a) fares catching up
 
 
@@ -554,12 +588,12 @@ async def pipeline_run(bench: Bench, simulated: SimulatedDay, streams: int) -> R
     try:
         base = {label: fleet.cpu_seconds([label]) for label in labels}  # start-up excluded
         cpu0, started = CpuSnapshot.now(), time.monotonic()
-        tally = await send_day(f"127.0.0.1:{fleet.ports['ingest']}", simulated, streams)
+        tally = await fleet.send_signed(simulated, streams)
         sent_at = time.monotonic()
-        accepted = sum((await end_offsets(bootstrap, topics.taps)).values())
+        taps_end = sum((await end_offsets(bootstrap, topics.taps)).values())
 
         async def fares_behind() -> int:
-            left = accepted - await fares_position(conn, topics.taps)
+            left = taps_end - await fares_position(conn, topics.taps)
             return left + await outbox_size(conn)
 
         fares_at = await wait_until("fares: unpriced + outbox", fares_behind, alive, 1800)
@@ -574,7 +608,7 @@ async def pipeline_run(bench: Bench, simulated: SimulatedDay, streams: int) -> R
     if not isinstance(stopped, asyncio.CancelledError):
         print(f"  lag sampling stopped early: {stopped!r}")
     codes = fleet.stop()
-    print_tally(tally, accepted)
+    print_tally(tally, await count_records(bootstrap, topics.taps))
     elapsed = done_at - started
     print(
         f"  sending took {sent_at - started:.1f} s; fares done {fares_at - started:.1f} s, "
@@ -645,11 +679,11 @@ async def ingest_alone(bench: Bench, simulated: SimulatedDay, streams: int) -> R
     await fleet.wait_serving(labels=labels)
     base = fleet.cpu_seconds(labels)
     cpu0, started = CpuSnapshot.now(), time.monotonic()
-    tally = await send_day(f"127.0.0.1:{fleet.ports['ingest']}", simulated, streams)
+    tally = await fleet.send_signed(simulated, streams)
     elapsed = time.monotonic() - started
     used, cpu1 = fleet.cpu_seconds(labels) - base, CpuSnapshot.now()
     codes = fleet.stop()
-    on_topic = sum((await end_offsets(bench.endpoints.kafka_bootstrap, fleet.topics.taps)).values())
+    on_topic = await count_records(bench.endpoints.kafka_bootstrap, fleet.topics.taps)
     print_tally(tally, on_topic)
     print(f"  CPU: ingest {used:.1f} s; {cpu1.since(cpu0, used)}; exit codes {codes}")
     return bench.add(

@@ -39,7 +39,7 @@ from clearway.settings import ADMIN_PORT_OFFSET, DEFAULT_PORTS, REPO_ROOT
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import setup_tracing
 from services.accounts.entrypoints.cli import print_history
-from services.fares.domain import load_fare_data
+from services.fares.domain import FareData, load_fare_data
 from services.ingest.simulator.cli import DEFAULT_FEED, yesterday
 from services.ingest.simulator.day import SimulatedDay, devices_of, simulate_day
 from services.ingest.simulator.stream import Tally, register_devices, send_day
@@ -361,6 +361,19 @@ def print_tally(tally: Tally) -> None:
         print(f"    {reason:<22} {count}")
 
 
+async def send_signed_day(
+    feed: FareData, simulated: SimulatedDay, validators: int, pki_dir: Path
+) -> Tally:
+    """Register the network's validators (each with its own key) on ingest's admin port as
+    the operations role, then stream the day, each batch signed by its device, over TLS."""
+    ingest_port = DEFAULT_PORTS["ingest"]
+    registered = await register_devices(
+        f"127.0.0.1:{ingest_port + ADMIN_PORT_OFFSET}", pki_dir, devices_of(feed)
+    )
+    print(f"  devices     {registered} validators registered, each with its own Ed25519 key")
+    return await send_day(f"127.0.0.1:{ingest_port}", simulated, validators, pki_dir=pki_dir)
+
+
 async def run_demo(
     cards: int, validators: int, day: date, seed: int, keep_running: bool = False
 ) -> int:
@@ -384,12 +397,7 @@ async def run_demo(
         await fleet.wait_serving()
         feed = load_fare_data(DEFAULT_FEED)
         simulated = simulate_day(feed, day, cards, seed=seed)
-        ingest_port = DEFAULT_PORTS["ingest"]
-        registered = await register_devices(
-            f"127.0.0.1:{ingest_port + ADMIN_PORT_OFFSET}", pki_dir, devices_of(feed)
-        )
-        print(f"  devices     {registered} validators registered, each with its own Ed25519 key")
-        tally = await send_day(f"127.0.0.1:{ingest_port}", simulated, validators, pki_dir=pki_dir)
+        tally = await send_signed_day(feed, simulated, validators, pki_dir)
         print_tally(tally)
         top_ups = simulate_top_ups(simulated, seed)
         await publish_top_ups(endpoints.kafka_bootstrap, topics.topups, top_ups)

@@ -31,6 +31,9 @@ EXPECTED = {
 }
 
 
+TLS_SERVICES = ("ingest", "settlement")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -94,20 +97,22 @@ async def reflected_services(address: str, pki: Path | None = None) -> set[str]:
 async def test_service_serves_health_and_reflection_then_stops_on_sigterm(
     name, endpoints, unique_name, pki
 ):
-    """Settlement serves mutual TLS: health and reflection answer on its plaintext health
-    port (what Kubernetes probes use)."""
+    """Settlement serves mutual TLS, ingest TLS (and mutual TLS on its admin port): health
+    and reflection answer on their plaintext health port (what Kubernetes probes use)."""
     port = free_port()
     extra = {}
-    if name == "settlement":
+    if name in TLS_SERVICES:
         health = free_port()
         extra = {**tls_env(pki), "CLEARWAY_HEALTH_PORT": str(health)}
+        if name == "ingest":
+            extra["CLEARWAY_ADMIN_PORT"] = str(free_port())
         address = f"127.0.0.1:{health}"
     else:
         address = f"127.0.0.1:{port}"
     proc = spawn(name, port, endpoints, unique_name, **extra)
     try:
         await wait_serving(address, proc)
-        if name == "settlement":
+        if name in TLS_SERVICES:
             assert await reflected_services(address) == {
                 "grpc.health.v1.Health",
                 "grpc.reflection.v1alpha.ServerReflection",
@@ -143,8 +148,11 @@ async def test_service_serves_health_and_reflection_then_stops_on_sigterm(
     assert code == 0
 
 
-async def test_settlement_without_mutual_tls_refuses_to_start(endpoints, unique_name):
-    proc = spawn("settlement", free_port(), endpoints, unique_name)
+@pytest.mark.parametrize("name", TLS_SERVICES)
+async def test_a_service_with_authenticated_callers_refuses_to_start_without_mutual_tls(
+    name, endpoints, unique_name
+):
+    proc = spawn(name, free_port(), endpoints, unique_name)
     code = await asyncio.to_thread(proc.wait, 60)
     output = proc.stdout.read().decode() if proc.stdout else ""
     assert code == 1
