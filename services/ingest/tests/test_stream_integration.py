@@ -348,3 +348,30 @@ async def test_streams_cut_off_mid_batch_then_resent_store_every_tap_exactly_onc
     ids = Counter(t.tap_id for t in stored)
     assert len(ids) == 40 * 50
     assert max(ids.values()) == 1
+
+
+@pytest.mark.parametrize(
+    ("seconds", "nanos"),
+    [
+        (253402300800, 0),  # year 10000
+        (-62135596801, 0),  # before year 1
+        (1_700_000_000, -1),  # negative nanos
+        (1_700_000_000, 1_000_000_000),  # nanos past a second
+    ],
+)
+async def test_timestamps_outside_the_representable_range_are_rejected_not_unknown(
+    ingest: Ingest, seconds: int, nanos: int
+):
+    bad = tap(GATE, 1)
+    bad.tapped_at.seconds, bad.tapped_at.nanos = seconds, nanos
+    acks = await ingest.send(GATE, [bad, tap(GATE, 2)])
+    assert [(a.status, a.reason_code) for a in acks] == [
+        (REJECTED, "BAD_TAPPED_AT"),
+        (ACCEPTED, ""),
+    ]
+    # Resending gives the same answer (the batch is never undeliverable).
+    again = await ingest.send(GATE, [bad, tap(GATE, 2)])
+    assert [(a.status, a.reason_code) for a in again] == [
+        (REJECTED, "BAD_TAPPED_AT"),
+        (DUPLICATE, ""),
+    ]
