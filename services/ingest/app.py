@@ -126,11 +126,15 @@ def build(settings: ServiceSettings) -> IngestApp:
         max_tap_age=timedelta(seconds=env_int("CLEARWAY_MAX_TAP_AGE_S", 14 * DAY_S, minimum=60)),
         late_after=timedelta(seconds=env_int("CLEARWAY_LATE_AFTER_S", 15 * 60, minimum=0)),
     )
+    writer_id = env_str("CLEARWAY_INGEST_WRITER_ID", "")
+    worker = os.environ.get("CLEARWAY_WORKER_INDEX")
+    if writer_id and worker is not None:  # workers of one `serve`: one writer id each
+        writer_id = f"{writer_id}-{worker}"
     return IngestApp(
         settings,
         policy=policy,
         dedup_ttl_s=env_int("CLEARWAY_DEDUP_TTL_S", 15 * DAY_S, minimum=60),
-        writer_id=env_str("CLEARWAY_INGEST_WRITER_ID", ""),
+        writer_id=writer_id,
     )
 
 
