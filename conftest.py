@@ -11,8 +11,11 @@ When none of these works the tests fail with the reason; they never skip.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import os
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -196,9 +199,30 @@ def tls_env(pki_dir: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def unique_name() -> str:
-    """A fresh lowercase identifier for a per-test topic, schema, group or key prefix."""
-    return f"t{uuid4().hex[:10]}"
+def unique_name(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh lowercase identifier for a per-test topic, schema, group or key prefix.
+
+    After a test that used Kafka, the topics named with it are deleted: a broker keeps
+    files open for every partition, and a whole run would otherwise leave thousands."""
+    name = f"t{uuid4().hex[:10]}"
+    yield name
+    if "endpoints" in request.fixturenames:
+        bootstrap = request.getfixturevalue("endpoints").kafka_bootstrap
+        _delete_topics_soon(bootstrap, name)
+
+
+def _delete_topics_soon(bootstrap: str, prefix: str) -> None:
+    """Delete the test's topics in a thread of its own (the test's event loop is gone);
+    a failure only leaves them behind."""
+    from clearway.kafka import delete_topics_with_prefix  # noqa: PLC0415
+
+    def work() -> None:
+        with contextlib.suppress(Exception):
+            asyncio.run(asyncio.wait_for(delete_topics_with_prefix(bootstrap, prefix), 15))
+
+    worker = threading.Thread(target=work, name=f"delete topics {prefix}", daemon=True)
+    worker.start()
+    worker.join(20)
 
 
 @pytest.fixture

@@ -137,6 +137,22 @@ async def ensure_topics(
             await admin.close()
 
 
+async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with `prefix` (a run's or a test's topics, so a
+    broker does not keep thousands of partitions open); the names deleted."""
+    if not prefix:
+        raise ValueError("a prefix is required: this never deletes every topic")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        await admin.start()
+        doomed = sorted(n for n in await admin.list_topics() if n.startswith(prefix))
+        if doomed:
+            await admin.delete_topics(doomed)
+        return doomed
+    finally:
+        await admin.close()
+
+
 def _new_topic(name: str, partitions: int) -> NewTopic:
     spec = topic_spec(name)
     if spec is None:
