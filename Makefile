@@ -63,3 +63,4 @@ bench: setup
 	$(PY) bench/fares_engine.py
 	$(PY) bench/pipeline.py
 	$(PY) bench/settlement_close.py
+	$(PY) bench/ingest.py

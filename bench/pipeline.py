@@ -99,7 +99,6 @@ class BenchFleet(Fleet):
             **super().env_for(service),
             **Endpoints.from_env().as_env(),
             "CLEARWAY_LOG_LEVEL": "WARNING",
-            "CLEARWAY_DEDUP_TTL_S": "3600",  # the bench's dedup keys need not outlive it
         }
 
     def spawn(
