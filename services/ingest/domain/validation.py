@@ -227,6 +227,8 @@ def id_problem(value: str) -> str | None:
         return f"longer than {MAX_ID_LENGTH} characters ({len(value)})"
     if value[0].isspace() or value[-1].isspace():
         return "leading or trailing whitespace"
+    if value.isascii() and value.isprintable():  # the usual id: no character is forbidden
+        return None
     if any(unicodedata.category(c) in _FORBIDDEN_CATEGORIES for c in value):
         return "a control or format character"
     return None

@@ -199,6 +199,7 @@ async def accept_taps(
         version = ports.deny_list.version
         stamp = events_pb2.Tap().received_at
         stamp.FromDatetime(received_at)
+        headers = kafka_headers_with_trace()  # the batch's span: the same for all its taps
         for i, tap in enumerate(taps):
             verdict = (
                 Verdict(RejectReason.BATCH_TOO_LARGE, f"at most {MAX_BATCH_TAPS} taps a batch")
@@ -229,7 +230,7 @@ async def accept_taps(
             message = (
                 tap.card_token.encode(),
                 record.SerializeToString(deterministic=True),
-                kafka_headers_with_trace(),
+                headers,
             )
             to_write.append(TapToWrite((tap.device_id, tap.sequence_number), message))
             written_at.append(i)
