@@ -36,7 +36,7 @@ from services.ingest.domain.devices import (
     KeyStatus,
     verify_signed,
 )
-from services.ingest.domain.validation import classify_card_token
+from services.ingest.domain.validation import classify_card_token, id_problem
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,6 @@ ASSERTION_MAX_SKEW = timedelta(minutes=5)
 # A subscription re-checks its device this often (and on every change it is sent), so a
 # revoked device's subscription ends within seconds.
 RECHECK_S = 5.0
-MAX_DEVICE_ID_CHARS = 128
 
 
 class UndecodableAssertionError(ClearwayError):
@@ -202,7 +201,7 @@ class DenyListDoor:
         device_id = assertion.device_id
         found = (
             await self._devices.device(device_id)
-            if 0 < len(device_id) <= MAX_DEVICE_ID_CHARS
+            if id_problem(device_id) is None  # no registered device has another kind of id
             else None
         )
         device = verify_signed(

@@ -23,7 +23,7 @@ from clearway.kafka import dead_letter_headers
 from clearway.telemetry import kafka_headers_with_trace
 from services.ingest.adapters.tap_writer import Message, TapToWrite
 from services.ingest.domain.dead_letters import bound_fields, redact_card_token
-from services.ingest.domain.devices import BATCH_CONTEXT, Device, verify_signed
+from services.ingest.domain.devices import BATCH_CONTEXT, Device, DeviceAuthError, verify_signed
 from services.ingest.domain.validation import (
     DEFAULT_POLICY,
     MAX_BATCH_TAPS,
@@ -32,6 +32,7 @@ from services.ingest.domain.validation import (
     TapSubmission,
     ValidationPolicy,
     Verdict,
+    id_problem,
     validate_tap,
 )
 
@@ -129,6 +130,10 @@ async def authenticate_batch(
         raise UnsignedBatchError(
             "send taps in a SignedTapBatch signed by the device's registered key"
         )
+    if id_problem(signed.device_id) is not None:
+        # No registered device has such an id (the registry refuses them): unknown, without
+        # asking PostgreSQL, which cannot even compare a text holding a NUL.
+        raise DeviceAuthError("the device is not registered", code="UNKNOWN_DEVICE")
     try:
         device = await ports.registry.device(signed.device_id)
     except (RedisError, OSError) as exc:
