@@ -55,6 +55,7 @@ from clearway.runtime import tune_garbage_collector
 from clearway.settings import ServiceSettings
 from services.settlement.adapters.ledger_repository import (
     PERIOD_LINES_QUERY,
+    PERIOD_LINES_SETTINGS,
     LedgerRepository,
     StoredFileSet,
 )
@@ -437,7 +438,8 @@ async def copy_close_query(pool: asyncpg.Pool, out: Path) -> Copied:
     pass, grouped, joined with the bases, in file order) into one file."""
     phase = Phase()
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL jit = off")  # as the close runs it
+        for setting in PERIOD_LINES_SETTINGS:  # as the close runs it
+            await conn.execute(setting)
         with Timer(phase):
             status = await conn.copy_from_query(PERIOD_LINES_QUERY, PERIOD, output=out)
     return Copied(int(status.split()[-1]), (await asyncio.to_thread(out.stat)).st_size, phase)
