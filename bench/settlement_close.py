@@ -15,7 +15,8 @@ Then the close is timed, as ClosePeriod does it once the consumer has caught up:
 `mark_closed` + `issue_file_sets` (every party's signed file set and the scheme's
 pain.001). In the same run and database, a bare `COPY (SELECT ... FROM ledger_entries
 WHERE period_id = $1) TO STDOUT` of the period's ledger rows into a file, and a COPY of
-the close's own per-party query, give the floors the close is compared with.
+the close's own query (every party's lines in one pass), give the floors the close is
+compared with.
 
 Prints figures and ratios; asserts nothing. --profile FILE runs the close under cProfile
 (its figures are then inflated by the profiler), saves the stats to FILE and prints the
@@ -52,7 +53,12 @@ from clearway.infra.endpoints import Endpoints
 from clearway.money import Money
 from clearway.runtime import tune_garbage_collector
 from clearway.settings import ServiceSettings
-from services.settlement.adapters.ledger_repository import LedgerRepository, StoredFileSet
+from services.settlement.adapters.ledger_repository import (
+    PERIOD_LINES_QUERY,
+    PERIOD_LINES_SETTINGS,
+    LedgerRepository,
+    StoredFileSet,
+)
 from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.domain.scheme import Scheme
 from services.settlement.domain.settle import JourneyBasis, Leg
@@ -77,19 +83,6 @@ LATE_BY = 10_000  # a second revision arrives this many journeys after its first
 PROGRESS_EVERY_S = 30.0
 TOP_ENTRIES = 25
 
-# The query of LedgerRepository.period_lines (one party's lines of a period), for the
-# COPY that measures what the close asks of PostgreSQL; keep the two in step.
-LINES_QUERY = (
-    "SELECT m.source, m.journey_id, m.account, m.amount, m.revision, b.basis"
-    " FROM (SELECT source, journey_id, account, sum(amount_minor)::bigint AS amount,"
-    "       max(revision) AS revision"
-    "       FROM ledger_entries WHERE period_id = $1 AND party_id = $2"
-    "       GROUP BY source, journey_id, account"
-    "       HAVING sum(amount_minor) <> 0) AS m"
-    " JOIN bases b ON b.source = m.source AND b.source_id = m.journey_id"
-    "   AND b.revision = m.revision"
-    ' ORDER BY m.source COLLATE "C", m.journey_id COLLATE "C", m.account COLLATE "C"'
-)
 LEDGER_ROWS_QUERY = "SELECT * FROM ledger_entries WHERE period_id = $1"
 
 
@@ -440,53 +433,40 @@ async def copy_ledger_rows(pool: asyncpg.Pool, out: Path) -> Copied:
     return Copied(int(status.split()[-1]), (await asyncio.to_thread(out.stat)).st_size, phase)
 
 
-async def copy_close_query(pool: asyncpg.Pool, parties: Sequence[str], out_dir: Path) -> Copied:
-    """The close's per-party query (grouped, joined with the bases, sorted), one file per
-    party, in the close's order."""
+async def copy_close_query(pool: asyncpg.Pool, out: Path) -> Copied:
+    """The close's query (LedgerRepository.copy_period_lines: every party's lines in one
+    pass, grouped, joined with the bases, in file order) into one file."""
     phase = Phase()
-    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
-    rows = size = 0
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn, conn.transaction():
+        for setting in PERIOD_LINES_SETTINGS:  # as the close runs it
+            await conn.execute(setting)
         with Timer(phase):
-            for n, party in enumerate(parties):
-                out = out_dir / f"{n:02d}.tsv"
-                status = await conn.copy_from_query(LINES_QUERY, PERIOD, party, output=out)
-                rows += int(status.split()[-1])
-                size += (await asyncio.to_thread(out.stat)).st_size
-    return Copied(rows, size, phase)
+            status = await conn.copy_from_query(PERIOD_LINES_QUERY, PERIOD, output=out)
+    return Copied(int(status.split()[-1]), (await asyncio.to_thread(out.stat)).st_size, phase)
 
 
 # Where a close's time goes, from the profile: (what, [(file name end, function)]),
 # inclusive time of each function; the parts do not overlap.
 PROFILE_PARTS = (
     (
-        "building LineRecords (line_record: json.loads, parse_legs, Fraction, Money)",
-        [("ledger_repository.py", "line_record")],
-    ),
-    ("CSV formatting (csv_line, format_legs)", [("settlement_files.py", "csv_line")]),
-    (
-        "checks and totals (_check_record, SummaryTotals.add)",
-        [("file_sets.py", "_check_record"), ("settlement_files.py", "add")],
+        "checks, totals and CSV rows (PeriodFileSets.add_rows)",
+        [("file_sets.py", "add_rows")],
     ),
     (
-        "cursor iteration (asyncpg Cursor.__anext__)",
-        [("asyncpg/cursor.py", "__anext__")],
+        "splitting COPY rows (copy_period_lines' sink, without add_rows)",
+        [("~", "<method 'split' of 'bytes' objects>")],
     ),
     (
-        "reading PostgreSQL's replies (socket reads, asyncpg decoding records)",
+        "bases posted before migration v4 rendered from their JSON (_LegacyColumns)",
+        [("ledger_repository.py", "resolve")],
+    ),
+    (
+        "reading PostgreSQL's replies (socket reads, asyncpg's COPY protocol)",
         [("selector_events.py", "_read_ready")],
     ),
     (
-        "idle in the event loop (waiting for PostgreSQL or a writer thread)",
+        "idle in the event loop (waiting for PostgreSQL or the writer thread)",
         [("~", "<method 'poll' of 'select.epoll' objects>")],
-    ),
-    (
-        "encoding, hashing, joining blocks (str.encode, sha256, bytes.join)",
-        [
-            ("~", "<method 'encode' of 'str' objects>"),
-            ("~", "<method 'update' of '_hashlib.HASH' objects>"),
-            ("~", "<method 'join' of 'bytes' objects>"),
-        ],
     ),
 )
 
@@ -508,7 +488,7 @@ def print_profile(path: Path) -> None:
         accounted += seconds
         print(f"    {seconds:7.2f} s {seconds / total:6.1%}  {label}")
     rest = total - accounted
-    print(f"    {rest:7.2f} s {rest / total:6.1%}  the rest (_stream_lines, period_lines, ...)")
+    print(f"    {rest:7.2f} s {rest / total:6.1%}  the rest (sealing, summaries, ...)")
     stats.sort_stats(pstats.SortKey.TIME).print_stats(TOP_ENTRIES)
     stats.sort_stats(pstats.SortKey.CUMULATIVE).print_stats(TOP_ENTRIES)
 
@@ -596,9 +576,8 @@ async def measure(
     print("\nBare COPY of the period's ledger rows (SELECT * ... WHERE period_id = $1)")
     bare = await copy_ledger_rows(pool, work_dir / "ledger_rows.tsv")
     print_copy(bare)
-    parties = [s.party_id for s in closed.file_sets]
-    print(f"COPY of the close's query, per party ({len(parties)} queries)")
-    grouped = await copy_close_query(pool, parties, work_dir / "close_query")
+    print("COPY of the close's query (every party's lines in one pass)")
+    grouped = await copy_close_query(pool, work_dir / "close_query.tsv")
     print_copy(grouped)
 
     print_summary(posted, closed, bare, grouped)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -31,12 +32,17 @@ from services.settlement.domain.settle import (
     top_up_position,
 )
 from services.settlement.domain.settlement_files import (
+    LINE_PARTS,
     LineRecord,
     LineSource,
     format_instant,
     format_legs,
+    journey_columns,
     parse_instant,
     parse_legs,
+    record_basis_columns,
+    source_columns,
+    top_up_columns,
 )
 from services.settlement.domain.top_ups import TopUpSale
 
@@ -114,7 +120,137 @@ MIGRATIONS = [
         PRIMARY KEY (period_id, party_id)
     );
     """,
+    # v4: a period closes in one ordered pass over its entries, without a sort and with
+    # each basis read once per line from a narrow row. A basis keeps, next to its
+    # canonical JSON, the period its postings went into, what its file lines need of the
+    # JSON (service day, currency, targets, weights) and its columns of lines.csv
+    # rendered at posting (line_columns: method to legs; line_tail: top-up amount and
+    # retailer). Bases posted before v4 get everything but the rendered columns here;
+    # the close renders those from the JSON.
+    """
+    ALTER TABLE bases
+        ADD COLUMN period_id text,
+        ADD COLUMN service_day text,
+        ADD COLUMN currency text,
+        ADD COLUMN targets jsonb,
+        ADD COLUMN weights jsonb,
+        ADD COLUMN line_columns text,
+        ADD COLUMN line_tail text;
+    UPDATE bases AS b SET
+        period_id = (SELECT e.period_id FROM ledger_entries e WHERE e.source = b.source
+                     AND e.journey_id = b.source_id AND e.revision = b.revision LIMIT 1),
+        service_day = b.basis::jsonb ->> 'service_day',
+        currency = b.basis::jsonb ->> 'currency',
+        targets = b.basis::jsonb -> 'targets',
+        weights = b.basis::jsonb -> 'weights';
+    CREATE INDEX bases_by_period ON bases
+        (period_id, source COLLATE "C", source_id COLLATE "C", revision)
+        WHERE period_id IS NOT NULL;
+    DROP INDEX ledger_entries_lines;
+    CREATE INDEX ledger_entries_lines ON ledger_entries
+        (period_id, source COLLATE "C", journey_id COLLATE "C", party_id COLLATE "C",
+         account COLLATE "C") INCLUDE (revision, amount_minor);
+    """,
 ]
+
+# A period's lines in one pass (LedgerRepository.copy_period_lines): the entries grouped
+# per (source, source id, party, account) straight off the index ledger_entries_lines
+# (index-only, in its order: no sort), each group joined to the basis of its latest
+# revision read in the same order off bases_by_period (a merge join on source and source
+# id, the revision a join filter), the basis' target and weight for the party looked up
+# in its JSON. The last part is the basis' rendered source columns, or for a basis posted
+# before migration v4 (no rendered columns) its JSON to render them from. Every string
+# in "C" (code point) order. No sort anywhere, which PostgreSQL 15 needs help to see:
+# - both sides are subqueries whose columns carry "C" (joined on `b.source COLLATE "C" =
+#   e.source` instead, it hashes the bases and re-sorts the whole result, spilling);
+# - the revision is compared with `IS TRUE`, so it is no merge key: as one, the grouped
+#   entries (estimated at a tenth of their number) are re-sorted by source, source id
+#   and revision (a million journeys: 440 MB spilled), then sorted again for ORDER BY;
+# - PERIOD_LINES_SETTINGS turn off JIT (compiling costs more than it saves) and sorts
+#   (the only plan with one hashes the bases and sorts the result: slower at any size).
+PERIOD_LINES_QUERY = """
+SELECT e.party_id, e.account, e.source, e.journey_id, e.revision, e.amount,
+       coalesce(b.targets ->> (e.party_id || '|' || e.account), '0'),
+       b.service_day, b.currency, b.line_columns,
+       coalesce(b.weights ->> e.party_id, ''),
+       coalesce(b.line_tail, b.basis)
+FROM (SELECT source COLLATE "C" AS source, journey_id COLLATE "C" AS journey_id,
+             party_id COLLATE "C" AS party_id, account COLLATE "C" AS account,
+             sum(amount_minor)::bigint AS amount, max(revision) AS revision
+      FROM ledger_entries WHERE period_id = $1
+      GROUP BY 1, 2, 3, 4) AS e
+LEFT JOIN (SELECT source COLLATE "C" AS source, source_id COLLATE "C" AS source_id,
+                  revision, service_day, currency, targets, weights, line_columns,
+                  line_tail, basis
+           FROM bases WHERE period_id = $1
+           ORDER BY 1, 2, 3) AS b
+     ON b.source = e.source AND b.source_id = e.journey_id
+     AND (b.revision = e.revision) IS TRUE
+ORDER BY e.source, e.journey_id, e.party_id, e.account
+"""
+PERIOD_LINES_SETTINGS = ("SET LOCAL jit = off", "SET LOCAL enable_sort = off")
+_COPY_NULL = b"\\N"  # COPY's text format: NULL
+_COPY_ESCAPE = re.compile(rb"\\(.)", re.DOTALL)
+_COPY_ESCAPED = {b"b": b"\b", b"f": b"\f", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"v": b"\v"}
+_PARTS = {name: n for n, name in enumerate(LINE_PARTS)}
+
+
+def _copy_fields(row: list[bytes]) -> list[bytes]:
+    """The fields of a COPY text row with backslash escapes undone (NULL stays `\\N`)."""
+    return [
+        _COPY_ESCAPE.sub(_copy_unescaped, field)
+        if b"\\" in field and field != _COPY_NULL
+        else field
+        for field in row
+    ]
+
+
+def _copy_unescaped(match: re.Match[bytes]) -> bytes:
+    char = match.group(1)
+    return _COPY_ESCAPED.get(char, char)
+
+
+class _LegacyColumns:
+    """Fills in the rendered columns of rows whose basis has none (posted before migration
+    v4) from its JSON, the way lines were made before v4; marks rows without a basis."""
+
+    _COLUMNS = _PARTS["basis_columns"]
+    _TAIL = _PARTS["source_columns"]
+    _DAY = _PARTS["service_day"]
+
+    def __init__(self, period_id: str) -> None:
+        self._period_id = period_id
+        self._last: tuple[bytes, bytes, bytes, bytes] | None = None  # source, id, revision, JSON
+        self._rendered = (b"", b"")
+
+    def resolve(self, rows: list[list[bytes]]) -> None:
+        """Complete `rows` in place."""
+        for row in rows:
+            if row[self._COLUMNS] != _COPY_NULL:
+                continue
+            if row[self._TAIL] == _COPY_NULL:  # no basis at all: no line
+                row[self._DAY] = b""
+                continue
+            row[self._COLUMNS], row[self._TAIL] = self._render(row)
+
+    def _render(self, row: list[bytes]) -> tuple[bytes, bytes]:
+        part = _PARTS
+        key = (row[part["source"]], row[part["source_id"]], row[part["revision"]], row[self._TAIL])
+        if key != self._last:
+            record = line_record(
+                self._period_id,
+                row[part["party_id"]].decode(),
+                row[part["account"]].decode(),
+                row[part["source_id"]].decode(),
+                int(row[part["revision"]]),
+                int(row[part["amount_minor"]]),
+                row[self._TAIL].decode(),
+            )
+            tail = source_columns(record.top_up_amount_minor, record.retailer)
+            self._rendered = (record_basis_columns(record).encode(), tail.encode())
+            self._last = key
+        return self._rendered
+
 
 _SELECT_ENTRIES = (
     "SELECT period_id, journey_id, revision, party_id, account, amount_minor, currency,"
@@ -122,6 +258,17 @@ _SELECT_ENTRIES = (
 )
 
 Item = JourneyBasis | TopUpSale
+_TOP_UP_COLUMNS = top_up_columns()
+_JOURNEY_TAIL = source_columns(None, "")
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredBasis:
+    """A basis as stored: its canonical JSON and its columns of lines.csv, rendered."""
+
+    document: str
+    line_columns: str  # basis_columns: method to legs
+    line_tail: str  # source_columns: top_up_amount_minor, retailer
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,7 +466,7 @@ class LedgerRepository:
             periods: dict[str, str] = {}
             results: list[PostResult] = []
             entries: list[tuple[str, LedgerEntry]] = []
-            bases: list[tuple[str, str, int, str]] = []
+            bases: list[tuple[str, str, int, _StoredBasis, str | None]] = []
             for item, (source, source_id, revision) in zip(items, sources, strict=True):
                 key = _position_key(source, source_id)
                 if revision <= latest[key]:
@@ -327,15 +474,16 @@ class LedgerRepository:
                     continue
                 latest[key] = revision
                 held = standing.setdefault((source, source_id), {})
-                posted, basis_text = self._postings(item, held)
-                bases.append((source, source_id, revision, basis_text))
+                posted, basis = self._postings(item, held)
                 if not posted:
+                    bases.append((source, source_id, revision, basis, None))
                     results.append(PostResult(None, 0))
                     continue
                 day = posted[0].period_id  # postings are computed for the service day
                 if day not in periods:
                     periods[day] = await self._lock_open_period(conn, day)
                 period_id = periods[day]
+                bases.append((source, source_id, revision, basis, period_id))
                 for entry in posted:
                     k = (entry.party_id, entry.account)
                     held[k] = held[k] + entry.amount if k in held else entry.amount
@@ -354,7 +502,7 @@ class LedgerRepository:
 
     def _postings(
         self, item: Item, held: dict[tuple[str, str], Money]
-    ) -> tuple[list[LedgerEntry], str]:
+    ) -> tuple[list[LedgerEntry], _StoredBasis]:
         """The entries that move `item`'s source from `held` to its target, dated by its
         service day (the caller moves them to the period they post into), and its basis."""
         if isinstance(item, TopUpSale):
@@ -373,14 +521,22 @@ class LedgerRepository:
                 )
                 for (party, account), amount in sorted(position.items())
             ]
-            return [e for e in posted if e.amount.amount_minor], top_up_basis_document(
-                item, position
+            basis = _StoredBasis(
+                top_up_basis_document(item, position),
+                _TOP_UP_COLUMNS,
+                source_columns(item.amount.amount_minor, item.retailer_id),
             )
+            return [e for e in posted if e.amount.amount_minor], basis
         settlement = settle_journey(self.scheme, item)
         posted = postings_for_settlement(
             item.journey_id, item.revision, None, settlement, standing=held
         )
-        return posted, journey_basis_document(item, settlement)
+        basis = _StoredBasis(
+            journey_basis_document(item, settlement),
+            journey_columns(item, settlement),
+            _JOURNEY_TAIL,
+        )
+        return posted, basis
 
     @staticmethod
     async def _insert_entries(
@@ -406,18 +562,30 @@ class LedgerRepository:
 
     @staticmethod
     async def _insert_bases(
-        conn: asyncpg.Connection, bases: Sequence[tuple[str, str, int, str]]
+        conn: asyncpg.Connection, bases: Sequence[tuple[str, str, int, _StoredBasis, str | None]]
     ) -> None:
+        """Insert the bases with what their file lines need: what migration v4 takes from
+        the JSON of earlier bases is taken here the same way, by PostgreSQL."""
         if not bases:
             return
         await conn.execute(
-            "INSERT INTO bases (source, source_id, revision, basis)"
-            " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])"
+            "INSERT INTO bases (source, source_id, revision, basis, period_id, service_day,"
+            " currency, targets, weights, line_columns, line_tail)"
+            " SELECT source, source_id, revision, basis, period_id, d ->> 'service_day',"
+            " d ->> 'currency', d -> 'targets', d -> 'weights', line_columns, line_tail"
+            " FROM (SELECT n.*, n.basis::jsonb AS d"
+            "       FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],"
+            "                   $6::text[], $7::text[])"
+            "       AS n(source, source_id, revision, basis, period_id, line_columns, line_tail)"
+            "       OFFSET 0) AS x"  # OFFSET 0: parse each JSON once, not once per field
             " ON CONFLICT DO NOTHING",
             [b[0] for b in bases],
             [b[1] for b in bases],
             [b[2] for b in bases],
-            [b[3] for b in bases],
+            [b[3].document for b in bases],
+            [b[4] for b in bases],
+            [b[3].line_columns for b in bases],
+            [b[3].line_tail for b in bases],
         )
 
     @staticmethod
@@ -536,31 +704,33 @@ class LedgerRepository:
         )
         return {r["period_id"]: Money(r["net"], r["currency"].strip()) for r in rows}
 
-    async def period_lines(self, period_id: str, party_id: str) -> AsyncIterator[LineRecord]:
-        """The lines of a party's lines.csv for a period, in file order, streamed from a
-        cursor (a period of a million journeys is never held in memory)."""
-        query = (
-            "SELECT m.source, m.journey_id, m.account, m.amount, m.revision, b.basis"
-            " FROM (SELECT source, journey_id, account, sum(amount_minor)::bigint AS amount,"
-            "       max(revision) AS revision"
-            "       FROM ledger_entries WHERE period_id = $1 AND party_id = $2"
-            "       GROUP BY source, journey_id, account"
-            "       HAVING sum(amount_minor) <> 0) AS m"
-            " JOIN bases b ON b.source = m.source AND b.source_id = m.journey_id"
-            "   AND b.revision = m.revision"
-            ' ORDER BY m.source COLLATE "C", m.journey_id COLLATE "C", m.account COLLATE "C"'
-        )
+    async def copy_period_lines(
+        self, period_id: str, on_rows: Callable[[list[list[bytes]]], Awaitable[None]]
+    ) -> None:
+        """Every (source, party, account) with entries in `period_id`, as rows of
+        LINE_PARTS, in one pass in lines.csv order of every party at once (source, source
+        id, party, account; strings in code point order), handed to `on_rows` a chunk at
+        a time while PostgreSQL produces the next (a COPY: never the period in memory).
+
+        Rows that net to 0 come too, and rows without a basis (service day b""), so every
+        party with entries is seen. A basis posted before migration v4 has no rendered
+        columns: they are rendered here from its JSON, as its lines were before v4.
+        """
         async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
-            async for row in conn.cursor(query, period_id, party_id, prefetch=2000):
-                yield line_record(
-                    period_id,
-                    party_id,
-                    row["account"],
-                    row["journey_id"],
-                    row["revision"],
-                    row["amount"],
-                    row["basis"],
-                )
+            for setting in PERIOD_LINES_SETTINGS:
+                await conn.execute(setting)
+            legacy = _LegacyColumns(period_id)
+
+            async def sink(data: bytes | bytearray) -> None:
+                chunk = bytes(data)  # asyncpg hands a bytearray: rows must be hashable
+                rows = [row.split(b"\t") for row in chunk.split(b"\n")]
+                rows.pop()  # the chunk ends with a row's end
+                if b"\\" in chunk:  # a NULL (\\N) or an escaped character somewhere
+                    rows = [_copy_fields(row) for row in rows]
+                    legacy.resolve(rows)
+                await on_rows(rows)
+
+            await conn.copy_from_query(PERIOD_LINES_QUERY, period_id, output=sink)
 
     async def record_file_set(self, stored: StoredFileSet) -> None:
         """Remember a party's file set of a closed period (rewriting the same is a no-op)."""

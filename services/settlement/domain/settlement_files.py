@@ -81,9 +81,38 @@ COLUMNS: tuple[str, ...] = (
     "retailer",
 )
 
+# A row of lines.csv from its parts, rendered: line number; period_id, party_id, account,
+# source, source_id, service_day, revision; amount, previous and target (integers); then
+# currency, the basis columns (`basis_columns`: method to legs), the weight and the source
+# columns (`source_columns`: top_up_amount_minor, retailer). csv_line and the close's
+# writer (adapters/file_sets.py) both render rows with it.
+LINE_FORMAT = b"%d,%s,%s,%s,%s,%s,%s,%s,%d,%d,%d,%s,%s,%s,%s\n"
+
+# What a period's close reads per (source, party, account) with entries in the period, in
+# this order, each UTF-8 text (bytes): the party, account, source and source id; the
+# latest revision posted in the period and the movement (sum of the entries); the target
+# of that revision's basis for the party and account, its service day and currency, its
+# basis columns (`basis_columns`), the party's weight (`format_weight`) and its source
+# columns (`source_columns`). A service day of b"" marks entries without a basis.
+LINE_PARTS: tuple[str, ...] = (
+    "party_id",
+    "account",
+    "source",
+    "source_id",
+    "revision",
+    "amount_minor",
+    "target_minor",
+    "service_day",
+    "currency",
+    "basis_columns",
+    "weight",
+    "source_columns",
+)
+
 # Digits after the decimal point of currencies that do not have two (ISO 4217).
 _MINOR_DIGITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "TND": 3}
 _NEEDS_QUOTES = re.compile(r'[,"\r\n]')  # RFC 4180: quote only these fields
+_NEEDS_QUOTES_BYTES = re.compile(rb'[,"\r\n]')
 _SCHEME_NAME_SORT_CODE = "SortCodeAccountNumber"
 _UK_CLEARING_SYSTEM = "GBDSC"  # ExternalClearingSystemIdentification1Code: UK sort code
 
@@ -163,36 +192,130 @@ def csv_line(record: LineRecord, line: int | None = None) -> str:
     """One row of lines.csv (RFC 4180, quoted only where needed, `\\n` end); `line`
     overrides the record's line number."""
     q = _quoted  # numbers, dates and instants never need quoting; text fields may
-    weight = record.weight
-    values = (
-        str(record.line if line is None else line),
-        q(record.period_id),
-        q(record.party_id),
-        q(record.account),
-        record.source.value,
-        q(record.source_id),
-        record.service_day.isoformat(),
-        str(record.revision),
-        str(record.amount_minor),
-        str(record.previous_minor),
-        str(record.target_minor),
-        q(record.currency),
-        q(record.method),
-        q(record.method_rule),
-        "1" if record.fell_back_to_equal else "0",
-        _opt_int(record.charge_minor),
-        _opt_int(record.fare_forgone_minor),
-        _opt_int(record.reimbursement_minor),
-        _opt_int(record.fee_minor),
-        q(record.funding_rule),
-        q(record.rider_category),
-        format_instant(record.started_at),
-        q(format_legs(record.legs)),
-        "" if weight is None else f"{weight.numerator}/{weight.denominator}",
-        _opt_int(record.top_up_amount_minor),
-        q(record.retailer),
+    row = LINE_FORMAT % (
+        record.line if line is None else line,
+        q(record.period_id).encode(),
+        q(record.party_id).encode(),
+        q(record.account).encode(),
+        record.source.value.encode(),
+        q(record.source_id).encode(),
+        record.service_day.isoformat().encode(),
+        str(record.revision).encode(),
+        record.amount_minor,
+        record.previous_minor,
+        record.target_minor,
+        q(record.currency).encode(),
+        record_basis_columns(record).encode(),
+        format_weight(record.weight).encode(),
+        source_columns(record.top_up_amount_minor, record.retailer).encode(),
     )
-    return ",".join(values) + "\n"
+    return row.decode()
+
+
+def basis_columns(
+    *,
+    method: str,
+    method_rule: str,
+    fell_back_to_equal: bool,
+    charge_minor: int | None,
+    fare_forgone_minor: int | None,
+    reimbursement_minor: int | None,
+    fee_minor: int | None,
+    funding_rule: str,
+    rider_category: str,
+    started_at: datetime | None,
+    legs: Sequence[Leg],
+) -> str:
+    """The columns `method` to `legs` of a line, rendered as lines.csv has them. They come
+    from the line's basis alone, so every line of a basis has the same: they are rendered
+    once, when the basis is posted (see `journey_columns`)."""
+    q = _quoted
+    return ",".join(
+        (
+            q(method),
+            q(method_rule),
+            "1" if fell_back_to_equal else "0",
+            _opt_int(charge_minor),
+            _opt_int(fare_forgone_minor),
+            _opt_int(reimbursement_minor),
+            _opt_int(fee_minor),
+            q(funding_rule),
+            q(rider_category),
+            format_instant(started_at),
+            q(format_legs(legs)),
+        )
+    )
+
+
+def record_basis_columns(record: LineRecord) -> str:
+    """`basis_columns` of a line record."""
+    return basis_columns(
+        method=record.method,
+        method_rule=record.method_rule,
+        fell_back_to_equal=record.fell_back_to_equal,
+        charge_minor=record.charge_minor,
+        fare_forgone_minor=record.fare_forgone_minor,
+        reimbursement_minor=record.reimbursement_minor,
+        fee_minor=record.fee_minor,
+        funding_rule=record.funding_rule,
+        rider_category=record.rider_category,
+        started_at=record.started_at,
+        legs=record.legs,
+    )
+
+
+def journey_columns(basis: JourneyBasis, settlement: Settlement) -> str:
+    """`basis_columns` of every line of journey revision `basis` settled as `settlement`
+    (the same values `journey_lines` puts on its records)."""
+    return basis_columns(
+        method=settlement.method.value if settlement.method is not None else "",
+        method_rule=settlement.method_rule_id or "",
+        fell_back_to_equal=settlement.fell_back_to_equal,
+        charge_minor=basis.charge.amount_minor,
+        fare_forgone_minor=settlement.fare_forgone.amount_minor,
+        reimbursement_minor=settlement.reimbursement.amount_minor,
+        fee_minor=settlement.fee.amount_minor,
+        funding_rule=settlement.funding_rule_id or "",
+        rider_category=basis.rider_category_id,
+        started_at=basis.started_at,
+        legs=basis.legs,
+    )
+
+
+def top_up_columns() -> str:
+    """`basis_columns` of a top-up's lines: a top-up has none of them."""
+    return basis_columns(
+        method="",
+        method_rule="",
+        fell_back_to_equal=False,
+        charge_minor=None,
+        fare_forgone_minor=None,
+        reimbursement_minor=None,
+        fee_minor=None,
+        funding_rule="",
+        rider_category="",
+        started_at=None,
+        legs=(),
+    )
+
+
+def source_columns(top_up_amount_minor: int | None, retailer: str) -> str:
+    """The columns `top_up_amount_minor` and `retailer` of a line, rendered (a journey's
+    lines: `None, ""`)."""
+    return f"{_opt_int(top_up_amount_minor)},{_quoted(retailer)}"
+
+
+def format_weight(weight: Fraction | None) -> str:
+    """The `weight` column: `n/d` in lowest terms, "" for None."""
+    return "" if weight is None else f"{weight.numerator}/{weight.denominator}"
+
+
+def quoted_field(value: bytes) -> bytes:
+    """A UTF-8 text field of lines.csv as written: quoted (RFC 4180) only when it holds
+    `,`, `"`, CR or LF."""
+    if _NEEDS_QUOTES_BYTES.search(value):
+        return b'"' + value.replace(b'"', b'""') + b'"'
+    return value
 
 
 def parse_csv_header(row: Sequence[str]) -> None:
@@ -427,6 +550,38 @@ class SummaryTotals:
                 self.journeys += 1
             else:
                 self.top_ups += 1
+
+    @classmethod
+    def of_sums(
+        cls,
+        period_id: str,
+        currency: str,
+        *,
+        accounts: Mapping[str, int],
+        adjustments_minor: int,
+        lines: int,
+        adjustment_lines: int,
+        journeys: int,
+        top_ups: int,
+    ) -> SummaryTotals:
+        """The totals `add` reaches over lines whose amounts sum to `accounts` per account
+        (`adjustments_minor` of them on lines of earlier service days), from the counts."""
+        net = sum(accounts.values())
+        return cls(
+            period_id,
+            currency,
+            accounts=dict(accounts),
+            gross_minor=net - adjustments_minor,
+            adjustments_minor=adjustments_minor,
+            fees_minor=accounts.get(CLEARING_FEES, 0),
+            commission_minor=accounts.get(COMMISSION, 0) + accounts.get(COMMISSION_PAID, 0),
+            reimbursements_minor=accounts.get(CONCESSION_REIMBURSEMENTS, 0),
+            net_minor=net,
+            lines=lines,
+            journeys=journeys,
+            top_ups=top_ups,
+            adjustment_lines=adjustment_lines,
+        )
 
     @property
     def net(self) -> Money:

@@ -25,10 +25,10 @@ from clearway.errors import ErrorKind
 from clearway.money import Money
 from services.settlement.adapters.file_sets import (
     FileSetInfo,
+    PeriodFileSets,
     public_key_pem,
     publish_public_key,
     raw_public_key,
-    write_file_set,
 )
 from services.settlement.adapters.journey_lag import GroupLag
 from services.settlement.adapters.kafka_out import StatementEvents
@@ -187,38 +187,48 @@ def _parties(scheme: Scheme, day: date, with_entries: set[str]) -> list[Party]:
     set carries the payment file, made from everyone's net)."""
     parties = {p.party_id: p for p in scheme.parties_on(day)}
     for party_id in sorted(with_entries - set(parties)):
-        found = next((p for p in scheme.parties if p.party_id == party_id), None)
-        if found is None:
-            raise SettlementError(f"entries of {party_id}, which the scheme does not declare")
-        parties[party_id] = found
+        parties[party_id] = _declared(scheme, party_id)
     return sorted(parties.values(), key=lambda p: (p.kind is PartyKind.SCHEME, p.party_id))
 
 
+def _declared(scheme: Scheme, party_id: str) -> Party:
+    """The party the scheme declares as `party_id` (whenever in force)."""
+    found = next((p for p in scheme.parties if p.party_id == party_id), None)
+    if found is None:
+        raise SettlementError(f"entries of {party_id}, which the scheme does not declare")
+    return found
+
+
 async def issue_file_sets(ports: SettlementPorts, period_id: str, day: date) -> list[StoredFileSet]:
-    """Write (or find identical) every party's file set of a closed period."""
+    """Write (or find identical) every party's file set of a closed period, all of them
+    in one pass over the period's lines; then the scheme's payment file, from every
+    party's net."""
     scheme = ports.scheme
-    nets = await ports.ledger.nets(period_id)
-    parties = _parties(scheme, day, set(nets))
-    owed = [
-        (p, nets[p.party_id])
-        for p in parties
-        if p.kind is not PartyKind.SCHEME
-        and p.party_id in nets
-        and nets[p.party_id].amount_minor > 0
-    ]
-    extra = {PAYMENT_FILE: payment_file(scheme, period_id, owed)} if owed else {}
     await asyncio.to_thread(publish_public_key, ports.files_root, ports.signer)
+    in_force = _parties(scheme, day, set())
+    async with PeriodFileSets(
+        ports.files_root,
+        scheme,
+        period_id,
+        in_force,
+        party_for=lambda party_id: _declared(scheme, party_id),
+        signer=ports.signer,
+    ) as sets:
+        await ports.ledger.copy_period_lines(period_id, sets.add_rows)
+        nets = sets.nets()
+        parties = _parties(scheme, day, set(nets))
+        owed = [
+            (p, nets[p.party_id])
+            for p in parties
+            if p.kind is not PartyKind.SCHEME
+            and p.party_id in nets
+            and nets[p.party_id].amount_minor > 0
+        ]
+        extra = {PAYMENT_FILE: payment_file(scheme, period_id, owed)} if owed else {}
+        extra_files = {p.party_id: extra for p in parties if p.kind is PartyKind.SCHEME}
+        written = await sets.finish(parties, extra_files)
     stored = []
-    for party in parties:
-        info = await write_file_set(
-            ports.files_root,
-            scheme,
-            party,
-            period_id,
-            ports.ledger.period_lines(period_id, party.party_id),
-            signer=ports.signer,
-            extra_files=extra if party.kind is PartyKind.SCHEME else {},
-        )
+    for info in written:
         record = _stored(info)
         await ports.ledger.record_file_set(record)
         stored.append(record)
