@@ -74,9 +74,10 @@ def own_server(component: str) -> Iterator[LocalInfra]:
         if k not in {KAFKA_BOOTSTRAP_VAR, PG_DSN_VAR, REDIS_URL_VAR}
     }
     env["CLEARWAY_INFRA_DIR"] = str(base)
-    if component == "kafka":  # the jars `clearway infra up` fetched: no second download
+    fetched = default_base_dir() / "kafka" / "libs"
+    if component == "kafka" and fetched.is_dir():  # the jars `infra up` fetched: reuse them
         (base / "kafka").mkdir(parents=True)
-        (base / "kafka" / "libs").symlink_to(default_base_dir() / "kafka" / "libs")
+        (base / "kafka" / "libs").symlink_to(fetched)
     infra = LocalInfra(base, LocalPorts(kafka, controller, pg, redis), env, (component,))
     try:
         infra.up()
