@@ -1,7 +1,7 @@
 """Ingest domain: what makes a tap acceptable, what a card token is, and what a dead letter
 may hold. Pure: no I/O."""
 
-from services.ingest.domain.card_tokens import (
+from clearway.card_tokens import (
     CardTokenForm,
     bank_card_token,
     card_token_form,

@@ -19,7 +19,7 @@ import hashlib
 import re
 from collections.abc import Mapping
 
-from services.ingest.domain.card_tokens import card_token_form, is_or_contains_card_number
+from clearway.card_tokens import card_token_form, is_or_contains_card_number
 from services.ingest.domain.validation import RejectReason
 
 DEAD_LETTER_FIELD_BYTES = 256

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
-from services.ingest.domain.card_tokens import (
+from clearway.card_tokens import (
     card_token_form,
     is_or_contains_card_number,
     looks_like_card_number,

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from clearway.card_tokens import CARD_SCAN_CHARS, contains_card_number
 from services.ingest.domain import (
     CardTokenForm,
     RejectReason,
@@ -15,7 +16,6 @@ from services.ingest.domain import (
     classify_card_token,
     looks_like_card_number,
 )
-from services.ingest.domain.card_tokens import CARD_SCAN_CHARS, contains_card_number
 
 KEY = bytes(range(32))
 PAN = "4111111111111111"  # the classic Visa test number: Luhn-valid
