@@ -50,6 +50,8 @@ from services.settlement.domain.scheme import Scheme
 from services.settlement.entrypoints.verify_cli import verify_file_set
 
 SERVICES = ("ingest", "fares", "settlement", "accounts")
+DEMO_EMAIL = "traveller@demo.clearway.example"
+DEMO_PASSWORD = "demo traveller password"  # a demo account on a local run, nothing else
 TLS_SERVICES = ("ingest", "settlement")  # the doors whose callers are authenticated today
 RETAILER = "retailer:cornershop"
 
@@ -454,8 +456,11 @@ def show_party_access(period: str, pki_dir: Path) -> None:
 async def show_history(card: str, fleet: Fleet) -> None:
     """One card's journey history, as a traveller would see it, and how to ask again."""
     address = f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
-    print(f"\nJourney history of card {card} (newest first)")
-    await print_history(address, card, limit=6)
+    print(
+        f"\nJourney history of card {card} (newest first), signed in as the demo traveller "
+        f"{DEMO_EMAIL} (password {DEMO_PASSWORD!r}), who owns it"
+    )
+    await print_history(address, card, 6, DEMO_EMAIL, DEMO_PASSWORD, sign_up=True, add_card=True)
     env = fleet.env_for("accounts")
     print(
         "\nAsk again while the services run (`clearway demo --keep-running`), or later with\n"
@@ -463,9 +468,13 @@ async def show_history(card: str, fleet: Fleet) -> None:
         f"CLEARWAY_DB_SCHEMA={env['CLEARWAY_DB_SCHEMA']} "
         f"CLEARWAY_CONSUMER_GROUP={env['CLEARWAY_CONSUMER_GROUP']} "
         ".venv/bin/clearway serve accounts &\n"
-        f"  .venv/bin/clearway journeys {card}\n"
-        "or with grpcurl (server reflection is on):\n"
-        f'  grpcurl -plaintext -d \'{{"card_token": "{card}"}}\' {address} '
+        f"  CLEARWAY_PASSWORD='{DEMO_PASSWORD}' .venv/bin/clearway journeys {card} "
+        f"--email {DEMO_EMAIL}\n"
+        "or with grpcurl (server reflection is on): SignIn, then the session as a bearer token\n"
+        f'  grpcurl -plaintext -d \'{{"email": "{DEMO_EMAIL}", "password": "{DEMO_PASSWORD}"}}\' '
+        f"{address} clearway.accounts.v1.TravellerService/SignIn\n"
+        f'  grpcurl -plaintext -H "authorization: Bearer <session_token>" '
+        f'-d \'{{"card_token": "{card}"}}\' {address} '
         "clearway.accounts.v1.AccountsService/ListJourneys"
     )
 

@@ -14,10 +14,18 @@ from clearway.runtime import Resources
 from clearway.settings import ServiceSettings
 from services.accounts.adapters.cache import HistoryCache
 from services.accounts.adapters.journey_repository import MIGRATIONS, JourneyRepository
+from services.accounts.adapters.traveller_repository import SignInLimiter, TravellerRepository
 from services.accounts.domain.history import JourneyRevision
 from services.accounts.entrypoints.consumer import JourneyRecorder
-from services.accounts.entrypoints.grpc import SERVICE_NAME, AccountsServicer
+from services.accounts.entrypoints.grpc import (
+    SERVICE_NAME,
+    TRAVELLER_SERVICE_NAME,
+    AccountsPorts,
+    AccountsServicer,
+    TravellerServicer,
+)
 from services.accounts.service_layer.journey_history import JourneyHistory
+from services.accounts.service_layer.travellers import Travellers
 
 SERVICE = "accounts"
 
@@ -29,10 +37,12 @@ def cache_namespace(settings: ServiceSettings) -> str:
 
 @dataclass
 class AccountsApp:
-    """The accounts service: journey history stored from Kafka, served over gRPC."""
+    """The accounts service: journey history stored from Kafka, travellers' accounts and
+    cards, served over gRPC to signed-in travellers."""
 
     settings: ServiceSettings
-    history: Slot[JourneyHistory] = field(default_factory=lambda: Slot("journey history"))
+    ports: Slot[AccountsPorts] = field(default_factory=lambda: Slot("accounts"))
+    travellers: Travellers | None = None
     recorder: JourneyRecorder | None = None
     repository: JourneyRepository | None = None
     pool: asyncpg.Pool | None = None
@@ -41,12 +51,15 @@ class AccountsApp:
     @property
     def grpc_service_names(self) -> list[str]:
         """The gRPC services this process serves."""
-        return [SERVICE_NAME]
+        return [SERVICE_NAME, TRAVELLER_SERVICE_NAME]
 
     def register(self, server: grpc.aio.Server) -> None:
-        """Add the AccountsService servicer."""
+        """Add the AccountsService and TravellerService servicers."""
         accounts_pb2_grpc.add_AccountsServiceServicer_to_server(
-            AccountsServicer(self.history), server
+            AccountsServicer(self.ports), server
+        )
+        accounts_pb2_grpc.add_TravellerServiceServicer_to_server(
+            TravellerServicer(self.ports), server
         )
 
     async def start(self, resources: Resources) -> None:
@@ -67,7 +80,11 @@ class AccountsApp:
             commits=KafkaCommits(),
             producer=producer,
         )
-        self.history.fill(history)
+        self.travellers = Travellers(
+            TravellerRepository(self.pool),
+            SignInLimiter(cache.client, cache_namespace(self.settings)),
+        )
+        self.ports.fill(AccountsPorts(history, self.travellers))
 
 
 def build(settings: ServiceSettings) -> AccountsApp:

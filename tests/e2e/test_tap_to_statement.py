@@ -24,6 +24,7 @@ from clearway.runtime import RunningService
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import setup_tracing
 from services.accounts.app import build as build_accounts
+from services.accounts.entrypoints.cli import sign_in
 from services.fares.app import build as build_fares
 from services.ingest.app import build as build_ingest
 from services.ingest.simulator.day import SimulatedDay
@@ -161,11 +162,17 @@ async def history(p: Pipeline, card: str, want: int) -> list[accounts_pb2.ListJo
     """All pages of a card's history once it holds `want` journeys (bounded wait)."""
     async with p.channel(p.accounts) as ch:
         stub = accounts_pb2_grpc.AccountsServiceStub(ch)
+        # The card's owner: a traveller account that holds it (signed up once per test).
+        owner = f"owner-{card.removeprefix('tok_')}@example.org"
+        metadata = await sign_in(ch, owner, "the owner's password", sign_up=True, add_card=card)
         for _ in range(100):
             pages, token = [], ""
             while True:
                 page = await stub.ListJourneys(
-                    accounts_pb2.ListJourneysRequest(card_token=card, page_size=1, page_token=token)
+                    accounts_pb2.ListJourneysRequest(
+                        card_token=card, page_size=1, page_token=token
+                    ),
+                    metadata=metadata,
                 )
                 pages.append(page)
                 token = page.next_page_token

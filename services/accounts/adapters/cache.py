@@ -38,6 +38,11 @@ class HistoryCache:
         self.misses = 0
         self.errors = 0
 
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis connection (shared with the sign-in limiter)."""
+        return self._redis
+
     @classmethod
     def from_url(cls, url: str, namespace: str, timeout_s: float = 0.5) -> HistoryCache:
         """A cache on the Redis at `url`, with short timeouts so a dead Redis degrades fast."""

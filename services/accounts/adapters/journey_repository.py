@@ -54,6 +54,45 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE journeys_latest ADD COLUMN has_legs boolean NOT NULL DEFAULT true;
     """,
+    # Travellers' accounts (adapters.traveller_repository): passwords as Argon2id hashes,
+    # session and reset tokens as SHA-256 digests, a card owned by at most one account,
+    # and the mail outbox a mailer sends from.
+    """
+    CREATE TABLE travellers (
+        traveller_id   text COLLATE "C" PRIMARY KEY,
+        email          text COLLATE "C" NOT NULL UNIQUE,
+        password_hash  text NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE TABLE sessions (
+        token_digest   bytea PRIMARY KEY,
+        traveller_id   text COLLATE "C" NOT NULL REFERENCES travellers,
+        expires_at     timestamptz NOT NULL
+    );
+    CREATE INDEX sessions_of ON sessions (traveller_id);
+    CREATE TABLE password_resets (
+        token_digest   bytea PRIMARY KEY,
+        traveller_id   text COLLATE "C" NOT NULL REFERENCES travellers,
+        expires_at     timestamptz NOT NULL,
+        used_at        timestamptz
+    );
+    CREATE TABLE traveller_cards (
+        card_token     text COLLATE "C" PRIMARY KEY,
+        traveller_id   text COLLATE "C" NOT NULL REFERENCES travellers,
+        form           text NOT NULL,
+        label          text NOT NULL DEFAULT '',
+        added_at       timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX traveller_cards_of ON traveller_cards (traveller_id, added_at);
+    CREATE TABLE mail_outbox (
+        mail_id        bigserial PRIMARY KEY,
+        to_email       text NOT NULL,
+        subject        text NOT NULL,
+        body           text NOT NULL,
+        created_at     timestamptz NOT NULL DEFAULT now(),
+        sent_at        timestamptz
+    );
+    """,
 ]
 
 _INSERT_REVISIONS = """

@@ -1,10 +1,13 @@
-"""`clearway journeys CARD`: a card's journey history from the accounts service, as a
-traveller sees it (newest first)."""
+"""`clearway journeys CARD --email EMAIL`: one of your cards' journey history from the
+accounts service, newest first. Signs in as EMAIL (password from CLEARWAY_PASSWORD, else
+asked for); `--sign-up` creates the account and `--add-card` attaches the card first."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import sys
 
 import grpc
@@ -28,17 +31,54 @@ def journey_line(j: events_pb2.PricedJourney) -> str:
     return f"  {j.service_day}  {j.journey_id:<26} r{j.revision:<2} {stops:<24} {charge}{flags}"
 
 
-async def print_history(target: str, card: str, limit: int) -> int:
+async def sign_in(
+    channel: grpc.aio.Channel,
+    email: str,
+    password: str,
+    *,
+    sign_up: bool = False,
+    add_card: str = "",
+) -> tuple[tuple[str, str], ...]:
+    """The metadata of a signed-in traveller (signed up and the card added first, when
+    asked: repeating either changes nothing)."""
+    stub = accounts_pb2_grpc.TravellerServiceStub(channel)
+    if sign_up:
+        try:
+            await stub.SignUp(accounts_pb2.SignUpRequest(email=email, password=password))
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
+                raise
+    reply = await stub.SignIn(accounts_pb2.SignInRequest(email=email, password=password))
+    metadata = (("authorization", f"Bearer {reply.session_token}"),)
+    if add_card:
+        await stub.AddCard(accounts_pb2.AddCardRequest(card_token=add_card), metadata=metadata)
+    return metadata
+
+
+async def print_history(
+    target: str,
+    card: str,
+    limit: int,
+    email: str,
+    password: str,
+    *,
+    sign_up: bool = False,
+    add_card: bool = False,
+) -> int:
     """Print up to `limit` journeys of `card`; 0 on success, 1 on a gRPC error."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = accounts_pb2_grpc.AccountsServiceStub(channel)
         token, shown = "", 0
         try:
+            metadata = await sign_in(
+                channel, email, password, sign_up=sign_up, add_card=card if add_card else ""
+            )
             while shown < limit:
                 page = await stub.ListJourneys(
                     accounts_pb2.ListJourneysRequest(
                         card_token=card, page_size=min(20, limit - shown), page_token=token
                     ),
+                    metadata=metadata,
                     timeout=10,
                 )
                 for journey in page.journeys:
@@ -61,5 +101,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("card_token")
     parser.add_argument("--target", default=f"127.0.0.1:{DEFAULT_PORTS['accounts']}")
     parser.add_argument("--limit", type=int, default=20)
+    parser.add_argument("--email", required=True, help="the traveller account to sign in as")
+    parser.add_argument("--sign-up", action="store_true", help="create the account first")
+    parser.add_argument("--add-card", action="store_true", help="attach the card first")
     args = parser.parse_args(argv)
-    return asyncio.run(print_history(args.target, args.card_token, args.limit))
+    password = os.environ.get("CLEARWAY_PASSWORD") or getpass.getpass("password: ")
+    return asyncio.run(
+        print_history(
+            args.target,
+            args.card_token,
+            args.limit,
+            args.email,
+            password,
+            sign_up=args.sign_up,
+            add_card=args.add_card,
+        )
+    )

@@ -1,34 +1,152 @@
-"""gRPC servicer of AccountsService: parse, call the journey history, reply.
+"""gRPC servicers of accounts: AccountsService (journey history) and TravellerService
+(accounts, sessions, cards). Parse, call the use case, reply.
 
-Trace context, the server span, readiness and the mapping of domain errors to a status
-and `reason-code` trailer are the shared interceptor's (clearway.rpc).
+The traveller is whoever the session token in `authorization: Bearer <token>` belongs to,
+never a request field. Trace context, the server span, readiness and the mapping of domain
+errors to a status and `reason-code` trailer are the shared interceptor's (clearway.rpc).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.rpc import Slot
+from services.accounts.domain.travellers import Card
 from services.accounts.service_layer.journey_history import JourneyHistory
+from services.accounts.service_layer.travellers import Travellers
 
-SERVICE_NAME = accounts_pb2.DESCRIPTOR.services_by_name["AccountsService"].full_name
+_SERVICES = accounts_pb2.DESCRIPTOR.services_by_name
+SERVICE_NAME = _SERVICES["AccountsService"].full_name
+TRAVELLER_SERVICE_NAME = _SERVICES["TravellerService"].full_name
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AccountsPorts:
+    """What the servicers talk to; exists once the service has started."""
+
+    history: JourneyHistory
+    travellers: Travellers
+
+
+def bearer_token(context: Context) -> str | None:
+    """The session token of `authorization: Bearer <token>`, if the call has one."""
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
+            return value.removeprefix("Bearer ").strip()
+    return None
+
+
+def _timestamp(at: Any) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
+
+
+def card_message(card: Card) -> accounts_pb2.Card:
+    """A card as the API shows it."""
+    return accounts_pb2.Card(
+        card_token=card.card_token,
+        form=card.form,
+        label=card.label,
+        added_at=_timestamp(card.added_at),
+    )
 
 
 class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
-    """Travellers' view of their cards' journeys."""
+    """Travellers' view of their own cards' journeys."""
 
-    def __init__(self, history: Slot[JourneyHistory]) -> None:
-        self._history = history
+    def __init__(self, ports: Slot[AccountsPorts]) -> None:
+        self._ports = ports
 
     async def ListJourneys(  # noqa: N802 - the generated base class names it
-        self,
-        request: accounts_pb2.ListJourneysRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        self, request: accounts_pb2.ListJourneysRequest, context: Context
     ) -> accounts_pb2.ListJourneysResponse:
-        """A card's journeys, latest revision of each, newest first, paged."""
-        return await self._history.get().list_journeys(
+        """One of the caller's cards' journeys, latest revision of each, newest first."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        return await ports.history.list_journeys(
             request.card_token, request.page_size, request.page_token
         )
+
+
+class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
+    """Sign-up, sign-in, password reset and the caller's cards."""
+
+    def __init__(self, ports: Slot[AccountsPorts]) -> None:
+        self._ports = ports
+
+    def _travellers(self) -> Travellers:
+        return self._ports.get().travellers
+
+    async def SignUp(  # noqa: N802
+        self, request: accounts_pb2.SignUpRequest, context: Context
+    ) -> accounts_pb2.SignUpResponse:
+        """A new account."""
+        traveller_id = await self._travellers().sign_up(request.email, request.password)
+        return accounts_pb2.SignUpResponse(traveller_id=traveller_id)
+
+    async def SignIn(  # noqa: N802
+        self, request: accounts_pb2.SignInRequest, context: Context
+    ) -> accounts_pb2.SignInResponse:
+        """A session."""
+        session = await self._travellers().sign_in(request.email, request.password)
+        return accounts_pb2.SignInResponse(
+            session_token=session.token,
+            expires_at=_timestamp(session.expires_at),
+            traveller_id=session.traveller_id,
+        )
+
+    async def SignOut(  # noqa: N802
+        self, request: accounts_pb2.SignOutRequest, context: Context
+    ) -> accounts_pb2.SignOutResponse:
+        """End the caller's session."""
+        await self._travellers().sign_out(bearer_token(context))
+        return accounts_pb2.SignOutResponse()
+
+    async def RequestPasswordReset(  # noqa: N802
+        self, request: accounts_pb2.RequestPasswordResetRequest, context: Context
+    ) -> accounts_pb2.RequestPasswordResetResponse:
+        """Mail a reset token if the account exists."""
+        await self._travellers().request_reset(request.email)
+        return accounts_pb2.RequestPasswordResetResponse()
+
+    async def ResetPassword(  # noqa: N802
+        self, request: accounts_pb2.ResetPasswordRequest, context: Context
+    ) -> accounts_pb2.ResetPasswordResponse:
+        """A new password with a reset token."""
+        await self._travellers().reset_password(request.reset_token, request.new_password)
+        return accounts_pb2.ResetPasswordResponse()
+
+    async def AddCard(  # noqa: N802
+        self, request: accounts_pb2.AddCardRequest, context: Context
+    ) -> accounts_pb2.AddCardResponse:
+        """Attach a card to the caller's account."""
+        travellers = self._travellers()
+        traveller_id = await travellers.authenticate(bearer_token(context))
+        card, added = await travellers.add_card(traveller_id, request.card_token, request.label)
+        return accounts_pb2.AddCardResponse(card=card_message(card), added=added)
+
+    async def ListCards(  # noqa: N802
+        self, request: accounts_pb2.ListCardsRequest, context: Context
+    ) -> accounts_pb2.ListCardsResponse:
+        """The caller's cards."""
+        travellers = self._travellers()
+        traveller_id = await travellers.authenticate(bearer_token(context))
+        cards = await travellers.cards(traveller_id)
+        return accounts_pb2.ListCardsResponse(cards=[card_message(c) for c in cards])
+
+    async def RemoveCard(  # noqa: N802
+        self, request: accounts_pb2.RemoveCardRequest, context: Context
+    ) -> accounts_pb2.RemoveCardResponse:
+        """Detach one of the caller's cards."""
+        travellers = self._travellers()
+        traveller_id = await travellers.authenticate(bearer_token(context))
+        await travellers.remove_card(traveller_id, request.card_token)
+        return accounts_pb2.RemoveCardResponse()

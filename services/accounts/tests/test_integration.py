@@ -50,6 +50,22 @@ class Harness:
     producer: AIOKafkaProducer
     endpoints: Endpoints
     spans: InMemorySpanExporter
+    travellers: accounts_pb2_grpc.TravellerServiceAsyncStub
+    session: str = ""
+    cards: set[str] = dataclasses.field(default_factory=set)
+
+    async def sign_in(self) -> None:
+        """One traveller for the module, owning every card a test lists."""
+        email, password = f"{uuid.uuid4().hex[:12]}@example.org", "a long enough password"
+        await self.travellers.SignUp(accounts_pb2.SignUpRequest(email=email, password=password))
+        reply = await self.travellers.SignIn(
+            accounts_pb2.SignInRequest(email=email, password=password)
+        )
+        self.session = reply.session_token
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.session}"),)
 
     async def publish(
         self, *journeys: PricedJourney, headers: list[tuple[str, bytes]] | None = None
@@ -77,8 +93,16 @@ class Harness:
     async def list(
         self, card: str, page_size: int = 0, token: str = ""
     ) -> accounts_pb2.ListJourneysResponse:
+        if card not in self.cards:
+            await self.travellers.AddCard(
+                accounts_pb2.AddCardRequest(card_token=card), metadata=self.metadata
+            )
+            self.cards.add(card)
         return await self.stub.ListJourneys(
-            accounts_pb2.ListJourneysRequest(card_token=card, page_size=page_size, page_token=token)
+            accounts_pb2.ListJourneysRequest(
+                card_token=card, page_size=page_size, page_token=token
+            ),
+            metadata=self.metadata,
         )
 
     async def all_pages(self, card: str, page_size: int) -> list[list[tuple[str, int]]]:
@@ -107,6 +131,11 @@ async def wait_until(check: Callable[[], Awaitable[bool]], timeout_s: float = 60
 
 def new_id(label: str) -> str:
     return f"{label}-{uuid.uuid4().hex[:12]}"
+
+
+def new_card(label: str) -> str:
+    """A fresh card token (`tok_` form, as the simulator's cards)."""
+    return f"tok_{''.join(c for c in label if c.isalnum())}{uuid.uuid4().hex[:12]}"
 
 
 def journey(
@@ -156,9 +185,16 @@ async def harness(endpoints: Endpoints) -> AsyncIterator[Harness]:
     await producer.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
     try:
-        yield Harness(
-            app, accounts_pb2_grpc.AccountsServiceStub(channel), producer, endpoints, exporter
+        made = Harness(
+            app,
+            accounts_pb2_grpc.AccountsServiceStub(channel),
+            producer,
+            endpoints,
+            exporter,
+            accounts_pb2_grpc.TravellerServiceStub(channel),
         )
+        await made.sign_in()
+        yield made
     finally:
         await channel.close()
         await producer.stop()
@@ -166,7 +202,7 @@ async def harness(endpoints: Endpoints) -> AsyncIterator[Harness]:
 
 
 async def test_history_is_newest_first_paged_and_per_card(harness: Harness) -> None:
-    card_a, card_b = new_id("card-a"), new_id("card-b")
+    card_a, card_b = new_card("card-a"), new_card("card-b")
     a = [journey(card_a, f"{card_a}-j{n}", T0 + timedelta(hours=n)) for n in range(5)]
     # Two journeys starting at the same instant: journey_id descending breaks the tie.
     tie = [journey(card_a, f"{card_a}-tie-{s}", T0 + timedelta(hours=2)) for s in ("x", "y")]
@@ -195,13 +231,13 @@ async def test_history_is_newest_first_paged_and_per_card(harness: Harness) -> N
     assert await harness.all_pages(card_b, 2) == [[(f"{card_b}-j1", 1), (f"{card_b}-j0", 1)]]
     first = await harness.list(card_a, 3)
     assert first.journeys[0] == a[4]  # the stored event comes back byte for byte
-    assert (await harness.list(new_id("card-nobody"))).journeys == []
+    assert (await harness.list(new_card("card-nobody"))).journeys == []
 
 
 async def test_later_revision_replaces_and_late_older_revision_does_not_win(
     harness: Harness,
 ) -> None:
-    card = new_id("card")
+    card = new_card("card")
     x1 = journey(card, f"{card}-x", T0, revision=1, charge=250)
     x2 = journey(card, f"{card}-x", T0, revision=2, charge=180)
     y3 = journey(card, f"{card}-y", T0 + timedelta(hours=1), revision=3, charge=90)
@@ -215,7 +251,7 @@ async def test_later_revision_replaces_and_late_older_revision_does_not_win(
         (f"{card}-y", 3, 90),
         (f"{card}-x", 2, 180),
     ]
-    repo = harness.app.history.get().repository
+    repo = harness.app.ports.get().history.repository
     assert [r.revision for r in await repo.revisions_of(f"{card}-x")] == [1, 2]
     assert [r.revision for r in await repo.revisions_of(f"{card}-y")] == [2, 3]
 
@@ -223,7 +259,7 @@ async def test_later_revision_replaces_and_late_older_revision_does_not_win(
 async def test_withdrawn_journey_leaves_the_history_but_stays_in_the_audit_trail(
     harness: Harness,
 ) -> None:
-    card = new_id("card")
+    card = new_card("card")
     early = journey(card, f"{card}-a", T0)
     middle = journey(card, f"{card}-b", T0 + timedelta(hours=1))
     late = journey(card, f"{card}-c", T0 + timedelta(hours=2))
@@ -247,7 +283,7 @@ async def test_withdrawn_journey_leaves_the_history_but_stays_in_the_audit_trail
 
 
 async def test_replaying_the_same_events_changes_nothing(harness: Harness) -> None:
-    card = new_id("card")
+    card = new_card("card")
     events = [
         journey(card, f"{card}-j{n}", T0 + timedelta(hours=n), revision=r)
         for n in range(3)
@@ -277,13 +313,13 @@ async def test_replaying_the_same_events_changes_nothing(harness: Harness) -> No
 async def test_second_identical_read_comes_from_redis_and_a_new_journey_invalidates_it(
     harness: Harness,
 ) -> None:
-    card = new_id("card")
+    card = new_card("card")
     stored, dead = harness.counts()
     await harness.publish(
         journey(card, f"{card}-j0", T0), journey(card, f"{card}-j1", T0 + timedelta(hours=1))
     )
     await harness.wait_handled(stored + 2, dead)
-    cache = harness.app.history.get().cache
+    cache = harness.app.ports.get().history.cache
 
     hits, misses = cache.hits, cache.misses
     first = await harness.list(card, 10)
@@ -311,12 +347,12 @@ async def test_second_identical_read_comes_from_redis_and_a_new_journey_invalida
 
 
 async def test_redis_down_serves_from_postgres(harness: Harness) -> None:
-    card = new_id("card")
+    card = new_card("card")
     stored, dead = harness.counts()
     await harness.publish(journey(card, f"{card}-j0", T0))
     await harness.wait_handled(stored + 1, dead)
     dead_cache = HistoryCache.from_url("redis://127.0.0.1:1/0", "clearway:nowhere", timeout_s=0.2)
-    history = JourneyHistory(harness.app.history.get().repository, dead_cache)
+    history = JourneyHistory(harness.app.ports.get().history.repository, dead_cache)
     try:
         page = await history.list_journeys(card, 0, "")
         assert [j.journey_id for j in page.journeys] == [f"{card}-j0"]
@@ -329,9 +365,13 @@ async def test_redis_down_serves_from_postgres(harness: Harness) -> None:
     ("card", "page_size", "token", "reason"),
     [
         ("", 0, "", "MISSING_CARD_TOKEN"),
-        ("card-x", -1, "", "BAD_PAGE_SIZE"),
-        ("card-x", 0, "not-a-token", "BAD_PAGE_TOKEN"),
-        ("card-x", 0, "eyJ2IjoxfQ.0123456789abcdef", "BAD_PAGE_TOKEN"),
+        ("tok_cardx0000001", -1, "", "BAD_PAGE_SIZE"),
+        ("tok_cardx0000001", 0, "not-a-token", "BAD_PAGE_TOKEN"),
+        ("tok_cardx0000001", 0, "eyJ2IjoxfQ.0123456789abcdef", "BAD_PAGE_TOKEN"),
+        # Once UNAVAILABLE STORE_UNAVAILABLE (PostgreSQL refuses a NUL), or accepted (1 MB).
+        ("tok_cardx\x000000001", 0, "", "BAD_CARD_TOKEN"),
+        ("tok_" + "a" * 1_000_000, 0, "", "BAD_CARD_TOKEN"),
+        ("4111 1111 1111 1111", 0, "", "RAW_CARD_NUMBER"),
     ],
 )
 async def test_bad_arguments_are_invalid_argument_with_reason_code(
@@ -345,7 +385,7 @@ async def test_bad_arguments_are_invalid_argument_with_reason_code(
 
 
 async def test_page_token_of_another_card_is_refused(harness: Harness) -> None:
-    card_a, card_b = new_id("card-a"), new_id("card-b")
+    card_a, card_b = new_card("card-a"), new_card("card-b")
     stored, dead = harness.counts()
     await harness.publish(
         *[journey(card_b, f"{card_b}-j{n}", T0 + timedelta(hours=n)) for n in range(3)]
@@ -362,7 +402,7 @@ async def test_page_token_of_another_card_is_refused(harness: Harness) -> None:
 async def test_unstorable_messages_land_in_the_dlq_with_reason_and_the_stream_moves_on(
     harness: Harness, unique_name: str
 ) -> None:
-    card = new_id("card")
+    card = new_card("card")
     stored, dead = harness.counts()
     await harness.publish_raw(card.encode(), b"\x0a\xff\x01garbage")
     await harness.publish(journey(card, "", T0))  # no journey_id
@@ -395,7 +435,7 @@ async def test_unstorable_messages_land_in_the_dlq_with_reason_and_the_stream_mo
 
 
 async def test_store_span_continues_the_producer_trace(harness: Harness) -> None:
-    card = new_id("card")
+    card = new_card("card")
     tracer = trace.get_tracer("tests.accounts")
     stored, dead = harness.counts()
     with tracer.start_as_current_span("test.publish") as producer_span:
@@ -417,7 +457,7 @@ async def test_restart_resumes_from_committed_offsets_without_duplicates(
     endpoints: Endpoints, settings_for: Callable[[str], ServiceSettings]
 ) -> None:
     settings = settings_for("accounts")
-    card = new_id("card")
+    card = new_card("card")
     producer = idempotent_producer(endpoints.kafka_bootstrap)
     await producer.start()
 
@@ -443,8 +483,16 @@ async def test_restart_resumes_from_committed_offsets_without_duplicates(
         await asyncio.sleep(1.0)
         assert stored_count(second) == 1
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = accounts_pb2_grpc.AccountsServiceStub(channel)
-            page = await stub.ListJourneys(accounts_pb2.ListJourneysRequest(card_token=card))
+            own = Harness(
+                second,
+                accounts_pb2_grpc.AccountsServiceStub(channel),
+                producer,
+                endpoints,
+                InMemorySpanExporter(),
+                accounts_pb2_grpc.TravellerServiceStub(channel),
+            )
+            await own.sign_in()
+            page = await own.list(card)
         assert [j.journey_id for j in page.journeys] == [f"{card}-j1", f"{card}-j0"]
         assert second.pool is not None
         assert await second.pool.fetchval("SELECT count(*) FROM journey_revisions") == 2

@@ -99,3 +99,401 @@ class AccountsService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class TravellerServiceStub:
+    """Travellers' accounts: sign-up, sign-in and the cards an account owns.
+
+    Every call but SignUp, SignIn, RequestPasswordReset and ResetPassword needs the
+    session token SignIn returned, as gRPC metadata `authorization: Bearer <token>`; the
+    traveller is whoever that session belongs to (never a field of the request).
+    AccountsService.ListJourneys needs it too, and answers only for the caller's own cards.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SignUp = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/SignUp',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignUpRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignUpResponse.FromString,
+                _registered_method=True)
+        self.SignIn = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/SignIn',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignInRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignInResponse.FromString,
+                _registered_method=True)
+        self.SignOut = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/SignOut',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignOutRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignOutResponse.FromString,
+                _registered_method=True)
+        self.RequestPasswordReset = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/RequestPasswordReset',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RequestPasswordResetRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RequestPasswordResetResponse.FromString,
+                _registered_method=True)
+        self.ResetPassword = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/ResetPassword',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ResetPasswordRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ResetPasswordResponse.FromString,
+                _registered_method=True)
+        self.AddCard = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/AddCard',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.AddCardRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.AddCardResponse.FromString,
+                _registered_method=True)
+        self.ListCards = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/ListCards',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListCardsRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListCardsResponse.FromString,
+                _registered_method=True)
+        self.RemoveCard = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/RemoveCard',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardResponse.FromString,
+                _registered_method=True)
+
+
+class TravellerServiceServicer:
+    """Travellers' accounts: sign-up, sign-in and the cards an account owns.
+
+    Every call but SignUp, SignIn, RequestPasswordReset and ResetPassword needs the
+    session token SignIn returned, as gRPC metadata `authorization: Bearer <token>`; the
+    traveller is whoever that session belongs to (never a field of the request).
+    AccountsService.ListJourneys needs it too, and answers only for the caller's own cards.
+    """
+
+    def SignUp(self, request, context):
+        """A new account (the email is its sign-in name, compared case-insensitively).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignIn(self, request, context):
+        """A session for the account; failed attempts are rate-limited per email.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignOut(self, request, context):
+        """End the caller's session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RequestPasswordReset(self, request, context):
+        """Mail a one-time reset token to the account's email, if there is such an account (the
+        answer is the same either way, so it tells nobody which emails have accounts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetPassword(self, request, context):
+        """Set a new password with a reset token (once; it also ends every session).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCard(self, request, context):
+        """Attach a card (a scheme card's sc_ UID or a bank card's bk_ token) to the account.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCards(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveCard(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_TravellerServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SignUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignUp,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignUpRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignUpResponse.SerializeToString,
+            ),
+            'SignIn': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignIn,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignInRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignInResponse.SerializeToString,
+            ),
+            'SignOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignOut,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignOutRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignOutResponse.SerializeToString,
+            ),
+            'RequestPasswordReset': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestPasswordReset,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RequestPasswordResetRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RequestPasswordResetResponse.SerializeToString,
+            ),
+            'ResetPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetPassword,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ResetPasswordRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ResetPasswordResponse.SerializeToString,
+            ),
+            'AddCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCard,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.AddCardRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.AddCardResponse.SerializeToString,
+            ),
+            'ListCards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCards,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListCardsRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListCardsResponse.SerializeToString,
+            ),
+            'RemoveCard': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveCard,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardResponse.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'clearway.accounts.v1.TravellerService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('clearway.accounts.v1.TravellerService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class TravellerService:
+    """Travellers' accounts: sign-up, sign-in and the cards an account owns.
+
+    Every call but SignUp, SignIn, RequestPasswordReset and ResetPassword needs the
+    session token SignIn returned, as gRPC metadata `authorization: Bearer <token>`; the
+    traveller is whoever that session belongs to (never a field of the request).
+    AccountsService.ListJourneys needs it too, and answers only for the caller's own cards.
+    """
+
+    @staticmethod
+    def SignUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/SignUp',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignUpRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignUpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignIn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/SignIn',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignInRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignInResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/SignOut',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignOutRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.SignOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestPasswordReset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/RequestPasswordReset',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.RequestPasswordResetRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.RequestPasswordResetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/ResetPassword',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ResetPasswordRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ResetPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/AddCard',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.AddCardRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.AddCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/ListCards',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListCardsRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListCardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveCard(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/RemoveCard',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

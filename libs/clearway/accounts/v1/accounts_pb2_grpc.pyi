@@ -56,3 +56,136 @@ class AccountsServiceServicer(metaclass=_abc_1.ABCMeta):
         """A card's journey history, newest first, paged."""
 
 def add_AccountsServiceServicer_to_server(servicer: AccountsServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
+
+class TravellerServiceStub:
+    """Travellers' accounts: sign-up, sign-in and the cards an account owns.
+
+    Every call but SignUp, SignIn, RequestPasswordReset and ResetPassword needs the
+    session token SignIn returned, as gRPC metadata `authorization: Bearer <token>`; the
+    traveller is whoever that session belongs to (never a field of the request).
+    AccountsService.ListJourneys needs it too, and answers only for the caller's own cards.
+    """
+
+    @_typing.overload
+    def __new__(cls, channel: _grpc.Channel) -> _Self: ...
+    @_typing.overload
+    def __new__(cls, channel: _aio.Channel) -> TravellerServiceAsyncStub: ...
+    SignUp: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SignUpRequest, _accounts_pb2.SignUpResponse]
+    """A new account (the email is its sign-in name, compared case-insensitively)."""
+    SignIn: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SignInRequest, _accounts_pb2.SignInResponse]
+    """A session for the account; failed attempts are rate-limited per email."""
+    SignOut: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.SignOutRequest, _accounts_pb2.SignOutResponse]
+    """End the caller's session."""
+    RequestPasswordReset: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.RequestPasswordResetRequest, _accounts_pb2.RequestPasswordResetResponse]
+    """Mail a one-time reset token to the account's email, if there is such an account (the
+    answer is the same either way, so it tells nobody which emails have accounts).
+    """
+    ResetPassword: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ResetPasswordRequest, _accounts_pb2.ResetPasswordResponse]
+    """Set a new password with a reset token (once; it also ends every session)."""
+    AddCard: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.AddCardRequest, _accounts_pb2.AddCardResponse]
+    """Attach a card (a scheme card's sc_ UID or a bank card's bk_ token) to the account."""
+    ListCards: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListCardsRequest, _accounts_pb2.ListCardsResponse]
+    RemoveCard: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.RemoveCardRequest, _accounts_pb2.RemoveCardResponse]
+
+@_typing.type_check_only
+class TravellerServiceAsyncStub(TravellerServiceStub):
+    """Travellers' accounts: sign-up, sign-in and the cards an account owns.
+
+    Every call but SignUp, SignIn, RequestPasswordReset and ResetPassword needs the
+    session token SignIn returned, as gRPC metadata `authorization: Bearer <token>`; the
+    traveller is whoever that session belongs to (never a field of the request).
+    AccountsService.ListJourneys needs it too, and answers only for the caller's own cards.
+    """
+
+    def __init__(self, channel: _aio.Channel) -> None: ...
+    SignUp: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SignUpRequest, _accounts_pb2.SignUpResponse]  # type: ignore[assignment]
+    """A new account (the email is its sign-in name, compared case-insensitively)."""
+    SignIn: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SignInRequest, _accounts_pb2.SignInResponse]  # type: ignore[assignment]
+    """A session for the account; failed attempts are rate-limited per email."""
+    SignOut: _aio.UnaryUnaryMultiCallable[_accounts_pb2.SignOutRequest, _accounts_pb2.SignOutResponse]  # type: ignore[assignment]
+    """End the caller's session."""
+    RequestPasswordReset: _aio.UnaryUnaryMultiCallable[_accounts_pb2.RequestPasswordResetRequest, _accounts_pb2.RequestPasswordResetResponse]  # type: ignore[assignment]
+    """Mail a one-time reset token to the account's email, if there is such an account (the
+    answer is the same either way, so it tells nobody which emails have accounts).
+    """
+    ResetPassword: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ResetPasswordRequest, _accounts_pb2.ResetPasswordResponse]  # type: ignore[assignment]
+    """Set a new password with a reset token (once; it also ends every session)."""
+    AddCard: _aio.UnaryUnaryMultiCallable[_accounts_pb2.AddCardRequest, _accounts_pb2.AddCardResponse]  # type: ignore[assignment]
+    """Attach a card (a scheme card's sc_ UID or a bank card's bk_ token) to the account."""
+    ListCards: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListCardsRequest, _accounts_pb2.ListCardsResponse]  # type: ignore[assignment]
+    RemoveCard: _aio.UnaryUnaryMultiCallable[_accounts_pb2.RemoveCardRequest, _accounts_pb2.RemoveCardResponse]  # type: ignore[assignment]
+
+class TravellerServiceServicer(metaclass=_abc_1.ABCMeta):
+    """Travellers' accounts: sign-up, sign-in and the cards an account owns.
+
+    Every call but SignUp, SignIn, RequestPasswordReset and ResetPassword needs the
+    session token SignIn returned, as gRPC metadata `authorization: Bearer <token>`; the
+    traveller is whoever that session belongs to (never a field of the request).
+    AccountsService.ListJourneys needs it too, and answers only for the caller's own cards.
+    """
+
+    @_abc_1.abstractmethod
+    def SignUp(
+        self,
+        request: _accounts_pb2.SignUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.SignUpResponse, _abc.Awaitable[_accounts_pb2.SignUpResponse]]:
+        """A new account (the email is its sign-in name, compared case-insensitively)."""
+
+    @_abc_1.abstractmethod
+    def SignIn(
+        self,
+        request: _accounts_pb2.SignInRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.SignInResponse, _abc.Awaitable[_accounts_pb2.SignInResponse]]:
+        """A session for the account; failed attempts are rate-limited per email."""
+
+    @_abc_1.abstractmethod
+    def SignOut(
+        self,
+        request: _accounts_pb2.SignOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.SignOutResponse, _abc.Awaitable[_accounts_pb2.SignOutResponse]]:
+        """End the caller's session."""
+
+    @_abc_1.abstractmethod
+    def RequestPasswordReset(
+        self,
+        request: _accounts_pb2.RequestPasswordResetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.RequestPasswordResetResponse, _abc.Awaitable[_accounts_pb2.RequestPasswordResetResponse]]:
+        """Mail a one-time reset token to the account's email, if there is such an account (the
+        answer is the same either way, so it tells nobody which emails have accounts).
+        """
+
+    @_abc_1.abstractmethod
+    def ResetPassword(
+        self,
+        request: _accounts_pb2.ResetPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ResetPasswordResponse, _abc.Awaitable[_accounts_pb2.ResetPasswordResponse]]:
+        """Set a new password with a reset token (once; it also ends every session)."""
+
+    @_abc_1.abstractmethod
+    def AddCard(
+        self,
+        request: _accounts_pb2.AddCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.AddCardResponse, _abc.Awaitable[_accounts_pb2.AddCardResponse]]:
+        """Attach a card (a scheme card's sc_ UID or a bank card's bk_ token) to the account."""
+
+    @_abc_1.abstractmethod
+    def ListCards(
+        self,
+        request: _accounts_pb2.ListCardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ListCardsResponse, _abc.Awaitable[_accounts_pb2.ListCardsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RemoveCard(
+        self,
+        request: _accounts_pb2.RemoveCardRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.RemoveCardResponse, _abc.Awaitable[_accounts_pb2.RemoveCardResponse]]: ...
+
+def add_TravellerServiceServicer_to_server(servicer: TravellerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
