@@ -64,3 +64,4 @@ bench: setup
 	$(PY) bench/pipeline.py
 	$(PY) bench/settlement_close.py
 	$(PY) bench/ingest.py
+	$(PY) bench/accounts_history.py
