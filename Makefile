@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF := deploy/tools/node_modules/.bin/buf
 
-.PHONY: setup protos protos-check lint test unit demo bench infra-up infra-down infra-status clean-infra
+.PHONY: setup browser protos protos-check lint test unit demo bench infra-up infra-down infra-status clean-infra portal
 
 $(STAMP): pyproject.toml
 	@command -v $(PY_BASE) >/dev/null || PY_BASE=python3; \
@@ -20,7 +20,11 @@ $(BUF): deploy/tools/package.json
 	cd deploy/tools && npm install --no-audit --no-fund --silent
 	touch $(BUF)
 
-setup: $(STAMP) $(BUF)
+setup: $(STAMP) $(BUF) browser
+
+## browser: headless Chromium from Debian's packages, for the portal's browser tests
+browser:
+	@bash deploy/browser.sh >/dev/null
 
 ## protos: regenerate Python code + stubs from protos/ and lint them
 protos: setup
@@ -52,6 +56,10 @@ test: setup lint
 ## unit: the fast tests that need no servers
 unit: setup
 	$(BIN)/pytest services -m "not integration"
+
+## portal: the travellers' web portal on http://127.0.0.1:8080 (needs accounts running)
+portal: setup
+	$(BIN)/clearway serve portal
 
 ## demo: a simulated network day end to end
 demo: setup

@@ -13,7 +13,11 @@ from collections.abc import Callable, Sequence
 # subcommand -> (module, function taking argv, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "infra": ("clearway.infra.cli", "main", "local Kafka/PostgreSQL/Redis: up | down | status"),
-    "serve": ("services.serve", "main", "run one service: serve ingest|fares|settlement|accounts"),
+    "serve": (
+        "services.serve",
+        "main",
+        "run one service: serve ingest|fares|settlement|accounts|portal",
+    ),
     "fares": ("services.fares.entrypoints.cli", "main", "fare engine tools: fares simulate ..."),
     "simulate": ("services.ingest.simulator.cli", "main", "drive validator streams"),
     "journeys": ("services.accounts.entrypoints.cli", "main", "a card's journey history"),

@@ -23,7 +23,7 @@ import time
 from clearway.runtime import run
 from clearway.settings import env_int
 
-SERVICES = ("ingest", "fares", "settlement", "accounts")
+SERVICES = ("ingest", "fares", "settlement", "accounts", "portal")
 
 
 def main(argv: list[str]) -> int:
@@ -41,6 +41,8 @@ def main(argv: list[str]) -> int:
     if workers > 1 and "CLEARWAY_WORKER_INDEX" not in os.environ:
         return supervise(args.service, workers)
     app = importlib.import_module(f"services.{args.service}.app")
+    if args.service == "portal":  # HTTP, not gRPC: its own runner (services/portal/app.py)
+        return int(app.run_from_env())
     return run(app.build_from_env())
 
 

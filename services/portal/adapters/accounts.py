@@ -1,0 +1,213 @@
+"""The accounts service over gRPC: the portal's only backend.
+
+Every refusal becomes `AccountsRefusalError(code)` with the `reason-code` trailer; an outage
+(UNAVAILABLE, a deadline) becomes `AccountsUnavailableError`. Session tokens travel only as
+`authorization: Bearer` metadata and are never logged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TypeVar
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from clearway.common.v1 import money_pb2
+from clearway.events.v1 import events_pb2
+from clearway.money import Money
+from clearway.rpc import reason_of
+from services.portal.domain.journeys import JourneyView, LegView
+
+T = TypeVar("T")
+TRAVELLER_SERVICE = "clearway.accounts.v1.TravellerService"
+OUTAGES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+class AccountsRefusalError(Exception):
+    """Accounts refused the call; `code` is its reason code (e.g. NOT_YOUR_CARD)."""
+
+    def __init__(self, code: str, status: str) -> None:
+        super().__init__(f"{status}: {code}")
+        self.code = code
+        self.status = status
+
+
+class AccountsUnavailableError(Exception):
+    """Accounts could not be reached or did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class CardView:
+    """One of the traveller's cards."""
+
+    token: str
+    form: str
+    label: str
+    added_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in traveller's accounts session."""
+
+    token: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class JourneyPage:
+    """One page of a card's history, newest first; `next_page_token` empty on the last."""
+
+    journeys: list[JourneyView]
+    next_page_token: str
+
+
+def _time(ts: Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def _money(m: money_pb2.Money, currency: str) -> Money:
+    return Money(m.amount_minor, m.currency or currency)
+
+
+def journey_view(j: events_pb2.PricedJourney) -> JourneyView:
+    """The portal's view of a PricedJourney (the latest revision accounts serves)."""
+    currency = j.charge.currency or "GBP"
+    legs = tuple(
+        LegView(
+            from_stop=leg.from_stop_id,
+            to_stop=leg.to_stop_id,
+            entry_at=_time(leg.entry_at, leg.HasField("entry_at")),
+            exit_at=_time(leg.exit_at, leg.HasField("exit_at")),
+            incomplete=leg.incomplete,
+        )
+        for leg in j.legs
+    )
+    saved = sum(c.saved.amount_minor for c in j.caps)
+    return JourneyView(
+        journey_id=j.journey_id,
+        service_day=j.service_day,
+        legs=legs,
+        charge=_money(j.charge, currency),
+        caps_saved=Money(saved, currency),
+        incomplete=j.incomplete,
+        revision=j.revision,
+        delta=_money(j.delta, currency),
+    )
+
+
+def _bearer(session: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {session}"),)
+
+
+class AccountsClient:
+    """TravellerService and AccountsService on one channel, with a deadline per call."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float = 5.0) -> None:
+        self.travellers = accounts_pb2_grpc.TravellerServiceStub(channel)
+        self.history = accounts_pb2_grpc.AccountsServiceStub(channel)
+        self.health = health_pb2_grpc.HealthStub(channel)
+        self.timeout_s = timeout_s
+
+    async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in OUTAGES:
+                raise AccountsUnavailableError(exc.code().name) from None
+            code = reason_of(exc.trailing_metadata()) or exc.code().name
+            raise AccountsRefusalError(code, exc.code().name) from None
+
+    async def sign_up(self, email: str, password: str) -> None:
+        """A new account."""
+        request = accounts_pb2.SignUpRequest(email=email, password=password)
+        await self._call(lambda: self.travellers.SignUp(request, timeout=self.timeout_s))
+
+    async def sign_in(self, email: str, password: str) -> Session:
+        """A session for the account."""
+        request = accounts_pb2.SignInRequest(email=email, password=password)
+        reply = await self._call(lambda: self.travellers.SignIn(request, timeout=self.timeout_s))
+        return Session(reply.session_token, _time(reply.expires_at, reply.HasField("expires_at")))
+
+    async def sign_out(self, session: str) -> None:
+        """End the session."""
+        request = accounts_pb2.SignOutRequest()
+        await self._call(
+            lambda: self.travellers.SignOut(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+
+    async def request_reset(self, email: str) -> None:
+        """Have a reset code mailed (the same answer whether the account exists or not)."""
+        request = accounts_pb2.RequestPasswordResetRequest(email=email)
+        await self._call(
+            lambda: self.travellers.RequestPasswordReset(request, timeout=self.timeout_s)
+        )
+
+    async def reset_password(self, reset_token: str, new_password: str) -> None:
+        """Spend a reset code on a new password."""
+        request = accounts_pb2.ResetPasswordRequest(
+            reset_token=reset_token, new_password=new_password
+        )
+        await self._call(lambda: self.travellers.ResetPassword(request, timeout=self.timeout_s))
+
+    async def add_card(self, session: str, card_token: str, label: str) -> bool:
+        """Attach a card; False when it was already the caller's."""
+        request = accounts_pb2.AddCardRequest(card_token=card_token, label=label)
+        reply = await self._call(
+            lambda: self.travellers.AddCard(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        return reply.added
+
+    async def list_cards(self, session: str) -> list[CardView]:
+        """The caller's cards."""
+        request = accounts_pb2.ListCardsRequest()
+        reply = await self._call(
+            lambda: self.travellers.ListCards(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        return [
+            CardView(c.card_token, c.form, c.label, _time(c.added_at, c.HasField("added_at")))
+            for c in reply.cards
+        ]
+
+    async def remove_card(self, session: str, card_token: str) -> None:
+        """Detach one of the caller's cards."""
+        request = accounts_pb2.RemoveCardRequest(card_token=card_token)
+        await self._call(
+            lambda: self.travellers.RemoveCard(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+
+    async def list_journeys(
+        self, session: str, card_token: str, page_size: int, page_token: str
+    ) -> JourneyPage:
+        """One page of the card's history (accounts refuses another's card: NOT_YOUR_CARD)."""
+        request = accounts_pb2.ListJourneysRequest(
+            card_token=card_token, page_size=page_size, page_token=page_token
+        )
+        reply = await self._call(
+            lambda: self.history.ListJourneys(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        return JourneyPage([journey_view(j) for j in reply.journeys], reply.next_page_token)
+
+    async def serving(self) -> bool:
+        """True when accounts' TravellerService reports SERVING."""
+        request = health_pb2.HealthCheckRequest(service=TRAVELLER_SERVICE)
+        try:
+            reply = await self.health.Check(request, timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)

@@ -1,0 +1,183 @@
+"""Composition root of the portal: settings, the accounts channel, the HTTP server.
+
+The portal is an HTTP service (aiohttp.web on the same asyncio loop style as the gRPC
+services); it holds no database of its own. `clearway serve portal` runs it until
+SIGTERM, then it stops within `CLEARWAY_GRACE_SECONDS`: /healthz turns 503 first, the
+listener closes, in-flight requests finish, the accounts channel closes last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+from dataclasses import dataclass
+
+import grpc
+from aiohttp import web
+
+from clearway.logs import configure_logging
+from clearway.settings import (
+    DEFAULT_PORTS,
+    SettingsError,
+    env_float_seconds,
+    env_int,
+    env_str,
+)
+from clearway.telemetry import setup_tracing
+from services.portal.adapters.accounts import AccountsClient
+from services.portal.entrypoints.web import Portal, WebConfig, web_app
+
+SERVICE = "portal"
+DEFAULT_PORT = 8080
+COOKIE_MODES = ("auto", "always", "never")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class PortalSettings:
+    """Where the portal listens, where accounts is, and how its cookies are set."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    accounts_target: str = f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
+    secure_cookies: str = "auto"
+    secret: bytes = b""  # empty: a random one per process (one instance only)
+    page_size: int = 20
+    log_level: str = "INFO"
+    grace_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> PortalSettings:
+        """Read `CLEARWAY_PORTAL_*` and the shared `CLEARWAY_*` variables."""
+        mode = env_str("CLEARWAY_PORTAL_SECURE_COOKIES", "auto").lower()
+        if mode not in COOKIE_MODES:
+            raise SettingsError(
+                f"CLEARWAY_PORTAL_SECURE_COOKIES must be one of {COOKIE_MODES}, got {mode!r}"
+            )
+        secret = os.environ.get("CLEARWAY_PORTAL_SECRET", "").strip()
+        if secret and len(secret) < 32:
+            raise SettingsError("CLEARWAY_PORTAL_SECRET must be at least 32 characters")
+        return cls(
+            host=env_str("CLEARWAY_PORTAL_HOST", "127.0.0.1"),
+            port=env_int("CLEARWAY_PORTAL_PORT", DEFAULT_PORT),
+            accounts_target=env_str(
+                "CLEARWAY_ACCOUNTS_TARGET", f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
+            ),
+            secure_cookies=mode,
+            secret=secret.encode(),
+            page_size=env_int("CLEARWAY_PORTAL_PAGE_SIZE", 20, minimum=1),
+            log_level=env_str("CLEARWAY_LOG_LEVEL", "INFO"),
+            grace_seconds=env_float_seconds("CLEARWAY_GRACE_SECONDS", 10.0),
+        )
+
+
+class PortalApp:
+    """The running portal: one gRPC channel to accounts, one aiohttp server."""
+
+    def __init__(self, settings: PortalSettings) -> None:
+        self.settings = settings
+        self.channel: grpc.aio.Channel | None = None
+        self.portal: Portal | None = None
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        """Open the accounts channel, bind and serve; the bound port."""
+        s = self.settings
+        self.channel = grpc.aio.insecure_channel(s.accounts_target)
+        config = WebConfig(
+            secret=s.secret or secrets.token_bytes(32),
+            secure_cookies=s.secure_cookies,
+            page_size=s.page_size,
+        )
+        self.portal = Portal(AccountsClient(self.channel), config)
+        # access_log=None: the portal logs route templates itself, never paths or queries.
+        self.runner = web.AppRunner(
+            web_app(self.portal), access_log=None, shutdown_timeout=s.grace_seconds
+        )
+        try:
+            await self.runner.setup()
+            sock = _listening_socket(s.host, s.port)
+            self.port = sock.getsockname()[1]
+            await web.SockSite(self.runner, sock).start()
+        except BaseException:
+            await self.stop()
+            raise
+        log.info("listening", extra={"address": f"{s.host}:{self.port}", "service": SERVICE})
+        return self.port
+
+    async def stop(self) -> None:
+        """Report 503 on /healthz, finish in-flight requests, close the channel last."""
+        if self.portal is not None:
+            self.portal.stopping = True
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+        if self.channel is not None:
+            await self.channel.close()
+            self.channel = None
+        log.info("stopped", extra={"service": SERVICE})
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket (port 0: any free port); shared by `--workers` processes."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if "CLEARWAY_WORKER_INDEX" in os.environ:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def build(settings: PortalSettings) -> PortalApp:
+    """A portal for `settings` (nothing listens until started)."""
+    return PortalApp(settings)
+
+
+def build_from_env() -> PortalApp:
+    """A portal configured from environment variables."""
+    return build(PortalSettings.from_env())
+
+
+async def serve_until_signalled(app: PortalApp) -> None:
+    """Serve until SIGTERM/SIGINT, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await app.start()
+    await stop.wait()
+    log.info("signal received; shutting down")
+    await app.stop()
+
+
+def run_from_env() -> int:
+    """Process entry point of `clearway serve portal`: 0 after a clean stop."""
+    app = build_from_env()
+    configure_logging(SERVICE, app.settings.log_level)
+    setup_tracing(f"clearway-{SERVICE}")
+    try:
+        asyncio.run(serve_until_signalled(app))
+    except Exception:
+        log.exception("service failed")
+        return 1
+    return 0
+
+
+def main() -> int:
+    """`python -m services.portal.app`."""
+    with contextlib.suppress(KeyboardInterrupt):
+        return run_from_env()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

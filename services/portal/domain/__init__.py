@@ -1,0 +1,1 @@
+"""The portal's pure rules: CSRF tokens, what a journey shows, the CSV, the messages."""

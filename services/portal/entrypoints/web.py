@@ -1,0 +1,531 @@
+"""The portal's HTTP side (aiohttp.web): routes, forms, cookies, CSRF, security headers.
+
+Handlers stay thin: read the form, call accounts, render a template or redirect. What
+every request shares lives in middlewares: the access log (route templates only, never
+a path with a card token in it), security headers, CSRF on every POST, and the mapping
+of accounts' refusals to pages (NOT_SIGNED_IN: back to sign-in; another's card: 404).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from services.portal.adapters.accounts import (
+    AccountsClient,
+    AccountsRefusalError,
+    AccountsUnavailableError,
+    Session,
+)
+from services.portal.domain.csrf import csrf_token, csrf_valid
+from services.portal.domain.journeys import (
+    format_money,
+    journeys_csv,
+    leg_text,
+    signed_money,
+)
+from services.portal.domain.messages import message_for, notice_for
+
+log = logging.getLogger(__name__)
+
+SESSION_COOKIE = "clearway_session"
+CSRF_COOKIE = "clearway_csrf"
+CSRF_FIELD = "csrf_token"
+FIELD_LIMIT = 4096
+CSRF_SEED = web.RequestKey("csrf_seed", str)
+# Accounts' answers about a card URL that must look like "no such page": whether another
+# account owns the card, or the token is malformed, is not the visitor's business.
+CARD_NOT_FOUND = {"NOT_YOUR_CARD", "BAD_CARD_TOKEN", "RAW_CARD_NUMBER", "MISSING_CARD_TOKEN"}
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
+}
+STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
+TEMPLATES_DIR = Path(__file__).resolve().parents[1] / "templates"
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    """What the HTTP side needs from the portal's settings."""
+
+    secret: bytes  # the CSRF HMAC key; every instance behind one name needs the same
+    secure_cookies: str = "auto"  # "auto" (when the request is HTTPS), "always", "never"
+    page_size: int = 20
+    csv_limit: int = 10_000
+
+
+class SignInRequiredError(Exception):
+    """The page needs a signed-in traveller and there is none."""
+
+
+def templates() -> jinja2.Environment:
+    """The Jinja2 environment: HTML autoescaped, undefined variables an error."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["money"] = format_money
+    env.filters["signed_money"] = signed_money
+    env.filters["leg"] = leg_text
+    env.filters["path_part"] = lambda value: quote(str(value), safe="")
+    env.filters["when"] = lambda value: value.strftime("%H:%M") if value else ""
+    env.filters["date"] = lambda value: value.strftime("%d %b %Y") if value else ""
+    return env
+
+
+def _field(form: MultiDictProxy[Any], name: str) -> str:
+    value = form.get(name)
+    return value[:FIELD_LIMIT] if isinstance(value, str) else ""
+
+
+def _redirect(location: str) -> web.Response:
+    """A 303 to `location` (a response, not the raised exception aiohttp deprecates
+    returning)."""
+    return web.Response(status=303, headers={"Location": location})
+
+
+def _route(request: web.Request) -> str:
+    """The route's template (`/cards/{card}/journeys`), never the path itself."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "(unmatched)"
+
+
+class Portal:
+    """Every page of the portal."""
+
+    def __init__(self, accounts: AccountsClient, config: WebConfig) -> None:
+        self.accounts = accounts
+        self.config = config
+        self.env = templates()
+        self.stopping = False
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def session_of(self, request: web.Request) -> str:
+        """The accounts session token from the cookie ('' when signed out)."""
+        return request.cookies.get(SESSION_COOKIE, "")[:FIELD_LIMIT]
+
+    def require_session(self, request: web.Request) -> str:
+        """The session token, or a redirect to sign-in."""
+        session = self.session_of(request)
+        if not session:
+            raise SignInRequiredError
+        return session
+
+    def csrf_seed(self, request: web.Request) -> str:
+        """The browser's CSRF seed; a new one (set on the response) when it has none."""
+        seed = request.get(CSRF_SEED)
+        if seed is None:
+            seed = request.cookies.get(CSRF_COOKIE, "")[:FIELD_LIMIT] or secrets.token_urlsafe(32)
+            request[CSRF_SEED] = seed
+        return seed
+
+    def _secure(self, request: web.Request) -> bool:
+        mode = self.config.secure_cookies
+        return mode == "always" or (mode == "auto" and request.secure)
+
+    def set_cookie(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        name: str,
+        value: str,
+        max_age: int | None = None,
+    ) -> None:
+        """An HttpOnly, SameSite=Lax cookie for the whole site (Secure over HTTPS)."""
+        response.set_cookie(
+            name,
+            value,
+            max_age=max_age,
+            path="/",
+            httponly=True,
+            samesite="Lax",
+            secure=self._secure(request),
+        )
+
+    def start_session(
+        self, request: web.Request, response: web.StreamResponse, session: Session
+    ) -> None:
+        """Keep the session in its cookie and give the browser a fresh CSRF seed."""
+        max_age = None
+        if session.expires_at is not None:
+            max_age = max(0, int((session.expires_at - datetime.now(UTC)).total_seconds()))
+        self.set_cookie(request, response, SESSION_COOKIE, session.token, max_age)
+        self.set_cookie(request, response, CSRF_COOKIE, secrets.token_urlsafe(32))
+
+    def end_session(self, response: web.StreamResponse) -> None:
+        """Forget the session and the CSRF seed in the browser."""
+        response.del_cookie(SESSION_COOKIE, path="/")
+        response.del_cookie(CSRF_COOKIE, path="/")
+
+    def page(
+        self, request: web.Request, template: str, *, status: int = 200, **context: Any
+    ) -> web.Response:
+        """Render a page with what every page needs (CSRF token, signed-in state, notice)."""
+        session = self.session_of(request)
+        values = {
+            "signed_in": bool(session),
+            "csrf_token": csrf_token(self.config.secret, self.csrf_seed(request), session),
+            "notice": notice_for(request.query.get("notice")),
+            "error": None,
+            **context,
+        }
+        body = self.env.get_template(template).render(**values)
+        return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+    def error_page(self, request: web.Request, status: int, title: str, text: str) -> web.Response:
+        """The page for a refused or failed request."""
+        return self.page(request, "error.html", status=status, title=title, text=text)
+
+    # -- middlewares ----------------------------------------------------------------------
+
+    @web.middleware
+    async def access_log(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """One line per request with the route template, never the path or query (card
+        tokens and page tokens are in them) nor cookies."""
+        started = time.monotonic()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            log.info(
+                "request",
+                extra={
+                    "method": request.method,
+                    "route": _route(request),
+                    "status": status,
+                    "ms": round((time.monotonic() - started) * 1000, 1),
+                },
+            )
+
+    @web.middleware
+    async def security(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Security headers on every answer, the CSRF seed cookie, and refusals as pages."""
+        try:
+            response = await self._answer(request, handler)
+        except web.HTTPException as exc:
+            if exc.status < 400:  # aiohttp's own redirects: keep them, with the headers
+                exc.headers.update(SECURITY_HEADERS)
+                raise
+            else:
+                titles = {403: "Not allowed", 404: "Page not found", 405: "Not allowed"}
+                response = self.error_page(
+                    request,
+                    exc.status,
+                    titles.get(exc.status, "Something went wrong"),
+                    (exc.text or "") if exc.status == 403 else "There is nothing here.",
+                )
+        if response.prepared:  # streamed (the CSV): it set its own headers
+            return response
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        if not request.path.startswith("/static/"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        new_seed = CSRF_COOKIE not in request.cookies and CSRF_SEED in request
+        if new_seed and CSRF_COOKIE not in response.cookies:
+            self.set_cookie(request, response, CSRF_COOKIE, request[CSRF_SEED])
+        return response
+
+    async def _answer(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        try:
+            if request.method == "POST":
+                await self._check_csrf(request)
+            return await handler(request)
+        except SignInRequiredError:
+            return _redirect("/sign-in")
+        except AccountsRefusalError as refusal:
+            if refusal.code == "NOT_SIGNED_IN":
+                response = _redirect("/sign-in?notice=session-ended")
+                self.end_session(response)
+                return response
+            if refusal.code in CARD_NOT_FOUND:
+                return self.error_page(
+                    request, 404, "Page not found", "We could not find that card among yours."
+                )
+            return self.error_page(request, 400, "That did not work", message_for(refusal.code))
+        except AccountsUnavailableError:
+            log.warning("accounts unavailable")
+            return self.error_page(
+                request,
+                503,
+                "Service unavailable",
+                "We cannot reach your account right now. Please try again in a minute.",
+            )
+
+    async def _check_csrf(self, request: web.Request) -> None:
+        form = await request.post()
+        seed = request.cookies.get(CSRF_COOKIE, "")
+        if not csrf_valid(
+            self.config.secret, seed, self.session_of(request), _field(form, CSRF_FIELD)
+        ):
+            log.warning("csrf check failed", extra={"route": _route(request)})
+            raise web.HTTPForbidden(
+                text="This form has expired or did not come from this site. Go back, reload "
+                "the page and try again."
+            )
+
+    # -- pages ----------------------------------------------------------------------------
+
+    async def home(self, request: web.Request) -> web.StreamResponse:
+        """Signed in: the cards; otherwise sign-in."""
+        return _redirect("/cards" if self.session_of(request) else "/sign-in")
+
+    async def sign_up_form(self, request: web.Request) -> web.StreamResponse:
+        return self.page(request, "sign_up.html", title="Create an account", email="")
+
+    async def sign_up(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        email, password = _field(form, "email"), _field(form, "password")
+        if password != _field(form, "password_again"):
+            error = message_for("MISMATCHED_PASSWORDS")
+        else:
+            try:
+                await self.accounts.sign_up(email, password)
+            except AccountsRefusalError as refusal:
+                error = message_for(refusal.code)
+            else:
+                return _redirect("/sign-in?notice=signed-up")
+        return self.page(
+            request,
+            "sign_up.html",
+            status=400,
+            title="Create an account",
+            email=email,
+            error=error,
+        )
+
+    async def sign_in_form(self, request: web.Request) -> web.StreamResponse:
+        return self.page(request, "sign_in.html", title="Sign in", email="")
+
+    async def sign_in(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        email = _field(form, "email")
+        try:
+            session = await self.accounts.sign_in(email, _field(form, "password"))
+        except AccountsRefusalError as refusal:
+            status = 429 if refusal.code == "SIGN_IN_RATE_LIMITED" else 400
+            return self.page(
+                request,
+                "sign_in.html",
+                status=status,
+                title="Sign in",
+                email=email,
+                error=message_for(refusal.code),
+            )
+        response = _redirect("/cards")
+        self.start_session(request, response, session)
+        return response
+
+    async def sign_out(self, request: web.Request) -> web.StreamResponse:
+        session = self.session_of(request)
+        if session:
+            # An already ended session: the browser forgets it all the same.
+            with contextlib.suppress(AccountsRefusalError):
+                await self.accounts.sign_out(session)
+        response = _redirect("/sign-in?notice=signed-out")
+        self.end_session(response)
+        return response
+
+    async def reset_request_form(self, request: web.Request) -> web.StreamResponse:
+        return self.page(request, "reset_request.html", title="Reset your password", email="")
+
+    async def reset_request(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        email = _field(form, "email")
+        try:
+            await self.accounts.request_reset(email)
+        except AccountsRefusalError as refusal:
+            return self.page(
+                request,
+                "reset_request.html",
+                status=400,
+                title="Reset your password",
+                email=email,
+                error=message_for(refusal.code),
+            )
+        return _redirect("/password/reset?notice=reset-sent")
+
+    async def reset_form(self, request: web.Request) -> web.StreamResponse:
+        return self.page(request, "reset.html", title="Choose a new password")
+
+    async def reset(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        password = _field(form, "password")
+        if password != _field(form, "password_again"):
+            error = message_for("MISMATCHED_PASSWORDS")
+        else:
+            try:
+                await self.accounts.reset_password(_field(form, "reset_token").strip(), password)
+            except AccountsRefusalError as refusal:
+                error = message_for(refusal.code)
+            else:
+                response = _redirect("/sign-in?notice=password-reset")
+                self.end_session(response)  # the reset ended every session anyway
+                return response
+        return self.page(
+            request, "reset.html", status=400, title="Choose a new password", error=error
+        )
+
+    async def cards(self, request: web.Request) -> web.StreamResponse:
+        return await self._cards_page(request)
+
+    async def _cards_page(
+        self,
+        request: web.Request,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        card_token: str = "",
+        label: str = "",
+    ) -> web.Response:
+        cards = await self.accounts.list_cards(self.require_session(request))
+        return self.page(
+            request,
+            "cards.html",
+            status=status,
+            title="My cards",
+            cards=cards,
+            error=error,
+            card_token=card_token,
+            label=label,
+        )
+
+    async def add_card(self, request: web.Request) -> web.StreamResponse:
+        session = self.require_session(request)
+        form = await request.post()
+        card_token, label = _field(form, "card_token").strip(), _field(form, "label").strip()
+        try:
+            added = await self.accounts.add_card(session, card_token, label)
+        except AccountsRefusalError as refusal:
+            if refusal.code == "NOT_SIGNED_IN":
+                raise
+            # A card number typed by mistake is never sent back to the page.
+            keep = "" if refusal.code == "RAW_CARD_NUMBER" else card_token
+            return await self._cards_page(
+                request,
+                status=400,
+                error=message_for(refusal.code),
+                card_token=keep,
+                label=label,
+            )
+        return _redirect(f"/cards?notice={'card-added' if added else 'card-known'}")
+
+    async def remove_card(self, request: web.Request) -> web.StreamResponse:
+        session = self.require_session(request)
+        form = await request.post()
+        await self.accounts.remove_card(session, _field(form, "card_token"))
+        return _redirect("/cards?notice=card-removed")
+
+    async def journeys(self, request: web.Request) -> web.StreamResponse:
+        session = self.require_session(request)
+        card = request.match_info["card"]
+        page_token = request.query.get("page", "")[:FIELD_LIMIT]
+        page = await self.accounts.list_journeys(session, card, self.config.page_size, page_token)
+        cards = await self.accounts.list_cards(session)
+        label = next((c.label for c in cards if c.token == card), "")
+        return self.page(
+            request,
+            "journeys.html",
+            title=f"Journeys: {label or card}",
+            card=card,
+            label=label,
+            journeys=page.journeys,
+            next_page=page.next_page_token,
+            first_page=not page_token,
+        )
+
+    async def journeys_csv(self, request: web.Request) -> web.StreamResponse:
+        session = self.require_session(request)
+        card = request.match_info["card"]
+        # The first page is read before any byte is sent, so another's card is a 404 page.
+        page = await self.accounts.list_journeys(session, card, 100, "")
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/csv; charset=utf-8",
+                "Content-Disposition": 'attachment; filename="clearway-journeys.csv"',
+            }
+        )
+        for name, value in SECURITY_HEADERS.items():
+            response.headers[name] = value
+        response.headers["Cache-Control"] = "no-store"
+        await response.prepare(request)
+        await response.write(journeys_csv(page.journeys).encode())
+        sent = len(page.journeys)
+        while page.next_page_token and sent < self.config.csv_limit:
+            page = await self.accounts.list_journeys(session, card, 100, page.next_page_token)
+            await response.write(journeys_csv(page.journeys, header=False).encode())
+            sent += len(page.journeys)
+        await response.write_eof()
+        return response
+
+    async def healthz(self, request: web.Request) -> web.StreamResponse:
+        """Readiness: 200 only while accounts answers SERVING and the portal is not stopping."""
+        ready = not self.stopping and await self.accounts.serving()
+        return web.Response(
+            text="SERVING\n" if ready else "NOT_SERVING\n", status=200 if ready else 503
+        )
+
+    async def livez(self, request: web.Request) -> web.StreamResponse:
+        """Liveness: the process answers HTTP."""
+        return web.Response(text="ok\n")
+
+
+def web_app(portal: Portal) -> web.Application:
+    """The aiohttp application with every route and middleware."""
+    app = web.Application(
+        middlewares=[portal.access_log, portal.security], client_max_size=64 * 1024
+    )
+    r = app.router
+    r.add_get("/", portal.home)
+    r.add_get("/sign-up", portal.sign_up_form)
+    r.add_post("/sign-up", portal.sign_up)
+    r.add_get("/sign-in", portal.sign_in_form)
+    r.add_post("/sign-in", portal.sign_in)
+    r.add_post("/sign-out", portal.sign_out)
+    r.add_get("/password/forgot", portal.reset_request_form)
+    r.add_post("/password/forgot", portal.reset_request)
+    r.add_get("/password/reset", portal.reset_form)
+    r.add_post("/password/reset", portal.reset)
+    r.add_get("/cards", portal.cards)
+    r.add_post("/cards", portal.add_card)
+    r.add_post("/cards/remove", portal.remove_card)
+    r.add_get("/cards/{card}/journeys", portal.journeys)
+    r.add_get("/cards/{card}/journeys.csv", portal.journeys_csv)
+    r.add_get("/healthz", portal.healthz)
+    r.add_get("/livez", portal.livez)
+    r.add_static("/static/", STATIC_DIR, append_version=False)
+    return app
