@@ -314,8 +314,10 @@ def verify_sets(
 def simulate_top_ups(
     simulated: SimulatedDay, seed: int, share: float = 0.2
 ) -> list[events_pb2.TopUp]:
-    """Top-ups a retailer sold on the day to some of the day's cards (the accounts service
-    will publish these once travellers top up there; until then the demo does)."""
+    """Top-ups a retailer's shop sold on the day to some of the day's cards (sales made
+    outside Clearway: the demo publishes them; accounts credits each card's balance once per
+    top_up_id and settlement posts them. Travellers' online top-ups are published by
+    accounts itself, TravellerService.TopUp)."""
     rng = random.Random(seed + 2)
     cards = sorted(
         {t.card_token for taps in simulated.by_device.values() for t in taps if t.card_token}

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import grpc
@@ -11,10 +15,13 @@ from clearway.accounts.v1 import accounts_pb2_grpc
 from clearway.consumer import ConsumerLoop, KafkaCommits
 from clearway.rpc import Slot
 from clearway.runtime import Resources
-from clearway.settings import ServiceSettings
+from clearway.settings import ServiceSettings, SettingsError
+from services.accounts.adapters.balance_book import BalanceBook, BalanceRepository
 from services.accounts.adapters.cache import HistoryCache
 from services.accounts.adapters.journey_repository import MIGRATIONS, JourneyRepository
+from services.accounts.adapters.outbox import OutboxRelay
 from services.accounts.adapters.traveller_repository import SignInLimiter, TravellerRepository
+from services.accounts.domain.balance import DEFAULT_MAX_TOP_UP_MINOR, StoredValueRules
 from services.accounts.domain.history import JourneyRevision
 from services.accounts.entrypoints.consumer import JourneyRecorder
 from services.accounts.entrypoints.grpc import (
@@ -25,6 +32,7 @@ from services.accounts.entrypoints.grpc import (
     TravellerServicer,
 )
 from services.accounts.service_layer.journey_history import JourneyHistory
+from services.accounts.service_layer.stored_value import ServiceDayClock, StoredValue, TopUpSale
 from services.accounts.service_layer.travellers import Travellers
 
 SERVICE = "accounts"
@@ -35,18 +43,57 @@ def cache_namespace(settings: ServiceSettings) -> str:
     return f"clearway:{settings.db_schema}:journeys"
 
 
+@dataclass(frozen=True, slots=True)
+class StoredValueSettings:
+    """Accounts' own settings: the scheme's stored-value rules and service day."""
+
+    rules: StoredValueRules = field(default_factory=StoredValueRules)
+    day_clock: ServiceDayClock = field(default_factory=ServiceDayClock)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> StoredValueSettings:
+        """From CLEARWAY_SCHEME_CURRENCY, CLEARWAY_MAX_TOP_UP_MINOR, CLEARWAY_ONLINE_RETAILER,
+        CLEARWAY_SCHEME_TIMEZONE and CLEARWAY_SERVICE_DAY_START (SettingsError if bad)."""
+        env = os.environ if env is None else env
+        currency = env.get("CLEARWAY_SCHEME_CURRENCY", "GBP")
+        if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+            raise SettingsError(f"CLEARWAY_SCHEME_CURRENCY must be an ISO 4217 code: {currency!r}")
+        raw_max = env.get("CLEARWAY_MAX_TOP_UP_MINOR", str(DEFAULT_MAX_TOP_UP_MINOR))
+        if not raw_max.isdigit() or int(raw_max) <= 0:
+            raise SettingsError(f"CLEARWAY_MAX_TOP_UP_MINOR must be > 0, got {raw_max!r}")
+        retailer = env.get("CLEARWAY_ONLINE_RETAILER", "retailer:cornershop")
+        if not retailer:
+            raise SettingsError("CLEARWAY_ONLINE_RETAILER must name the online shop's party id")
+        zone = env.get("CLEARWAY_SCHEME_TIMEZONE", "Europe/London")
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise SettingsError(f"CLEARWAY_SCHEME_TIMEZONE is not a timezone: {zone!r}") from None
+        raw_start = env.get("CLEARWAY_SERVICE_DAY_START", "04:30")
+        try:
+            day_start = time.fromisoformat(raw_start)
+        except ValueError:
+            raise SettingsError(f"CLEARWAY_SERVICE_DAY_START is not HH:MM: {raw_start!r}") from None
+        return cls(
+            StoredValueRules(currency, int(raw_max), retailer), ServiceDayClock(zone, day_start)
+        )
+
+
 @dataclass
 class AccountsApp:
     """The accounts service: journey history stored from Kafka, travellers' accounts and
     cards, served over gRPC to signed-in travellers."""
 
     settings: ServiceSettings
+    stored_value_settings: StoredValueSettings = field(default_factory=StoredValueSettings)
     ports: Slot[AccountsPorts] = field(default_factory=lambda: Slot("accounts"))
     travellers: Travellers | None = None
     recorder: JourneyRecorder | None = None
     repository: JourneyRepository | None = None
     pool: asyncpg.Pool | None = None
-    loop: ConsumerLoop[JourneyRevision] | None = None
+    loop: ConsumerLoop[JourneyRevision | TopUpSale] | None = None
+    stored_value: StoredValue | None = None
+    relay: OutboxRelay | None = None
 
     @property
     def grpc_service_names(self) -> list[str]:
@@ -63,20 +110,37 @@ class AccountsApp:
         )
 
     async def start(self, resources: Resources) -> None:
-        """PostgreSQL (migrated), Redis (PING), Kafka, then the journeys consumer."""
+        """PostgreSQL (migrated), Redis (PING), Kafka (topics, the outbox relay), then the
+        consumer of `journeys` and `topups`."""
+        topics = self.settings.topics
+        rules = self.stored_value_settings.rules
         self.pool = await resources.postgres(MIGRATIONS)
-        self.repository = JourneyRepository(self.pool)
+        book = BalanceBook(rules.currency, topics.denylist)
+        self.repository = JourneyRepository(self.pool, book)
         cache = HistoryCache.from_url(
             self.settings.endpoints.redis_url, cache_namespace(self.settings)
         )
         resources.on_close("redis", cache.close)
         await cache.ping()
         history = JourneyHistory(self.repository, cache)
+        # The relay's topics: denylist is created with its own spec (one partition).
+        await resources.topics([topics.topups, topics.denylist])
         producer = await resources.producer()
-        self.recorder = JourneyRecorder(history)
+        self.relay = OutboxRelay(self.pool, producer)
+        resources.background("outbox relay", self.relay.run())
+        self.stored_value = StoredValue(
+            self.pool,
+            book,
+            BalanceRepository(self.pool),
+            self.relay,
+            rules,
+            topics.topups,
+            self.stored_value_settings.day_clock,
+        )
+        self.recorder = JourneyRecorder(history, self.stored_value, topics.topups)
         self.loop = await resources.consume(
             self.recorder,
-            topics=[self.settings.topics.journeys],
+            topics=[topics.journeys, topics.topups],
             commits=KafkaCommits(),
             producer=producer,
         )
@@ -84,12 +148,12 @@ class AccountsApp:
             TravellerRepository(self.pool),
             SignInLimiter(cache.client, cache_namespace(self.settings)),
         )
-        self.ports.fill(AccountsPorts(history, self.travellers))
+        self.ports.fill(AccountsPorts(history, self.travellers, self.stored_value))
 
 
 def build(settings: ServiceSettings) -> AccountsApp:
     """An accounts service for `settings` (nothing connects until started)."""
-    return AccountsApp(settings=settings)
+    return AccountsApp(settings=settings, stored_value_settings=StoredValueSettings.from_env())
 
 
 def build_from_env() -> AccountsApp:

@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from services.accounts.adapters.balance_book import BALANCE_MIGRATION, BalanceBook
+from services.accounts.domain.balance import ChargedRevision, JourneyStanding, journey_movements
 from services.accounts.domain.history import JourneyRevision
 from services.accounts.domain.paging import HistoryPosition, card_tag
 
@@ -93,6 +95,9 @@ MIGRATIONS: list[str] = [
         sent_at        timestamptz
     );
     """,
+    # Stored value (adapters.balance_book): balances, their movements, top-ups, outbox;
+    # journeys_latest.charged_minor is what the journey's latest revision debited.
+    BALANCE_MIGRATION,
 ]
 
 _INSERT_REVISIONS = """
@@ -105,7 +110,7 @@ RETURNING journey_id, revision
 """
 
 _LOCK_LATEST = """
-SELECT journey_id, revision, started_at, started_from_legs
+SELECT journey_id, revision, started_at, started_from_legs, charged_minor
 FROM journeys_latest WHERE journey_id = ANY($1::text[])
 ORDER BY journey_id FOR UPDATE
 """
@@ -116,11 +121,12 @@ ORDER BY journey_id FOR UPDATE
 _UPSERT_LATEST = """
 INSERT INTO journeys_latest AS l
     (journey_id, revision, card_token, started_at, started_from_legs, service_day, body,
-     has_legs)
+     has_legs, charged_minor)
 SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[],
-                     $5::boolean[], $6::date[], $7::bytea[], $8::boolean[])
+                     $5::boolean[], $6::date[], $7::bytea[], $8::boolean[], $9::bigint[])
 ON CONFLICT (journey_id) DO UPDATE SET
     has_legs = excluded.has_legs,
+    charged_minor = excluded.charged_minor,
     revision = excluded.revision,
     card_token = excluded.card_token,
     started_at = excluded.started_at,
@@ -219,8 +225,10 @@ def _revision(row: asyncpg.Record) -> JourneyRevision:
 class JourneyRepository:
     """Journey revisions in the service's own schema (the pool pins the search path)."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, book: BalanceBook | None = None) -> None:
         self._pool = pool
+        # Without a book the history is kept and no balance moves (benchmarks of reads).
+        self._book = book
 
     async def store(self, rev: JourneyRevision) -> StoreOutcome:
         """Keep `rev` for audit and make it the latest if it is newer; idempotent."""
@@ -251,13 +259,27 @@ class JourneyRepository:
             if replays:
                 await self._warn_if_conflicting(conn, replays)
             ids = sorted({r.journey_id for r in revs})
+            locked = await conn.fetch(_LOCK_LATEST, ids)
             current = {
                 row["journey_id"]: _Latest(
                     row["revision"], row["started_at"], row["started_from_legs"]
                 )
-                for row in await conn.fetch(_LOCK_LATEST, ids)
+                for row in locked
+            }
+            standing = {
+                row["journey_id"]: JourneyStanding(row["revision"], row["charged_minor"])
+                for row in locked
             }
             became = _apply_in_order(current, revs)
+            moves = journey_movements(
+                standing,
+                [
+                    ChargedRevision(r.card_token, r.journey_id, r.revision, r.charge_minor)
+                    for r in revs
+                ],
+            )
+            if self._book is not None and moves:
+                await self._book.post(conn, moves, datetime.now(UTC))
             if became:
                 final = [(jid, current[jid], rev) for jid, rev in sorted(became.items())]
                 await conn.execute(
@@ -270,6 +292,7 @@ class JourneyRepository:
                     [rev.service_day for _, _, rev in final],
                     [rev.body for _, _, rev in final],
                     [rev.started_from_legs for _, _, rev in final],
+                    [standing[jid].charged_minor for jid, _, _ in final],
                 )
         seen_new: set[tuple[str, int]] = set()
         outcomes = []

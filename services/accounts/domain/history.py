@@ -33,6 +33,10 @@ class JourneyRevision:
     started_from_legs: bool
     service_day: date | None
     body: bytes
+    # What this revision charges in total (minor units) and in which currency ("" when
+    # the event carries no charge: nothing to debit).
+    charge_minor: int = 0
+    charge_currency: str = ""
 
     @property
     def position(self) -> HistoryPosition:
@@ -108,6 +112,8 @@ def journey_revision(journey: PricedJourney, key: bytes | None, body: bytes) -> 
         started_from_legs=started is not None,
         service_day=service_day,
         body=body,
+        charge_minor=journey.charge.amount_minor if journey.HasField("charge") else 0,
+        charge_currency=journey.charge.currency if journey.HasField("charge") else "",
     )
 
 

@@ -108,3 +108,48 @@ def _position_from_payload(payload: bytes, card_token: str) -> HistoryPosition:
     if tag != card_tag(card_token):
         raise PageTokenError("page_token was issued for another card")
     return HistoryPosition(started_at_us=started_at_us, journey_id=journey_id)
+
+
+_MOVEMENTS_KIND = "m"
+
+
+def encode_movements_token(movement_id: int, card_token: str) -> str:
+    """An opaque token that resumes `card_token`'s balance movements before `movement_id`."""
+    payload = json.dumps(
+        [_MOVEMENTS_KIND, _TOKEN_VERSION, movement_id, card_tag(card_token)],
+        separators=(",", ":"),
+    ).encode()
+    body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
+    return f"{body}.{_checksum(payload)}"
+
+
+def decode_movements_token(token: str, card_token: str) -> int | None:
+    """The movement id a token resumes before; None for an empty token (the first page).
+    PageTokenError for anything this service did not issue for `card_token`'s movements."""
+    if not token:
+        return None
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise PageTokenError("page_token is too long")
+    body, dot, checksum = token.partition(".")
+    if not dot or not body:
+        raise PageTokenError("page_token is malformed")
+    try:
+        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+    except (binascii.Error, ValueError):
+        raise PageTokenError("page_token is not valid base64") from None
+    if checksum != _checksum(payload):
+        raise PageTokenError("page_token checksum does not match")
+    try:
+        fields = json.loads(payload)
+    except (UnicodeDecodeError, ValueError):
+        raise PageTokenError("page_token payload is not JSON") from None
+    if not isinstance(fields, list) or len(fields) != 4 or fields[0] != _MOVEMENTS_KIND:
+        raise PageTokenError("page_token is not a balance movements token")
+    _, version, movement_id, tag = fields
+    if version != _TOKEN_VERSION:
+        raise PageTokenError(f"page_token version {version!r} is not supported")
+    if isinstance(movement_id, bool) or not isinstance(movement_id, int):
+        raise PageTokenError("page_token payload has the wrong field types")
+    if tag != card_tag(card_token):
+        raise PageTokenError("page_token was issued for another card")
+    return movement_id

@@ -15,9 +15,13 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
+from clearway.common.v1.money_pb2 import Money
 from clearway.rpc import Slot
+from services.accounts.adapters.balance_book import MovementRow
+from services.accounts.domain.balance import MovementKind
 from services.accounts.domain.travellers import Card
 from services.accounts.service_layer.journey_history import JourneyHistory
+from services.accounts.service_layer.stored_value import StoredValue
 from services.accounts.service_layer.travellers import Travellers
 
 _SERVICES = accounts_pb2.DESCRIPTOR.services_by_name
@@ -32,6 +36,7 @@ class AccountsPorts:
 
     history: JourneyHistory
     travellers: Travellers
+    stored_value: StoredValue
 
 
 def bearer_token(context: Context) -> str | None:
@@ -55,6 +60,24 @@ def card_message(card: Card) -> accounts_pb2.Card:
         form=card.form,
         label=card.label,
         added_at=_timestamp(card.added_at),
+    )
+
+
+_KINDS = {
+    MovementKind.TOP_UP: accounts_pb2.BalanceMovement.KIND_TOP_UP,
+    MovementKind.JOURNEY: accounts_pb2.BalanceMovement.KIND_JOURNEY,
+}
+
+
+def movement_message(row: MovementRow) -> accounts_pb2.BalanceMovement:
+    """A balance movement as the API shows it."""
+    return accounts_pb2.BalanceMovement(
+        kind=_KINDS[row.kind],
+        source_id=row.source_id,
+        revision=row.revision,
+        amount=Money(amount_minor=row.amount_minor, currency=row.currency),
+        balance_after=Money(amount_minor=row.balance_after_minor, currency=row.currency),
+        at=_timestamp(row.at),
     )
 
 
@@ -150,3 +173,55 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
         traveller_id = await travellers.authenticate(bearer_token(context))
         await travellers.remove_card(traveller_id, request.card_token)
         return accounts_pb2.RemoveCardResponse()
+
+    async def TopUp(  # noqa: N802
+        self, request: accounts_pb2.TopUpRequest, context: Context
+    ) -> accounts_pb2.TopUpResponse:
+        """Top up one of the caller's cards online, once per idempotency key."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        result = await ports.stored_value.top_up(
+            traveller_id,
+            request.card_token,
+            request.amount.amount_minor,
+            request.amount.currency,
+            request.idempotency_key,
+        )
+        top_up = result.top_up
+        return accounts_pb2.TopUpResponse(
+            top_up_id=top_up.top_up_id,
+            balance_after=Money(amount_minor=top_up.balance_after_minor, currency=top_up.currency),
+            replayed=result.replayed,
+            sold_at=_timestamp(top_up.sold_at),
+            retailer_id=top_up.retailer_id,
+        )
+
+    async def GetBalance(  # noqa: N802
+        self, request: accounts_pb2.GetBalanceRequest, context: Context
+    ) -> accounts_pb2.GetBalanceResponse:
+        """One of the caller's cards' balance."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        card = await ports.stored_value.balance(request.card_token)
+        currency = ports.stored_value.rules.currency
+        return accounts_pb2.GetBalanceResponse(
+            balance=Money(amount_minor=card.balance_minor, currency=currency),
+            deny_listed=card.deny_listed,
+        )
+
+    async def ListBalanceMovements(  # noqa: N802
+        self, request: accounts_pb2.ListBalanceMovementsRequest, context: Context
+    ) -> accounts_pb2.ListBalanceMovementsResponse:
+        """One of the caller's cards' balance movements, newest first."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        page = await ports.stored_value.movements(
+            request.card_token, request.page_size, request.page_token
+        )
+        return accounts_pb2.ListBalanceMovementsResponse(
+            movements=[movement_message(m) for m in page.movements],
+            next_page_token=page.next_page_token,
+        )

@@ -22,57 +22,74 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from clearway.common.v1 import money_pb2 as clearway_dot_common_dot_v1_dot_money__pb2
 from clearway.events.v1 import events_pb2 as clearway_dot_events_dot_v1_dot_events__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#clearway/accounts/v1/accounts.proto\x12\x14\x63learway.accounts.v1\x1a\x1f\x63learway/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\x13ListJourneysRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x14ListJourneysResponse\x12\x33\n\x08journeys\x18\x01 \x03(\x0b\x32!.clearway.events.v1.PricedJourney\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\rSignUpRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"&\n\x0eSignUpResponse\x12\x14\n\x0ctraveller_id\x18\x01 \x01(\t\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"m\n\x0eSignInResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0ctraveller_id\x18\x03 \x01(\t\"\x10\n\x0eSignOutRequest\"\x11\n\x0fSignOutResponse\",\n\x1bRequestPasswordResetRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\x1e\n\x1cRequestPasswordResetResponse\"A\n\x14ResetPasswordRequest\x12\x13\n\x0breset_token\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x17\n\x15ResetPasswordResponse\"e\n\x04\x43\x61rd\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12\x0c\n\x04\x66orm\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x0e\x41\x64\x64\x43\x61rdRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"J\n\x0f\x41\x64\x64\x43\x61rdResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.clearway.accounts.v1.Card\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x08\"\x12\n\x10ListCardsRequest\">\n\x11ListCardsResponse\x12)\n\x05\x63\x61rds\x18\x01 \x03(\x0b\x32\x1a.clearway.accounts.v1.Card\"\'\n\x11RemoveCardRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\"\x14\n\x12RemoveCardResponse2x\n\x0f\x41\x63\x63ountsService\x12\x65\n\x0cListJourneys\x12).clearway.accounts.v1.ListJourneysRequest\x1a*.clearway.accounts.v1.ListJourneysResponse2\x94\x06\n\x10TravellerService\x12S\n\x06SignUp\x12#.clearway.accounts.v1.SignUpRequest\x1a$.clearway.accounts.v1.SignUpResponse\x12S\n\x06SignIn\x12#.clearway.accounts.v1.SignInRequest\x1a$.clearway.accounts.v1.SignInResponse\x12V\n\x07SignOut\x12$.clearway.accounts.v1.SignOutRequest\x1a%.clearway.accounts.v1.SignOutResponse\x12}\n\x14RequestPasswordReset\x12\x31.clearway.accounts.v1.RequestPasswordResetRequest\x1a\x32.clearway.accounts.v1.RequestPasswordResetResponse\x12h\n\rResetPassword\x12*.clearway.accounts.v1.ResetPasswordRequest\x1a+.clearway.accounts.v1.ResetPasswordResponse\x12V\n\x07\x41\x64\x64\x43\x61rd\x12$.clearway.accounts.v1.AddCardRequest\x1a%.clearway.accounts.v1.AddCardResponse\x12\\\n\tListCards\x12&.clearway.accounts.v1.ListCardsRequest\x1a\'.clearway.accounts.v1.ListCardsResponse\x12_\n\nRemoveCard\x12\'.clearway.accounts.v1.RemoveCardRequest\x1a(.clearway.accounts.v1.RemoveCardResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#clearway/accounts/v1/accounts.proto\x12\x14\x63learway.accounts.v1\x1a\x1e\x63learway/common/v1/money.proto\x1a\x1f\x63learway/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"P\n\x13ListJourneysRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"d\n\x14ListJourneysResponse\x12\x33\n\x08journeys\x18\x01 \x03(\x0b\x32!.clearway.events.v1.PricedJourney\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"0\n\rSignUpRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"&\n\x0eSignUpResponse\x12\x14\n\x0ctraveller_id\x18\x01 \x01(\t\"0\n\rSignInRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"m\n\x0eSignInResponse\x12\x15\n\rsession_token\x18\x01 \x01(\t\x12.\n\nexpires_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0ctraveller_id\x18\x03 \x01(\t\"\x10\n\x0eSignOutRequest\"\x11\n\x0fSignOutResponse\",\n\x1bRequestPasswordResetRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\"\x1e\n\x1cRequestPasswordResetResponse\"A\n\x14ResetPasswordRequest\x12\x13\n\x0breset_token\x18\x01 \x01(\t\x12\x14\n\x0cnew_password\x18\x02 \x01(\t\"\x17\n\x15ResetPasswordResponse\"e\n\x04\x43\x61rd\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12\x0c\n\x04\x66orm\x18\x02 \x01(\t\x12\r\n\x05label\x18\x03 \x01(\t\x12,\n\x08\x61\x64\x64\x65\x64_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\x0e\x41\x64\x64\x43\x61rdRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12\r\n\x05label\x18\x02 \x01(\t\"J\n\x0f\x41\x64\x64\x43\x61rdResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.clearway.accounts.v1.Card\x12\r\n\x05\x61\x64\x64\x65\x64\x18\x02 \x01(\x08\"\x12\n\x10ListCardsRequest\">\n\x11ListCardsResponse\x12)\n\x05\x63\x61rds\x18\x01 \x03(\x0b\x32\x1a.clearway.accounts.v1.Card\"\'\n\x11RemoveCardRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\"\x14\n\x12RemoveCardResponse\"f\n\x0cTopUpRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12)\n\x06\x61mount\x18\x02 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x17\n\x0fidempotency_key\x18\x03 \x01(\t\"\xa8\x01\n\rTopUpResponse\x12\x11\n\ttop_up_id\x18\x01 \x01(\t\x12\x30\n\rbalance_after\x18\x02 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12+\n\x07sold_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bretailer_id\x18\x05 \x01(\t\"\'\n\x11GetBalanceRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\"U\n\x12GetBalanceResponse\x12*\n\x07\x62\x61lance\x18\x01 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x13\n\x0b\x64\x65ny_listed\x18\x02 \x01(\x08\"\xb6\x02\n\x0f\x42\x61lanceMovement\x12\x38\n\x04kind\x18\x01 \x01(\x0e\x32*.clearway.accounts.v1.BalanceMovement.Kind\x12\x11\n\tsource_id\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\r\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x30\n\rbalance_after\x18\x05 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"?\n\x04Kind\x12\x14\n\x10KIND_UNSPECIFIED\x10\x00\x12\x0f\n\x0bKIND_TOP_UP\x10\x01\x12\x10\n\x0cKIND_JOURNEY\x10\x02\"X\n\x1bListBalanceMovementsRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"q\n\x1cListBalanceMovementsResponse\x12\x38\n\tmovements\x18\x01 \x03(\x0b\x32%.clearway.accounts.v1.BalanceMovement\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2x\n\x0f\x41\x63\x63ountsService\x12\x65\n\x0cListJourneys\x12).clearway.accounts.v1.ListJourneysRequest\x1a*.clearway.accounts.v1.ListJourneysResponse2\xc6\x08\n\x10TravellerService\x12S\n\x06SignUp\x12#.clearway.accounts.v1.SignUpRequest\x1a$.clearway.accounts.v1.SignUpResponse\x12S\n\x06SignIn\x12#.clearway.accounts.v1.SignInRequest\x1a$.clearway.accounts.v1.SignInResponse\x12V\n\x07SignOut\x12$.clearway.accounts.v1.SignOutRequest\x1a%.clearway.accounts.v1.SignOutResponse\x12}\n\x14RequestPasswordReset\x12\x31.clearway.accounts.v1.RequestPasswordResetRequest\x1a\x32.clearway.accounts.v1.RequestPasswordResetResponse\x12h\n\rResetPassword\x12*.clearway.accounts.v1.ResetPasswordRequest\x1a+.clearway.accounts.v1.ResetPasswordResponse\x12V\n\x07\x41\x64\x64\x43\x61rd\x12$.clearway.accounts.v1.AddCardRequest\x1a%.clearway.accounts.v1.AddCardResponse\x12\\\n\tListCards\x12&.clearway.accounts.v1.ListCardsRequest\x1a\'.clearway.accounts.v1.ListCardsResponse\x12_\n\nRemoveCard\x12\'.clearway.accounts.v1.RemoveCardRequest\x1a(.clearway.accounts.v1.RemoveCardResponse\x12P\n\x05TopUp\x12\".clearway.accounts.v1.TopUpRequest\x1a#.clearway.accounts.v1.TopUpResponse\x12_\n\nGetBalance\x12\'.clearway.accounts.v1.GetBalanceRequest\x1a(.clearway.accounts.v1.GetBalanceResponse\x12}\n\x14ListBalanceMovements\x12\x31.clearway.accounts.v1.ListBalanceMovementsRequest\x1a\x32.clearway.accounts.v1.ListBalanceMovementsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearway.accounts.v1.accounts_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTJOURNEYSREQUEST']._serialized_start=127
-  _globals['_LISTJOURNEYSREQUEST']._serialized_end=207
-  _globals['_LISTJOURNEYSRESPONSE']._serialized_start=209
-  _globals['_LISTJOURNEYSRESPONSE']._serialized_end=309
-  _globals['_SIGNUPREQUEST']._serialized_start=311
-  _globals['_SIGNUPREQUEST']._serialized_end=359
-  _globals['_SIGNUPRESPONSE']._serialized_start=361
-  _globals['_SIGNUPRESPONSE']._serialized_end=399
-  _globals['_SIGNINREQUEST']._serialized_start=401
-  _globals['_SIGNINREQUEST']._serialized_end=449
-  _globals['_SIGNINRESPONSE']._serialized_start=451
-  _globals['_SIGNINRESPONSE']._serialized_end=560
-  _globals['_SIGNOUTREQUEST']._serialized_start=562
-  _globals['_SIGNOUTREQUEST']._serialized_end=578
-  _globals['_SIGNOUTRESPONSE']._serialized_start=580
-  _globals['_SIGNOUTRESPONSE']._serialized_end=597
-  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_start=599
-  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_end=643
-  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_start=645
-  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_end=675
-  _globals['_RESETPASSWORDREQUEST']._serialized_start=677
-  _globals['_RESETPASSWORDREQUEST']._serialized_end=742
-  _globals['_RESETPASSWORDRESPONSE']._serialized_start=744
-  _globals['_RESETPASSWORDRESPONSE']._serialized_end=767
-  _globals['_CARD']._serialized_start=769
-  _globals['_CARD']._serialized_end=870
-  _globals['_ADDCARDREQUEST']._serialized_start=872
-  _globals['_ADDCARDREQUEST']._serialized_end=923
-  _globals['_ADDCARDRESPONSE']._serialized_start=925
-  _globals['_ADDCARDRESPONSE']._serialized_end=999
-  _globals['_LISTCARDSREQUEST']._serialized_start=1001
-  _globals['_LISTCARDSREQUEST']._serialized_end=1019
-  _globals['_LISTCARDSRESPONSE']._serialized_start=1021
-  _globals['_LISTCARDSRESPONSE']._serialized_end=1083
-  _globals['_REMOVECARDREQUEST']._serialized_start=1085
-  _globals['_REMOVECARDREQUEST']._serialized_end=1124
-  _globals['_REMOVECARDRESPONSE']._serialized_start=1126
-  _globals['_REMOVECARDRESPONSE']._serialized_end=1146
-  _globals['_ACCOUNTSSERVICE']._serialized_start=1148
-  _globals['_ACCOUNTSSERVICE']._serialized_end=1268
-  _globals['_TRAVELLERSERVICE']._serialized_start=1271
-  _globals['_TRAVELLERSERVICE']._serialized_end=2059
+  _globals['_LISTJOURNEYSREQUEST']._serialized_start=159
+  _globals['_LISTJOURNEYSREQUEST']._serialized_end=239
+  _globals['_LISTJOURNEYSRESPONSE']._serialized_start=241
+  _globals['_LISTJOURNEYSRESPONSE']._serialized_end=341
+  _globals['_SIGNUPREQUEST']._serialized_start=343
+  _globals['_SIGNUPREQUEST']._serialized_end=391
+  _globals['_SIGNUPRESPONSE']._serialized_start=393
+  _globals['_SIGNUPRESPONSE']._serialized_end=431
+  _globals['_SIGNINREQUEST']._serialized_start=433
+  _globals['_SIGNINREQUEST']._serialized_end=481
+  _globals['_SIGNINRESPONSE']._serialized_start=483
+  _globals['_SIGNINRESPONSE']._serialized_end=592
+  _globals['_SIGNOUTREQUEST']._serialized_start=594
+  _globals['_SIGNOUTREQUEST']._serialized_end=610
+  _globals['_SIGNOUTRESPONSE']._serialized_start=612
+  _globals['_SIGNOUTRESPONSE']._serialized_end=629
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_start=631
+  _globals['_REQUESTPASSWORDRESETREQUEST']._serialized_end=675
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_start=677
+  _globals['_REQUESTPASSWORDRESETRESPONSE']._serialized_end=707
+  _globals['_RESETPASSWORDREQUEST']._serialized_start=709
+  _globals['_RESETPASSWORDREQUEST']._serialized_end=774
+  _globals['_RESETPASSWORDRESPONSE']._serialized_start=776
+  _globals['_RESETPASSWORDRESPONSE']._serialized_end=799
+  _globals['_CARD']._serialized_start=801
+  _globals['_CARD']._serialized_end=902
+  _globals['_ADDCARDREQUEST']._serialized_start=904
+  _globals['_ADDCARDREQUEST']._serialized_end=955
+  _globals['_ADDCARDRESPONSE']._serialized_start=957
+  _globals['_ADDCARDRESPONSE']._serialized_end=1031
+  _globals['_LISTCARDSREQUEST']._serialized_start=1033
+  _globals['_LISTCARDSREQUEST']._serialized_end=1051
+  _globals['_LISTCARDSRESPONSE']._serialized_start=1053
+  _globals['_LISTCARDSRESPONSE']._serialized_end=1115
+  _globals['_REMOVECARDREQUEST']._serialized_start=1117
+  _globals['_REMOVECARDREQUEST']._serialized_end=1156
+  _globals['_REMOVECARDRESPONSE']._serialized_start=1158
+  _globals['_REMOVECARDRESPONSE']._serialized_end=1178
+  _globals['_TOPUPREQUEST']._serialized_start=1180
+  _globals['_TOPUPREQUEST']._serialized_end=1282
+  _globals['_TOPUPRESPONSE']._serialized_start=1285
+  _globals['_TOPUPRESPONSE']._serialized_end=1453
+  _globals['_GETBALANCEREQUEST']._serialized_start=1455
+  _globals['_GETBALANCEREQUEST']._serialized_end=1494
+  _globals['_GETBALANCERESPONSE']._serialized_start=1496
+  _globals['_GETBALANCERESPONSE']._serialized_end=1581
+  _globals['_BALANCEMOVEMENT']._serialized_start=1584
+  _globals['_BALANCEMOVEMENT']._serialized_end=1894
+  _globals['_BALANCEMOVEMENT_KIND']._serialized_start=1831
+  _globals['_BALANCEMOVEMENT_KIND']._serialized_end=1894
+  _globals['_LISTBALANCEMOVEMENTSREQUEST']._serialized_start=1896
+  _globals['_LISTBALANCEMOVEMENTSREQUEST']._serialized_end=1984
+  _globals['_LISTBALANCEMOVEMENTSRESPONSE']._serialized_start=1986
+  _globals['_LISTBALANCEMOVEMENTSRESPONSE']._serialized_end=2099
+  _globals['_ACCOUNTSSERVICE']._serialized_start=2101
+  _globals['_ACCOUNTSSERVICE']._serialized_end=2221
+  _globals['_TRAVELLERSERVICE']._serialized_start=2224
+  _globals['_TRAVELLERSERVICE']._serialized_end=3318
 # @@protoc_insertion_point(module_scope)

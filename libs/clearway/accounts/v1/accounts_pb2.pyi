@@ -3,12 +3,14 @@
 isort:skip_file
 """
 
+from clearway.common.v1 import money_pb2 as _money_pb2
 from clearway.events.v1 import events_pb2 as _events_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -409,3 +411,219 @@ class RemoveCardResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RemoveCardResponse: _TypeAlias = RemoveCardResponse  # noqa: Y015
+
+@_typing.final
+class TopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    idempotency_key: _builtins.str
+    """The caller's key for this purchase (1-128 of [A-Za-z0-9._:-]); retry with the same key."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """Positive, at most the documented maximum, in the scheme's currency."""
+
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        idempotency_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "card_token", b"card_token", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUpRequest: _TypeAlias = TopUpRequest  # noqa: Y015
+
+@_typing.final
+class TopUpResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    BALANCE_AFTER_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
+    SOLD_AT_FIELD_NUMBER: _builtins.int
+    RETAILER_ID_FIELD_NUMBER: _builtins.int
+    top_up_id: _builtins.str
+    """The top-up's id (the `top_up_id` of the TopUp event settlement posts)."""
+    replayed: _builtins.bool
+    """True when the key had been used for this top-up before (nothing new was credited)."""
+    retailer_id: _builtins.str
+    @_builtins.property
+    def balance_after(self) -> _money_pb2.Money:
+        """The card's balance right after this top-up."""
+
+    @_builtins.property
+    def sold_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        top_up_id: _builtins.str = ...,
+        balance_after: _money_pb2.Money | None = ...,
+        replayed: _builtins.bool = ...,
+        sold_at: _timestamp_pb2.Timestamp | None = ...,
+        retailer_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance_after", b"balance_after", "sold_at", b"sold_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_after", b"balance_after", "replayed", b"replayed", "retailer_id", b"retailer_id", "sold_at", b"sold_at", "top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUpResponse: _TypeAlias = TopUpResponse  # noqa: Y015
+
+@_typing.final
+class GetBalanceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBalanceRequest: _TypeAlias = GetBalanceRequest  # noqa: Y015
+
+@_typing.final
+class GetBalanceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BALANCE_FIELD_NUMBER: _builtins.int
+    DENY_LISTED_FIELD_NUMBER: _builtins.int
+    deny_listed: _builtins.bool
+    """True while the card is on the deny list for unpaid debt (a negative balance)."""
+    @_builtins.property
+    def balance(self) -> _money_pb2.Money:
+        """Zero for a card that never moved."""
+
+    def __init__(
+        self,
+        *,
+        balance: _money_pb2.Money | None = ...,
+        deny_listed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance", b"balance", "deny_listed", b"deny_listed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBalanceResponse: _TypeAlias = GetBalanceResponse  # noqa: Y015
+
+@_typing.final
+class BalanceMovement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[BalanceMovement._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: BalanceMovement._Kind.ValueType  # 0
+        KIND_TOP_UP: BalanceMovement._Kind.ValueType  # 1
+        KIND_JOURNEY: BalanceMovement._Kind.ValueType  # 2
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: BalanceMovement.Kind.ValueType  # 0
+    KIND_TOP_UP: BalanceMovement.Kind.ValueType  # 1
+    KIND_JOURNEY: BalanceMovement.Kind.ValueType  # 2
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    BALANCE_AFTER_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    kind: Global___BalanceMovement.Kind.ValueType
+    source_id: _builtins.str
+    """The top-up id, or the journey id."""
+    revision: _builtins.int
+    """The journey's revision (0 for a top-up)."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """Signed: a top-up or a refund is positive, a charge negative."""
+
+    @_builtins.property
+    def balance_after(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        kind: Global___BalanceMovement.Kind.ValueType = ...,
+        source_id: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        amount: _money_pb2.Money | None = ...,
+        balance_after: _money_pb2.Money | None = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "at", b"at", "balance_after", b"balance_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "at", b"at", "balance_after", b"balance_after", "kind", b"kind", "revision", b"revision", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BalanceMovement: _TypeAlias = BalanceMovement  # noqa: Y015
+
+@_typing.final
+class ListBalanceMovementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    page_size: _builtins.int
+    """At most 100; 0 means the default of 20."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBalanceMovementsRequest: _TypeAlias = ListBalanceMovementsRequest  # noqa: Y015
+
+@_typing.final
+class ListBalanceMovementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MOVEMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def movements(self) -> _containers.RepeatedCompositeFieldContainer[Global___BalanceMovement]: ...
+    def __init__(
+        self,
+        *,
+        movements: _abc.Iterable[Global___BalanceMovement] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["movements", b"movements", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBalanceMovementsResponse: _TypeAlias = ListBalanceMovementsResponse  # noqa: Y015

@@ -156,6 +156,21 @@ class TravellerServiceStub:
                 request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardRequest.SerializeToString,
                 response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardResponse.FromString,
                 _registered_method=True)
+        self.TopUp = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/TopUp',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.TopUpRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.TopUpResponse.FromString,
+                _registered_method=True)
+        self.GetBalance = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/GetBalance',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetBalanceRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetBalanceResponse.FromString,
+                _registered_method=True)
+        self.ListBalanceMovements = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/ListBalanceMovements',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsResponse.FromString,
+                _registered_method=True)
 
 
 class TravellerServiceServicer:
@@ -222,6 +237,31 @@ class TravellerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TopUp(self, request, context):
+        """Top up one of the caller's cards online (sold by the scheme's online retailer).
+        Idempotent by `idempotency_key` (per traveller): the same key with the same card and
+        amount answers the original result; with another card or amount it is refused
+        (INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBalance(self, request, context):
+        """The stored-value balance of one of the caller's cards (may be negative).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBalanceMovements(self, request, context):
+        """What moved one of the caller's cards' balance (top-ups, journey charges and
+        refunds), newest first, paged.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TravellerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -264,6 +304,21 @@ def add_TravellerServiceServicer_to_server(servicer, server):
                     servicer.RemoveCard,
                     request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardRequest.FromString,
                     response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardResponse.SerializeToString,
+            ),
+            'TopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.TopUp,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.TopUpRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.TopUpResponse.SerializeToString,
+            ),
+            'GetBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalance,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetBalanceRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetBalanceResponse.SerializeToString,
+            ),
+            'ListBalanceMovements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBalanceMovements,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -488,6 +543,87 @@ class TravellerService:
             '/clearway.accounts.v1.TravellerService/RemoveCard',
             clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardRequest.SerializeToString,
             clearway_dot_accounts_dot_v1_dot_accounts__pb2.RemoveCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/TopUp',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.TopUpRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.TopUpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/GetBalance',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetBalanceRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetBalanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBalanceMovements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/ListBalanceMovements',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -86,6 +86,18 @@ class TravellerServiceStub:
     """Attach a card (a scheme card's sc_ UID or a bank card's bk_ token) to the account."""
     ListCards: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListCardsRequest, _accounts_pb2.ListCardsResponse]
     RemoveCard: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.RemoveCardRequest, _accounts_pb2.RemoveCardResponse]
+    TopUp: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.TopUpRequest, _accounts_pb2.TopUpResponse]
+    """Top up one of the caller's cards online (sold by the scheme's online retailer).
+    Idempotent by `idempotency_key` (per traveller): the same key with the same card and
+    amount answers the original result; with another card or amount it is refused
+    (INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED).
+    """
+    GetBalance: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetBalanceRequest, _accounts_pb2.GetBalanceResponse]
+    """The stored-value balance of one of the caller's cards (may be negative)."""
+    ListBalanceMovements: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListBalanceMovementsRequest, _accounts_pb2.ListBalanceMovementsResponse]
+    """What moved one of the caller's cards' balance (top-ups, journey charges and
+    refunds), newest first, paged.
+    """
 
 @_typing.type_check_only
 class TravellerServiceAsyncStub(TravellerServiceStub):
@@ -114,6 +126,18 @@ class TravellerServiceAsyncStub(TravellerServiceStub):
     """Attach a card (a scheme card's sc_ UID or a bank card's bk_ token) to the account."""
     ListCards: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListCardsRequest, _accounts_pb2.ListCardsResponse]  # type: ignore[assignment]
     RemoveCard: _aio.UnaryUnaryMultiCallable[_accounts_pb2.RemoveCardRequest, _accounts_pb2.RemoveCardResponse]  # type: ignore[assignment]
+    TopUp: _aio.UnaryUnaryMultiCallable[_accounts_pb2.TopUpRequest, _accounts_pb2.TopUpResponse]  # type: ignore[assignment]
+    """Top up one of the caller's cards online (sold by the scheme's online retailer).
+    Idempotent by `idempotency_key` (per traveller): the same key with the same card and
+    amount answers the original result; with another card or amount it is refused
+    (INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED).
+    """
+    GetBalance: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetBalanceRequest, _accounts_pb2.GetBalanceResponse]  # type: ignore[assignment]
+    """The stored-value balance of one of the caller's cards (may be negative)."""
+    ListBalanceMovements: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListBalanceMovementsRequest, _accounts_pb2.ListBalanceMovementsResponse]  # type: ignore[assignment]
+    """What moved one of the caller's cards' balance (top-ups, journey charges and
+    refunds), newest first, paged.
+    """
 
 class TravellerServiceServicer(metaclass=_abc_1.ABCMeta):
     """Travellers' accounts: sign-up, sign-in and the cards an account owns.
@@ -187,5 +211,35 @@ class TravellerServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _accounts_pb2.RemoveCardRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_accounts_pb2.RemoveCardResponse, _abc.Awaitable[_accounts_pb2.RemoveCardResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def TopUp(
+        self,
+        request: _accounts_pb2.TopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.TopUpResponse, _abc.Awaitable[_accounts_pb2.TopUpResponse]]:
+        """Top up one of the caller's cards online (sold by the scheme's online retailer).
+        Idempotent by `idempotency_key` (per traveller): the same key with the same card and
+        amount answers the original result; with another card or amount it is refused
+        (INVALID_ARGUMENT, IDEMPOTENCY_KEY_REUSED).
+        """
+
+    @_abc_1.abstractmethod
+    def GetBalance(
+        self,
+        request: _accounts_pb2.GetBalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.GetBalanceResponse, _abc.Awaitable[_accounts_pb2.GetBalanceResponse]]:
+        """The stored-value balance of one of the caller's cards (may be negative)."""
+
+    @_abc_1.abstractmethod
+    def ListBalanceMovements(
+        self,
+        request: _accounts_pb2.ListBalanceMovementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ListBalanceMovementsResponse, _abc.Awaitable[_accounts_pb2.ListBalanceMovementsResponse]]:
+        """What moved one of the caller's cards' balance (top-ups, journey charges and
+        refunds), newest first, paged.
+        """
 
 def add_TravellerServiceServicer_to_server(servicer: TravellerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
