@@ -68,6 +68,24 @@ class TravellerRepository:
         )
         return None if value is None else str(value)
 
+    async def session_and_card(
+        self, digest: bytes, card_token: str, now: datetime
+    ) -> tuple[str | None, bool]:
+        """(the traveller of a live session, whether the card is theirs): one round trip
+        for the hot path of reading one's history."""
+        row = await self.pool.fetchrow(
+            "SELECT s.traveller_id, c.card_token IS NOT NULL AS owns FROM sessions s"
+            " LEFT JOIN traveller_cards c"
+            " ON c.traveller_id = s.traveller_id AND c.card_token = $2"
+            " WHERE s.token_digest = $1 AND s.expires_at > $3",
+            digest,
+            card_token,
+            now,
+        )
+        if row is None:
+            return None, False
+        return str(row["traveller_id"]), bool(row["owns"])
+
     async def end_session(self, digest: bytes) -> None:
         """Forget a session."""
         await self.pool.execute("DELETE FROM sessions WHERE token_digest = $1", digest)

@@ -92,8 +92,7 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
     ) -> accounts_pb2.ListJourneysResponse:
         """One of the caller's cards' journeys, latest revision of each, newest first."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
         return await ports.history.list_journeys(
             request.card_token, request.page_size, request.page_token
         )

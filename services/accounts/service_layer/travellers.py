@@ -105,6 +105,21 @@ class Travellers:
             raise NotSignedInError("the session is unknown or expired; sign in again")
         return traveller_id
 
+    async def authenticate_owner(self, token: str | None, card_token: str) -> str:
+        """`authenticate` then `check_owner` in one database round trip: the traveller,
+        or NOT_SIGNED_IN, a card-token error, NOT_YOUR_CARD (in that order)."""
+        if not token or len(token) > 256:
+            raise NotSignedInError("sign in and send `authorization: Bearer <session token>`")
+        check_card_token(card_token)
+        traveller_id, owns = await self.repository.session_and_card(
+            token_digest(token), card_token, self.clock()
+        )
+        if traveller_id is None:
+            raise NotSignedInError("the session is unknown or expired; sign in again")
+        if not owns:
+            raise NotYourCardError("this card is not one of yours")
+        return traveller_id
+
     async def sign_out(self, token: str | None) -> None:
         """End the session (after checking it is one)."""
         await self.authenticate(token)
