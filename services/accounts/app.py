@@ -15,9 +15,11 @@ from clearway.accounts.v1 import accounts_pb2_grpc
 from clearway.consumer import ConsumerLoop, KafkaCommits
 from clearway.rpc import Slot
 from clearway.runtime import Resources
-from clearway.settings import ServiceSettings, SettingsError
+from clearway.settings import ServiceSettings, SettingsError, env_str
 from services.accounts.adapters.balance_book import BalanceBook, BalanceRepository
 from services.accounts.adapters.cache import HistoryCache
+from services.accounts.adapters.fares_caps import FaresCaps
+from services.accounts.adapters.fares_client import FaresStopCheck
 from services.accounts.adapters.journey_repository import MIGRATIONS, JourneyRepository
 from services.accounts.adapters.outbox import OutboxRelay
 from services.accounts.adapters.traveller_repository import SignInLimiter, TravellerRepository
@@ -31,11 +33,13 @@ from services.accounts.entrypoints.grpc import (
     AccountsServicer,
     TravellerServicer,
 )
+from services.accounts.service_layer.claims import Claims, ClaimSettings
 from services.accounts.service_layer.journey_history import JourneyHistory
 from services.accounts.service_layer.stored_value import ServiceDayClock, StoredValue, TopUpSale
 from services.accounts.service_layer.travellers import Travellers
 
 SERVICE = "accounts"
+DEFAULT_FARES_TARGET = "127.0.0.1:50052"
 
 
 def cache_namespace(settings: ServiceSettings) -> str:
@@ -94,6 +98,13 @@ class AccountsApp:
     loop: ConsumerLoop[JourneyRevision | TopUpSale] | None = None
     stored_value: StoredValue | None = None
     relay: OutboxRelay | None = None
+    claim_settings: ClaimSettings = field(default_factory=ClaimSettings)
+    claims: Claims | None = None
+    # Where fares answers QuoteFare (claims) and GetCapsProgress (CLEARWAY_FARES_TARGET).
+    fares_target: str = field(
+        default_factory=lambda: env_str("CLEARWAY_FARES_TARGET", DEFAULT_FARES_TARGET)
+    )
+    caps: FaresCaps | None = None
 
     @property
     def grpc_service_names(self) -> list[str]:
@@ -137,7 +148,26 @@ class AccountsApp:
             topics.topups,
             self.stored_value_settings.day_clock,
         )
-        self.recorder = JourneyRecorder(history, self.stored_value, topics.topups)
+        # fares (CLEARWAY_FARES_TARGET) checks claimed exits (QuoteFare) and prices caps
+        # progress: one channel, connecting on first use, so accounts starts whether fares
+        # is up or not.
+        fares_channel = grpc.aio.insecure_channel(self.fares_target)
+        resources.on_close("fares channel", fares_channel.close)
+        # Disputes: claims checked against fares' fare data, their correction taps relayed
+        # from the outbox to `taps`.
+        await resources.topics([topics.taps])
+        stop_check = FaresStopCheck(fares_channel)
+        self.claims = Claims(
+            self.pool,
+            self.relay,
+            stop_check,
+            topics.taps,
+            self.claim_settings.rules,
+            self.stored_value_settings.day_clock.timezone,
+        )
+        self.recorder = JourneyRecorder(
+            history, self.stored_value, topics.topups, claims=self.claims
+        )
         self.loop = await resources.consume(
             self.recorder,
             topics=[topics.journeys, topics.topups],
@@ -148,12 +178,21 @@ class AccountsApp:
             TravellerRepository(self.pool),
             SignInLimiter(cache.client, cache_namespace(self.settings)),
         )
-        self.ports.fill(AccountsPorts(history, self.travellers, self.stored_value))
+        self.caps = FaresCaps(fares_channel)
+        self.ports.fill(
+            AccountsPorts(
+                history, self.travellers, self.stored_value, claims=self.claims, caps=self.caps
+            )
+        )
 
 
 def build(settings: ServiceSettings) -> AccountsApp:
     """An accounts service for `settings` (nothing connects until started)."""
-    return AccountsApp(settings=settings, stored_value_settings=StoredValueSettings.from_env())
+    return AccountsApp(
+        settings=settings,
+        stored_value_settings=StoredValueSettings.from_env(),
+        claim_settings=ClaimSettings.from_env(),
+    )
 
 
 def build_from_env() -> AccountsApp:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from services.accounts.adapters.balance_book import BALANCE_MIGRATION, BalanceBook
+from services.accounts.adapters.claim_repository import CLAIMS_MIGRATION
 from services.accounts.domain.balance import ChargedRevision, JourneyStanding, journey_movements
 from services.accounts.domain.history import JourneyRevision
 from services.accounts.domain.paging import HistoryPosition, card_tag
@@ -98,6 +99,8 @@ MIGRATIONS: list[str] = [
     # Stored value (adapters.balance_book): balances, their movements, top-ups, outbox;
     # journeys_latest.charged_minor is what the journey's latest revision debited.
     BALANCE_MIGRATION,
+    # Missing-exit claims (adapters.claim_repository): every claim and its outcome.
+    CLAIMS_MIGRATION,
 ]
 
 _INSERT_REVISIONS = """

@@ -26,6 +26,7 @@ from services.accounts.domain.balance import (
 )
 from services.accounts.domain.errors import InvalidJourneyError
 from services.accounts.domain.history import JourneyRevision, journey_revision
+from services.accounts.service_layer.claims import Claims
 from services.accounts.service_layer.journey_history import JourneyHistory
 from services.accounts.service_layer.stored_value import StoredValue, TopUpSale
 
@@ -110,8 +111,11 @@ class JourneyRecorder:
         history: JourneyHistory,
         stored_value: StoredValue | None = None,
         topups_topic: str | None = None,
+        claims: Claims | None = None,
     ) -> None:
         self._history = history
+        # Disputes: a stored revision that priced a claim's correction tap settles it.
+        self._claims = claims
         self._stored_value = stored_value
         self._topups_topic = topups_topic
         self.stats = StoringStats()
@@ -134,6 +138,8 @@ class JourneyRecorder:
         if not revs:
             return
         outcomes = await self._history.record_many(revs)
+        if self._claims is not None:
+            await self._claims.resolve(revs)  # idempotent: a redelivery changes nothing
         if self._stored_value is not None and self._stored_value.relay is not None:
             self._stored_value.relay.notify()  # a debit may have queued a deny-list change
         self.stats.stored += len(outcomes)

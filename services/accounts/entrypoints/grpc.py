@@ -9,6 +9,7 @@ errors to a status and `reason-code` trailer are the shared interceptor's (clear
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 import grpc
@@ -16,10 +17,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.common.v1.money_pb2 import Money
+from clearway.errors import NotReadyError
+from clearway.money import Money as MoneyValue
 from clearway.rpc import Slot
 from services.accounts.adapters.balance_book import MovementRow
+from services.accounts.adapters.claim_repository import StoredClaim
+from services.accounts.adapters.fares_caps import FaresCaps
 from services.accounts.domain.balance import MovementKind
+from services.accounts.domain.caps import CapPeriod, CapsProgressUnavailableError
+from services.accounts.domain.claims import ClaimStatus
 from services.accounts.domain.travellers import Card
+from services.accounts.service_layer.claims import Claims
 from services.accounts.service_layer.journey_history import JourneyHistory
 from services.accounts.service_layer.stored_value import StoredValue
 from services.accounts.service_layer.travellers import Travellers
@@ -37,6 +45,10 @@ class AccountsPorts:
     history: JourneyHistory
     travellers: Travellers
     stored_value: StoredValue
+    # Disputes (missing-exit claims); None in tests that do not wire them.
+    claims: Claims | None = None
+    # Caps progress, asked of fares; None in tests that do not wire it.
+    caps: FaresCaps | None = None
 
 
 def bearer_token(context: Context) -> str | None:
@@ -79,6 +91,38 @@ def movement_message(row: MovementRow) -> accounts_pb2.BalanceMovement:
         balance_after=Money(amount_minor=row.balance_after_minor, currency=row.currency),
         at=_timestamp(row.at),
     )
+
+
+_CLAIM_STATUSES = {
+    ClaimStatus.PENDING: accounts_pb2.Claim.STATUS_PENDING,
+    ClaimStatus.REFUNDED: accounts_pb2.Claim.STATUS_REFUNDED,
+    ClaimStatus.REJECTED: accounts_pb2.Claim.STATUS_REJECTED,
+}
+
+
+def claim_message(claim: StoredClaim) -> accounts_pb2.Claim:
+    """A missing-exit claim as the API shows it."""
+    message = accounts_pb2.Claim(
+        claim_id=claim.claim_id,
+        card_token=claim.card_token,
+        journey_id=claim.journey_id,
+        claimed_revision=claim.claimed_revision,
+        claimed_charge=Money(amount_minor=claim.claimed_charge_minor, currency=claim.currency),
+        entry_stop_id=claim.entry_stop_id,
+        entry_at=_timestamp(claim.entry_at),
+        exit_stop_id=claim.exit_stop_id,
+        exited_at=_timestamp(claim.exited_at),
+        exited_at_estimated=claim.exited_at_estimated,
+        tap_id=claim.tap_id,
+        status=_CLAIM_STATUSES[claim.status],
+        reason=claim.reason,
+        resulting_revision=claim.resulting_revision or 0,
+        refund=Money(amount_minor=claim.refund_minor or 0, currency=claim.currency),
+        created_at=_timestamp(claim.created_at),
+    )
+    if claim.resolved_at is not None:
+        message.resolved_at.CopyFrom(_timestamp(claim.resolved_at))
+    return message
 
 
 class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
@@ -224,3 +268,77 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
             movements=[movement_message(m) for m in page.movements],
             next_page_token=page.next_page_token,
         )
+
+    def _claims(self) -> Claims:
+        claims = self._ports.get().claims
+        if claims is None:  # pragma: no cover - the app always wires them
+            raise NotReadyError("disputes are not wired in this process")
+        return claims
+
+    async def ClaimMissingExit(  # noqa: N802
+        self, request: accounts_pb2.ClaimMissingExitRequest, context: Context
+    ) -> accounts_pb2.ClaimMissingExitResponse:
+        """Claim the missing exit of an incomplete journey of one of the caller's cards."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        exited_at = (
+            request.exited_at.ToDatetime(tzinfo=UTC) if request.HasField("exited_at") else None
+        )
+        claim = await self._claims().claim_missing_exit(
+            traveller_id,
+            request.card_token,
+            request.journey_id,
+            request.exit_stop_id,
+            exited_at,
+        )
+        return accounts_pb2.ClaimMissingExitResponse(claim=claim_message(claim))
+
+    async def ListClaims(  # noqa: N802
+        self, request: accounts_pb2.ListClaimsRequest, context: Context
+    ) -> accounts_pb2.ListClaimsResponse:
+        """One of the caller's cards' claims, newest first."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        claims = await self._claims().list_claims(request.card_token)
+        return accounts_pb2.ListClaimsResponse(claims=[claim_message(c) for c in claims])
+
+    async def GetCapsProgress(  # noqa: N802
+        self, request: accounts_pb2.GetCapsProgressRequest, context: Context
+    ) -> accounts_pb2.GetCapsProgressResponse:
+        """How much of each cap that counts one of the caller's cards it has used today
+        and this week, from fares, each with its sentence."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        if ports.caps is None:
+            raise CapsProgressUnavailableError("caps progress is not wired to fares")
+        card = await ports.caps.caps_progress(request.card_token)
+        return accounts_pb2.GetCapsProgressResponse(
+            service_day=card.service_day.isoformat(),
+            week_start=card.week_start.isoformat(),
+            caps=[
+                accounts_pb2.CapProgress(
+                    cap_id=cap.cap_id,
+                    name=cap.name,
+                    period=_CAP_PERIODS[cap.period],
+                    period_start=cap.period_start.isoformat(),
+                    amount=_money(cap.amount),
+                    spent=_money(cap.spent),
+                    remaining=_money(cap.remaining),
+                    summary=cap.summary,
+                )
+                for cap in card.caps
+            ],
+        )
+
+
+_CAP_PERIODS = {
+    CapPeriod.DAY: accounts_pb2.CapProgress.PERIOD_DAY,
+    CapPeriod.WEEK: accounts_pb2.CapProgress.PERIOD_WEEK,
+}
+
+
+def _money(amount: MoneyValue) -> Money:
+    return Money(amount_minor=amount.amount_minor, currency=amount.currency)

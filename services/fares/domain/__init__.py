@@ -3,6 +3,7 @@
 Taps in, priced journeys out; GTFS Fares v2 plus Clearway extensions (docs/fare-data.md).
 """
 
+from .caps_progress import CapProgress, CardCapsProgress, caps_progress
 from .errors import (
     FaresError,
     FeedError,
@@ -30,6 +31,7 @@ from .pricing import (
     CapSpent,
     PricingStart,
     ResumedPricing,
+    cap_spend,
     check_tap,
     price_card,
     price_card_from,
@@ -40,7 +42,9 @@ __all__ = [
     "Cap",
     "CapApplied",
     "CapPeriod",
+    "CapProgress",
     "CapSpent",
+    "CardCapsProgress",
     "FareCatalog",
     "FareData",
     "FareMedia",
@@ -61,6 +65,8 @@ __all__ = [
     "TapKind",
     "UnknownRouteError",
     "UnknownStopError",
+    "cap_spend",
+    "caps_progress",
     "check_tap",
     "load_fare_data",
     "price_card",

@@ -245,6 +245,36 @@ def price_card_from(
     return ResumedPricing(journeys, snapshots)
 
 
+def cap_spend(
+    fare_data: FareData | FareCatalog,
+    card_token: str,
+    taps: Sequence[Tap],
+    *,
+    as_of: datetime | None,
+    start: PricingStart | None = None,
+) -> CapSpent:
+    """What the caps have counted once one card's taps are priced as `price_card_from`
+    prices them (from `start`, default the taps' own): (cap id, period start, amount)."""
+    catalog = as_catalog(fare_data)
+    unique: dict[str, Tap] = {}
+    for tap in taps:
+        if tap.tapped_at.utcoffset() is None:
+            raise NaiveTimeError(tap.tap_id)
+        unique.setdefault(tap.tap_id, tap)
+    ordered = sorted(unique.values(), key=_TAP_ORDER)
+    start = start or PricingStart.of(ordered)
+    parts = _pair_taps(catalog, ordered, as_of)
+    fare_legs = [
+        _price_fare_leg(group, start.rider_category_id, start.fare_media_id)
+        for group in _join(parts)
+    ]
+    # The same fold as `_apply_caps`, keeping the running spend instead of the journeys.
+    spend = _CapSpend(card_token, {(cap_id, day): amount for cap_id, day, amount in start.spent})
+    for journey in _link(fare_legs):
+        _finish(card_token, journey, spend)
+    return tuple(sorted((c, d, a) for (c, d), a in spend.spent.items() if a))
+
+
 def _price_one_card(
     catalog: FareCatalog,
     card: str,

@@ -1,4 +1,5 @@
-"""FaresService: QuoteFare prices a hypothetical journey; CloseServiceDay finalises a day.
+"""FaresService: QuoteFare prices a hypothetical journey; CloseServiceDay finalises a day;
+GetCapsProgress says how much of each cap a card has used (internal: no authentication).
 
 Trace context, the server span, readiness and the mapping of domain errors to a status
 and `reason-code` trailer are the shared interceptor's (clearway.rpc).
@@ -6,24 +7,31 @@ and `reason-code` trailer are the shared interceptor's (clearway.rpc).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
+from clearway.card_tokens import card_token_form
 from clearway.common.v1 import money_pb2
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.money import total
 from clearway.rpc import Slot
-from services.fares.adapters.convert import BadTapError, journey_pb, tap_from_proto
-from services.fares.domain import FaresError, check_tap, price_card
+from services.fares.adapters.convert import BadTapError, journey_pb, money_pb, tap_from_proto
+from services.fares.domain import CapPeriod, CardCapsProgress, FaresError, check_tap, price_card
 from services.fares.domain.errors import QuoteError
 from services.fares.domain.model import FareCatalog
+from services.fares.service_layer.caps_progress import card_caps_progress
 from services.fares.service_layer.closing import FaresPorts, close_service_day
 
 MAX_QUOTE_TAPS = 500
 DEFAULT_CATCH_UP_S = 60
 Context = grpc.aio.ServicerContext[Any, Any]
+# Instants a caps progress may be asked at (a week's window must fit in a datetime).
+_EARLIEST_AT = datetime(1971, 1, 1, tzinfo=UTC)
+_LATEST_AT = datetime(9000, 1, 1, tzinfo=UTC)
+_PERIODS = {CapPeriod.DAY: fares_pb2.CAP_PERIOD_DAY, CapPeriod.WEEK: fares_pb2.CAP_PERIOD_WEEK}
 
 
 class FaresServicer(fares_pb2_grpc.FaresServiceServicer):
@@ -98,3 +106,57 @@ class FaresServicer(fares_pb2_grpc.FaresServiceServicer):
             cards_repriced=closed.cards_repriced,
             revisions_published=closed.revisions_published,
         )
+
+    async def GetCapsProgress(  # noqa: N802 (gRPC method name)
+        self, request: fares_pb2.GetCapsProgressRequest, context: Context
+    ) -> fares_pb2.GetCapsProgressResponse:
+        """How much of each cap that counts the card it has used in the service day and
+        week containing `at` (default now). Internal: answers for any card token."""
+        if not request.card_token:
+            raise QuoteError("MISSING_CARD_TOKEN", "card_token is required")
+        if card_token_form(request.card_token) is None:
+            # Never echoed: it may be a card number.
+            raise QuoteError("BAD_CARD_TOKEN", "card_token is not a card token")
+        at = datetime.now(UTC)
+        if request.HasField("at"):
+            at = _instant(request.at)
+        ports = self.ports.get()
+        progress = await card_caps_progress(ports.pool, self.catalog, request.card_token, at)
+        return caps_progress_message(progress)
+
+
+def _instant(stamp: Timestamp) -> datetime:
+    """A request's instant; BAD_AT when it is not one fares can reason about."""
+    try:
+        at = stamp.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise QuoteError("BAD_AT", "at is not a valid instant") from None
+    if not _EARLIEST_AT <= at < _LATEST_AT:
+        raise QuoteError("BAD_AT", "at must be between 1971 and 9000")
+    return at
+
+
+def caps_progress_message(progress: CardCapsProgress) -> fares_pb2.GetCapsProgressResponse:
+    """A card's caps progress as its protobuf message."""
+    at = Timestamp()
+    at.FromDatetime(progress.at)
+    return fares_pb2.GetCapsProgressResponse(
+        at=at,
+        service_day=progress.service_day.isoformat(),
+        week_start=progress.week_start.isoformat(),
+        rider_category_id=progress.rider_category_id or "",
+        fare_media_id=progress.fare_media_id or "",
+        fare_version=progress.fare_version,
+        caps=[
+            fares_pb2.CapProgress(
+                cap_id=cap.cap_id,
+                name=cap.name,
+                period=_PERIODS[cap.period],
+                period_start=cap.period_start.isoformat(),
+                amount=money_pb(cap.amount),
+                spent=money_pb(cap.spent),
+                remaining=money_pb(cap.remaining),
+            )
+            for cap in progress.caps
+        ],
+    )

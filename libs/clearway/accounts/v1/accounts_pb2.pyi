@@ -627,3 +627,319 @@ class ListBalanceMovementsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListBalanceMovementsResponse: _TypeAlias = ListBalanceMovementsResponse  # noqa: Y015
+
+@_typing.final
+class GetCapsProgressRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapsProgressRequest: _TypeAlias = GetCapsProgressRequest  # noqa: Y015
+
+@_typing.final
+class CapProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Period:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _PeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[CapProgress._Period.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        PERIOD_UNSPECIFIED: CapProgress._Period.ValueType  # 0
+        PERIOD_DAY: CapProgress._Period.ValueType  # 1
+        """One service day."""
+        PERIOD_WEEK: CapProgress._Period.ValueType  # 2
+        """The service days Monday to Sunday."""
+
+    class Period(_Period, metaclass=_PeriodEnumTypeWrapper): ...
+    PERIOD_UNSPECIFIED: CapProgress.Period.ValueType  # 0
+    PERIOD_DAY: CapProgress.Period.ValueType  # 1
+    """One service day."""
+    PERIOD_WEEK: CapProgress.Period.ValueType  # 2
+    """The service days Monday to Sunday."""
+
+    CAP_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    cap_id: _builtins.str
+    name: _builtins.str
+    period: Global___CapProgress.Period.ValueType
+    period_start: _builtins.str
+    """YYYY-MM-DD: the service day (day caps) or the Monday of the service week (week caps)."""
+    summary: _builtins.str
+    """"£6.40 of today's £8.90 cap", "£15.30 of this week's £44.70 cap"."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def spent(self) -> _money_pb2.Money:
+        """What counted towards the cap so far."""
+
+    @_builtins.property
+    def remaining(self) -> _money_pb2.Money:
+        """amount - spent, never below zero."""
+
+    def __init__(
+        self,
+        *,
+        cap_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        period: Global___CapProgress.Period.ValueType = ...,
+        period_start: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        spent: _money_pb2.Money | None = ...,
+        remaining: _money_pb2.Money | None = ...,
+        summary: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "remaining", b"remaining", "spent", b"spent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cap_id", b"cap_id", "name", b"name", "period", b"period", "period_start", b"period_start", "remaining", b"remaining", "spent", b"spent", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CapProgress: _TypeAlias = CapProgress  # noqa: Y015
+
+@_typing.final
+class GetCapsProgressResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SERVICE_DAY_FIELD_NUMBER: _builtins.int
+    WEEK_START_FIELD_NUMBER: _builtins.int
+    CAPS_FIELD_NUMBER: _builtins.int
+    service_day: _builtins.str
+    """YYYY-MM-DD: today's service day and the Monday of this week."""
+    week_start: _builtins.str
+    @_builtins.property
+    def caps(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapProgress]:
+        """Day caps first, then week caps. A card that has not travelled this week gets the
+        caps of the default rider category and fare media (the adult fare), at zero.
+        """
+
+    def __init__(
+        self,
+        *,
+        service_day: _builtins.str = ...,
+        week_start: _builtins.str = ...,
+        caps: _abc.Iterable[Global___CapProgress] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["caps", b"caps", "service_day", b"service_day", "week_start", b"week_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapsProgressResponse: _TypeAlias = GetCapsProgressResponse  # noqa: Y015
+
+@_typing.final
+class ClaimMissingExitRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    EXIT_STOP_ID_FIELD_NUMBER: _builtins.int
+    EXITED_AT_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    journey_id: _builtins.str
+    """The incomplete journey (PricedJourney.journey_id)."""
+    exit_stop_id: _builtins.str
+    """The GTFS stop_id where the traveller left (a stop of the fare data)."""
+    @_builtins.property
+    def exited_at(self) -> _timestamp_pb2.Timestamp:
+        """When the traveller left; unset: the documented estimate (entry + a typical journey)."""
+
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        journey_id: _builtins.str = ...,
+        exit_stop_id: _builtins.str = ...,
+        exited_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["exited_at", b"exited_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token", "exit_stop_id", b"exit_stop_id", "exited_at", b"exited_at", "journey_id", b"journey_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimMissingExitRequest: _TypeAlias = ClaimMissingExitRequest  # noqa: Y015
+
+@_typing.final
+class ClaimMissingExitResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def claim(self) -> Global___Claim: ...
+    def __init__(
+        self,
+        *,
+        claim: Global___Claim | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claim", b"claim"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClaimMissingExitResponse: _TypeAlias = ClaimMissingExitResponse  # noqa: Y015
+
+@_typing.final
+class ListClaimsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClaimsRequest: _TypeAlias = ListClaimsRequest  # noqa: Y015
+
+@_typing.final
+class ListClaimsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLAIMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def claims(self) -> _containers.RepeatedCompositeFieldContainer[Global___Claim]:
+        """Newest first (at most 100)."""
+
+    def __init__(
+        self,
+        *,
+        claims: _abc.Iterable[Global___Claim] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["claims", b"claims"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListClaimsResponse: _TypeAlias = ListClaimsResponse  # noqa: Y015
+
+@_typing.final
+class Claim(_message.Message):
+    """A missing-exit claim and its outcome."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Status:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Claim._Status.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATUS_UNSPECIFIED: Claim._Status.ValueType  # 0
+        STATUS_PENDING: Claim._Status.ValueType  # 1
+        """The correction tap is on its way to fares."""
+        STATUS_REFUNDED: Claim._Status.ValueType  # 2
+        """fares re-priced the journey lower: `refund` was credited (the journey's adjustment)."""
+        STATUS_REJECTED: Claim._Status.ValueType  # 3
+        """fares re-priced the journey, but not lower (`reason` says why)."""
+
+    class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
+    STATUS_UNSPECIFIED: Claim.Status.ValueType  # 0
+    STATUS_PENDING: Claim.Status.ValueType  # 1
+    """The correction tap is on its way to fares."""
+    STATUS_REFUNDED: Claim.Status.ValueType  # 2
+    """fares re-priced the journey lower: `refund` was credited (the journey's adjustment)."""
+    STATUS_REJECTED: Claim.Status.ValueType  # 3
+    """fares re-priced the journey, but not lower (`reason` says why)."""
+
+    CLAIM_ID_FIELD_NUMBER: _builtins.int
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    JOURNEY_ID_FIELD_NUMBER: _builtins.int
+    CLAIMED_REVISION_FIELD_NUMBER: _builtins.int
+    CLAIMED_CHARGE_FIELD_NUMBER: _builtins.int
+    ENTRY_STOP_ID_FIELD_NUMBER: _builtins.int
+    ENTRY_AT_FIELD_NUMBER: _builtins.int
+    EXIT_STOP_ID_FIELD_NUMBER: _builtins.int
+    EXITED_AT_FIELD_NUMBER: _builtins.int
+    EXITED_AT_ESTIMATED_FIELD_NUMBER: _builtins.int
+    TAP_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    RESULTING_REVISION_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    claim_id: _builtins.str
+    card_token: _builtins.str
+    journey_id: _builtins.str
+    claimed_revision: _builtins.int
+    """The revision the claim was made against, and what it charged."""
+    entry_stop_id: _builtins.str
+    exit_stop_id: _builtins.str
+    exited_at_estimated: _builtins.bool
+    """True when exited_at is the estimate (the request had none)."""
+    tap_id: _builtins.str
+    """The correction tap's id on `taps` ("claims-accounts:<sequence number>")."""
+    status: Global___Claim.Status.ValueType
+    reason: _builtins.str
+    resulting_revision: _builtins.int
+    """The journey's revision that priced the correction tap (0 while pending)."""
+    @_builtins.property
+    def claimed_charge(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def entry_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def exited_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def refund(self) -> _money_pb2.Money:
+        """claimed_charge - the resulting revision's charge (refunded), or zero."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        claim_id: _builtins.str = ...,
+        card_token: _builtins.str = ...,
+        journey_id: _builtins.str = ...,
+        claimed_revision: _builtins.int = ...,
+        claimed_charge: _money_pb2.Money | None = ...,
+        entry_stop_id: _builtins.str = ...,
+        entry_at: _timestamp_pb2.Timestamp | None = ...,
+        exit_stop_id: _builtins.str = ...,
+        exited_at: _timestamp_pb2.Timestamp | None = ...,
+        exited_at_estimated: _builtins.bool = ...,
+        tap_id: _builtins.str = ...,
+        status: Global___Claim.Status.ValueType = ...,
+        reason: _builtins.str = ...,
+        resulting_revision: _builtins.int = ...,
+        refund: _money_pb2.Money | None = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["claimed_charge", b"claimed_charge", "created_at", b"created_at", "entry_at", b"entry_at", "exited_at", b"exited_at", "refund", b"refund", "resolved_at", b"resolved_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token", "claim_id", b"claim_id", "claimed_charge", b"claimed_charge", "claimed_revision", b"claimed_revision", "created_at", b"created_at", "entry_at", b"entry_at", "entry_stop_id", b"entry_stop_id", "exit_stop_id", b"exit_stop_id", "exited_at", b"exited_at", "exited_at_estimated", b"exited_at_estimated", "journey_id", b"journey_id", "reason", b"reason", "refund", b"refund", "resolved_at", b"resolved_at", "resulting_revision", b"resulting_revision", "status", b"status", "tap_id", b"tap_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Claim: _TypeAlias = Claim  # noqa: Y015

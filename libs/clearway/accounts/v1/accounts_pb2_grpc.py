@@ -171,6 +171,21 @@ class TravellerServiceStub:
                 request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsRequest.SerializeToString,
                 response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsResponse.FromString,
                 _registered_method=True)
+        self.ClaimMissingExit = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/ClaimMissingExit',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ClaimMissingExitRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ClaimMissingExitResponse.FromString,
+                _registered_method=True)
+        self.ListClaims = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/ListClaims',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListClaimsRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListClaimsResponse.FromString,
+                _registered_method=True)
+        self.GetCapsProgress = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/GetCapsProgress',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressResponse.FromString,
+                _registered_method=True)
 
 
 class TravellerServiceServicer:
@@ -262,6 +277,31 @@ class TravellerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClaimMissingExit(self, request, context):
+        """Claim a missing touch-out on an incomplete journey of one of the caller's cards: the
+        claim becomes a correction tap (an EXIT at the claimed stop) that fares prices like
+        any late tap; the refund arrives as the journey's next revision. One claim per
+        journey, within the documented number of days of the entry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClaims(self, request, context):
+        """One of the caller's cards' claims, newest first, with their outcomes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCapsProgress(self, request, context):
+        """How much of each cap that counts one of the caller's cards it has used today and this
+        week ("£6.40 of today's £8.90 cap"), as fares prices the card's taps so far.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TravellerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -319,6 +359,21 @@ def add_TravellerServiceServicer_to_server(servicer, server):
                     servicer.ListBalanceMovements,
                     request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsRequest.FromString,
                     response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsResponse.SerializeToString,
+            ),
+            'ClaimMissingExit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClaimMissingExit,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ClaimMissingExitRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ClaimMissingExitResponse.SerializeToString,
+            ),
+            'ListClaims': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClaims,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListClaimsRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListClaimsResponse.SerializeToString,
+            ),
+            'GetCapsProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapsProgress,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -624,6 +679,87 @@ class TravellerService:
             '/clearway.accounts.v1.TravellerService/ListBalanceMovements',
             clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsRequest.SerializeToString,
             clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBalanceMovementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClaimMissingExit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/ClaimMissingExit',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ClaimMissingExitRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ClaimMissingExitResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClaims(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/ListClaims',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListClaimsRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListClaimsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapsProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/GetCapsProgress',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,

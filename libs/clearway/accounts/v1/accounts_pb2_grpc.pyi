@@ -98,6 +98,18 @@ class TravellerServiceStub:
     """What moved one of the caller's cards' balance (top-ups, journey charges and
     refunds), newest first, paged.
     """
+    ClaimMissingExit: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ClaimMissingExitRequest, _accounts_pb2.ClaimMissingExitResponse]
+    """Claim a missing touch-out on an incomplete journey of one of the caller's cards: the
+    claim becomes a correction tap (an EXIT at the claimed stop) that fares prices like
+    any late tap; the refund arrives as the journey's next revision. One claim per
+    journey, within the documented number of days of the entry.
+    """
+    ListClaims: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListClaimsRequest, _accounts_pb2.ListClaimsResponse]
+    """One of the caller's cards' claims, newest first, with their outcomes."""
+    GetCapsProgress: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.GetCapsProgressRequest, _accounts_pb2.GetCapsProgressResponse]
+    """How much of each cap that counts one of the caller's cards it has used today and this
+    week ("£6.40 of today's £8.90 cap"), as fares prices the card's taps so far.
+    """
 
 @_typing.type_check_only
 class TravellerServiceAsyncStub(TravellerServiceStub):
@@ -137,6 +149,18 @@ class TravellerServiceAsyncStub(TravellerServiceStub):
     ListBalanceMovements: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListBalanceMovementsRequest, _accounts_pb2.ListBalanceMovementsResponse]  # type: ignore[assignment]
     """What moved one of the caller's cards' balance (top-ups, journey charges and
     refunds), newest first, paged.
+    """
+    ClaimMissingExit: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ClaimMissingExitRequest, _accounts_pb2.ClaimMissingExitResponse]  # type: ignore[assignment]
+    """Claim a missing touch-out on an incomplete journey of one of the caller's cards: the
+    claim becomes a correction tap (an EXIT at the claimed stop) that fares prices like
+    any late tap; the refund arrives as the journey's next revision. One claim per
+    journey, within the documented number of days of the entry.
+    """
+    ListClaims: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListClaimsRequest, _accounts_pb2.ListClaimsResponse]  # type: ignore[assignment]
+    """One of the caller's cards' claims, newest first, with their outcomes."""
+    GetCapsProgress: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetCapsProgressRequest, _accounts_pb2.GetCapsProgressResponse]  # type: ignore[assignment]
+    """How much of each cap that counts one of the caller's cards it has used today and this
+    week ("£6.40 of today's £8.90 cap"), as fares prices the card's taps so far.
     """
 
 class TravellerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -240,6 +264,36 @@ class TravellerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_accounts_pb2.ListBalanceMovementsResponse, _abc.Awaitable[_accounts_pb2.ListBalanceMovementsResponse]]:
         """What moved one of the caller's cards' balance (top-ups, journey charges and
         refunds), newest first, paged.
+        """
+
+    @_abc_1.abstractmethod
+    def ClaimMissingExit(
+        self,
+        request: _accounts_pb2.ClaimMissingExitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ClaimMissingExitResponse, _abc.Awaitable[_accounts_pb2.ClaimMissingExitResponse]]:
+        """Claim a missing touch-out on an incomplete journey of one of the caller's cards: the
+        claim becomes a correction tap (an EXIT at the claimed stop) that fares prices like
+        any late tap; the refund arrives as the journey's next revision. One claim per
+        journey, within the documented number of days of the entry.
+        """
+
+    @_abc_1.abstractmethod
+    def ListClaims(
+        self,
+        request: _accounts_pb2.ListClaimsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ListClaimsResponse, _abc.Awaitable[_accounts_pb2.ListClaimsResponse]]:
+        """One of the caller's cards' claims, newest first, with their outcomes."""
+
+    @_abc_1.abstractmethod
+    def GetCapsProgress(
+        self,
+        request: _accounts_pb2.GetCapsProgressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.GetCapsProgressResponse, _abc.Awaitable[_accounts_pb2.GetCapsProgressResponse]]:
+        """How much of each cap that counts one of the caller's cards it has used today and this
+        week ("£6.40 of today's £8.90 cap"), as fares prices the card's taps so far.
         """
 
 def add_TravellerServiceServicer_to_server(servicer: TravellerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,23 +24,32 @@ _sym_db = _symbol_database.Default()
 
 from clearway.common.v1 import money_pb2 as clearway_dot_common_dot_v1_dot_money__pb2
 from clearway.events.v1 import events_pb2 as clearway_dot_events_dot_v1_dot_events__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63learway/fares/v1/fares.proto\x12\x11\x63learway.fares.v1\x1a\x1e\x63learway/common/v1/money.proto\x1a\x1f\x63learway/events/v1/events.proto\"O\n\x16\x43loseServiceDayRequest\x12\x13\n\x0bservice_day\x18\x01 \x01(\t\x12 \n\x18\x63\x61tch_up_timeout_seconds\x18\x02 \x01(\x05\"c\n\x17\x43loseServiceDayResponse\x12\x13\n\x0bservice_day\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61rds_repriced\x18\x02 \x01(\x05\x12\x1b\n\x13revisions_published\x18\x03 \x01(\x05\"k\n\x10QuoteFareRequest\x12%\n\x04taps\x18\x01 \x03(\x0b\x32\x17.clearway.events.v1.Tap\x12\x19\n\x11rider_category_id\x18\x02 \x01(\t\x12\x15\n\rfare_media_id\x18\x03 \x01(\t\"\x87\x01\n\x11QuoteFareResponse\x12\x33\n\x08journeys\x18\x01 \x03(\x0b\x32!.clearway.events.v1.PricedJourney\x12(\n\x05total\x18\x02 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x13\n\x0b\x65xplanation\x18\x03 \x03(\t2\xd0\x01\n\x0c\x46\x61resService\x12V\n\tQuoteFare\x12#.clearway.fares.v1.QuoteFareRequest\x1a$.clearway.fares.v1.QuoteFareResponse\x12h\n\x0f\x43loseServiceDay\x12).clearway.fares.v1.CloseServiceDayRequest\x1a*.clearway.fares.v1.CloseServiceDayResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63learway/fares/v1/fares.proto\x12\x11\x63learway.fares.v1\x1a\x1e\x63learway/common/v1/money.proto\x1a\x1f\x63learway/events/v1/events.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"O\n\x16\x43loseServiceDayRequest\x12\x13\n\x0bservice_day\x18\x01 \x01(\t\x12 \n\x18\x63\x61tch_up_timeout_seconds\x18\x02 \x01(\x05\"c\n\x17\x43loseServiceDayResponse\x12\x13\n\x0bservice_day\x18\x01 \x01(\t\x12\x16\n\x0e\x63\x61rds_repriced\x18\x02 \x01(\x05\x12\x1b\n\x13revisions_published\x18\x03 \x01(\x05\"k\n\x10QuoteFareRequest\x12%\n\x04taps\x18\x01 \x03(\x0b\x32\x17.clearway.events.v1.Tap\x12\x19\n\x11rider_category_id\x18\x02 \x01(\t\x12\x15\n\rfare_media_id\x18\x03 \x01(\t\"\x87\x01\n\x11QuoteFareResponse\x12\x33\n\x08journeys\x18\x01 \x03(\x0b\x32!.clearway.events.v1.PricedJourney\x12(\n\x05total\x18\x02 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x13\n\x0b\x65xplanation\x18\x03 \x03(\t\"T\n\x16GetCapsProgressRequest\x12\x12\n\ncard_token\x18\x01 \x01(\t\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf2\x01\n\x0b\x43\x61pProgress\x12\x0e\n\x06\x63\x61p_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12,\n\x06period\x18\x03 \x01(\x0e\x32\x1c.clearway.fares.v1.CapPeriod\x12\x14\n\x0cperiod_start\x18\x04 \x01(\t\x12)\n\x06\x61mount\x18\x05 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12(\n\x05spent\x18\x06 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12,\n\tremaining\x18\x07 \x01(\x0b\x32\x19.clearway.common.v1.Money\"\xe0\x01\n\x17GetCapsProgressResponse\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bservice_day\x18\x02 \x01(\t\x12\x12\n\nweek_start\x18\x03 \x01(\t\x12\x19\n\x11rider_category_id\x18\x04 \x01(\t\x12\x15\n\rfare_media_id\x18\x05 \x01(\t\x12\x14\n\x0c\x66\x61re_version\x18\x06 \x01(\t\x12,\n\x04\x63\x61ps\x18\x07 \x03(\x0b\x32\x1e.clearway.fares.v1.CapProgress*P\n\tCapPeriod\x12\x1a\n\x16\x43\x41P_PERIOD_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x43\x41P_PERIOD_DAY\x10\x01\x12\x13\n\x0f\x43\x41P_PERIOD_WEEK\x10\x02\x32\xba\x02\n\x0c\x46\x61resService\x12V\n\tQuoteFare\x12#.clearway.fares.v1.QuoteFareRequest\x1a$.clearway.fares.v1.QuoteFareResponse\x12h\n\x0f\x43loseServiceDay\x12).clearway.fares.v1.CloseServiceDayRequest\x1a*.clearway.fares.v1.CloseServiceDayResponse\x12h\n\x0fGetCapsProgress\x12).clearway.fares.v1.GetCapsProgressRequest\x1a*.clearway.fares.v1.GetCapsProgressResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'clearway.fares.v1.fares_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLOSESERVICEDAYREQUEST']._serialized_start=117
-  _globals['_CLOSESERVICEDAYREQUEST']._serialized_end=196
-  _globals['_CLOSESERVICEDAYRESPONSE']._serialized_start=198
-  _globals['_CLOSESERVICEDAYRESPONSE']._serialized_end=297
-  _globals['_QUOTEFAREREQUEST']._serialized_start=299
-  _globals['_QUOTEFAREREQUEST']._serialized_end=406
-  _globals['_QUOTEFARERESPONSE']._serialized_start=409
-  _globals['_QUOTEFARERESPONSE']._serialized_end=544
-  _globals['_FARESSERVICE']._serialized_start=547
-  _globals['_FARESSERVICE']._serialized_end=755
+  _globals['_CAPPERIOD']._serialized_start=1137
+  _globals['_CAPPERIOD']._serialized_end=1217
+  _globals['_CLOSESERVICEDAYREQUEST']._serialized_start=150
+  _globals['_CLOSESERVICEDAYREQUEST']._serialized_end=229
+  _globals['_CLOSESERVICEDAYRESPONSE']._serialized_start=231
+  _globals['_CLOSESERVICEDAYRESPONSE']._serialized_end=330
+  _globals['_QUOTEFAREREQUEST']._serialized_start=332
+  _globals['_QUOTEFAREREQUEST']._serialized_end=439
+  _globals['_QUOTEFARERESPONSE']._serialized_start=442
+  _globals['_QUOTEFARERESPONSE']._serialized_end=577
+  _globals['_GETCAPSPROGRESSREQUEST']._serialized_start=579
+  _globals['_GETCAPSPROGRESSREQUEST']._serialized_end=663
+  _globals['_CAPPROGRESS']._serialized_start=666
+  _globals['_CAPPROGRESS']._serialized_end=908
+  _globals['_GETCAPSPROGRESSRESPONSE']._serialized_start=911
+  _globals['_GETCAPSPROGRESSRESPONSE']._serialized_end=1135
+  _globals['_FARESSERVICE']._serialized_start=1220
+  _globals['_FARESSERVICE']._serialized_end=1534
 # @@protoc_insertion_point(module_scope)

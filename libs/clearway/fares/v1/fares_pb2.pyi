@@ -8,7 +8,9 @@ from clearway.events.v1 import events_pb2 as _events_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -19,6 +21,27 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _CapPeriod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CapPeriodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CapPeriod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CAP_PERIOD_UNSPECIFIED: _CapPeriod.ValueType  # 0
+    CAP_PERIOD_DAY: _CapPeriod.ValueType  # 1
+    """One service day."""
+    CAP_PERIOD_WEEK: _CapPeriod.ValueType  # 2
+    """The service days Monday to Sunday."""
+
+class CapPeriod(_CapPeriod, metaclass=_CapPeriodEnumTypeWrapper): ...
+
+CAP_PERIOD_UNSPECIFIED: CapPeriod.ValueType  # 0
+CAP_PERIOD_DAY: CapPeriod.ValueType  # 1
+"""One service day."""
+CAP_PERIOD_WEEK: CapPeriod.ValueType  # 2
+"""The service days Monday to Sunday."""
+Global___CapPeriod: _TypeAlias = CapPeriod  # noqa: Y015
 
 @_typing.final
 class CloseServiceDayRequest(_message.Message):
@@ -126,3 +149,118 @@ class QuoteFareResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QuoteFareResponse: _TypeAlias = QuoteFareResponse  # noqa: Y015
+
+@_typing.final
+class GetCapsProgressRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """The instant asked about; unset = now."""
+
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "card_token", b"card_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapsProgressRequest: _TypeAlias = GetCapsProgressRequest  # noqa: Y015
+
+@_typing.final
+class CapProgress(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAP_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    SPENT_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    cap_id: _builtins.str
+    name: _builtins.str
+    period: Global___CapPeriod.ValueType
+    period_start: _builtins.str
+    """YYYY-MM-DD: the service day (day caps) or the Monday of the service week (week caps)."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money: ...
+    @_builtins.property
+    def spent(self) -> _money_pb2.Money:
+        """What counted towards the cap so far: the charges of the legs of products it counts."""
+
+    @_builtins.property
+    def remaining(self) -> _money_pb2.Money:
+        """amount - spent, never below zero."""
+
+    def __init__(
+        self,
+        *,
+        cap_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        period: Global___CapPeriod.ValueType = ...,
+        period_start: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        spent: _money_pb2.Money | None = ...,
+        remaining: _money_pb2.Money | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "remaining", b"remaining", "spent", b"spent"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "cap_id", b"cap_id", "name", b"name", "period", b"period", "period_start", b"period_start", "remaining", b"remaining", "spent", b"spent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CapProgress: _TypeAlias = CapProgress  # noqa: Y015
+
+@_typing.final
+class GetCapsProgressResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AT_FIELD_NUMBER: _builtins.int
+    SERVICE_DAY_FIELD_NUMBER: _builtins.int
+    WEEK_START_FIELD_NUMBER: _builtins.int
+    RIDER_CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    FARE_MEDIA_ID_FIELD_NUMBER: _builtins.int
+    FARE_VERSION_FIELD_NUMBER: _builtins.int
+    CAPS_FIELD_NUMBER: _builtins.int
+    service_day: _builtins.str
+    """YYYY-MM-DD: the service day containing `at`, and the Monday of its week."""
+    week_start: _builtins.str
+    rider_category_id: _builtins.str
+    """What the card counts as (its taps', else the fare data's defaults)."""
+    fare_media_id: _builtins.str
+    fare_version: _builtins.str
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def caps(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapProgress]:
+        """Day caps first, then week caps, each in the fare data's order. A card with no taps
+        gets the caps of the default rider category and fare media, at zero.
+        """
+
+    def __init__(
+        self,
+        *,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        service_day: _builtins.str = ...,
+        week_start: _builtins.str = ...,
+        rider_category_id: _builtins.str = ...,
+        fare_media_id: _builtins.str = ...,
+        fare_version: _builtins.str = ...,
+        caps: _abc.Iterable[Global___CapProgress] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "caps", b"caps", "fare_media_id", b"fare_media_id", "fare_version", b"fare_version", "rider_category_id", b"rider_category_id", "service_day", b"service_day", "week_start", b"week_start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCapsProgressResponse: _TypeAlias = GetCapsProgressResponse  # noqa: Y015

@@ -45,6 +45,11 @@ class FaresServiceStub:
                 request_serializer=clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayRequest.SerializeToString,
                 response_deserializer=clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayResponse.FromString,
                 _registered_method=True)
+        self.GetCapsProgress = channel.unary_unary(
+                '/clearway.fares.v1.FaresService/GetCapsProgress',
+                request_serializer=clearway_dot_fares_dot_v1_dot_fares__pb2.GetCapsProgressRequest.SerializeToString,
+                response_deserializer=clearway_dot_fares_dot_v1_dot_fares__pb2.GetCapsProgressResponse.FromString,
+                _registered_method=True)
 
 
 class FaresServiceServicer:
@@ -66,6 +71,16 @@ class FaresServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCapsProgress(self, request, context):
+        """How much of each cap that counts a card it has used in the service day and the
+        service week containing `at`, from the taps fares has stored (re-priced, read-only).
+        Internal: it answers for any card token without authentication, so only accounts
+        may reach it; never expose it publicly.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaresServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +93,11 @@ def add_FaresServiceServicer_to_server(servicer, server):
                     servicer.CloseServiceDay,
                     request_deserializer=clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayRequest.FromString,
                     response_serializer=clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayResponse.SerializeToString,
+            ),
+            'GetCapsProgress': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCapsProgress,
+                    request_deserializer=clearway_dot_fares_dot_v1_dot_fares__pb2.GetCapsProgressRequest.FromString,
+                    response_serializer=clearway_dot_fares_dot_v1_dot_fares__pb2.GetCapsProgressResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +155,33 @@ class FaresService:
             '/clearway.fares.v1.FaresService/CloseServiceDay',
             clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayRequest.SerializeToString,
             clearway_dot_fares_dot_v1_dot_fares__pb2.CloseServiceDayResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCapsProgress(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.fares.v1.FaresService/GetCapsProgress',
+            clearway_dot_fares_dot_v1_dot_fares__pb2.GetCapsProgressRequest.SerializeToString,
+            clearway_dot_fares_dot_v1_dot_fares__pb2.GetCapsProgressResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,12 @@ class FaresServiceStub:
     becomes incomplete (maximum fare) and is published. A late exit later still yields an
     adjustment. Waits (bounded) until the taps published so far have been priced.
     """
+    GetCapsProgress: _grpc.UnaryUnaryMultiCallable[_fares_pb2.GetCapsProgressRequest, _fares_pb2.GetCapsProgressResponse]
+    """How much of each cap that counts a card it has used in the service day and the
+    service week containing `at`, from the taps fares has stored (re-priced, read-only).
+    Internal: it answers for any card token without authentication, so only accounts
+    may reach it; never expose it publicly.
+    """
 
 @_typing.type_check_only
 class FaresServiceAsyncStub(FaresServiceStub):
@@ -50,6 +56,12 @@ class FaresServiceAsyncStub(FaresServiceStub):
     """Closes a service day for pricing: every entry of that day still waiting for its exit
     becomes incomplete (maximum fare) and is published. A late exit later still yields an
     adjustment. Waits (bounded) until the taps published so far have been priced.
+    """
+    GetCapsProgress: _aio.UnaryUnaryMultiCallable[_fares_pb2.GetCapsProgressRequest, _fares_pb2.GetCapsProgressResponse]  # type: ignore[assignment]
+    """How much of each cap that counts a card it has used in the service day and the
+    service week containing `at`, from the taps fares has stored (re-priced, read-only).
+    Internal: it answers for any card token without authentication, so only accounts
+    may reach it; never expose it publicly.
     """
 
 class FaresServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -71,6 +83,18 @@ class FaresServiceServicer(metaclass=_abc_1.ABCMeta):
         """Closes a service day for pricing: every entry of that day still waiting for its exit
         becomes incomplete (maximum fare) and is published. A late exit later still yields an
         adjustment. Waits (bounded) until the taps published so far have been priced.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCapsProgress(
+        self,
+        request: _fares_pb2.GetCapsProgressRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fares_pb2.GetCapsProgressResponse, _abc.Awaitable[_fares_pb2.GetCapsProgressResponse]]:
+        """How much of each cap that counts a card it has used in the service day and the
+        service week containing `at`, from the taps fares has stored (re-priced, read-only).
+        Internal: it answers for any card token without authentication, so only accounts
+        may reach it; never expose it publicly.
         """
 
 def add_FaresServiceServicer_to_server(servicer: FaresServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
