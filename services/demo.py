@@ -1,9 +1,10 @@
 """`clearway demo`: a simulated network day, end to end, with a conservation check.
 
-Starts the four services as their own processes (topics, schemas and consumer groups
-unique to this run, so runs never mix), streams a synthetic day through ingest, closes
-the service day in fares and the settlement period, then prints what happened and
-checks that every tap and every penny is accounted for.
+Starts the four services and the travellers' web portal as their own processes (topics,
+schemas and consumer groups unique to this run, so runs never mix), streams a synthetic
+day through ingest, closes the service day in fares and the settlement period, then prints
+what happened and checks that every tap and every penny is accounted for, and where to
+sign in to the portal as the demo traveller.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from datetime import time as clock_time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import aiohttp
 import grpc
 from aiokafka import AIOKafkaConsumer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -43,13 +46,16 @@ from services.fares.domain import FareData, load_fare_data
 from services.ingest.simulator.cli import DEFAULT_FEED, yesterday
 from services.ingest.simulator.day import SimulatedDay, devices_of, simulate_day
 from services.ingest.simulator.stream import Tally, register_devices, send_day
+from services.portal.app import DEFAULT_PORT as PORTAL_PORT
 from services.settlement.adapters.file_sets import load_public_key
 from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.app import DEFAULT_SCHEME
 from services.settlement.domain.scheme import Scheme
 from services.settlement.entrypoints.verify_cli import verify_file_set
 
-SERVICES = ("ingest", "fares", "settlement", "accounts")
+SERVICES = ("ingest", "fares", "settlement", "accounts")  # the gRPC services
+PORTAL = "portal"  # the web portal: HTTP on PORTAL_PORT, readiness at /healthz
+PORTAL_URL = f"http://127.0.0.1:{PORTAL_PORT}"
 DEMO_EMAIL = "traveller@demo.clearway.example"
 DEMO_PASSWORD = "demo traveller password"  # a demo account on a local run, nothing else
 TLS_SERVICES = ("ingest", "settlement")  # the doors whose callers are authenticated today
@@ -82,7 +88,7 @@ def tls_env(pki_dir: Path) -> dict[str, str]:
 
 @dataclass
 class Fleet:
-    """The four service processes of one demo run."""
+    """The service processes of one demo run: the four gRPC services and the portal."""
 
     run_id: str
     work_dir: Path
@@ -90,7 +96,15 @@ class Fleet:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     def env_for(self, service: str) -> dict[str, str]:
-        """Environment of one service process (settlement serves mutual TLS)."""
+        """Environment of one service process (settlement serves mutual TLS; the portal
+        serves HTTP and talks to accounts)."""
+        if service == PORTAL:
+            return {
+                **os.environ,
+                "CLEARWAY_PORTAL_HOST": "127.0.0.1",
+                "CLEARWAY_PORTAL_PORT": str(PORTAL_PORT),
+                "CLEARWAY_ACCOUNTS_TARGET": f"127.0.0.1:{DEFAULT_PORTS['accounts']}",
+            }
         env = {
             **os.environ,
             "CLEARWAY_TOPIC_PREFIX": f"{self.run_id}.",
@@ -109,9 +123,9 @@ class Fleet:
         return port + HEALTH_PORT_OFFSET if service in TLS_SERVICES else port
 
     def start(self) -> None:
-        """Spawn every service; logs go to the run's directory."""
+        """Spawn every service and the portal; logs go to the run's directory."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        for name in SERVICES:
+        for name in (*SERVICES, PORTAL):
             log = (self.work_dir / f"{name}.log").open("wb")
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "serve", name],
@@ -122,14 +136,20 @@ class Fleet:
             )
 
     async def wait_serving(self, timeout_s: float = 90.0) -> None:
-        """Until every service answers SERVING on the standard health check."""
+        """Until every service answers SERVING on the standard health check, and the
+        portal (HTTP, not gRPC) answers 200 on /healthz (it does once accounts serves)."""
         deadline = time.monotonic() + timeout_s
-        for name in SERVICES:
-            address = f"127.0.0.1:{self.health_port(name, DEFAULT_PORTS[name])}"
+        for name in (*SERVICES, PORTAL):
+            probe: Callable[[str], Awaitable[bool]]
+            if name == PORTAL:
+                address, probe = PORTAL_URL, _http_ready
+            else:
+                address = f"127.0.0.1:{self.health_port(name, DEFAULT_PORTS[name])}"
+                probe = _serving
             while True:
                 if self.processes[name].poll() is not None:
                     raise RuntimeError(f"{name} exited; see {self.work_dir / (name + '.log')}")
-                if await _serving(address):
+                if await probe(address):
                     print(f"  {name:<10} SERVING on {address}")
                     break
                 if time.monotonic() > deadline:
@@ -168,6 +188,18 @@ async def _serving(address: str) -> bool:
             )
         return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.aio.AioRpcError:
+        return False
+
+
+async def _http_ready(url: str) -> bool:
+    """True when `url`/healthz answers 200 (the portal's readiness)."""
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.0)) as session,
+            session.get(f"{url}/healthz") as response,
+        ):
+            return response.status == 200
+    except (aiohttp.ClientError, TimeoutError):
         return False
 
 
@@ -424,7 +456,7 @@ async def run_demo(
         failures += report(tally, closed, settled, log, work_dir, verified)
         show_party_access(period, pki_dir)
         if log.by_card:
-            await show_history(log.by_card.most_common(1)[0][0], fleet)
+            await show_history(log.by_card.most_common(1)[0][0], fleet, keep_running)
         if keep_running:
             print("\nServices keep running; Ctrl-C to stop them.")
             await wait_for_interrupt()
@@ -455,8 +487,9 @@ def show_party_access(period: str, pki_dir: Path) -> None:
     )
 
 
-async def show_history(card: str, fleet: Fleet) -> None:
-    """One card's journey history, as a traveller would see it, and how to ask again."""
+async def show_history(card: str, fleet: Fleet, keep_running: bool = False) -> None:
+    """One card's journey history, as a traveller would see it, how to ask again, and
+    where to read it in the web portal."""
     address = f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
     print(
         f"\nJourney history of card {card} (newest first), signed in as the demo traveller "
@@ -479,6 +512,19 @@ async def show_history(card: str, fleet: Fleet) -> None:
         f'-d \'{{"card_token": "{card}"}}\' {address} '
         "clearway.accounts.v1.AccountsService/ListJourneys"
     )
+    show_portal(card, keep_running)
+
+
+def show_portal(card: str, keep_running: bool) -> None:
+    """Where the travellers' web portal is, and the demo traveller's login."""
+    print(
+        f"\nTravellers' web portal: {PORTAL_URL}\n"
+        f"  sign in as {DEMO_EMAIL} with the password '{DEMO_PASSWORD}'\n"
+        f"  card {card} is on that account: its balance, top-ups and journeys at\n"
+        f"  {PORTAL_URL}/cards/{card}"
+    )
+    if not keep_running:
+        print("  (the portal stops with the services; `clearway demo --keep-running` keeps it up)")
 
 
 def main(argv: list[str]) -> int:

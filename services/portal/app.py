@@ -16,6 +16,7 @@ import secrets
 import signal
 import socket
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from aiohttp import web
@@ -23,6 +24,7 @@ from aiohttp import web
 from clearway.logs import configure_logging
 from clearway.settings import (
     DEFAULT_PORTS,
+    REPO_ROOT,
     SettingsError,
     env_float_seconds,
     env_int,
@@ -30,10 +32,13 @@ from clearway.settings import (
 )
 from clearway.telemetry import setup_tracing
 from services.portal.adapters.accounts import AccountsClient
+from services.portal.domain.balance import DEFAULT_MAX_TOP_UP_MINOR
+from services.portal.domain.claims import Stop, load_stops_of
 from services.portal.entrypoints.web import Portal, WebConfig, web_app
 
 SERVICE = "portal"
 DEFAULT_PORT = 8080
+DEFAULT_FEED = REPO_ROOT / "examples" / "feeds" / "london"  # as fares' default
 COOKIE_MODES = ("auto", "always", "never")
 log = logging.getLogger(__name__)
 
@@ -48,6 +53,9 @@ class PortalSettings:
     secure_cookies: str = "auto"
     secret: bytes = b""  # empty: a random one per process (one instance only)
     page_size: int = 20
+    max_top_up_minor: int = DEFAULT_MAX_TOP_UP_MINOR
+    currency: str = "GBP"
+    stops: tuple[Stop, ...] = ()
     log_level: str = "INFO"
     grace_seconds: float = 10.0
 
@@ -62,6 +70,9 @@ class PortalSettings:
         secret = os.environ.get("CLEARWAY_PORTAL_SECRET", "").strip()
         if secret and len(secret) < 32:
             raise SettingsError("CLEARWAY_PORTAL_SECRET must be at least 32 characters")
+        currency = env_str("CLEARWAY_SCHEME_CURRENCY", "GBP")
+        if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+            raise SettingsError(f"CLEARWAY_SCHEME_CURRENCY must be an ISO 4217 code: {currency!r}")
         return cls(
             host=env_str("CLEARWAY_PORTAL_HOST", "127.0.0.1"),
             port=env_int("CLEARWAY_PORTAL_PORT", DEFAULT_PORT),
@@ -71,6 +82,17 @@ class PortalSettings:
             secure_cookies=mode,
             secret=secret.encode(),
             page_size=env_int("CLEARWAY_PORTAL_PAGE_SIZE", 20, minimum=1),
+            # The same variables accounts reads, so the form checks what accounts will.
+            max_top_up_minor=env_int(
+                "CLEARWAY_MAX_TOP_UP_MINOR", DEFAULT_MAX_TOP_UP_MINOR, minimum=1
+            ),
+            currency=currency,
+            # The stops a claim may name: those of fares' feed (CLEARWAY_FEED_DIR, versions
+            # separated by ':'), as fares reads it.
+            stops=load_stops_of(
+                [Path(p) for p in os.environ.get("CLEARWAY_FEED_DIR", "").split(":") if p]
+                or [DEFAULT_FEED]
+            ),
             log_level=env_str("CLEARWAY_LOG_LEVEL", "INFO"),
             grace_seconds=env_float_seconds("CLEARWAY_GRACE_SECONDS", 10.0),
         )
@@ -94,6 +116,9 @@ class PortalApp:
             secret=s.secret or secrets.token_bytes(32),
             secure_cookies=s.secure_cookies,
             page_size=s.page_size,
+            max_top_up_minor=s.max_top_up_minor,
+            currency=s.currency,
+            stops=s.stops,
         )
         self.portal = Portal(AccountsClient(self.channel), config)
         # access_log=None: the portal logs route templates itself, never paths or queries.

@@ -21,6 +21,8 @@ from clearway.common.v1 import money_pb2
 from clearway.events.v1 import events_pb2
 from clearway.money import Money
 from clearway.rpc import reason_of
+from services.portal.domain.balance import BalanceView, MovementKind, MovementView
+from services.portal.domain.claims import CapsView, CapView, ClaimState, ClaimView
 from services.portal.domain.journeys import JourneyView, LegView
 
 T = TypeVar("T")
@@ -65,6 +67,58 @@ class JourneyPage:
 
     journeys: list[JourneyView]
     next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class MovementPage:
+    """One page of a card's balance movements, newest first."""
+
+    movements: list[MovementView]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpResult:
+    """What a top-up did: the balance after it, and whether it had been done already."""
+
+    balance_after: Money
+    replayed: bool
+
+
+MOVEMENT_KINDS = {
+    accounts_pb2.BalanceMovement.KIND_TOP_UP: MovementKind.TOP_UP,
+    accounts_pb2.BalanceMovement.KIND_JOURNEY: MovementKind.JOURNEY,
+}
+
+
+CLAIM_STATES = {
+    accounts_pb2.Claim.STATUS_PENDING: ClaimState.PENDING,
+    accounts_pb2.Claim.STATUS_REFUNDED: ClaimState.REFUNDED,
+    accounts_pb2.Claim.STATUS_REJECTED: ClaimState.REJECTED,
+}
+CAP_PERIODS = {
+    accounts_pb2.CapProgress.PERIOD_DAY: "day",
+    accounts_pb2.CapProgress.PERIOD_WEEK: "week",
+}
+
+
+def claim_view(c: accounts_pb2.Claim) -> ClaimView:
+    """The portal's view of a missing-exit claim."""
+    currency = c.claimed_charge.currency or c.refund.currency or "GBP"
+    return ClaimView(
+        claim_id=c.claim_id,
+        journey_id=c.journey_id,
+        entry_stop=c.entry_stop_id,
+        entry_at=_time(c.entry_at, c.HasField("entry_at")),
+        exit_stop=c.exit_stop_id,
+        exited_at=_time(c.exited_at, c.HasField("exited_at")),
+        exited_at_estimated=c.exited_at_estimated,
+        state=CLAIM_STATES.get(c.status, ClaimState.PENDING),
+        reason=c.reason,
+        claimed_charge=_money(c.claimed_charge, currency),
+        refund=_money(c.refund, currency),
+        created_at=_time(c.created_at, c.HasField("created_at")),
+    )
 
 
 def _time(ts: Timestamp, present: bool) -> datetime | None:
@@ -202,6 +256,104 @@ class AccountsClient:
             )
         )
         return JourneyPage([journey_view(j) for j in reply.journeys], reply.next_page_token)
+
+    async def get_balance(self, session: str, card_token: str) -> BalanceView:
+        """The balance of one of the caller's cards (NOT_YOUR_CARD for another's)."""
+        request = accounts_pb2.GetBalanceRequest(card_token=card_token)
+        reply = await self._call(
+            lambda: self.travellers.GetBalance(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        return BalanceView(_money(reply.balance, "GBP"), reply.deny_listed)
+
+    async def list_movements(
+        self, session: str, card_token: str, page_size: int, page_token: str
+    ) -> MovementPage:
+        """One page of what moved the card's balance, newest first."""
+        request = accounts_pb2.ListBalanceMovementsRequest(
+            card_token=card_token, page_size=page_size, page_token=page_token
+        )
+        reply = await self._call(
+            lambda: self.travellers.ListBalanceMovements(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        movements = [
+            MovementView(
+                kind=MOVEMENT_KINDS.get(m.kind, MovementKind.OTHER),
+                source_id=m.source_id,
+                revision=m.revision,
+                amount=_money(m.amount, "GBP"),
+                balance_after=_money(m.balance_after, m.amount.currency or "GBP"),
+                at=_time(m.at, m.HasField("at")),
+            )
+            for m in reply.movements
+        ]
+        return MovementPage(movements, reply.next_page_token)
+
+    async def top_up(
+        self, session: str, card_token: str, amount: Money, idempotency_key: str
+    ) -> TopUpResult:
+        """Credit one of the caller's cards once per `idempotency_key`."""
+        request = accounts_pb2.TopUpRequest(
+            card_token=card_token,
+            amount=money_pb2.Money(amount_minor=amount.amount_minor, currency=amount.currency),
+            idempotency_key=idempotency_key,
+        )
+        reply = await self._call(
+            lambda: self.travellers.TopUp(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        return TopUpResult(_money(reply.balance_after, amount.currency), reply.replayed)
+
+    async def caps_progress(self, session: str, card_token: str) -> CapsView:
+        """How much of today's and this week's caps the card has used."""
+        request = accounts_pb2.GetCapsProgressRequest(card_token=card_token)
+        reply = await self._call(
+            lambda: self.travellers.GetCapsProgress(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        caps = tuple(
+            CapView(
+                cap_id=c.cap_id,
+                name=c.name,
+                period=CAP_PERIODS.get(c.period, ""),
+                amount=_money(c.amount, "GBP"),
+                spent=_money(c.spent, c.amount.currency or "GBP"),
+                remaining=_money(c.remaining, c.amount.currency or "GBP"),
+                summary=c.summary,
+            )
+            for c in reply.caps
+        )
+        return CapsView(reply.service_day, reply.week_start, caps)
+
+    async def claim_missing_exit(
+        self, session: str, card_token: str, journey_id: str, exit_stop_id: str
+    ) -> ClaimView:
+        """Claim the missing exit of an incomplete journey (the exit time: accounts'
+        documented estimate)."""
+        request = accounts_pb2.ClaimMissingExitRequest(
+            card_token=card_token, journey_id=journey_id, exit_stop_id=exit_stop_id
+        )
+        reply = await self._call(
+            lambda: self.travellers.ClaimMissingExit(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        return claim_view(reply.claim)
+
+    async def list_claims(self, session: str, card_token: str) -> list[ClaimView]:
+        """The card's claims, newest first, with their outcomes."""
+        request = accounts_pb2.ListClaimsRequest(card_token=card_token)
+        reply = await self._call(
+            lambda: self.travellers.ListClaims(
+                request, metadata=_bearer(session), timeout=self.timeout_s
+            )
+        )
+        return [claim_view(c) for c in reply.claims]
 
     async def serving(self) -> bool:
         """True when accounts' TravellerService reports SERVING."""

@@ -26,6 +26,25 @@ REASON_MESSAGES = {
     "BAD_PAGE_TOKEN": "That page link is not valid. Start again from your newest journeys.",
     "BAD_PAGE_SIZE": "That page link is not valid. Start again from your newest journeys.",
     "MISMATCHED_PASSWORDS": "The two passwords are not the same.",
+    "MISSING_AMOUNT": "Enter an amount to top up, in pounds and pence, like 10.00.",
+    "AMOUNT_FORMAT": "Enter the amount in pounds and pence, like 10.00.",
+    "BAD_AMOUNT": "Enter an amount from £0.01 up to {max}.",
+    "CURRENCY_MISMATCH": "Top-ups are in the scheme's currency only.",
+    "IDEMPOTENCY_KEY_REUSED": (
+        "That form was already used for another top-up, so nothing was added this time. "
+        "Check the balance below and use the form again if you still want to top up."
+    ),
+    "BAD_IDEMPOTENCY_KEY": "This form has expired. Enter the amount again.",
+    "MISSING_JOURNEY_ID": "Choose the journey whose exit is missing.",
+    "BAD_EXIT_STOP": "Choose the stop where you left.",
+    "UNKNOWN_STOP": "That stop is not on our network. Choose the stop where you left.",
+    "BAD_EXIT_TIME": "That exit time is not possible for this journey.",
+    "UNKNOWN_JOURNEY": "We could not find that journey on this card.",
+    "CLAIM_EXISTS": "You have already claimed this journey's exit. See its outcome below.",
+    "NOT_INCOMPLETE": "That journey already has an exit, so there is nothing to claim.",
+    "CLAIM_TOO_LATE": "That journey is too old to claim online.",
+    "JOURNEY_CHANGED": "That journey has just been updated. Check it and claim again.",
+    "FARES_UNAVAILABLE": "We cannot check claims right now. Please try again in a minute.",
 }
 DEFAULT_MESSAGE = "Something went wrong. Please try again."
 
@@ -43,12 +62,23 @@ NOTICES = {
     "card-added": "Card added.",
     "card-known": "That card was already on your account.",
     "card-removed": "Card removed.",
+    "topped-up": "Top-up done. Your new balance is below.",
+    "top-up-replayed": "That top-up was already done; nothing more was added.",
+    "claim-made": (
+        "Claim received. We re-price the journey with the exit you gave; any refund appears "
+        "in your journeys and balance within a few minutes."
+    ),
 }
 
 
 def message_for(code: str | None) -> str:
     """The friendly text of a reason code (a generic one for codes it does not know)."""
     return REASON_MESSAGES.get(code or "", DEFAULT_MESSAGE)
+
+
+def top_up_message(code: str | None, max_amount: str) -> str:
+    """The text of a top-up refusal; `max_amount` is the largest top-up, e.g. '£500.00'."""
+    return message_for(code).replace("{max}", max_amount)
 
 
 def notice_for(key: str | None) -> str | None:

@@ -8,6 +8,7 @@ of accounts' refusals to pages (NOT_SIGNED_IN: back to sign-in; another's card: 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import secrets
@@ -16,19 +17,22 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from clearway.money import Money
 from services.portal.adapters.accounts import (
     AccountsClient,
     AccountsRefusalError,
     AccountsUnavailableError,
     Session,
 )
+from services.portal.domain.balance import DEFAULT_MAX_TOP_UP_MINOR, AmountError, parse_amount
+from services.portal.domain.claims import ClaimView, Stop
 from services.portal.domain.csrf import csrf_token, csrf_valid
 from services.portal.domain.journeys import (
     format_money,
@@ -36,9 +40,10 @@ from services.portal.domain.journeys import (
     leg_text,
     signed_money,
 )
-from services.portal.domain.messages import message_for, notice_for
+from services.portal.domain.messages import message_for, notice_for, top_up_message
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SESSION_COOKIE = "clearway_session"
 CSRF_COOKIE = "clearway_csrf"
@@ -48,6 +53,26 @@ CSRF_SEED = web.RequestKey("csrf_seed", str)
 # Accounts' answers about a card URL that must look like "no such page": whether another
 # account owns the card, or the token is malformed, is not the visitor's business.
 CARD_NOT_FOUND = {"NOT_YOUR_CARD", "BAD_CARD_TOKEN", "RAW_CARD_NUMBER", "MISSING_CARD_TOKEN"}
+# Top-up refusals shown on the card's page with its form (anything else: the error page).
+TOP_UP_REFUSALS = {
+    "BAD_AMOUNT",
+    "CURRENCY_MISMATCH",
+    "IDEMPOTENCY_KEY_REUSED",
+    "BAD_IDEMPOTENCY_KEY",
+}
+# Claim refusals shown on the journeys page with its forms.
+CLAIM_REFUSALS = {
+    "MISSING_JOURNEY_ID",
+    "BAD_EXIT_STOP",
+    "UNKNOWN_STOP",
+    "BAD_EXIT_TIME",
+    "UNKNOWN_JOURNEY",
+    "CLAIM_EXISTS",
+    "NOT_INCOMPLETE",
+    "CLAIM_TOO_LATE",
+    "JOURNEY_CHANGED",
+    "FARES_UNAVAILABLE",
+}
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -72,13 +97,16 @@ class WebConfig:
     secure_cookies: str = "auto"  # "auto" (when the request is HTTPS), "always", "never"
     page_size: int = 20
     csv_limit: int = 10_000
+    max_top_up_minor: int = DEFAULT_MAX_TOP_UP_MINOR  # as accounts' CLEARWAY_MAX_TOP_UP_MINOR
+    currency: str = "GBP"  # the scheme's currency (accounts' CLEARWAY_SCHEME_CURRENCY)
+    stops: tuple[Stop, ...] = ()  # what a claim may name as its exit (empty: typed stop id)
 
 
 class SignInRequiredError(Exception):
     """The page needs a signed-in traveller and there is none."""
 
 
-def templates() -> jinja2.Environment:
+def templates(stops: tuple[Stop, ...] = ()) -> jinja2.Environment:
     """The Jinja2 environment: HTML autoescaped, undefined variables an error."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
@@ -93,6 +121,8 @@ def templates() -> jinja2.Environment:
     env.filters["path_part"] = lambda value: quote(str(value), safe="")
     env.filters["when"] = lambda value: value.strftime("%H:%M") if value else ""
     env.filters["date"] = lambda value: value.strftime("%d %b %Y") if value else ""
+    names = {stop.stop_id: stop.name for stop in stops}
+    env.filters["stop_name"] = lambda stop_id: names.get(stop_id, stop_id)
     return env
 
 
@@ -119,7 +149,7 @@ class Portal:
     def __init__(self, accounts: AccountsClient, config: WebConfig) -> None:
         self.accounts = accounts
         self.config = config
-        self.env = templates()
+        self.env = templates(config.stops)
         self.stopping = False
 
     # -- plumbing -------------------------------------------------------------------------
@@ -199,6 +229,20 @@ class Portal:
     def error_page(self, request: web.Request, status: int, title: str, text: str) -> web.Response:
         """The page for a refused or failed request."""
         return self.page(request, "error.html", status=status, title=title, text=text)
+
+    async def optional(self, call: Awaitable[T]) -> T | None:
+        """A section a page can do without (caps progress, claims): None when accounts
+        cannot answer it (an older accounts, fares unavailable). A session that ended or a
+        card that is not the caller's still ends the page as usual."""
+        try:
+            return await call
+        except AccountsRefusalError as refusal:
+            if refusal.code == "NOT_SIGNED_IN" or refusal.code in CARD_NOT_FOUND:
+                raise
+            log.warning("optional section unavailable", extra={"reason": refusal.code})
+        except AccountsUnavailableError:
+            log.warning("optional section unavailable", extra={"reason": "UNAVAILABLE"})
+        return None
 
     # -- middlewares ----------------------------------------------------------------------
 
@@ -412,13 +456,17 @@ class Portal:
         card_token: str = "",
         label: str = "",
     ) -> web.Response:
-        cards = await self.accounts.list_cards(self.require_session(request))
+        session = self.require_session(request)
+        cards = await self.accounts.list_cards(session)
+        balances = await asyncio.gather(
+            *(self.accounts.get_balance(session, c.token) for c in cards)
+        )
         return self.page(
             request,
             "cards.html",
             status=status,
             title="My cards",
-            cards=cards,
+            cards=list(zip(cards, balances, strict=True)),
             error=error,
             card_token=card_token,
             label=label,
@@ -450,23 +498,137 @@ class Portal:
         await self.accounts.remove_card(session, _field(form, "card_token"))
         return _redirect("/cards?notice=card-removed")
 
-    async def journeys(self, request: web.Request) -> web.StreamResponse:
+    async def card(self, request: web.Request) -> web.StreamResponse:
+        return await self._card_page(request, request.match_info["card"])
+
+    async def _card_page(
+        self,
+        request: web.Request,
+        card: str,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        amount: str = "",
+    ) -> web.Response:
+        """One card: its balance, what moved it (paged), and the top-up form.
+
+        Accounts answers only for the caller's own card; another's is NOT_YOUR_CARD, a 404
+        with none of the card's data. A fresh idempotency key is put in the form on every
+        render, so a form submitted twice (a double click, a refreshed POST) credits once.
+        """
         session = self.require_session(request)
-        card = request.match_info["card"]
+        page_token = request.query.get("movements", "")[:FIELD_LIMIT]
+        balance = await self.accounts.get_balance(session, card)
+        movements = await self.accounts.list_movements(
+            session, card, self.config.page_size, page_token
+        )
+        cards = await self.accounts.list_cards(session)
+        label = next((c.label for c in cards if c.token == card), "")
+        caps = await self.optional(self.accounts.caps_progress(session, card))
+        return self.page(
+            request,
+            "card.html",
+            caps=caps,
+            status=status,
+            title=f"Card: {label or card}",
+            card=card,
+            label=label,
+            balance=balance,
+            movements=movements.movements,
+            next_page=movements.next_page_token,
+            first_page=not page_token,
+            error=error,
+            amount=amount,
+            idempotency_key=secrets.token_urlsafe(24),
+            max_top_up=format_money(Money(self.config.max_top_up_minor, self.config.currency)),
+        )
+
+    async def top_up(self, request: web.Request) -> web.StreamResponse:
+        session = self.require_session(request)
+        form = await request.post()
+        card = _field(form, "card_token")
+        amount_text = _field(form, "amount")[:64]
+        max_top_up = format_money(Money(self.config.max_top_up_minor, self.config.currency))
+        try:
+            minor = parse_amount(amount_text, self.config.max_top_up_minor)
+            result = await self.accounts.top_up(
+                session,
+                card,
+                Money(minor, self.config.currency),
+                _field(form, "idempotency_key"),
+            )
+        except AmountError as bad:
+            error = top_up_message(bad.code, max_top_up)
+        except AccountsRefusalError as refusal:
+            if refusal.code not in TOP_UP_REFUSALS:
+                raise  # another's card: 404; no session: sign-in
+            error = top_up_message(refusal.code, max_top_up)
+        else:
+            notice = "top-up-replayed" if result.replayed else "topped-up"
+            return _redirect(f"/cards/{quote(card, safe='')}?notice={notice}")
+        return await self._card_page(request, card, status=400, error=error, amount=amount_text)
+
+    async def journeys(self, request: web.Request) -> web.StreamResponse:
+        return await self._journeys_page(request, request.match_info["card"])
+
+    async def _journeys_page(
+        self,
+        request: web.Request,
+        card: str,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        claim_journey: str = "",
+        exit_stop: str = "",
+    ) -> web.Response:
+        """A page of the card's history, its claims, and a claim form on each incomplete
+        journey not claimed yet."""
+        session = self.require_session(request)
         page_token = request.query.get("page", "")[:FIELD_LIMIT]
         page = await self.accounts.list_journeys(session, card, self.config.page_size, page_token)
         cards = await self.accounts.list_cards(session)
         label = next((c.label for c in cards if c.token == card), "")
+        claims = await self.optional(self.accounts.list_claims(session, card))
+        claimed: dict[str, ClaimView] = {c.journey_id: c for c in reversed(claims or [])}
         return self.page(
             request,
             "journeys.html",
+            status=status,
             title=f"Journeys: {label or card}",
             card=card,
             label=label,
             journeys=page.journeys,
             next_page=page.next_page_token,
             first_page=not page_token,
+            claims=claims,
+            claimed=claimed,
+            stops=self.config.stops,
+            error=error,
+            claim_journey=claim_journey,
+            exit_stop=exit_stop,
         )
+
+    async def claim(self, request: web.Request) -> web.StreamResponse:
+        """Claim the missing exit of one incomplete journey (another's card: 404)."""
+        session = self.require_session(request)
+        form = await request.post()
+        card = _field(form, "card_token")
+        journey_id = _field(form, "journey_id")
+        exit_stop = _field(form, "exit_stop_id").strip()[:256]
+        try:
+            await self.accounts.claim_missing_exit(session, card, journey_id, exit_stop)
+        except AccountsRefusalError as refusal:
+            if refusal.code not in CLAIM_REFUSALS:
+                raise
+            return await self._journeys_page(
+                request,
+                card,
+                status=400,
+                error=message_for(refusal.code),
+                claim_journey=journey_id,
+                exit_stop=exit_stop,
+            )
+        return _redirect(f"/cards/{quote(card, safe='')}/journeys?notice=claim-made#claims")
 
     async def journeys_csv(self, request: web.Request) -> web.StreamResponse:
         session = self.require_session(request)
@@ -523,6 +685,9 @@ def web_app(portal: Portal) -> web.Application:
     r.add_get("/cards", portal.cards)
     r.add_post("/cards", portal.add_card)
     r.add_post("/cards/remove", portal.remove_card)
+    r.add_post("/cards/top-up", portal.top_up)
+    r.add_post("/cards/claim", portal.claim)
+    r.add_get("/cards/{card}", portal.card)
     r.add_get("/cards/{card}/journeys", portal.journeys)
     r.add_get("/cards/{card}/journeys.csv", portal.journeys_csv)
     r.add_get("/healthz", portal.healthz)

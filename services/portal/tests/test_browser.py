@@ -110,6 +110,7 @@ class Stack:
     url: str
     card: str  # three journeys, free for a test to add
     carols_card: str  # one journey, owned by Carol from the start
+    carols_session: str = ""
 
     async def sign_up(self, sign_in: bool = False) -> tuple[str, str]:
         """A new traveller's email (and session token when signed in)."""
@@ -204,6 +205,7 @@ async def stack(endpoints: Endpoints) -> AsyncIterator[Stack]:
             carols,
         )
         _, carol = await made.sign_up(sign_in=True)
+        made.carols_session = carol
         await made.travellers.AddCard(
             accounts_pb2.AddCardRequest(card_token=carols, label="Carol's"),
             metadata=(("authorization", f"Bearer {carol}"),),
@@ -263,6 +265,9 @@ async def test_traveller_signs_up_adds_a_card_reads_journeys_downloads_csv_and_s
     await page.get_by_label("Name (optional)").fill("Commute")
     await page.get_by_role("button", name="Add card").click()
     assert "Card added." in await page.locator("[role=status]").inner_text()
+    row = await page.locator("table.cards tbody tr").first.inner_text()
+    # Its three journeys debited the balance (3.00 + 5.60 + 2.80): below zero, so blocked.
+    assert "-£11.40" in row and "Blocked" in row
     await page.get_by_role("link", name="Journeys of Commute").click()
 
     assert "Commute" in await page.get_by_role("heading", level=1).inner_text()
@@ -401,7 +406,17 @@ async def test_sign_in_by_keyboard_alone_and_every_input_has_a_label(
     unlabelled = """() => [...document.querySelectorAll('input, select, textarea')]
         .filter(e => e.type !== 'hidden' && (!e.labels || e.labels.length === 0))
         .map(e => e.name)"""
-    for path in ("/sign-in", "/sign-up", "/password/forgot", "/password/reset", "/cards"):
+    card = f"tok_k{uuid.uuid4().hex[:15]}"
+    await page.get_by_label("Card token").fill(card)
+    await page.get_by_role("button", name="Add card").click()
+    for path in (
+        "/sign-in",
+        "/sign-up",
+        "/password/forgot",
+        "/password/reset",
+        "/cards",
+        f"/cards/{card}",
+    ):
         await page.goto(path)
         assert await page.evaluate(unlabelled) == [], path
         assert await page.get_by_role("heading", level=1).count() == 1, path
@@ -435,3 +450,135 @@ async def test_password_reset_with_the_mailed_code(stack: Stack, browser: Browse
     await sign_in_with_form(page, email, new_password)
     assert page.url.endswith("/cards")
     await context.close()
+
+
+def bearer(session: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {session}"),)
+
+
+async def form_fields(page: Page, form: str) -> dict[str, str]:
+    """The named fields of the page's `form` (a CSS selector), as a browser would send them."""
+    fields = page.locator(f"{form} input[name]")
+    values: dict[str, str] = {}
+    for n in range(await fields.count()):
+        field = fields.nth(n)
+        values[await field.get_attribute("name") or ""] = await field.input_value()
+    return values
+
+
+async def test_traveller_tops_up_a_card_once_per_form_and_sees_balance_and_movements(
+    stack: Stack, browser: Browser
+) -> None:
+    context, session = await stack.signed_in_context(browser)
+    card = f"tok_b{uuid.uuid4().hex[:15]}"
+    await stack.travellers.AddCard(
+        accounts_pb2.AddCardRequest(card_token=card, label="Top-ups"), metadata=bearer(session)
+    )
+    page = await context.new_page()
+    await page.goto("/cards")
+    assert "£0.00" in await page.locator("table.cards tbody tr").first.inner_text()
+    await page.get_by_role("link", name="Balance and top-up of Top-ups").click()
+    assert page.url.endswith(f"/cards/{card}")
+    assert "Top-ups" in await page.get_by_role("heading", level=1).inner_text()
+    assert "Nothing has changed this card's balance yet" in await page.locator("main").inner_text()
+
+    await page.get_by_label("Amount in pounds").fill("10.00")
+    await page.get_by_role("button", name="Top up").click()
+    assert "Top-up done" in await page.locator("[role=status]").inner_text()
+    assert await page.locator(".balance-now").inner_text() == "£10.00"
+    rows = page.locator("table.movements tbody tr")
+    assert await rows.count() == 1
+    movement = await rows.first.inner_text()
+    assert "Top-up" in movement and "+£10.00" in movement
+
+    # The same form sent twice (a double click, a refreshed POST): credited once.
+    await page.get_by_label("Amount in pounds").fill("5")
+    sent = await form_fields(page, "form[action='/cards/top-up']")
+    assert sent["amount"] == "5" and sent["card_token"] == card and sent["idempotency_key"]
+    await page.get_by_role("button", name="Top up").click()
+    assert await page.locator(".balance-now").inner_text() == "£15.00"
+    again = await context.request.post("/cards/top-up", form=sent, max_redirects=0)
+    assert again.status == 303
+    assert again.headers["location"].endswith("notice=top-up-replayed")
+    await page.goto(again.headers["location"])
+    assert "nothing more was added" in await page.locator("[role=status]").inner_text()
+    assert await page.locator(".balance-now").inner_text() == "£15.00"
+    assert await rows.count() == 2
+    # The same key for another amount is refused, and credits nothing.
+    reused = await context.request.post("/cards/top-up", form={**sent, "amount": "7.00"})
+    assert reused.status == 400
+    assert "already used for another top-up" in await reused.text()
+    balance = await stack.travellers.GetBalance(
+        accounts_pb2.GetBalanceRequest(card_token=card), metadata=bearer(session)
+    )
+    assert balance.balance.amount_minor == 1500
+
+    # Amounts the form refuses, with the traveller's input kept and the error announced.
+    for typed, says in (
+        ("0", "from £0.01 up to £500.00"),
+        ("-5", "from £0.01 up to £500.00"),
+        ("500.01", "from £0.01 up to £500.00"),
+        ("ten pounds", "pounds and pence"),
+        ("10.001", "pounds and pence"),
+    ):
+        await page.get_by_label("Amount in pounds").fill(typed)
+        await page.get_by_role("button", name="Top up").click()
+        assert says in await page.locator("[role=alert]").inner_text(), typed
+        assert await page.get_by_label("Amount in pounds").input_value() == typed
+        assert await page.locator("form.form").get_attribute("aria-describedby") == "form-error"
+    assert await page.locator(".balance-now").inner_text() == "£15.00"
+    # An empty amount never leaves the browser (required), and the keyboard reaches the form.
+    await page.get_by_label("Amount in pounds").fill("")
+    await page.get_by_label("Amount in pounds").focus()
+    await page.keyboard.type("2.50")
+    await page.keyboard.press("Enter")
+    await page.wait_for_url("**notice=topped-up")
+    assert await page.locator(".balance-now").inner_text() == "£17.50"
+    await context.close()
+
+
+async def test_another_traveller_cannot_read_or_top_up_carols_card(
+    stack: Stack, browser: Browser
+) -> None:
+    carol = bearer(stack.carols_session)
+    request = accounts_pb2.GetBalanceRequest(card_token=stack.carols_card)
+    before = (await stack.travellers.GetBalance(request, metadata=carol)).balance.amount_minor
+    context, session = await stack.signed_in_context(browser)
+    own = f"tok_o{uuid.uuid4().hex[:15]}"
+    await stack.travellers.AddCard(
+        accounts_pb2.AddCardRequest(card_token=own), metadata=bearer(session)
+    )
+    page = await context.new_page()
+    for url in (f"/cards/{stack.carols_card}", f"/cards/{stack.carols_card}?movements=x"):
+        response = await page.goto(url)
+        assert response is not None and response.status == 404
+        body = await page.content()
+        assert "could not find that card" in body
+        assert "9.99" not in body and "j-carol" not in body and "top-up" not in body.lower()
+
+    # Their own card's form, edited to name Carol's card (and a valid form otherwise).
+    await page.goto(f"/cards/{own}")
+    sent = await form_fields(page, "form[action='/cards/top-up']")
+    for card in (stack.carols_card, stack.carols_card.upper(), "", "4111111111111111"):
+        answer = await context.request.post(
+            "/cards/top-up", form={**sent, "card_token": card, "amount": "10.00"}
+        )
+        assert answer.status == 404, card
+        assert "9.99" not in await answer.text()
+    # With a bad amount too: still 404 (the card is checked before anything is shown).
+    answer = await context.request.post(
+        "/cards/top-up", form={**sent, "card_token": stack.carols_card, "amount": "0"}
+    )
+    assert answer.status == 404
+    # Without the CSRF token nothing is tried at all.
+    forged = {**sent, "csrf_token": "forged", "card_token": own, "amount": "10.00"}
+    refused = await context.request.post("/cards/top-up", form=forged)
+    assert refused.status == 403
+    await context.close()
+
+    after = await stack.travellers.GetBalance(request, metadata=carol)
+    assert after.balance.amount_minor == before  # Carol's balance never moved
+    own_balance = await stack.travellers.GetBalance(
+        accounts_pb2.GetBalanceRequest(card_token=own), metadata=bearer(session)
+    )
+    assert own_balance.balance.amount_minor == 0
