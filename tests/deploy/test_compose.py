@@ -3,12 +3,15 @@
 Runs offline: check-jsonschema ships the compose-spec schema (--builtin-schema). The
 one-shot `pki` job's script is run here too, with the venv's `clearway` and its volumes
 mapped to temporary directories, so the files settlement and ingest are pointed at are
-known to be the files the job writes.
+known to be the files the job writes. The portal's healthcheck command is run against a
+real portal in-process, whose accounts is a gRPC health server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -16,13 +19,18 @@ import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 from cryptography import x509
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from clearway.runtime import authenticated_services_of, authentication_of, check_transport
 from clearway.settings import ServiceSettings
+from services.accounts.app import AccountsApp, StoredValueSettings
 from services.ingest.app import build as build_ingest
+from services.portal.adapters.accounts import TRAVELLER_SERVICE
+from services.portal.app import PortalApp, PortalSettings
 from services.settlement.app import SCHEME_FILE_VAR, SIGNING_KEY_VAR, STATEMENTS_DIR_VAR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -57,6 +65,9 @@ DEPENDENCIES = {
 }
 SERVER_TLS_VARS = ("CLEARWAY_TLS_CERT", "CLEARWAY_TLS_KEY", "CLEARWAY_TLS_CLIENT_CA")
 TLS_FILE_VARS = (*SERVER_TLS_VARS, SIGNING_KEY_VAR)
+PORTAL_PORT = 8080  # HTTP; every other Clearway service is gRPC
+# `${NAME:-default}`: compose takes NAME from the shell or .env, else the default.
+INTERPOLATION = re.compile(r"^\$\{(?P<name>\w+):-(?P<default>[^}]*)\}$")
 # The files each TLS service is pointed at: ingest never sees the scheme's signing key.
 TLS_SERVICES = {"settlement": TLS_FILE_VARS, "ingest": SERVER_TLS_VARS}
 
@@ -91,10 +102,10 @@ def test_compose_file_validates_against_compose_spec() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_compose_defines_infrastructure_the_pki_job_and_the_four_services(
+def test_compose_defines_infrastructure_the_pki_job_and_the_five_services(
     services: dict[str, Any],
 ) -> None:
-    assert {"kafka", "postgres", "redis", "pki", *GRPC_PORTS} <= set(services)
+    assert {"kafka", "postgres", "redis", "pki", *GRPC_PORTS, "portal"} <= set(services)
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
@@ -161,10 +172,10 @@ def test_kafka_is_a_single_kraft_node_with_replication_factor_one(
     assert env["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
 
 
-def test_four_services_and_the_pki_job_share_one_image_built_from_deploy_dockerfile(
+def test_five_services_and_the_pki_job_share_one_image_built_from_deploy_dockerfile(
     services: dict[str, Any],
 ) -> None:
-    names = [*GRPC_PORTS, "pki"]
+    names = [*GRPC_PORTS, "portal", "pki"]
     builds = [services[name]["build"] for name in names]
     assert all(build == builds[0] for build in builds)
     context = (COMPOSE_FILE.parent / builds[0]["context"]).resolve()
@@ -460,3 +471,157 @@ def test_redis_fsyncs_every_write_so_ingests_claims_survive_a_crash(
     assert options.get("maxmemory-policy", "noeviction") == "noeviction"
     volume, read_only = volume_mounts(services["redis"])["/data"]
     assert volume in compose["volumes"] and not read_only
+
+
+# -- accounts: fares for claims and caps progress ----------------------------------------
+
+
+def test_accounts_reaches_fares_by_its_compose_name(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = services["accounts"]["environment"]
+    assert env["CLEARWAY_FARES_TARGET"] == f"fares:{GRPC_PORTS['fares']}"
+    assert str(services["fares"]["environment"]["CLEARWAY_GRPC_PORT"]) == str(GRPC_PORTS["fares"])
+    settings = settings_from_compose_env(services, "accounts", monkeypatch)
+    # What `clearway serve accounts` reads: the target, and the stored-value settings
+    # (their defaults, or what compose sets) pass their checks.
+    assert AccountsApp(settings).fares_target == env["CLEARWAY_FARES_TARGET"]
+    StoredValueSettings.from_env()
+    # Accounts connects to fares on first use: it must not wait for it.
+    assert "fares" not in services["accounts"]["depends_on"]
+
+
+# -- portal: HTTP on 8080, accounts' client, a healthcheck without curl ------------------
+
+
+def interpolated(value: str, environ: dict[str, str]) -> str:
+    """A compose value with `${NAME:-default}` resolved as compose would."""
+    match = INTERPOLATION.match(value)
+    if not match:
+        assert "$" not in value, f"unexpected interpolation in {value!r}"
+        return value
+    return environ.get(match["name"]) or match["default"]
+
+
+def portal_env(services: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The portal's environment as its container gets it (feed mapped to the repo copy)."""
+    env = {
+        key: interpolated(str(value), environ or {})
+        for key, value in services["portal"]["environment"].items()
+    }
+    env["CLEARWAY_FEED_DIR"] = str(in_image(env["CLEARWAY_FEED_DIR"]))
+    return env
+
+
+def portal_settings(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch, environ: dict[str, str] | None = None
+) -> PortalSettings:
+    for key in [k for k in os.environ if k.startswith("CLEARWAY_")]:
+        monkeypatch.delenv(key)
+    for key, value in portal_env(services, environ).items():
+        monkeypatch.setenv(key, value)
+    return PortalSettings.from_env()
+
+
+def test_portal_serves_http_and_waits_for_accounts_to_be_healthy(
+    services: dict[str, Any],
+) -> None:
+    portal = services["portal"]
+    assert portal["command"] == ["serve", "portal"]
+    assert portal["ports"] == [f"{PORTAL_PORT}:{PORTAL_PORT}"]
+    assert str(portal["environment"]["CLEARWAY_PORTAL_PORT"]) == str(PORTAL_PORT)
+    depends_on = {name: spec["condition"] for name, spec in portal["depends_on"].items()}
+    assert depends_on == {"accounts": "service_healthy"}
+    assert portal["stop_grace_period"] == "20s"
+    assert portal["restart"] == "unless-stopped"
+    assert "volumes" not in portal, "the portal keeps nothing"
+
+
+def test_portal_settings_from_its_compose_environment(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = portal_settings(services, monkeypatch)
+    assert settings.host == "0.0.0.0", "127.0.0.1 is unreachable from outside"
+    assert settings.port == PORTAL_PORT
+    host, _, port = settings.accounts_target.partition(":")
+    assert host == "accounts" and host in services
+    assert port == str(services["accounts"]["environment"]["CLEARWAY_GRPC_PORT"])
+    assert settings.secure_cookies == "auto", "plain HTTP on a developer's machine"
+    assert len(settings.secret) >= 32
+    assert settings.stops, "no stops for the claim form: the feed is not where it points"
+    env = services["portal"]["environment"]
+    assert env["CLEARWAY_FEED_DIR"] == services["fares"]["environment"]["CLEARWAY_FEED_DIR"]
+    # Nothing the portal does not read: no database, Kafka or Redis credentials.
+    assert not {"CLEARWAY_PG_DSN", "CLEARWAY_KAFKA_BOOTSTRAP", "CLEARWAY_REDIS_URL"} & set(env)
+
+
+def test_portal_secret_has_a_dev_only_default_the_environment_overrides(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    match = INTERPOLATION.match(services["portal"]["environment"]["CLEARWAY_PORTAL_SECRET"])
+    assert match, "CLEARWAY_PORTAL_SECRET must be settable from the shell or .env"
+    assert match["name"] == "CLEARWAY_PORTAL_SECRET"
+    assert "dev" in match["default"] and len(match["default"]) >= 32
+    mine = "s" * 48
+    settings = portal_settings(services, monkeypatch, {"CLEARWAY_PORTAL_SECRET": mine})
+    assert settings.secret == mine.encode()
+    # The comment right above the setting says the default is for development only.
+    lines = COMPOSE_FILE.read_text().splitlines()
+    (at,) = [i for i, line in enumerate(lines) if "CLEARWAY_PORTAL_SECRET: ${" in line]
+    comment = []
+    while lines[at - 1 - len(comment)].lstrip().startswith("#"):
+        comment.append(lines[at - 1 - len(comment)].lstrip(" #"))
+    assert "development only" in " ".join(reversed(comment))
+
+
+def test_portal_healthcheck_runs_python_not_curl_against_healthz(
+    services: dict[str, Any],
+) -> None:
+    test = services["portal"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{PORTAL_PORT}/healthz" in test[3]
+    assert services["portal"]["healthcheck"]["timeout"] == "5s"
+
+
+async def run_healthcheck(services: dict[str, Any], port: int) -> int:
+    """The portal's compose healthcheck, run here against `port`: its exit code."""
+    _, python, *args = services["portal"]["healthcheck"]["test"]
+    assert python == "python"  # the image's venv is first on its PATH
+    args = [arg.replace(f":{PORTAL_PORT}/", f":{port}/") for arg in args]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(process.wait(), timeout=20)
+
+
+async def test_portal_healthcheck_passes_only_while_accounts_is_serving(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    servicer = health.HealthServicer()
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    accounts_port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    settings = portal_settings(services, monkeypatch)
+    portal = PortalApp(
+        PortalSettings(
+            host="127.0.0.1",
+            port=0,
+            accounts_target=f"127.0.0.1:{accounts_port}",
+            secure_cookies=settings.secure_cookies,
+            secret=settings.secret,
+            stops=settings.stops,
+        )
+    )
+    port = await portal.start()
+    try:
+        servicer.set(TRAVELLER_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert await run_healthcheck(services, port) != 0, "healthy while accounts is not"
+        servicer.set(TRAVELLER_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        assert await run_healthcheck(services, port) == 0
+    finally:
+        await portal.stop()
+        await server.stop(grace=None)

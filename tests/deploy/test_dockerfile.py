@@ -1,12 +1,17 @@
 """deploy/Dockerfile: one non-root image whose COPY sources all exist in the repo.
 
-No Docker engine is needed: the Dockerfile is read as text.
+No Docker engine is needed: the Dockerfile is read as text, and the wheel its
+`pip install .` builds is built here from a copy of what it COPYs.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -85,6 +90,7 @@ def test_image_exposes_the_four_grpc_ports_the_health_ports_and_ingests_admin_po
         for port in arguments.split()
     }
     assert {"50051", "50052", "50053", "50054", "51051", "51053", "52051"} <= exposed
+    assert "8080" in exposed, "the portal (HTTP)"
 
 
 def final_env(instructions: list[Instruction]) -> dict[str, str]:
@@ -151,6 +157,7 @@ def test_image_listens_on_every_interface(instructions: list[Instruction]) -> No
     stage = final_stage(instructions)
     env = [word for keyword, arguments in stage if keyword == "ENV" for word in arguments.split()]
     assert "CLEARWAY_GRPC_HOST=0.0.0.0" in env
+    assert "CLEARWAY_PORTAL_HOST=0.0.0.0" in env, "the portal's own host setting"
 
 
 def test_project_is_installed_without_pip_cache(instructions: list[Instruction]) -> None:
@@ -191,3 +198,48 @@ def test_dockerignore_keeps_local_state_out_but_not_what_the_image_copies(
     assert {"var", "**/*.key.pem"} <= patterns
     for source in copy_sources(instructions):
         assert source.strip("/") not in patterns, f"{source} is copied but ignored"
+
+
+def test_portal_templates_and_static_files_are_in_the_installed_package(
+    instructions: list[Instruction], tmp_path: Path
+) -> None:
+    # The runtime stage has no sources: the portal finds its templates and stylesheet
+    # next to its modules in site-packages only if the wheel `pip install .` builds from
+    # the build stage's COPYs carries them as package data.
+    build = instructions[: [keyword for keyword, _ in instructions].index("FROM", 1)]
+    copied = [
+        source
+        for keyword, arguments in build
+        if keyword == "COPY"
+        for source in [arg for arg in words(arguments) if not arg.startswith("--")][:-1]
+    ]
+    assert any(arguments == "pip install --no-cache-dir ." for _, arguments in build)
+    context = tmp_path / "src"
+    context.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.py[cod]")
+    for source in copied:
+        if (REPO / source).is_dir():
+            shutil.copytree(REPO / source, context / source, ignore=ignore)
+        else:
+            shutil.copy2(REPO / source, context / source)
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
+    result = subprocess.run(
+        [*pip_wheel, "-q", "-w", str(tmp_path / "dist"), str(context)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (wheel,) = (tmp_path / "dist").glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    portal = REPO / "services" / "portal"
+    assets = [
+        path.relative_to(REPO).as_posix()
+        for folder in ("templates", "static")
+        for path in (portal / folder).rglob("*")
+        if path.is_file()
+    ]
+    assert any(name.endswith("base.html") for name in assets)
+    assert any(name.endswith(".css") for name in assets)
+    missing = sorted(set(assets) - names)
+    assert not missing, f"not in the wheel (pyproject package-data): {missing}"

