@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import time
+from datetime import time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
@@ -17,13 +18,16 @@ from clearway.rpc import Slot
 from clearway.runtime import Resources
 from clearway.settings import ServiceSettings, SettingsError, env_str
 from services.accounts.adapters.balance_book import BalanceBook, BalanceRepository
+from services.accounts.adapters.bank_charge_store import BankChargeRepository, BankDayClock
 from services.accounts.adapters.cache import HistoryCache
 from services.accounts.adapters.fares_caps import FaresCaps
 from services.accounts.adapters.fares_client import FaresStopCheck
 from services.accounts.adapters.journey_repository import MIGRATIONS, JourneyRepository
 from services.accounts.adapters.outbox import OutboxRelay
+from services.accounts.adapters.simulated_acquirer import SimulatedAcquirer
 from services.accounts.adapters.traveller_repository import SignInLimiter, TravellerRepository
 from services.accounts.domain.balance import DEFAULT_MAX_TOP_UP_MINOR, StoredValueRules
+from services.accounts.domain.bank_charges import RecoverySchedule
 from services.accounts.domain.history import JourneyRevision
 from services.accounts.entrypoints.consumer import JourneyRecorder
 from services.accounts.entrypoints.grpc import (
@@ -32,6 +36,11 @@ from services.accounts.entrypoints.grpc import (
     AccountsPorts,
     AccountsServicer,
     TravellerServicer,
+)
+from services.accounts.service_layer.bank_charging import (
+    BankChargeSettings,
+    BankCharging,
+    PaymentGateway,
 )
 from services.accounts.service_layer.claims import Claims, ClaimSettings
 from services.accounts.service_layer.journey_history import JourneyHistory
@@ -83,6 +92,40 @@ class StoredValueSettings:
         )
 
 
+def _positive_float(env: Mapping[str, str], name: str, default: str, *, zero: bool) -> float:
+    raw = env.get(name, default)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise SettingsError(f"{name} must be {'>=' if zero else '>'} 0, got {raw!r}")
+    return value
+
+
+def bank_charge_settings_from_env(env: Mapping[str, str] | None = None) -> BankChargeSettings:
+    """From CLEARWAY_RECOVERY_SCALE, CLEARWAY_BANK_CHARGE_POLL_S and
+    CLEARWAY_BANK_ATTEMPT_LEASE_S (SettingsError if bad)."""
+    env = os.environ if env is None else env
+    return BankChargeSettings(
+        schedule=RecoverySchedule(
+            scale=_positive_float(env, "CLEARWAY_RECOVERY_SCALE", "1", zero=False)
+        ),
+        poll_s=_positive_float(env, "CLEARWAY_BANK_CHARGE_POLL_S", "5", zero=False),
+        lease=timedelta(
+            seconds=_positive_float(env, "CLEARWAY_BANK_ATTEMPT_LEASE_S", "60", zero=False)
+        ),
+    )
+
+
+def bank_day_delay_from_env(env: Mapping[str, str] | None = None) -> timedelta:
+    """CLEARWAY_BANK_CHARGE_DELAY_S: how long after a service day's end it is charged."""
+    env = os.environ if env is None else env
+    return timedelta(
+        seconds=_positive_float(env, "CLEARWAY_BANK_CHARGE_DELAY_S", "3600", zero=True)
+    )
+
+
 @dataclass
 class AccountsApp:
     """The accounts service: journey history stored from Kafka, travellers' accounts and
@@ -105,6 +148,12 @@ class AccountsApp:
         default_factory=lambda: env_str("CLEARWAY_FARES_TARGET", DEFAULT_FARES_TARGET)
     )
     caps: FaresCaps | None = None
+    # Bank-card mode: the charging loop's settings, the day's charge delay, the gateway
+    # (the simulated acquirer unless a test or a deployment gives another).
+    bank_settings: BankChargeSettings = field(default_factory=BankChargeSettings)
+    bank_delay: timedelta = timedelta(hours=1)
+    gateway: PaymentGateway = field(default_factory=SimulatedAcquirer)
+    bank: BankCharging | None = None
 
     @property
     def grpc_service_names(self) -> list[str]:
@@ -127,7 +176,9 @@ class AccountsApp:
         rules = self.stored_value_settings.rules
         self.pool = await resources.postgres(MIGRATIONS)
         book = BalanceBook(rules.currency, topics.denylist)
-        self.repository = JourneyRepository(self.pool, book)
+        day_clock = self.stored_value_settings.day_clock
+        bank_days = BankDayClock(day_clock.timezone, day_clock.day_start, self.bank_delay)
+        self.repository = JourneyRepository(self.pool, book, bank_days)
         cache = HistoryCache.from_url(
             self.settings.endpoints.redis_url, cache_namespace(self.settings)
         )
@@ -179,9 +230,24 @@ class AccountsApp:
             SignInLimiter(cache.client, cache_namespace(self.settings)),
         )
         self.caps = FaresCaps(fares_channel)
+        # Bank-card mode: the charging loop bills due days and recovers debts.
+        self.bank = BankCharging(
+            self.pool,
+            self.gateway,
+            BankChargeRepository(self.pool),
+            self.relay,
+            topics.denylist,
+            self.bank_settings,
+        )
+        resources.background("bank charging", self.bank.run())
         self.ports.fill(
             AccountsPorts(
-                history, self.travellers, self.stored_value, claims=self.claims, caps=self.caps
+                history,
+                self.travellers,
+                self.stored_value,
+                claims=self.claims,
+                caps=self.caps,
+                bank=self.bank,
             )
         )
 
@@ -192,6 +258,9 @@ def build(settings: ServiceSettings) -> AccountsApp:
         settings=settings,
         stored_value_settings=StoredValueSettings.from_env(),
         claim_settings=ClaimSettings.from_env(),
+        bank_settings=bank_charge_settings_from_env(),
+        bank_delay=bank_day_delay_from_env(),
+        gateway=SimulatedAcquirer.from_env(),
     )
 
 

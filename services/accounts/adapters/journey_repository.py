@@ -10,13 +10,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
 from services.accounts.adapters.balance_book import BALANCE_MIGRATION, BalanceBook
+from services.accounts.adapters.bank_charge_store import BANK_MIGRATION, BankDayClock, add_to_days
 from services.accounts.adapters.claim_repository import CLAIMS_MIGRATION
-from services.accounts.domain.balance import ChargedRevision, JourneyStanding, journey_movements
+from services.accounts.domain.balance import (
+    ChargedRevision,
+    JourneyStanding,
+    Movement,
+    journey_movements,
+)
+from services.accounts.domain.bank_charges import DayDelta, day_deltas, is_bank_card
 from services.accounts.domain.history import JourneyRevision
 from services.accounts.domain.paging import HistoryPosition, card_tag
 
@@ -101,6 +108,8 @@ MIGRATIONS: list[str] = [
     BALANCE_MIGRATION,
     # Missing-exit claims (adapters.claim_repository): every claim and its outcome.
     CLAIMS_MIGRATION,
+    # Bank-card mode (adapters.bank_charge_store): day totals, charges, attempts.
+    BANK_MIGRATION,
 ]
 
 _INSERT_REVISIONS = """
@@ -213,6 +222,13 @@ def _to_us(value: datetime) -> int:
     return (value - _EPOCH) // _ONE_US
 
 
+def _day_of(rev: JourneyRevision) -> date:
+    """The revision's service day (fares always sets one; else its start's UTC date)."""
+    if rev.service_day is not None:
+        return rev.service_day
+    return _to_datetime(rev.started_at_us).date()
+
+
 def _revision(row: asyncpg.Record) -> JourneyRevision:
     return JourneyRevision(
         card_token=row["card_token"],
@@ -228,10 +244,18 @@ def _revision(row: asyncpg.Record) -> JourneyRevision:
 class JourneyRepository:
     """Journey revisions in the service's own schema (the pool pins the search path)."""
 
-    def __init__(self, pool: asyncpg.Pool, book: BalanceBook | None = None) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        book: BalanceBook | None = None,
+        bank_days: BankDayClock | None = None,
+    ) -> None:
         self._pool = pool
         # Without a book the history is kept and no balance moves (benchmarks of reads).
         self._book = book
+        # Bank cards (bk_) have no balance: their deltas move their service day's total,
+        # which the charging loop bills (services.accounts.service_layer.bank_charging).
+        self._bank_days = bank_days
 
     async def store(self, rev: JourneyRevision) -> StoreOutcome:
         """Keep `rev` for audit and make it the latest if it is newer; idempotent."""
@@ -281,6 +305,7 @@ class JourneyRepository:
                     for r in revs
                 ],
             )
+            moves = await self._add_bank_days(conn, moves, revs)
             if self._book is not None and moves:
                 await self._book.post(conn, moves, datetime.now(UTC))
             if became:
@@ -306,6 +331,23 @@ class JourneyRepository:
             latest_rev = became.get(rev.journey_id)
             outcomes.append(StoreOutcome(new, latest_rev is not None and latest_rev is rev))
         return outcomes
+
+    async def _add_bank_days(
+        self, conn: asyncpg.Connection, moves: list[Movement], revs: Sequence[JourneyRevision]
+    ) -> list[Movement]:
+        """Move bank cards' day totals by their journeys' deltas; the other moves (stored
+        value) are returned for the balance book."""
+        bank = [m for m in moves if is_bank_card(m.card_token)]
+        if not bank:
+            return moves
+        if self._book is not None and self._bank_days is not None:
+            by_key = {(r.journey_id, r.revision): r for r in revs}
+            deltas = day_deltas(
+                DayDelta(m.card_token, _day_of(by_key[(m.source_id, m.revision)]), -m.amount_minor)
+                for m in bank
+            )
+            await add_to_days(conn, deltas, self._book.currency, self._bank_days)
+        return [m for m in moves if not is_bank_card(m.card_token)]
 
     @staticmethod
     async def _warn_if_conflicting(

@@ -21,12 +21,21 @@ from clearway.errors import NotReadyError
 from clearway.money import Money as MoneyValue
 from clearway.rpc import Slot
 from services.accounts.adapters.balance_book import MovementRow
+from services.accounts.adapters.bank_charge_store import StoredBankCharge
 from services.accounts.adapters.claim_repository import StoredClaim
 from services.accounts.adapters.fares_caps import FaresCaps
 from services.accounts.domain.balance import MovementKind
+from services.accounts.domain.bank_charges import (
+    BankChargeKind,
+    BankChargeStatus,
+    NoStoredValueError,
+    is_bank_card,
+    outstanding_minor,
+)
 from services.accounts.domain.caps import CapPeriod, CapsProgressUnavailableError
 from services.accounts.domain.claims import ClaimStatus
 from services.accounts.domain.travellers import Card
+from services.accounts.service_layer.bank_charging import BankCharging
 from services.accounts.service_layer.claims import Claims
 from services.accounts.service_layer.journey_history import JourneyHistory
 from services.accounts.service_layer.stored_value import StoredValue
@@ -49,6 +58,8 @@ class AccountsPorts:
     claims: Claims | None = None
     # Caps progress, asked of fares; None in tests that do not wire it.
     caps: FaresCaps | None = None
+    # Bank-card mode (day charges, debt recovery); None in tests that do not wire it.
+    bank: BankCharging | None = None
 
 
 def bearer_token(context: Context) -> str | None:
@@ -122,6 +133,43 @@ def claim_message(claim: StoredClaim) -> accounts_pb2.Claim:
     )
     if claim.resolved_at is not None:
         message.resolved_at.CopyFrom(_timestamp(claim.resolved_at))
+    return message
+
+
+_BANK_KINDS = {
+    BankChargeKind.CHARGE: accounts_pb2.BankCharge.KIND_CHARGE,
+    BankChargeKind.ADJUSTMENT: accounts_pb2.BankCharge.KIND_ADJUSTMENT,
+    BankChargeKind.REFUND: accounts_pb2.BankCharge.KIND_REFUND,
+}
+_BANK_STATUSES = {
+    BankChargeStatus.PENDING: accounts_pb2.BankCharge.STATUS_PENDING,
+    BankChargeStatus.CHARGED: accounts_pb2.BankCharge.STATUS_CHARGED,
+    BankChargeStatus.DECLINED: accounts_pb2.BankCharge.STATUS_DECLINED,
+    BankChargeStatus.RECOVERING: accounts_pb2.BankCharge.STATUS_RECOVERING,
+    BankChargeStatus.RECOVERED: accounts_pb2.BankCharge.STATUS_RECOVERED,
+    BankChargeStatus.UNRECOVERED: accounts_pb2.BankCharge.STATUS_UNRECOVERED,
+}
+
+
+def bank_charge_message(charge: StoredBankCharge) -> accounts_pb2.BankCharge:
+    """A bank charge as the API shows it (the next retry only while one is scheduled)."""
+    message = accounts_pb2.BankCharge(
+        charge_id=charge.charge_id,
+        service_day=charge.service_day.isoformat(),
+        kind=_BANK_KINDS[charge.kind],
+        amount=Money(amount_minor=charge.amount_minor, currency=charge.currency),
+        status=_BANK_STATUSES[charge.status],
+        attempts=charge.attempts,
+        retries=charge.retries,
+        last_reason=charge.last_reason,
+        created_at=_timestamp(charge.created_at),
+        updated_at=_timestamp(charge.updated_at),
+    )
+    if charge.next_attempt_at is not None and charge.status in (
+        BankChargeStatus.DECLINED,
+        BankChargeStatus.RECOVERING,
+    ):
+        message.next_retry_at.CopyFrom(_timestamp(charge.next_attempt_at))
     return message
 
 
@@ -224,6 +272,8 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
         ports = self._ports.get()
         traveller_id = await ports.travellers.authenticate(bearer_token(context))
         await ports.travellers.check_owner(traveller_id, request.card_token)
+        if is_bank_card(request.card_token):
+            raise NoStoredValueError("a bank card pays for its journeys by day; no top-ups")
         result = await ports.stored_value.top_up(
             traveller_id,
             request.card_token,
@@ -332,6 +382,38 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
                 for cap in card.caps
             ],
         )
+
+    def _bank(self) -> BankCharging:
+        bank = self._ports.get().bank
+        if bank is None:  # pragma: no cover - the app always wires it
+            raise NotReadyError("bank-card mode is not wired in this process")
+        return bank
+
+    async def ListBankCharges(  # noqa: N802
+        self, request: accounts_pb2.ListBankChargesRequest, context: Context
+    ) -> accounts_pb2.ListBankChargesResponse:
+        """One of the caller's bank cards' charges, newest service day first."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        bank = self._bank()
+        charges = await bank.list_charges(request.card_token)
+        owed = outstanding_minor({c.charge_id: (c.status, c.amount_minor) for c in charges})
+        return accounts_pb2.ListBankChargesResponse(
+            charges=[bank_charge_message(c) for c in charges],
+            outstanding=Money(amount_minor=owed, currency=ports.stored_value.rules.currency),
+            deny_listed=await bank.charges.deny_listed(request.card_token),
+        )
+
+    async def RetryBankCharge(  # noqa: N802
+        self, request: accounts_pb2.RetryBankChargeRequest, context: Context
+    ) -> accounts_pb2.RetryBankChargeResponse:
+        """Pay one of the caller's bank card's charges in debt now."""
+        ports = self._ports.get()
+        traveller_id = await ports.travellers.authenticate(bearer_token(context))
+        await ports.travellers.check_owner(traveller_id, request.card_token)
+        charge = await self._bank().pay_now(request.card_token, request.charge_id)
+        return accounts_pb2.RetryBankChargeResponse(charge=bank_charge_message(charge))
 
 
 _CAP_PERIODS = {

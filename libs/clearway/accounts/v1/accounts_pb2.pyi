@@ -943,3 +943,217 @@ class Claim(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Claim: _TypeAlias = Claim  # noqa: Y015
+
+@_typing.final
+class ListBankChargesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBankChargesRequest: _TypeAlias = ListBankChargesRequest  # noqa: Y015
+
+@_typing.final
+class ListBankChargesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHARGES_FIELD_NUMBER: _builtins.int
+    OUTSTANDING_FIELD_NUMBER: _builtins.int
+    DENY_LISTED_FIELD_NUMBER: _builtins.int
+    deny_listed: _builtins.bool
+    """True while the card is on the deny list for unpaid bank charges."""
+    @_builtins.property
+    def charges(self) -> _containers.RepeatedCompositeFieldContainer[Global___BankCharge]:
+        """Newest service day first, then the day's newest charge first (at most 100)."""
+
+    @_builtins.property
+    def outstanding(self) -> _money_pb2.Money:
+        """The sum of the charges in debt (declined, recovering, unrecovered)."""
+
+    def __init__(
+        self,
+        *,
+        charges: _abc.Iterable[Global___BankCharge] | None = ...,
+        outstanding: _money_pb2.Money | None = ...,
+        deny_listed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["outstanding", b"outstanding"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charges", b"charges", "deny_listed", b"deny_listed", "outstanding", b"outstanding"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListBankChargesResponse: _TypeAlias = ListBankChargesResponse  # noqa: Y015
+
+@_typing.final
+class BankCharge(_message.Message):
+    """One charge of a bank card: a service day's aggregate, or a later difference."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[BankCharge._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: BankCharge._Kind.ValueType  # 0
+        KIND_CHARGE: BankCharge._Kind.ValueType  # 1
+        """The day's charge: the sum of its journeys' latest charges."""
+        KIND_ADJUSTMENT: BankCharge._Kind.ValueType  # 2
+        """Revisions after the day was charged (late taps) charged more: the difference."""
+        KIND_REFUND: BankCharge._Kind.ValueType  # 3
+        """Revisions after the day was charged (late taps, claims) charged less: refunded."""
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: BankCharge.Kind.ValueType  # 0
+    KIND_CHARGE: BankCharge.Kind.ValueType  # 1
+    """The day's charge: the sum of its journeys' latest charges."""
+    KIND_ADJUSTMENT: BankCharge.Kind.ValueType  # 2
+    """Revisions after the day was charged (late taps) charged more: the difference."""
+    KIND_REFUND: BankCharge.Kind.ValueType  # 3
+    """Revisions after the day was charged (late taps, claims) charged less: refunded."""
+
+    class _Status:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[BankCharge._Status.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATUS_UNSPECIFIED: BankCharge._Status.ValueType  # 0
+        STATUS_PENDING: BankCharge._Status.ValueType  # 1
+        """Not attempted yet, or the outcome of an attempt is not known yet."""
+        STATUS_CHARGED: BankCharge._Status.ValueType  # 2
+        """Approved on its first attempt (a refund: paid out)."""
+        STATUS_DECLINED: BankCharge._Status.ValueType  # 3
+        """The first attempt was declined: in debt, retries scheduled, the card deny-listed."""
+        STATUS_RECOVERING: BankCharge._Status.ValueType  # 4
+        """One or more retries were declined; more are scheduled."""
+        STATUS_RECOVERED: BankCharge._Status.ValueType  # 5
+        """A retry (or the traveller's payment) was approved."""
+        STATUS_UNRECOVERED: BankCharge._Status.ValueType  # 6
+        """Every retry was declined: still owed, the card stays deny-listed until paid."""
+
+    class Status(_Status, metaclass=_StatusEnumTypeWrapper): ...
+    STATUS_UNSPECIFIED: BankCharge.Status.ValueType  # 0
+    STATUS_PENDING: BankCharge.Status.ValueType  # 1
+    """Not attempted yet, or the outcome of an attempt is not known yet."""
+    STATUS_CHARGED: BankCharge.Status.ValueType  # 2
+    """Approved on its first attempt (a refund: paid out)."""
+    STATUS_DECLINED: BankCharge.Status.ValueType  # 3
+    """The first attempt was declined: in debt, retries scheduled, the card deny-listed."""
+    STATUS_RECOVERING: BankCharge.Status.ValueType  # 4
+    """One or more retries were declined; more are scheduled."""
+    STATUS_RECOVERED: BankCharge.Status.ValueType  # 5
+    """A retry (or the traveller's payment) was approved."""
+    STATUS_UNRECOVERED: BankCharge.Status.ValueType  # 6
+    """Every retry was declined: still owed, the card stays deny-listed until paid."""
+
+    CHARGE_ID_FIELD_NUMBER: _builtins.int
+    SERVICE_DAY_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RETRIES_FIELD_NUMBER: _builtins.int
+    NEXT_RETRY_AT_FIELD_NUMBER: _builtins.int
+    LAST_REASON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    charge_id: _builtins.str
+    service_day: _builtins.str
+    """YYYY-MM-DD"""
+    kind: Global___BankCharge.Kind.ValueType
+    status: Global___BankCharge.Status.ValueType
+    attempts: _builtins.int
+    """Attempts at the payment gateway (the first, retries and the traveller's payments)."""
+    retries: _builtins.int
+    """The scheme's retries used (at most 6)."""
+    last_reason: _builtins.str
+    """The acquirer's reason of the last decline."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """Positive: charged; negative: refunded."""
+
+    @_builtins.property
+    def next_retry_at(self) -> _timestamp_pb2.Timestamp:
+        """When the next retry is due (unset when none is scheduled)."""
+
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        charge_id: _builtins.str = ...,
+        service_day: _builtins.str = ...,
+        kind: Global___BankCharge.Kind.ValueType = ...,
+        amount: _money_pb2.Money | None = ...,
+        status: Global___BankCharge.Status.ValueType = ...,
+        attempts: _builtins.int = ...,
+        retries: _builtins.int = ...,
+        next_retry_at: _timestamp_pb2.Timestamp | None = ...,
+        last_reason: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "created_at", b"created_at", "next_retry_at", b"next_retry_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempts", b"attempts", "charge_id", b"charge_id", "created_at", b"created_at", "kind", b"kind", "last_reason", b"last_reason", "next_retry_at", b"next_retry_at", "retries", b"retries", "service_day", b"service_day", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BankCharge: _TypeAlias = BankCharge  # noqa: Y015
+
+@_typing.final
+class RetryBankChargeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    CHARGE_ID_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    charge_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        charge_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token", "charge_id", b"charge_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryBankChargeRequest: _TypeAlias = RetryBankChargeRequest  # noqa: Y015
+
+@_typing.final
+class RetryBankChargeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHARGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def charge(self) -> Global___BankCharge: ...
+    def __init__(
+        self,
+        *,
+        charge: Global___BankCharge | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charge", b"charge"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryBankChargeResponse: _TypeAlias = RetryBankChargeResponse  # noqa: Y015

@@ -186,6 +186,16 @@ class TravellerServiceStub:
                 request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressRequest.SerializeToString,
                 response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressResponse.FromString,
                 _registered_method=True)
+        self.ListBankCharges = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/ListBankCharges',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBankChargesRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBankChargesResponse.FromString,
+                _registered_method=True)
+        self.RetryBankCharge = channel.unary_unary(
+                '/clearway.accounts.v1.TravellerService/RetryBankCharge',
+                request_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RetryBankChargeRequest.SerializeToString,
+                response_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RetryBankChargeResponse.FromString,
+                _registered_method=True)
 
 
 class TravellerServiceServicer:
@@ -302,6 +312,24 @@ class TravellerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListBankCharges(self, request, context):
+        """One of the caller's bank cards' charges (bank-card mode: each service day's journeys
+        aggregated into one charge, then adjustments or refunds), newest service day first,
+        with their debt-recovery state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryBankCharge(self, request, context):
+        """Pay a charge in debt now (the traveller's own attempt; not one of the scheme's
+        retries). Approved: the charge is recovered, and the card leaves the deny list when
+        nothing else is owed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TravellerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -374,6 +402,16 @@ def add_TravellerServiceServicer_to_server(servicer, server):
                     servicer.GetCapsProgress,
                     request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressRequest.FromString,
                     response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressResponse.SerializeToString,
+            ),
+            'ListBankCharges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBankCharges,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBankChargesRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBankChargesResponse.SerializeToString,
+            ),
+            'RetryBankCharge': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryBankCharge,
+                    request_deserializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RetryBankChargeRequest.FromString,
+                    response_serializer=clearway_dot_accounts_dot_v1_dot_accounts__pb2.RetryBankChargeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -760,6 +798,60 @@ class TravellerService:
             '/clearway.accounts.v1.TravellerService/GetCapsProgress',
             clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressRequest.SerializeToString,
             clearway_dot_accounts_dot_v1_dot_accounts__pb2.GetCapsProgressResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBankCharges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/ListBankCharges',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBankChargesRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.ListBankChargesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryBankCharge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clearway.accounts.v1.TravellerService/RetryBankCharge',
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.RetryBankChargeRequest.SerializeToString,
+            clearway_dot_accounts_dot_v1_dot_accounts__pb2.RetryBankChargeResponse.FromString,
             options,
             channel_credentials,
             insecure,

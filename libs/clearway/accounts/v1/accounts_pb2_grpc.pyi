@@ -110,6 +110,16 @@ class TravellerServiceStub:
     """How much of each cap that counts one of the caller's cards it has used today and this
     week ("£6.40 of today's £8.90 cap"), as fares prices the card's taps so far.
     """
+    ListBankCharges: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.ListBankChargesRequest, _accounts_pb2.ListBankChargesResponse]
+    """One of the caller's bank cards' charges (bank-card mode: each service day's journeys
+    aggregated into one charge, then adjustments or refunds), newest service day first,
+    with their debt-recovery state.
+    """
+    RetryBankCharge: _grpc.UnaryUnaryMultiCallable[_accounts_pb2.RetryBankChargeRequest, _accounts_pb2.RetryBankChargeResponse]
+    """Pay a charge in debt now (the traveller's own attempt; not one of the scheme's
+    retries). Approved: the charge is recovered, and the card leaves the deny list when
+    nothing else is owed.
+    """
 
 @_typing.type_check_only
 class TravellerServiceAsyncStub(TravellerServiceStub):
@@ -161,6 +171,16 @@ class TravellerServiceAsyncStub(TravellerServiceStub):
     GetCapsProgress: _aio.UnaryUnaryMultiCallable[_accounts_pb2.GetCapsProgressRequest, _accounts_pb2.GetCapsProgressResponse]  # type: ignore[assignment]
     """How much of each cap that counts one of the caller's cards it has used today and this
     week ("£6.40 of today's £8.90 cap"), as fares prices the card's taps so far.
+    """
+    ListBankCharges: _aio.UnaryUnaryMultiCallable[_accounts_pb2.ListBankChargesRequest, _accounts_pb2.ListBankChargesResponse]  # type: ignore[assignment]
+    """One of the caller's bank cards' charges (bank-card mode: each service day's journeys
+    aggregated into one charge, then adjustments or refunds), newest service day first,
+    with their debt-recovery state.
+    """
+    RetryBankCharge: _aio.UnaryUnaryMultiCallable[_accounts_pb2.RetryBankChargeRequest, _accounts_pb2.RetryBankChargeResponse]  # type: ignore[assignment]
+    """Pay a charge in debt now (the traveller's own attempt; not one of the scheme's
+    retries). Approved: the charge is recovered, and the card leaves the deny list when
+    nothing else is owed.
     """
 
 class TravellerServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -294,6 +314,28 @@ class TravellerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_accounts_pb2.GetCapsProgressResponse, _abc.Awaitable[_accounts_pb2.GetCapsProgressResponse]]:
         """How much of each cap that counts one of the caller's cards it has used today and this
         week ("£6.40 of today's £8.90 cap"), as fares prices the card's taps so far.
+        """
+
+    @_abc_1.abstractmethod
+    def ListBankCharges(
+        self,
+        request: _accounts_pb2.ListBankChargesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.ListBankChargesResponse, _abc.Awaitable[_accounts_pb2.ListBankChargesResponse]]:
+        """One of the caller's bank cards' charges (bank-card mode: each service day's journeys
+        aggregated into one charge, then adjustments or refunds), newest service day first,
+        with their debt-recovery state.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryBankCharge(
+        self,
+        request: _accounts_pb2.RetryBankChargeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_accounts_pb2.RetryBankChargeResponse, _abc.Awaitable[_accounts_pb2.RetryBankChargeResponse]]:
+        """Pay a charge in debt now (the traveller's own attempt; not one of the scheme's
+        retries). Approved: the charge is recovered, and the card leaves the deny list when
+        nothing else is owed.
         """
 
 def add_TravellerServiceServicer_to_server(servicer: TravellerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
