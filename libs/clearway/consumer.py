@@ -224,6 +224,27 @@ class RetryPolicy:
         return DelaySequence(self.first_s, self.max_s)
 
 
+async def back_off_after(
+    failure: str,
+    exc: Exception,
+    delays: DelaySequence,
+    logger: logging.Logger,
+    **extra: object,
+) -> None:
+    """What a background loop (an outbox relay, a charging loop) does when a round fails:
+    log it (WARNING for an outage, ERROR with the traceback for a defect), then sleep the
+    next back-off delay before the next round."""
+    reason = infrastructure_reason(exc)
+    level = logging.WARNING if reason else logging.ERROR
+    logger.log(
+        level,
+        f"{failure}; retrying",
+        extra={**extra, "error": type(exc).__name__, "reason": reason or "DEFECT"},
+        exc_info=level == logging.ERROR,
+    )
+    await asyncio.sleep(delays.next())
+
+
 @dataclass(slots=True)
 class DelaySequence:
     """first, then doubling, up to max."""

@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
-from clearway.consumer import RetryPolicy
-from clearway.errors import infrastructure_reason
+from clearway.consumer import RetryPolicy, back_off_after
 from clearway.kafka import publish_many
 from clearway.telemetry import kafka_headers_with_trace
 
@@ -89,15 +88,7 @@ class OutboxRelay:
                     pass
                 delays = self.retry.delays()
             except Exception as exc:
-                reason = infrastructure_reason(exc)
-                level = logging.WARNING if reason else logging.ERROR
-                log.log(
-                    level,
-                    "outbox relay failed; retrying",
-                    extra={"error": type(exc).__name__, "reason": reason or "DEFECT"},
-                    exc_info=level == logging.ERROR,
-                )
-                await asyncio.sleep(delays.next())
+                await back_off_after("outbox relay failed", exc, delays, log)
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):

@@ -23,8 +23,8 @@ from typing import Protocol
 
 import asyncpg
 
-from clearway.consumer import RetryPolicy
-from clearway.errors import ClearwayError, ErrorKind, infrastructure_reason
+from clearway.consumer import RetryPolicy, back_off_after
+from clearway.errors import ClearwayError, ErrorKind
 from clearway.money import Money
 from services.accounts.adapters.bank_charge_store import (
     Attempt,
@@ -116,15 +116,7 @@ class BankCharging:
                 await self.run_once()
                 delays = self.retry.delays()
             except Exception as exc:
-                reason = infrastructure_reason(exc)
-                level = logging.WARNING if reason else logging.ERROR
-                log.log(
-                    level,
-                    "bank charging failed; retrying",
-                    extra={"error": type(exc).__name__, "reason": reason or "DEFECT"},
-                    exc_info=level == logging.ERROR,
-                )
-                await asyncio.sleep(delays.next())
+                await back_off_after("bank charging failed", exc, delays, log)
                 continue
             await asyncio.sleep(self.settings.poll_s)
 

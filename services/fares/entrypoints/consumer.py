@@ -22,8 +22,13 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from google.protobuf.message import DecodeError
 
-from clearway.consumer import PartitionBatch, PoisonRecordError, Record, RetryPolicy
-from clearway.errors import infrastructure_reason
+from clearway.consumer import (
+    PartitionBatch,
+    PoisonRecordError,
+    Record,
+    RetryPolicy,
+    back_off_after,
+)
 from clearway.events.v1 import events_pb2
 from clearway.kafka import publish_many
 from clearway.telemetry import kafka_headers_with_trace
@@ -113,15 +118,7 @@ class OutboxRelay:
                 return
             except Exception as exc:
                 self._from_table.add(partition)  # retry from the table, in order
-                delay = delays.next()
-                level = logging.WARNING if infrastructure_reason(exc) else logging.ERROR
-                log.log(
-                    level,
-                    "outbox relay failed; retrying",
-                    extra={"partition": partition, "error": type(exc).__name__},
-                    exc_info=level == logging.ERROR,
-                )
-                await asyncio.sleep(delay)
+                await back_off_after("outbox relay failed", exc, delays, log, partition=partition)
 
     async def drain(self, partitions: Sequence[int] | None = None) -> int:
         """Relay what is in the outbox (of those partitions, or all), oldest first."""
