@@ -139,6 +139,8 @@ def journey_view(j: events_pb2.PricedJourney) -> JourneyView:
             entry_at=_time(leg.entry_at, leg.HasField("entry_at")),
             exit_at=_time(leg.exit_at, leg.HasField("exit_at")),
             incomplete=leg.incomplete,
+            fare_product=leg.fare_product_id,
+            transfer_rule=leg.transfer_rule_id,
         )
         for leg in j.legs
     )
@@ -152,6 +154,7 @@ def journey_view(j: events_pb2.PricedJourney) -> JourneyView:
         incomplete=j.incomplete,
         revision=j.revision,
         delta=_money(j.delta, currency),
+        caps_applied=tuple(c.cap_id for c in j.caps if c.saved.amount_minor),
     )
 
 

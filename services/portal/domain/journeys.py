@@ -36,6 +36,8 @@ class LegView:
     entry_at: datetime | None
     exit_at: datetime | None
     incomplete: bool
+    fare_product: str = ""  # the GTFS fare product the leg was priced with
+    transfer_rule: str = ""  # the transfer rule that discounted it, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class JourneyView:
     incomplete: bool
     revision: int
     delta: Money
+    caps_applied: tuple[str, ...] = ()  # ids of the caps that reduced the charge
 
     @property
     def started_at(self) -> datetime | None:

@@ -96,6 +96,8 @@ def journey(
             from_stop_id=origin,
             to_stop_id=destination,
             incomplete=not destination,
+            fare_product_id="PAYG_Z1",
+            transfer_rule_id="ONE_FARE" if n else "",
         )
         leg.entry_at.FromDatetime(start + timedelta(minutes=20 * n))
         if destination:
@@ -276,6 +278,8 @@ async def test_traveller_signs_up_adds_a_card_reads_journeys_downloads_csv_and_s
     newest, incomplete, adjusted = [await rows.nth(i).inner_text() for i in range(3)]
     assert "940GZZLUKSX → 940GZZLUOXC" in newest and "940GZZLUOXC → 940GZZLUBST" in newest
     assert "£2.80" in newest and "£1.20" in newest  # charge, and what the cap saved
+    # Each leg's fare product, the transferred leg, and the cap that applied.
+    assert "(PAYG_Z1)" in newest and "(PAYG_Z1, transfer)" in newest and "daily" in newest
     assert "490000001 → (no exit)" in incomplete and "Incomplete" in incomplete
     assert "£5.60" in incomplete
     assert "£3.00" in adjusted and "Adjusted +£0.50 (revision 2)" in adjusted
