@@ -1,22 +1,24 @@
 """History reads: signed-in travellers reading their cards' journeys from accounts.
 
 Run: .venv/bin/python bench/accounts_history.py [--journeys N] [--cards C]
-         [--callers K ...] [--seconds S]
+         [--callers K ...] [--seconds S] [--workers W]
 
-One `clearway serve accounts` process (its own topics and schema) is given a day of N
-priced journeys (default 100,000) over C cards through its `journeys` topic, and waits
-until it stored them. 32 travellers sign up, sign in and add cards. Then, for each K in
---callers (default 1, 8, 32), K concurrent callers each read their cards' first history
-page (20 journeys) with `AccountsService.ListJourneys` for S seconds: requests/s and
-p50/p99 latency. In the same run, the baseline: the same pages read straight from
-PostgreSQL by the same K callers with the service's own repository query
-(JourneyRepository.history), as a ratio (service / baseline requests/s).
+`clearway serve accounts` (W processes behind one port, default 1; its own topics and
+schema) is given a day of N priced journeys (default 100,000) over C cards through its
+`journeys` topic, and waits until it stored them. 32 travellers sign up, sign in and add
+cards. Then, for each K in --callers (default 1, 8, 32), K concurrent callers, each on its
+own connection, read their cards' first history page (20 journeys) with
+`AccountsService.ListJourneys` for S seconds: requests/s and p50/p99 latency. In the same
+run, the baseline: the same pages read straight from PostgreSQL by the same K callers with
+the service's own repository query (JourneyRepository.history), as a ratio (service /
+baseline requests/s).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -120,27 +122,36 @@ async def callers_over_grpc(
 ) -> Run:
     latencies: list[float] = []
     stop_at = time.monotonic() + seconds
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = accounts_pb2_grpc.AccountsServiceStub(channel)
+    # A connection per caller (not one shared channel), so that the kernel spreads them
+    # over the workers behind the port, as it spreads travellers' connections.
+    channels = [
+        grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(k)
+    ]
+    stubs = [accounts_pb2_grpc.AccountsServiceStub(c) for c in channels]
 
-        async def caller(i: int) -> None:
-            metadata, cards, n = sessions[i % len(sessions)], owned[i % len(owned)], 0
-            while time.monotonic() < stop_at:
-                card = cards[n % len(cards)]
-                n += 1
-                t = time.perf_counter()
-                reply = await stub.ListJourneys(
-                    accounts_pb2.ListJourneysRequest(card_token=card, page_size=PAGE),
-                    metadata=metadata,
-                )
-                latencies.append((time.perf_counter() - t) * 1000)
-                assert reply.journeys, "a card with no history"
+    async def caller(i: int) -> None:
+        stub = stubs[i]
+        metadata, cards, n = sessions[i % len(sessions)], owned[i % len(owned)], 0
+        while time.monotonic() < stop_at:
+            card = cards[n % len(cards)]
+            n += 1
+            t = time.perf_counter()
+            reply = await stub.ListJourneys(
+                accounts_pb2.ListJourneysRequest(card_token=card, page_size=PAGE),
+                metadata=metadata,
+            )
+            latencies.append((time.perf_counter() - t) * 1000)
+            assert reply.journeys, "a card with no history"
 
+    try:
         started = time.monotonic()
         await asyncio.gather(*(caller(i) for i in range(k)))
-        return Run(
-            f"ListJourneys, {k} callers", len(latencies), time.monotonic() - started, latencies
-        )
+        elapsed = time.monotonic() - started
+    finally:
+        for c in channels:
+            await c.close()
+    return Run(f"ListJourneys, {k} callers", len(latencies), elapsed, latencies)
 
 
 async def callers_over_postgres(
@@ -192,6 +203,7 @@ async def run(args: argparse.Namespace) -> int:
     run_id = f"bench-history-{int(time.time())}"
     work = Path(tempfile.mkdtemp(prefix="clearway-history-bench-"))
     fleet = BenchFleet(run_id, work, work / "pki")
+    os.environ["CLEARWAY_WORKERS"] = str(args.workers)  # BenchFleet's env starts from ours
     topics = fleet.topics
     await ensure_topics(endpoints.kafka_bootstrap, topics.all(), partitions=6)
     labels = fleet.spawn(["accounts"])
@@ -202,7 +214,10 @@ async def run(args: argparse.Namespace) -> int:
         schema = fleet.env_for("accounts")["CLEARWAY_DB_SCHEMA"]
         pool = await create_pool(endpoints.pg_dsn, schema)
         cards = [f"tok_{uuid.uuid4().hex[:20]}" for _ in range(args.cards)]
-        print(f"History reads: {args.journeys:,} journeys, {args.cards:,} cards, schema {schema}")
+        print(
+            f"History reads: {args.journeys:,} journeys, {args.cards:,} cards, schema {schema},"
+            f" {args.workers} accounts process(es)"
+        )
         t = time.monotonic()
         await populate(endpoints, topics.journeys, cards, args.journeys)
         stored_s = await wait_stored(pool, (args.journeys // args.cards) * args.cards)
@@ -253,6 +268,7 @@ def main() -> int:
     parser.add_argument("--cards", type=int, default=10_000)
     parser.add_argument("--callers", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1, help="accounts processes behind one port")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     return asyncio.run(run(args))
