@@ -1,29 +1,31 @@
 """History reads: signed-in travellers reading their cards' journeys from accounts.
 
 Run: .venv/bin/python bench/accounts_history.py [--journeys N] [--cards C]
-         [--callers K ...] [--seconds S] [--workers W]
+         [--callers K ...] [--seconds S] [--workers W] [--clients P]
 
 `clearway serve accounts` (W processes behind one port, default 1; its own topics and
 schema) is given a day of N priced journeys (default 100,000) over C cards through its
 `journeys` topic, and waits until it stored them. 32 travellers sign up, sign in and add
-cards. Then, for each K in --callers (default 1, 8, 32), K concurrent callers, each on its
-own connection, read their cards' first history page (20 journeys) with
-`AccountsService.ListJourneys` for S seconds: requests/s and p50/p99 latency. In the same
-run, the baseline: the same pages read straight from PostgreSQL by the same K callers with
-the service's own repository query (JourneyRepository.history), as a ratio (service /
-baseline requests/s).
+cards. Then, for each K in --callers (default 1, 8, 32), K concurrent callers (spread over
+--clients processes, default 2), each on its own connection, read their cards' first
+history page (20 journeys) with `AccountsService.ListJourneys` for S seconds: requests/s
+and p50/p99 latency. In the same run, the baseline: the same pages read straight from
+PostgreSQL by K callers (in this process) with the service's own repository query
+(JourneyRepository.history), as a ratio (service / baseline requests/s).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import os
 import statistics
 import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -113,27 +115,27 @@ async def wait_stored(pool: asyncpg.Pool, want: int, limit_s: float = 600) -> fl
         await asyncio.sleep(0.5)
 
 
-async def callers_over_grpc(
+async def _callers(
     target: str,
     sessions: list[tuple[tuple[str, str], ...]],
     owned: list[list[str]],
-    k: int,
-    seconds: float,
-) -> Run:
+    indexes: list[int],
+    stop_at: float,
+) -> list[float]:
+    """Callers `indexes`, each on its own connection, until `stop_at` (time.time());
+    their latencies in ms."""
     latencies: list[float] = []
-    stop_at = time.monotonic() + seconds
     # A connection per caller (not one shared channel), so that the kernel spreads them
     # over the workers behind the port, as it spreads travellers' connections.
     channels = [
         grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
-        for _ in range(k)
+        for _ in indexes
     ]
-    stubs = [accounts_pb2_grpc.AccountsServiceStub(c) for c in channels]
 
-    async def caller(i: int) -> None:
-        stub = stubs[i]
+    async def caller(i: int, channel: grpc.aio.Channel) -> None:
+        stub = accounts_pb2_grpc.AccountsServiceStub(channel)
         metadata, cards, n = sessions[i % len(sessions)], owned[i % len(owned)], 0
-        while time.monotonic() < stop_at:
+        while time.time() < stop_at:
             card = cards[n % len(cards)]
             n += 1
             t = time.perf_counter()
@@ -145,13 +147,47 @@ async def callers_over_grpc(
             assert reply.journeys, "a card with no history"
 
     try:
-        started = time.monotonic()
-        await asyncio.gather(*(caller(i) for i in range(k)))
-        elapsed = time.monotonic() - started
+        await asyncio.gather(*(caller(i, c) for i, c in zip(indexes, channels, strict=True)))
     finally:
         for c in channels:
             await c.close()
-    return Run(f"ListJourneys, {k} callers", len(latencies), elapsed, latencies)
+    return latencies
+
+
+def _client_process(
+    target: str,
+    sessions: list[tuple[tuple[str, str], ...]],
+    owned: list[list[str]],
+    indexes: list[int],
+    stop_at: float,
+) -> list[float]:
+    return asyncio.run(_callers(target, sessions, owned, indexes, stop_at))
+
+
+async def callers_over_grpc(
+    target: str,
+    sessions: list[tuple[tuple[str, str], ...]],
+    owned: list[list[str]],
+    k: int,
+    seconds: float,
+    *,
+    clients: int,
+) -> Run:
+    """K callers spread over `clients` client processes (the client's own gRPC work must
+    not be what is measured)."""
+    processes = max(1, min(clients, k))
+    lanes = [list(range(k))[p::processes] for p in range(processes)]
+    started = time.time() + 1.0  # every process connected and ready by then
+    stop_at = started + seconds
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(processes, mp_context=mp.get_context("spawn")) as pool:
+        futures = [
+            loop.run_in_executor(pool, _client_process, target, sessions, owned, lane, stop_at)
+            for lane in lanes
+        ]
+        results = await asyncio.gather(*futures)
+    latencies = [x for r in results for x in r]
+    return Run(f"ListJourneys, {k} callers", len(latencies), seconds, latencies)
 
 
 async def callers_over_postgres(
@@ -241,7 +277,9 @@ async def run(args: argparse.Namespace) -> int:
         print(f"  {TRAVELLERS} travellers signed in, {per} cards each")
         rows = []
         for k in args.callers:
-            service = await callers_over_grpc(target, sessions, owned, k, args.seconds)
+            service = await callers_over_grpc(
+                target, sessions, owned, k, args.seconds, clients=args.clients
+            )
             base = await callers_over_postgres(pool, owned, k, args.seconds)
             rows.append((k, service, base))
             print(
@@ -269,6 +307,7 @@ def main() -> int:
     parser.add_argument("--callers", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1, help="accounts processes behind one port")
+    parser.add_argument("--clients", type=int, default=2, help="client processes")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     return asyncio.run(run(args))
