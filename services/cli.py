@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "validators: devices keygen | register | add-key | retire-key | revoke | show | list",
     ),
+    "reports": (
+        "services.reports.entrypoints.cli",
+        "main",
+        "council usage reports: reports usage --period YYYY-MM-DD --out DIR",
+    ),
     "verify-settlement": (
         "services.settlement.entrypoints.verify_cli",
         "main",

@@ -1,0 +1,1 @@
+"""Council usage reports built from the journeys stream (docs/reports.md)."""
