@@ -104,6 +104,21 @@ class Device:
         return next((k for k in self.keys if k.key_id == key_id), None)
 
 
+def active_key(device: Device | None, key_id: str) -> DeviceKey:
+    """The device's key `key_id`, while the device is registered and not revoked and the key
+    is not retired; DeviceAuthError (DeviceRevokedError) with the reason code otherwise."""
+    if device is None:
+        raise DeviceAuthError("the device is not registered", code="UNKNOWN_DEVICE")
+    if device.status is DeviceStatus.REVOKED:
+        raise DeviceRevokedError("the device is revoked")
+    key = device.key(key_id)
+    if key is None:
+        raise DeviceAuthError("the device has no key with this key_id", code="UNKNOWN_KEY")
+    if key.status is KeyStatus.RETIRED:
+        raise DeviceAuthError("this key of the device is retired", code="KEY_RETIRED")
+    return key
+
+
 def verify_signed(
     device: Device | None,
     *,
@@ -114,15 +129,8 @@ def verify_signed(
 ) -> Device:
     """The device, when `sig` is its active key's signature of `context + payload`;
     DeviceAuthError with the reason code otherwise."""
-    if device is None:
-        raise DeviceAuthError("the device is not registered", code="UNKNOWN_DEVICE")
-    if device.status is DeviceStatus.REVOKED:
-        raise DeviceRevokedError("the device is revoked")
-    key = device.key(key_id)
-    if key is None:
-        raise DeviceAuthError("the device has no key with this key_id", code="UNKNOWN_KEY")
-    if key.status is KeyStatus.RETIRED:
-        raise DeviceAuthError("this key of the device is retired", code="KEY_RETIRED")
+    key = active_key(device, key_id)
+    assert device is not None  # active_key refused None
     if len(signature) != SIGNATURE_BYTES:
         raise DeviceAuthError(f"a signature is {SIGNATURE_BYTES} bytes", code="BAD_SIGNATURE")
     try:

@@ -31,9 +31,7 @@ from services.ingest.domain.devices import (
     ASSERTION_CONTEXT,
     Device,
     DeviceAuthError,
-    DeviceRevokedError,
-    DeviceStatus,
-    KeyStatus,
+    active_key,
     verify_signed,
 )
 from services.ingest.domain.validation import classify_card_token, id_problem
@@ -95,15 +93,8 @@ def _change_message(change: Change) -> ingest_pb2.SubscribeDenyListResponse:
 def _check_still_allowed(device: Device | None, key_id: str) -> Device:
     """The device, while it is registered, not revoked, and the key it signed with is not
     retired; the error to end its subscription with otherwise."""
-    if device is None:
-        raise DeviceAuthError("the device is no longer registered", code="UNKNOWN_DEVICE")
-    if device.status is DeviceStatus.REVOKED:
-        raise DeviceRevokedError("the device is revoked")
-    key = device.key(key_id)
-    if key is None:
-        raise DeviceAuthError("the device no longer has the key that signed", code="UNKNOWN_KEY")
-    if key.status is KeyStatus.RETIRED:
-        raise DeviceAuthError("the key that signed the assertion is retired", code="KEY_RETIRED")
+    active_key(device, key_id)
+    assert device is not None  # active_key refused None
     return device
 
 
