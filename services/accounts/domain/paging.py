@@ -63,17 +63,17 @@ def encode_page_token(position: HistoryPosition, card_token: str) -> str:
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode()
+    return _seal(payload)
+
+
+def _seal(payload: bytes) -> str:
+    """A token: the payload in unpadded base64url, a dot, its checksum."""
     body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
     return f"{body}.{_checksum(payload)}"
 
 
-def decode_page_token(token: str, card_token: str) -> HistoryPosition | None:
-    """The position a token resumes from; None for an empty token (the first page).
-
-    Raises PageTokenError for anything this service did not issue for `card_token`.
-    """
-    if not token:
-        return None
+def _unseal(token: str) -> bytes:
+    """The payload of a token `_seal` made; PageTokenError for anything else."""
     if len(token) > MAX_PAGE_TOKEN_CHARS:
         raise PageTokenError("page_token is too long")
     body, dot, checksum = token.partition(".")
@@ -85,6 +85,17 @@ def decode_page_token(token: str, card_token: str) -> HistoryPosition | None:
         raise PageTokenError("page_token is not valid base64") from None
     if checksum != _checksum(payload):
         raise PageTokenError("page_token checksum does not match")
+    return payload
+
+
+def decode_page_token(token: str, card_token: str) -> HistoryPosition | None:
+    """The position a token resumes from; None for an empty token (the first page).
+
+    Raises PageTokenError for anything this service did not issue for `card_token`.
+    """
+    if not token:
+        return None
+    payload = _unseal(token)
     return _position_from_payload(payload, card_token)
 
 
@@ -119,8 +130,7 @@ def encode_movements_token(movement_id: int, card_token: str) -> str:
         [_MOVEMENTS_KIND, _TOKEN_VERSION, movement_id, card_tag(card_token)],
         separators=(",", ":"),
     ).encode()
-    body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
-    return f"{body}.{_checksum(payload)}"
+    return _seal(payload)
 
 
 def decode_movements_token(token: str, card_token: str) -> int | None:
@@ -128,17 +138,7 @@ def decode_movements_token(token: str, card_token: str) -> int | None:
     PageTokenError for anything this service did not issue for `card_token`'s movements."""
     if not token:
         return None
-    if len(token) > MAX_PAGE_TOKEN_CHARS:
-        raise PageTokenError("page_token is too long")
-    body, dot, checksum = token.partition(".")
-    if not dot or not body:
-        raise PageTokenError("page_token is malformed")
-    try:
-        payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
-    except (binascii.Error, ValueError):
-        raise PageTokenError("page_token is not valid base64") from None
-    if checksum != _checksum(payload):
-        raise PageTokenError("page_token checksum does not match")
+    payload = _unseal(token)
     try:
         fields = json.loads(payload)
     except (UnicodeDecodeError, ValueError):
