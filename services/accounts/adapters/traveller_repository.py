@@ -165,16 +165,6 @@ class TravellerRepository:
         )
         return [_card(r) for r in rows]
 
-    async def owns(self, traveller_id: str, card_token: str) -> bool:
-        """Whether the card is the traveller's."""
-        return bool(
-            await self.pool.fetchval(
-                "SELECT true FROM traveller_cards WHERE card_token = $1 AND traveller_id = $2",
-                card_token,
-                traveller_id,
-            )
-        )
-
     async def remove_card(self, traveller_id: str, card_token: str) -> bool:
         """Detach the card; False when it was not the traveller's."""
         status = await self.pool.execute(

@@ -270,8 +270,9 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
     ) -> accounts_pb2.TopUpResponse:
         """Top up one of the caller's cards online, once per idempotency key."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        traveller_id = await ports.travellers.authenticate_owner(
+            bearer_token(context), request.card_token
+        )
         if is_bank_card(request.card_token):
             raise NoStoredValueError("a bank card pays for its journeys by day; no top-ups")
         result = await ports.stored_value.top_up(
@@ -295,8 +296,7 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
     ) -> accounts_pb2.GetBalanceResponse:
         """One of the caller's cards' balance."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
         card = await ports.stored_value.balance(request.card_token)
         currency = ports.stored_value.rules.currency
         return accounts_pb2.GetBalanceResponse(
@@ -309,8 +309,7 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
     ) -> accounts_pb2.ListBalanceMovementsResponse:
         """One of the caller's cards' balance movements, newest first."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
         page = await ports.stored_value.movements(
             request.card_token, request.page_size, request.page_token
         )
@@ -330,8 +329,9 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
     ) -> accounts_pb2.ClaimMissingExitResponse:
         """Claim the missing exit of an incomplete journey of one of the caller's cards."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        traveller_id = await ports.travellers.authenticate_owner(
+            bearer_token(context), request.card_token
+        )
         exited_at = (
             request.exited_at.ToDatetime(tzinfo=UTC) if request.HasField("exited_at") else None
         )
@@ -349,8 +349,7 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
     ) -> accounts_pb2.ListClaimsResponse:
         """One of the caller's cards' claims, newest first."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
         claims = await self._claims().list_claims(request.card_token)
         return accounts_pb2.ListClaimsResponse(claims=[claim_message(c) for c in claims])
 
@@ -360,8 +359,7 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
         """How much of each cap that counts one of the caller's cards it has used today
         and this week, from fares, each with its sentence."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
         if ports.caps is None:
             raise CapsProgressUnavailableError("caps progress is not wired to fares")
         card = await ports.caps.caps_progress(request.card_token)
@@ -394,8 +392,7 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
     ) -> accounts_pb2.ListBankChargesResponse:
         """One of the caller's bank cards' charges, newest service day first."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
         bank = self._bank()
         charges = await bank.list_charges(request.card_token)
         owed = outstanding_minor({c.charge_id: (c.status, c.amount_minor) for c in charges})
@@ -410,8 +407,7 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
     ) -> accounts_pb2.RetryBankChargeResponse:
         """Pay one of the caller's bank card's charges in debt now."""
         ports = self._ports.get()
-        traveller_id = await ports.travellers.authenticate(bearer_token(context))
-        await ports.travellers.check_owner(traveller_id, request.card_token)
+        await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
         charge = await self._bank().pay_now(request.card_token, request.charge_id)
         return accounts_pb2.RetryBankChargeResponse(charge=bank_charge_message(charge))
 

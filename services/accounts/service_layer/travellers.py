@@ -28,6 +28,7 @@ from services.accounts.domain.travellers import (
     NotYourCardError,
     Session,
     SignInRateLimitedError,
+    TravellerInputError,
     check_card_token,
     check_label,
     check_password,
@@ -106,11 +107,16 @@ class Travellers:
         return traveller_id
 
     async def authenticate_owner(self, token: str | None, card_token: str) -> str:
-        """`authenticate` then `check_owner` in one database round trip: the traveller,
-        or NOT_SIGNED_IN, a card-token error, NOT_YOUR_CARD (in that order)."""
+        """The traveller whose live session `token` is, when `card_token` is one of their
+        cards, in one database round trip; otherwise NOT_SIGNED_IN, then a card-token
+        error, then NOT_YOUR_CARD (whether the card exists is not said)."""
+        try:
+            check_card_token(card_token)
+        except TravellerInputError:
+            await self.authenticate(token)  # no session is said first, as `authenticate` does
+            raise
         if not token or len(token) > 256:
             raise NotSignedInError("sign in and send `authorization: Bearer <session token>`")
-        check_card_token(card_token)
         traveller_id, owns = await self.repository.session_and_card(
             token_digest(token), card_token, self.clock()
         )
@@ -172,10 +178,4 @@ class Travellers:
         """Detach one of the traveller's cards."""
         check_card_token(card_token)
         if not await self.repository.remove_card(traveller_id, card_token):
-            raise NotYourCardError("this card is not one of yours")
-
-    async def check_owner(self, traveller_id: str, card_token: str) -> None:
-        """NOT_YOUR_CARD unless the card is the traveller's (its form checked first)."""
-        check_card_token(card_token)
-        if not await self.repository.owns(traveller_id, card_token):
             raise NotYourCardError("this card is not one of yours")
