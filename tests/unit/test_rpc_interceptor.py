@@ -200,6 +200,18 @@ def spans_named(name: str) -> Iterator[ReadableSpan]:
     return (s for s in EXPORTER.get_finished_spans() if s.name == name)
 
 
+async def server_span(name: str) -> ReadableSpan:
+    """The one finished span called `name`. The server ends its span after the status has
+    gone out, so the client can hold the answer a moment before the span is exported."""
+    for _ in range(200):
+        spans = list(spans_named(name))
+        if spans:
+            [span] = spans
+            return span
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no finished span named {name} within 2 s")
+
+
 # -- error mapping ---------------------------------------------------------------------
 
 
@@ -213,7 +225,7 @@ async def test_a_domain_error_becomes_its_kind_with_the_code_in_trailer_and_deta
     assert error.details() == "THING_MISSING: thing 42 is not here"
     assert (REASON_METADATA_KEY, "THING_MISSING") in tuple(error.trailing_metadata())
     assert reason_of(error.trailing_metadata()) == "THING_MISSING"
-    [span] = spans_named(f"{FARES}/QuoteFare")
+    span = await server_span(f"{FARES}/QuoteFare")
     assert span.attributes["clearway.reason_code"] == "THING_MISSING"
     assert span.attributes["rpc.grpc.status_code"] == grpc.StatusCode.NOT_FOUND.value[0]
     assert span.attributes["rpc.method"] == "QuoteFare"
@@ -284,7 +296,7 @@ async def test_a_server_error_marks_the_span_as_an_error(served):
 
     await failed(channel, "runtime")
 
-    [span] = spans_named(f"{FARES}/QuoteFare")
+    span = await server_span(f"{FARES}/QuoteFare")
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes["clearway.reason_code"] == "INTERNAL"
 
@@ -377,7 +389,7 @@ async def test_the_server_span_continues_the_callers_trace(served):
     caller = client.get_span_context()
 
     assert any(key == "traceparent" for key, _ in metadata)
-    [server] = spans_named(f"{FARES}/QuoteFare")
+    server = await server_span(f"{FARES}/QuoteFare")
     assert server.kind == trace.SpanKind.SERVER
     assert server.parent is not None
     assert server.parent.span_id == caller.span_id
@@ -392,7 +404,7 @@ async def test_a_call_without_trace_context_starts_a_new_trace(served):
 
     await quote(channel, "")
 
-    [server] = spans_named(f"{FARES}/QuoteFare")
+    server = await server_span(f"{FARES}/QuoteFare")
     assert server.kind == trace.SpanKind.SERVER
     assert server.parent is None
 
