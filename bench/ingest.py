@@ -62,12 +62,12 @@ from clearway.infra.endpoints import Endpoints
 from clearway.ingest.v1 import ingest_pb2
 from clearway.kafka import ensure_topics, idempotent_producer, publish_many
 from clearway.pki import secure_channel
+from clearway.scheme.file import load_scheme
 from services.demo import _serving, ensure_pki
 from services.fares.app import DEFAULT_FEED
 from services.ingest.device_client import DeviceIdentity
 from services.ingest.simulator.day import SimulatedDevice
 from services.ingest.simulator.stream import FLEET_SECRET, register_devices
-from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.app import DEFAULT_SCHEME
 
 STREAM_TAPS = "/clearway.ingest.v1.IngestService/StreamTaps"

@@ -43,6 +43,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from clearway.events.v1 import events_pb2
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, ensure_topics, idempotent_producer, publish_many
+from clearway.scheme.file import load_scheme
 from clearway.settings import REPO_ROOT
 from services.demo import SERVICES, TLS_SERVICES, Fleet, _serving, ensure_pki
 from services.fares.adapters.convert import tap_from_proto
@@ -53,7 +54,6 @@ from services.ingest.simulator.cli import yesterday
 from services.ingest.simulator.day import Mix, SimulatedDay, simulate_day
 from services.ingest.simulator.stream import Tally, register_devices, send_day
 from services.settlement.adapters.journey_lag import GroupLag
-from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.app import DEFAULT_SCHEME
 
 TAPS_PER_CARD = 4.3  # what simulate_day makes on the London example, give or take

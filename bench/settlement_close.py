@@ -52,6 +52,8 @@ from clearway.db import checked_schema, create_pool
 from clearway.infra.endpoints import Endpoints
 from clearway.money import Money
 from clearway.runtime import tune_garbage_collector
+from clearway.scheme.file import load_scheme
+from clearway.scheme.model import Scheme
 from clearway.settings import ServiceSettings
 from services.settlement.adapters.ledger_repository import (
     PERIOD_LINES_QUERY,
@@ -59,8 +61,6 @@ from services.settlement.adapters.ledger_repository import (
     LedgerRepository,
     StoredFileSet,
 )
-from services.settlement.adapters.scheme_file import load_scheme
-from services.settlement.domain.scheme import Scheme
 from services.settlement.domain.settle import JourneyBasis, Leg
 from services.settlement.service_layer.periods import SettlementPorts, issue_file_sets
 

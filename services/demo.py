@@ -38,6 +38,8 @@ from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, ensure_topics, idempotent_producer, publish_many
 from clearway.money import Money
 from clearway.pki import default_pki_dir, init_pki, issue_identity, secure_channel
+from clearway.scheme.file import load_scheme
+from clearway.scheme.model import Scheme
 from clearway.settings import ADMIN_PORT_OFFSET, DEFAULT_PORTS, REPO_ROOT
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import setup_tracing
@@ -48,9 +50,7 @@ from services.ingest.simulator.day import SimulatedDay, devices_of, simulate_day
 from services.ingest.simulator.stream import Tally, register_devices, send_day
 from services.portal.app import DEFAULT_PORT as PORTAL_PORT
 from services.settlement.adapters.file_sets import load_public_key
-from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.app import DEFAULT_SCHEME
-from services.settlement.domain.scheme import Scheme
 from services.settlement.entrypoints.verify_cli import verify_file_set
 
 SERVICES = ("ingest", "fares", "settlement", "accounts")  # the gRPC services

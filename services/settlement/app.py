@@ -15,6 +15,8 @@ from clearway.consumer import ConsumerLoop, KafkaCommits
 from clearway.pki import default_pki_dir
 from clearway.rpc import Slot
 from clearway.runtime import Resources
+from clearway.scheme.file import load_scheme
+from clearway.scheme.model import Scheme
 from clearway.settings import (
     REPO_ROOT,
     ServiceSettings,
@@ -27,8 +29,6 @@ from services.settlement.adapters.file_sets import load_signing_key
 from services.settlement.adapters.journey_lag import GroupLag
 from services.settlement.adapters.kafka_out import StatementEvents
 from services.settlement.adapters.ledger_repository import MIGRATIONS, Item, LedgerRepository
-from services.settlement.adapters.scheme_file import load_scheme
-from services.settlement.domain.scheme import Scheme
 from services.settlement.entrypoints.consumer import JourneyPoster
 from services.settlement.entrypoints.grpc import SERVICE_NAME, SettlementServicer
 from services.settlement.service_layer.periods import SettlementPorts

@@ -35,10 +35,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from clearway.money import Money
+from clearway.scheme.model import Party, Scheme
 
 from ..domain.errors import SettlementError
 from ..domain.periods import parse_period_id
-from ..domain.scheme import Party, Scheme
 from ..domain.settlement_files import (
     LINE_FORMAT,
     LINES_FILE,

@@ -20,10 +20,10 @@ import asyncpg
 
 from clearway.db import migrate
 from clearway.money import Money
+from clearway.scheme.model import Scheme
 from services.settlement.domain.errors import InvalidJourneyError
 from services.settlement.domain.ledger import LedgerEntry, postings_for_settlement
 from services.settlement.domain.periods import posting_period
-from services.settlement.domain.scheme import Scheme
 from services.settlement.domain.settle import (
     JourneyBasis,
     Position,

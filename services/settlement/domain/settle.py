@@ -57,9 +57,7 @@ from types import MappingProxyType
 from zoneinfo import ZoneInfo
 
 from clearway.money import Money
-
-from .errors import InvalidJourneyError, SettlementError
-from .scheme import (
+from clearway.scheme.model import (
     FundingRule,
     Method,
     MethodRule,
@@ -69,6 +67,8 @@ from .scheme import (
     ReimbursementForm,
     Scheme,
 )
+
+from .errors import InvalidJourneyError, SettlementError
 
 TRAVELLER_CHARGES = "traveller_charges"  # scheme: what travellers were charged
 CLEARING_FEES = "clearing_fees"  # scheme: fees earned; operator: fees paid

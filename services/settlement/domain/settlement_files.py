@@ -27,9 +27,9 @@ from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 from clearway.money import Money
+from clearway.scheme.model import BankAccount, Party, PartyKind, Scheme
 
 from .errors import SettlementError
-from .scheme import BankAccount, Party, PartyKind, Scheme
 from .settle import (
     CLEARING_FEES,
     COMMISSION,

@@ -31,11 +31,12 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from clearway.scheme.file import load_scheme
+from clearway.scheme.model import Party, Scheme
+
 from ..adapters.file_sets import load_public_key, raw_public_key
-from ..adapters.scheme_file import load_scheme
 from ..domain.errors import SettlementError
 from ..domain.periods import parse_period_id
-from ..domain.scheme import Party, Scheme
 from ..domain.settlement_files import (
     LINES_FILE,
     MANIFEST_FILE,

@@ -23,6 +23,7 @@ from clearway.auth import (
 )
 from clearway.errors import ErrorKind
 from clearway.money import Money
+from clearway.scheme.model import Party, PartyKind, Scheme
 from services.settlement.adapters.file_sets import (
     FileSetInfo,
     PeriodFileSets,
@@ -39,7 +40,6 @@ from services.settlement.domain.errors import (
     StatementNotFoundError,
 )
 from services.settlement.domain.periods import parse_period_id
-from services.settlement.domain.scheme import Party, PartyKind, Scheme
 from services.settlement.domain.settle import (
     CLEARING_FEES,
     COMMISSION,

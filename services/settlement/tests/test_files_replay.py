@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from clearway.db import create_pool
 from clearway.money import Money
+from clearway.scheme.file import load_scheme
 from services.settlement.adapters.ledger_repository import Item, LedgerRepository
-from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.domain.settle import JourneyBasis, Leg, settle_journey
 from services.settlement.domain.top_ups import TopUpSale
 from services.settlement.entrypoints.verify_cli import verify_file_set

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clearway.money import Money
+from clearway.scheme.file import load_scheme
+from clearway.scheme.model import Party, PartyKind, Scheme
 from services.settlement.adapters.file_sets import PeriodFileSets, write_file_set
-from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.domain.errors import SettlementError
-from services.settlement.domain.scheme import Party, PartyKind, Scheme
 from services.settlement.domain.settle import (
     CLEARING_FEES,
     COMMISSION,

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from services.settlement.adapters.scheme_file import known_agencies, known_networks, load_scheme
-from services.settlement.domain.scheme import (
+from clearway.scheme.file import known_agencies, known_networks, load_scheme
+from clearway.scheme.model import (
     Method,
     PartyKind,
     ReimbursementForm,
     SchemeError,
     Tier,
 )
-from services.settlement.domain.scheme_rules import iban_problem
+from clearway.scheme.rules import iban_problem
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = ROOT / "examples" / "schemes" / "london.toml"

@@ -13,14 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from clearway.money import Money
-from services.settlement.domain.errors import InvalidJourneyError
-from services.settlement.domain.ledger import (
-    LedgerEntry,
-    postings_for_settlement,
-    standing_of,
-)
-from services.settlement.domain.periods import posting_period
-from services.settlement.domain.scheme import (
+from clearway.scheme.model import (
     BankAccount,
     Dated,
     DefaultMethod,
@@ -36,6 +29,13 @@ from services.settlement.domain.scheme import (
     Scheme,
     SettlementCalendar,
 )
+from services.settlement.domain.errors import InvalidJourneyError
+from services.settlement.domain.ledger import (
+    LedgerEntry,
+    postings_for_settlement,
+    standing_of,
+)
+from services.settlement.domain.periods import posting_period
 from services.settlement.domain.settle import (
     CLEARING_FEES,
     COMMISSION,

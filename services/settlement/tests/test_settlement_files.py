@@ -25,6 +25,8 @@ import xmlschema
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from clearway.money import Money
+from clearway.scheme.file import load_scheme
+from clearway.scheme.model import Scheme
 from services.settlement.adapters.file_sets import (
     FileSetInfo,
     load_signing_key,
@@ -32,8 +34,6 @@ from services.settlement.adapters.file_sets import (
     raw_public_key,
     write_file_set,
 )
-from services.settlement.adapters.scheme_file import load_scheme
-from services.settlement.domain.scheme import Scheme
 from services.settlement.domain.settle import FARE_REVENUE, JourneyBasis, Leg, settle_journey
 from services.settlement.domain.settlement_files import (
     LINES_FILE,

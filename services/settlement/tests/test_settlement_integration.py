@@ -30,11 +30,11 @@ from clearway.kafka import Topics, idempotent_producer
 from clearway.money import Money
 from clearway.pki import issue_identity, secure_channel
 from clearway.runtime import RunningService
+from clearway.scheme.file import load_scheme
 from clearway.settings import ServiceSettings
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import kafka_headers_with_trace, setup_tracing
 from services.settlement.adapters.ledger_repository import LedgerRepository
-from services.settlement.adapters.scheme_file import load_scheme
 from services.settlement.app import SettlementApp, build
 from services.settlement.domain.ledger import LedgerEntry, standing_of
 from services.settlement.domain.settle import JourneyBasis, Leg, settle_journey

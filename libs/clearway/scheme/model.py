@@ -22,10 +22,10 @@ from datetime import date, datetime, time
 from enum import StrEnum
 from fractions import Fraction
 
-from .errors import SettlementError
+from clearway.errors import ClearwayError
 
 
-class SchemeError(SettlementError):
+class SchemeError(ClearwayError, ValueError):
     """A scheme that cannot be used; `problems` name the file, the path in it and what."""
 
     code = "SCHEME_INVALID"
@@ -244,7 +244,9 @@ class Scheme:
         """The scheme's own party on `day` (exactly one is declared for every day)."""
         found = [p for p in self.parties if p.kind is PartyKind.SCHEME and p.dates.applies_on(day)]
         if len(found) != 1:
-            raise SettlementError(f"no single scheme party in force on {day}")
+            raise SchemeError(
+                [SchemeProblem(self.source, "parties", f"no single scheme party in force on {day}")]
+            )
         return found[0]
 
     def fees_on(self, day: date) -> Fees:

@@ -13,8 +13,8 @@ import tomllib
 import zipfile
 from pathlib import Path
 
-from ..domain.scheme import Scheme, SchemeError, SchemeProblem
-from ..domain.scheme_rules import scheme_from_document
+from .model import Scheme, SchemeError, SchemeProblem
+from .rules import scheme_from_document
 
 _AT_LINE = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _AT_END = " (at end of document)"

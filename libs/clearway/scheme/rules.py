@@ -16,7 +16,7 @@ from fractions import Fraction
 from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .scheme import (
+from .model import (
     BankAccount,
     Dated,
     DefaultMethod,
