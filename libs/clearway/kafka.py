@@ -52,6 +52,12 @@ class Topics:
         return f"{self.prefix}topups"
 
     @property
+    def benefits(self) -> str:
+        """Money moved by entitlements and rewards (redemptions at providers, rewards),
+        `BenefitPosting`, key = posting id."""
+        return f"{self.prefix}benefits"
+
+    @property
     def statements(self) -> str:
         """Statements issued at period close, key = party id."""
         return f"{self.prefix}statements"
@@ -75,6 +81,7 @@ class Topics:
             self.taps_dlq,
             self.journeys,
             self.topups,
+            self.benefits,
             self.statements,
             self.ingest_txns,
             self.denylist,

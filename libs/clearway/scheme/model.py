@@ -56,6 +56,7 @@ class PartyKind(StrEnum):
     RETAILER = "retailer"
     FUNDER = "funder"
     SCHEME = "scheme"
+    PROVIDER = "provider"  # a leisure or recreation provider paid for redemptions
 
 
 class Tier(StrEnum):
@@ -100,6 +101,8 @@ class Party:
     dates: Dated
     agency_ids: frozenset[str] = frozenset()  # operators: the GTFS agencies they run
     tier: Tier | None = None  # operators only
+    categories: frozenset[str] = frozenset()  # providers: the service categories they sell
+    areas: frozenset[str] = frozenset()  # funders: the council's area, as GTFS area ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +194,73 @@ class FundingRule:
     dates: Dated
 
 
+class EntitlementKind(StrEnum):
+    """What an entitlement gives."""
+
+    ALLOWANCE = "allowance"  # money per month to spend at providers
+    TRAVEL_PASS = "travel_pass"  # a rider category (a senior bus pass) for its validity
+
+
+@dataclass(frozen=True, slots=True)
+class EntitlementScheme:
+    """A council's entitlement scheme: who may be granted it (age on the day of the grant,
+    residence area), what it gives, for how long, and the council's budget for it."""
+
+    scheme_id: str
+    funder_id: str  # a FUNDER party
+    name: str
+    kind: EntitlementKind
+    dates: Dated
+    min_age: int  # inclusive
+    max_age: int  # inclusive
+    areas: frozenset[str]  # residence areas eligible (the officer verifies)
+    validity_days: int  # a grant is valid this many service days
+    renewal_window_days: int  # re-enrolment opens this many days before a grant expires
+    monthly_budget_minor: int  # the most the council pays out of the scheme in a month
+    allowance_per_month_minor: int = 0  # ALLOWANCE: credited each calendar month
+    categories: frozenset[str] = frozenset()  # ALLOWANCE: service categories it may buy
+    per_visit_limit_minor: int = 0  # ALLOWANCE: the most one redemption may spend
+    rider_category: str = ""  # TRAVEL_PASS: the GTFS rider category it gives
+
+
+class RewardKind(StrEnum):
+    """How a reward is earned."""
+
+    OFF_PEAK_TRAVEL = "off_peak_travel"  # a journey starting in the rule's hours
+    OFFICER_GRANT = "officer_grant"  # an officer of the funder grants it (volunteering)
+
+
+class RewardCredit(StrEnum):
+    """Where a reward is credited."""
+
+    STORED_VALUE = "stored_value"  # the card's balance; the funder pays at once
+    ENTITLEMENT = "entitlement"  # an entitlement's balance; paid when it is redeemed
+
+
+class RewardPeriod(StrEnum):
+    """A rule rewards an account at most once per period."""
+
+    DAY = "day"
+    MONTH = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class RewardRule:
+    """A party's (a council's or an operator's) reward: earned how, worth what, credited
+    where, at most once per account and period."""
+
+    rule_id: str
+    funder_id: str  # the party that pays: a FUNDER or an OPERATOR
+    name: str
+    kind: RewardKind
+    amount_minor: int
+    credit: RewardCredit
+    period: RewardPeriod
+    dates: Dated
+    entitlement_scheme_id: str = ""  # credit ENTITLEMENT: a scheme of the same funder
+    hours: tuple[HoursWindow, ...] = ()  # OFF_PEAK_TRAVEL: when the journey starts
+
+
 @dataclass(frozen=True, slots=True)
 class SettlementCalendar:
     """The settlement period and its cut-off."""
@@ -214,6 +284,8 @@ class Scheme:
     method_rules: tuple[MethodRule, ...]
     funding_rules: tuple[FundingRule, ...]
     source: str = ""  # the file it was read from
+    entitlement_schemes: tuple[EntitlementScheme, ...] = ()
+    reward_rules: tuple[RewardRule, ...] = ()
 
     def party(self, party_id: str, day: date) -> Party | None:
         """The party `party_id` in force on `day`."""
@@ -266,3 +338,33 @@ class Scheme:
     def funding_on(self, day: date) -> list[FundingRule]:
         """Funding rules in force on `day`, in file order."""
         return [r for r in self.funding_rules if r.dates.applies_on(day)]
+
+    def entitlement_scheme(self, scheme_id: str, day: date) -> EntitlementScheme | None:
+        """The entitlement scheme `scheme_id` in force on `day`."""
+        return next(
+            (
+                e
+                for e in self.entitlement_schemes
+                if e.scheme_id == scheme_id and e.dates.applies_on(day)
+            ),
+            None,
+        )
+
+    def entitlement_schemes_of(self, funder_id: str, day: date) -> list[EntitlementScheme]:
+        """The entitlement schemes of council `funder_id` in force on `day`, in file order."""
+        return [
+            e
+            for e in self.entitlement_schemes
+            if e.funder_id == funder_id and e.dates.applies_on(day)
+        ]
+
+    def reward_rule(self, rule_id: str, day: date) -> RewardRule | None:
+        """The reward rule `rule_id` in force on `day`."""
+        return next(
+            (r for r in self.reward_rules if r.rule_id == rule_id and r.dates.applies_on(day)),
+            None,
+        )
+
+    def reward_rules_on(self, day: date) -> list[RewardRule]:
+        """Reward rules in force on `day`, in file order."""
+        return [r for r in self.reward_rules if r.dates.applies_on(day)]

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from xml.sax.saxutils import escape
 
-from services.reports.domain.usage import SUPPRESSED, Table
+from clearway.disclosure import SUPPRESSED
+from services.reports.domain.usage import Table
 
 WIDTH, HEIGHT = 800, 420
 LEFT, RIGHT, TOP, BOTTOM = 70, 160, 50, 60

@@ -1,8 +1,9 @@
 """Council usage reports from priced journeys: pure, privacy-preserving aggregation.
 
-Every figure counts DISTINCT CARDS; a cell with fewer than `MIN_CARDS` distinct cards is
-suppressed (its counts are not shown). No card token or journey id leaves this module:
-the reports carry only operators, hours, stops/fare areas, rider categories and counts.
+Every figure counts DISTINCT CARDS; a cell with fewer than `MINIMUM_CELL` distinct cards
+is suppressed, its counts not shown (clearway.disclosure). No card token or journey id
+leaves this module: the reports carry only operators, hours, stops/fare areas, rider
+categories and counts.
 """
 
 from __future__ import annotations
@@ -12,9 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-# Cells describing fewer than this many distinct cards are suppressed.
-MIN_CARDS = 10
-SUPPRESSED = "<10"
+from clearway.disclosure import SUPPRESSED, shown
+
 NO_EXIT = "(no exit)"
 NO_CATEGORY = "(none)"
 
@@ -87,7 +87,7 @@ class _Cells:
         out: list[tuple[str, ...]] = []
         for key in sorted(self.count):
             cards = len(self.cards[key])
-            if cards < MIN_CARDS:
+            if not shown(cards):
                 out.append((*key, SUPPRESSED, SUPPRESSED))
             else:
                 out.append((*key, str(self.count[key]), str(cards)))

@@ -463,6 +463,89 @@ class TopUp(_message.Message):
 Global___TopUp: _TypeAlias = TopUp  # noqa: Y015
 
 @_typing.final
+class BenefitPosting(_message.Message):
+    """Published on `benefits` by accounts: money an entitlement or a reward moves between
+    parties (docs/benefits.md). Settlement posts each `posting_id` once.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[BenefitPosting._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: BenefitPosting._Kind.ValueType  # 0
+        KIND_REDEMPTION: BenefitPosting._Kind.ValueType  # 1
+        """A provider redeemed an entitlement: the funder owes the provider `amount`."""
+        KIND_REWARD: BenefitPosting._Kind.ValueType  # 2
+        """A reward credited a card's stored value: the funder owes the scheme's traveller
+        float `amount` (a reward credited to an entitlement is paid when it is redeemed).
+        """
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: BenefitPosting.Kind.ValueType  # 0
+    KIND_REDEMPTION: BenefitPosting.Kind.ValueType  # 1
+    """A provider redeemed an entitlement: the funder owes the provider `amount`."""
+    KIND_REWARD: BenefitPosting.Kind.ValueType  # 2
+    """A reward credited a card's stored value: the funder owes the scheme's traveller
+    float `amount` (a reward credited to an entitlement is paid when it is redeemed).
+    """
+
+    POSTING_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    FUNDER_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    SERVICE_DAY_FIELD_NUMBER: _builtins.int
+    ENTITLEMENT_SCHEME_ID_FIELD_NUMBER: _builtins.int
+    CATEGORY_FIELD_NUMBER: _builtins.int
+    REWARD_RULE_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    posting_id: _builtins.str
+    """Idempotency key of the posting ("redemption:<id>", "reward:<id>")."""
+    kind: Global___BenefitPosting.Kind.ValueType
+    funder_id: _builtins.str
+    """The paying party: the entitlement scheme's council, or the reward rule's party."""
+    provider_id: _builtins.str
+    """KIND_REDEMPTION: the provider party paid."""
+    service_day: _builtins.str
+    """Service day (YYYY-MM-DD) it settles in."""
+    entitlement_scheme_id: _builtins.str
+    """KIND_REDEMPTION: the entitlement scheme and the service category."""
+    category: _builtins.str
+    reward_rule_id: _builtins.str
+    """KIND_REWARD: the reward rule."""
+    @_builtins.property
+    def amount(self) -> _money_pb2.Money:
+        """Positive, in the scheme's currency."""
+
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        posting_id: _builtins.str = ...,
+        kind: Global___BenefitPosting.Kind.ValueType = ...,
+        funder_id: _builtins.str = ...,
+        provider_id: _builtins.str = ...,
+        amount: _money_pb2.Money | None = ...,
+        service_day: _builtins.str = ...,
+        entitlement_scheme_id: _builtins.str = ...,
+        category: _builtins.str = ...,
+        reward_rule_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "at", b"at", "category", b"category", "entitlement_scheme_id", b"entitlement_scheme_id", "funder_id", b"funder_id", "kind", b"kind", "posting_id", b"posting_id", "provider_id", b"provider_id", "reward_rule_id", b"reward_rule_id", "service_day", b"service_day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BenefitPosting: _TypeAlias = BenefitPosting  # noqa: Y015
+
+@_typing.final
 class StatementIssued(_message.Message):
     """Published on `statements` when a settlement period closes."""
 
