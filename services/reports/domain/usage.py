@@ -1,9 +1,8 @@
-"""Council usage reports from priced journeys: pure, privacy-preserving aggregation.
+"""Travel reports from priced journeys: pure, privacy-preserving aggregation.
 
-Every figure counts DISTINCT CARDS; a cell with fewer than `MINIMUM_CELL` distinct cards
-is suppressed, its counts not shown (clearway.disclosure). No card token or journey id
-leaves this module: the reports carry only operators, hours, stops/fare areas, rider
-categories and counts.
+Every figure counts DISTINCT CARDS for the small-cell rule (domain/tables.py,
+clearway.disclosure). No card token or journey id leaves this module: the reports carry
+only operators, hours, stops/fare areas, rider categories and counts.
 """
 
 from __future__ import annotations
@@ -13,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 
-from clearway.disclosure import SUPPRESSED, shown
+from services.reports.domain.scope import Council, Period
+from services.reports.domain.tables import Cell, Table, protect
 
 NO_EXIT = "(no exit)"
 NO_CATEGORY = "(none)"
@@ -41,30 +41,11 @@ class Journey:
     legs: tuple[Leg, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Table:
-    """One report: a header and rows of text cells, ready for CSV."""
-
-    name: str
-    columns: tuple[str, ...]
-    rows: tuple[tuple[str, ...], ...]
-
-
-@dataclass(frozen=True, slots=True)
-class UsageReports:
-    """The three usage reports of one period."""
-
-    period: str
-    ridership: Table
-    origin_destination: Table
-    concessions: Table
-
-
-def standing_journeys(revisions: Iterable[Journey], service_day: str) -> list[Journey]:
-    """The latest revision of each journey of `service_day`, withdrawn journeys left out."""
+def standing_journeys(revisions: Iterable[Journey], period: Period) -> list[Journey]:
+    """The latest revision of each journey of `period`, withdrawn journeys left out."""
     latest: dict[str, Journey] = {}
     for j in revisions:
-        if j.service_day != service_day:
+        if not period.contains(j.service_day):
             continue
         seen = latest.get(j.journey_id)
         if seen is None or j.revision > seen.revision:
@@ -72,8 +53,19 @@ def standing_journeys(revisions: Iterable[Journey], service_day: str) -> list[Jo
     return [j for j in latest.values() if j.legs]
 
 
-class _Cells:
-    """Per cell: how many journeys (or legs) and which cards."""
+def in_area(
+    journey: Journey, stop_areas: Mapping[str, frozenset[str]], areas: frozenset[str]
+) -> bool:
+    """Whether any leg of `journey` starts or ends at a stop in one of `areas`."""
+    return any(
+        stop_areas.get(stop, frozenset()) & areas
+        for leg in journey.legs
+        for stop in (leg.from_stop_id, leg.to_stop_id)
+    )
+
+
+class _CardCells:
+    """Per cell: how many boardings (legs, journeys) and which cards."""
 
     def __init__(self) -> None:
         self.count: dict[tuple[str, ...], int] = defaultdict(int)
@@ -83,58 +75,72 @@ class _Cells:
         self.count[key] += 1
         self.cards[key].add(card)
 
-    def rows(self) -> tuple[tuple[str, ...], ...]:
-        out: list[tuple[str, ...]] = []
-        for key in sorted(self.count):
-            cards = len(self.cards[key])
-            if not shown(cards):
-                out.append((*key, SUPPRESSED, SUPPRESSED))
-            else:
-                out.append((*key, str(self.count[key]), str(cards)))
-        return tuple(out)
+    def cells(self) -> list[Cell]:
+        return [
+            Cell(key, (n, len(self.cards[key])), people=len(self.cards[key]))
+            for key, n in self.count.items()
+        ]
 
 
-def _place(stop_id: str, stop_areas: Mapping[str, str]) -> str:
+def _place(stop_id: str, stop_areas: Mapping[str, frozenset[str]]) -> str:
+    """A stop's fare area(s) joined by '+'; a stop in no area stands for itself."""
     if not stop_id:
         return NO_EXIT
-    return stop_areas.get(stop_id, stop_id)
+    return "+".join(sorted(stop_areas.get(stop_id, ()))) or stop_id
 
 
-def build_reports(
+@dataclass(frozen=True, slots=True)
+class TravelReports:
+    """Ridership, the origin-destination matrix and concession take-up of one period."""
+
+    ridership: Table
+    origin_destination: Table
+    concessions: Table
+
+
+def build_travel_reports(
     revisions: Iterable[Journey],
-    period: str,
+    period: Period,
     timezone: tzinfo,
-    stop_areas: Mapping[str, str] | None = None,
-) -> UsageReports:
-    """The usage reports of service day `period`.
+    stop_areas: Mapping[str, frozenset[str]] | None = None,
+    council: Council | None = None,
+) -> TravelReports:
+    """The travel reports of `period`, of the journeys in `council`'s area (or all).
 
-    `timezone` gives the local hour of each leg's entry; `stop_areas` maps a stop to the
-    fare area the origin-destination matrix uses (a stop not in it stands for itself).
+    `timezone` gives the local hour of each leg's entry; `stop_areas` maps a stop to its
+    fare areas (a stop not in it stands for itself).
     """
-    areas: Mapping[str, str] = stop_areas or {}
-    ridership, od, concessions = _Cells(), _Cells(), _Cells()
+    areas: Mapping[str, frozenset[str]] = stop_areas or {}
+    ridership, od, concessions = _CardCells(), _CardCells(), _CardCells()
     for j in standing_journeys(revisions, period):
+        if council is not None and not in_area(j, areas, council.area_ids):
+            continue
         for leg in j.legs:
             hour = f"{leg.entry_at.astimezone(timezone).hour:02d}"
-            ridership.add((leg.operator_id, hour), j.card_token)
-            od.add((_place(leg.from_stop_id, areas), _place(leg.to_stop_id, areas)), j.card_token)
+            origin = _place(leg.from_stop_id, areas)
+            ridership.add((origin, hour, leg.operator_id), j.card_token)
+            od.add((origin, _place(leg.to_stop_id, areas)), j.card_token)
         concessions.add((j.rider_category_id or NO_CATEGORY,), j.card_token)
     level = "area" if areas else "stop"
-    return UsageReports(
-        period=period,
+    # Ridership and the matrix both add up to the legs boarded in each area: secondary
+    # suppression within each boarding area keeps either from unlocking the other.
+    return TravelReports(
         ridership=Table(
-            "ridership_by_operator_hour",
-            ("operator_id", "hour", "boardings", "cards"),
-            ridership.rows(),
+            "ridership",
+            "Boardings by boarding area, hour and operator",
+            (f"boarding_{level}", "hour", "operator_id", "boardings", "cards"),
+            protect(ridership.cells(), subtotal_prefix=1),
         ),
         origin_destination=Table(
             "origin_destination",
+            "Origin-destination matrix (legs)",
             (f"origin_{level}", f"destination_{level}", "legs", "cards"),
-            od.rows(),
+            protect(od.cells(), subtotal_prefix=1),
         ),
         concessions=Table(
             "concession_take_up",
+            "Concession take-up by rider category",
             ("rider_category_id", "journeys", "cards"),
-            concessions.rows(),
+            protect(concessions.cells()),
         ),
     )

@@ -1,7 +1,9 @@
-"""`clearway reports usage --period YYYY-MM-DD --out DIR [--topic-prefix P] [--feed DIR]`.
+"""`clearway reports usage --period YYYY-MM-DD|YYYY-MM --out DIR [--council funder:X]
+[--scheme FILE] [--feed DIR] [--topic-prefix P] [--bootstrap HOST:PORT]`.
 
-Reads the journeys topic from the beginning and writes the council usage reports
-(docs/reports.md): three CSVs and an SVG chart.
+Reads the journeys and benefits topics from the beginning and writes the usage evidence
+of a council's area (or the whole network) for a service day or a month (docs/reports.md):
+a CSV, an SVG and a PNG chart per report, report.md and index.html.
 """
 
 from __future__ import annotations
@@ -10,35 +12,52 @@ import argparse
 import asyncio
 import os
 import sys
-from datetime import date
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
+from clearway.errors import ClearwayError
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics
-from services.reports.adapters.journeys import TopicNotFoundError, read_journeys, write_reports
-from services.reports.domain.usage import build_reports
+from clearway.money import CurrencyMismatchError
+from clearway.scheme.file import load_scheme
+from clearway.scheme.model import Scheme
+from clearway.settings import REPO_ROOT
+from services.reports.adapters.benefits import read_postings
+from services.reports.adapters.feed import DEFAULT_TIMEZONE, NetworkPlaces, network_places
+from services.reports.adapters.files import write_reports
+from services.reports.adapters.journeys import read_journeys
+from services.reports.adapters.topics import TopicNotFoundError
+from services.reports.domain.reports import ReportScope, build_reports
+from services.reports.domain.scope import (
+    BadPeriodError,
+    Council,
+    Period,
+    council_of,
+)
 
-DEFAULT_TIMEZONE = "Europe/London"
-
-
-def _stop_areas_and_timezone(feed: Path | None) -> tuple[dict[str, str], ZoneInfo]:
-    """Each stop's fare area (several areas joined by '+') and the network timezone."""
-    if feed is None:
-        return {}, ZoneInfo(DEFAULT_TIMEZONE)
-    from services.fares.domain import load_fare_data  # noqa: PLC0415 - only with --feed
-
-    data = load_fare_data(feed)
-    areas = {s.stop_id: "+".join(sorted(s.area_ids)) for s in data.stops.values() if s.area_ids}
-    return areas, data.timezone
+SCHEME_FILE_VAR = "CLEARWAY_SCHEME_FILE"
+DEFAULT_SCHEME = REPO_ROOT / "examples" / "schemes" / "london.toml"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clearway reports", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    usage = sub.add_parser("usage", help="usage reports of one service day")
-    usage.add_argument("--period", required=True, help="service day, YYYY-MM-DD")
+    usage = sub.add_parser("usage", help="usage evidence of a service day or a month")
+    usage.add_argument(
+        "--period", required=True, help="a service day YYYY-MM-DD or a month YYYY-MM"
+    )
     usage.add_argument("--out", required=True, type=Path, help="directory to write into")
+    usage.add_argument(
+        "--council",
+        default=None,
+        help="a funder party (funder:camden): its area's journeys and its benefits "
+        "(default: the whole network); needs --feed",
+    )
+    usage.add_argument(
+        "--scheme",
+        type=Path,
+        default=Path(os.environ.get(SCHEME_FILE_VAR, DEFAULT_SCHEME)),
+        help=f"scheme file (default: ${SCHEME_FILE_VAR}, else examples/schemes/london.toml)",
+    )
     usage.add_argument(
         "--topic-prefix",
         default=os.environ.get("CLEARWAY_TOPIC_PREFIX", ""),
@@ -48,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "--feed",
         type=Path,
         default=None,
-        help="GTFS feed: origin-destination by fare area and its timezone "
+        help="GTFS feed: stops' fare areas and the timezone "
         f"(default: by stop, {DEFAULT_TIMEZONE})",
     )
     usage.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: from env)")
@@ -58,35 +77,83 @@ def _parser() -> argparse.ArgumentParser:
 async def usage_reports(
     bootstrap: str,
     topic_prefix: str,
-    period: str,
+    period: Period,
     out: Path,
-    feed: Path | None = None,
+    *,
+    scheme: Scheme,
+    places: NetworkPlaces,
+    council: Council | None = None,
 ) -> list[Path]:
-    """Read the journeys topic and write the reports of `period` into `out`."""
-    areas, timezone = _stop_areas_and_timezone(feed)
-    journeys = await read_journeys(bootstrap, Topics(topic_prefix).journeys, period)
-    reports = build_reports(journeys, period, timezone, areas)
-    return write_reports(reports, out)
+    """Read the journeys and benefits topics and write the reports of `period` (of
+    `council`'s area, or the whole network) into `out`."""
+    topics = Topics(topic_prefix)
+    funder_id = council.funder_id if council is not None else None
+    journeys, postings = await asyncio.gather(
+        read_journeys(bootstrap, topics.journeys, period),
+        read_postings(bootstrap, topics.benefits, period, funder_id),
+    )
+    scope = ReportScope(
+        period=period,
+        timezone=places.timezone,
+        currency=scheme.currency,
+        council=council,
+        stop_areas=places.stop_areas,
+        entitlement_schemes=scheme.entitlement_schemes,
+    )
+    return write_reports(build_reports(journeys, postings, scope), out)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"clearway reports: {message}", file=sys.stderr)
+    return status
 
 
 def main(argv: list[str]) -> int:
     """Entry point of `clearway reports`."""
     args = _parser().parse_args(argv)
     try:
-        date.fromisoformat(args.period)
-    except ValueError:
-        print(
-            f"clearway reports: --period must be YYYY-MM-DD, not {args.period!r}", file=sys.stderr
-        )
-        return 2
+        period = Period.parse(args.period)
+    except BadPeriodError as exc:
+        return _fail(f"--period: {exc}", 2)
+    if args.council is not None and args.feed is None:
+        return _fail("--council needs --feed: a council's area is found from its stops", 2)
+    try:
+        scheme = load_scheme(args.scheme)
+        places = network_places(args.feed)
+        council = council_of(scheme, args.council, period) if args.council else None
+    except ClearwayError as exc:  # a refused scheme file or feed, an unknown council
+        return _fail(str(exc), 2)
+    if council is not None:
+        if not council.area_ids:
+            print(
+                f"clearway reports: warning: {council.funder_id} declares no areas in "
+                f"{args.scheme}: no journey is in its area",
+                file=sys.stderr,
+            )
+        unknown = sorted(council.area_ids - places.area_ids)
+        if unknown:
+            print(
+                f"clearway reports: warning: areas {', '.join(unknown)} of "
+                f"{council.funder_id} are not in the feed {args.feed}",
+                file=sys.stderr,
+            )
     bootstrap = args.bootstrap or Endpoints.from_env().kafka_bootstrap
     try:
         paths = asyncio.run(
-            usage_reports(bootstrap, args.topic_prefix, args.period, args.out, args.feed)
+            usage_reports(
+                bootstrap,
+                args.topic_prefix,
+                period,
+                args.out,
+                scheme=scheme,
+                places=places,
+                council=council,
+            )
         )
     except TopicNotFoundError as exc:
-        print(f"clearway reports: no topic {exc} on {bootstrap}", file=sys.stderr)
-        return 1
+        return _fail(f"no topic {exc} on {bootstrap}", 1)
+    except CurrencyMismatchError as exc:
+        return _fail(f"a posting is not in the scheme's currency {scheme.currency}: {exc}", 1)
     for path in paths:
         print(path)
     return 0
