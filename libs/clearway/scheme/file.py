@@ -24,7 +24,8 @@ def load_scheme(path: Path, *, agencies_from: Path | None = None) -> Scheme:
     """The scheme in TOML file `path`; SchemeError names the file, the path in it and what.
 
     With `agencies_from` (a GTFS feed directory or zip), every agency id the scheme names
-    must be one of the feed's (agency.txt), and every network id one of its networks.
+    must be one of the feed's (agency.txt), every network id one of its networks, and
+    every area id of a funder one of its areas.
     """
     source = str(path)
     try:
@@ -37,12 +38,17 @@ def load_scheme(path: Path, *, agencies_from: Path | None = None) -> Scheme:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(source, str(exc), text) from exc
-    agencies = networks = None
+    agencies = networks = areas = None
     if agencies_from is not None:
         agencies = known_agencies(agencies_from)
         networks = known_networks(agencies_from) or None  # a feed without networks: no check
+        areas = known_areas(agencies_from) or None  # nor one without areas
     return scheme_from_document(
-        doc, source=source, known_agencies=agencies, known_networks=networks
+        doc,
+        source=source,
+        known_agencies=agencies,
+        known_networks=networks,
+        known_areas=areas,
     )
 
 
@@ -62,6 +68,14 @@ def known_networks(feed: Path) -> frozenset[str]:
     found: set[str] = set()
     for name in ("networks.txt", "routes.txt", "route_networks.txt"):
         found.update(row.get("network_id", "").strip() for row in _rows(feed, name) or ())
+    return frozenset(found - {""})
+
+
+def known_areas(feed: Path) -> frozenset[str]:
+    """The area ids of GTFS feed `feed`: areas.txt and stop_areas.txt."""
+    found: set[str] = set()
+    for name in ("areas.txt", "stop_areas.txt"):
+        found.update(row.get("area_id", "").strip() for row in _rows(feed, name) or ())
     return frozenset(found - {""})
 
 

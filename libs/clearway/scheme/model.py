@@ -3,13 +3,16 @@
 A scheme declares, each with effective dates (a dated item applies to the service days
 from `effective_from` up to, not including, `effective_to`):
 - parties: operators (mapped to GTFS agency ids, with a tier), retailers that sell
-  top-ups, funders (councils) that fund concessions, and the scheme itself, each with its
-  settlement bank account;
+  top-ups, funders (councils, with their areas) that fund concessions and entitlements,
+  providers (with the service categories they sell) paid for redemptions, and the scheme
+  itself, each with its settlement bank account;
 - fees: the clearing fee (basis points of the revenue of a journey and/or a fixed amount
   per journey) and the retailers' commission on top-ups;
 - apportionment: the default method and rules per network or per operator set;
 - funding: which funder pays for which rider categories on which networks and hours, and
-  how the operators are reimbursed.
+  how the operators are reimbursed;
+- entitlement schemes (a council's allowances and travel passes) and reward rules
+  (docs/benefits.md).
 A journey is always settled under the rules in force on its service day, also when a late
 adjustment posts into a later period. See docs/scheme.md for the file format.
 """

@@ -12,14 +12,17 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from enum import StrEnum
 from fractions import Fraction
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .model import (
     BankAccount,
     Dated,
     DefaultMethod,
+    EntitlementKind,
+    EntitlementScheme,
     Fees,
     FundingRule,
     HoursWindow,
@@ -29,6 +32,10 @@ from .model import (
     PartyKind,
     Reimbursement,
     ReimbursementForm,
+    RewardCredit,
+    RewardKind,
+    RewardPeriod,
+    RewardRule,
     Scheme,
     SchemeError,
     SchemeProblem,
@@ -70,7 +77,8 @@ _BBAN = {
 }
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _END_OF_DAY = 24 * 60
-_E = TypeVar("_E", Method, Tier, ReimbursementForm)
+_E = TypeVar("_E", bound=StrEnum)
+_T = TypeVar("_T")
 
 
 def scheme_from_document(
@@ -79,18 +87,19 @@ def scheme_from_document(
     source: str,
     known_agencies: frozenset[str] | None,
     known_networks: frozenset[str] | None = None,
+    known_areas: frozenset[str] | None = None,
 ) -> Scheme:
     """The scheme declared by `doc` (read from `source`); SchemeError lists every problem.
 
-    With `known_agencies` (or `known_networks`), an agency (network) id outside the set,
-    e.g. the GTFS feed's, is refused.
+    With `known_agencies` (or `known_networks`, `known_areas`), an agency (network, area)
+    id outside the set, e.g. the GTFS feed's, is refused.
     """
-    r = _Reader(source, known_agencies, known_networks)
+    r = _Reader(source, known_agencies, known_networks, known_areas)
     r.keys(
         doc,
         "",
         ("scheme_id", "name", "currency", "settlement", "party", "apportionment"),
-        ("fees", "funding"),
+        ("fees", "funding", "entitlement_scheme", "reward_rule"),
     )
     scheme_id = r.text(doc, "scheme_id", "", pattern=_NAME, shape=_NAME_SHAPE)
     name = r.text(doc, "name", "")
@@ -107,15 +116,38 @@ def scheme_from_document(
     fees = [(p, f) for p, t in r.tables(doc, "fees") if (f := _fees(r, t, p))]
     defaults, rules = _apportionment(r, doc.get("apportionment"), "apportionment")
     funding = [(p, g) for p, t in r.tables(doc, "funding") if (g := _funding(r, t, p))]
+    entitlement_tables = r.tables(doc, "entitlement_scheme")
+    # An allowance's categories are checked once every party is read.
+    sold = frozenset(c for _, x in parties for c in x.categories) if complete else None
+    entitlements = [
+        (p, e) for p, t in entitlement_tables if (e := _entitlement_scheme(r, t, p, sold))
+    ]
+    rewards = [(p, w) for p, t in r.tables(doc, "reward_rule") if (w := _reward_rule(r, t, p))]
+    # As with parties: a reward naming a scheme that was refused is not checked against it.
+    schemes = _Declared(
+        frozenset(i for _, t in entitlement_tables if isinstance(i := t.get("id"), str)),
+        entitlements if len(entitlements) == len(entitlement_tables) else None,
+    )
+    payers = _Declared(declared, complete)
 
     _check_parties(r, parties)
     _check_no_overlap(r, fees, "fee schedule")
     _check_no_overlap(r, defaults, "default method")
     _check_method_rules(r, rules, complete)
-    _check_funding(r, funding, complete, declared)
+    _check_funding(r, funding, payers)
+    _check_entitlement_schemes(r, entitlements, payers)
+    _check_reward_rules(r, rewards, payers, schemes)
     if complete:
         others = [x.dates for _, x in parties if x.kind is not PartyKind.SCHEME]
-        others += [x.dates for items in (fees, defaults, rules, funding) for _, x in items]
+        dated: tuple[Sequence[tuple[str, _HasDates]], ...] = (
+            fees,
+            defaults,
+            rules,
+            funding,
+            entitlements,
+            rewards,
+        )
+        others += [x.dates for items in dated for _, x in items]
         _check_scheme_party(r, parties, others)
 
     if r.problems or not (scheme_id and name and currency and calendar):
@@ -131,6 +163,8 @@ def scheme_from_document(
         method_rules=tuple(x for _, x in rules),
         funding_rules=tuple(x for _, x in funding),
         source=source,
+        entitlement_schemes=tuple(x for _, x in entitlements),
+        reward_rules=tuple(x for _, x in rewards),
     )
 
 
@@ -207,6 +241,7 @@ class _Reader:
     source: str
     known_agencies: frozenset[str] | None
     known_networks: frozenset[str] | None
+    known_areas: frozenset[str] | None
     problems: list[SchemeProblem] = field(default_factory=list)
 
     def problem(self, path: str, message: str) -> None:
@@ -398,6 +433,11 @@ class _Reader:
             known = ", ".join(sorted(self.known_networks))
             self.problem(path, f"unknown network '{value}' (the feed's networks: {known})")
 
+    def area(self, value: str, path: str) -> None:
+        if self.known_areas is not None and value not in self.known_areas:
+            known = ", ".join(sorted(self.known_areas))
+            self.problem(path, f"unknown area '{value}' (the feed's areas: {known})")
+
 
 def _valid_zone(name: str) -> bool:
     try:
@@ -432,16 +472,27 @@ _OPERATOR_KEYS = ("agency_ids", "tier")
 
 def _party(r: _Reader, t: Mapping[str, object], path: str) -> Party | None:
     mark = len(r.problems)
-    r.keys(t, path, _PARTY_KEYS, ("effective_to", *_OPERATOR_KEYS))
+    r.keys(t, path, _PARTY_KEYS, ("effective_to", *_OPERATOR_KEYS, "categories", "areas"))
     party_id = r.text(t, "id", path)
     kind = _party_kind(r, party_id, _at(path, "id")) if party_id else None
     name = r.text(t, "name", path)
     bank = _bank(r, t.get("bank"), _at(path, "bank"))
     dates = r.dated(t, path)
     agency_ids, tier = _operator_keys(r, t, path, kind)
+    categories, areas = _provider_and_funder_keys(r, t, path, kind)
     if len(r.problems) > mark or not (party_id and kind and name and bank and dates):
         return None
-    return Party(party_id, kind, name, bank, dates, frozenset(agency_ids), tier)
+    return Party(
+        party_id,
+        kind,
+        name,
+        bank,
+        dates,
+        frozenset(agency_ids),
+        tier,
+        categories=frozenset(categories),
+        areas=frozenset(areas),
+    )
 
 
 def _party_kind(r: _Reader, party_id: str, path: str) -> PartyKind | None:
@@ -460,18 +511,59 @@ def _operator_keys(
     r: _Reader, t: Mapping[str, object], path: str, kind: PartyKind | None
 ) -> tuple[list[str], Tier | None]:
     """An operator's agency ids (checked against the feed's) and tier; refused on others."""
-    if kind is not PartyKind.OPERATOR:
-        for key in _OPERATOR_KEYS:
-            if key in t and kind is not None:
-                r.problem(_at(path, key), f"only operator parties have {key}, not a {kind} party")
+    mine, this = kind is PartyKind.OPERATOR, f"{_a(kind)} party" if kind else None
+    owner = ("operator parties", "an operator party")
+    _own_keys(r, t, path, _OPERATOR_KEYS, mine=mine, owner=owner, this=this)
+    if not mine:
         return [], None
-    for key in _OPERATOR_KEYS:
-        if key not in t:
-            r.problem(_at(path, key), "missing (required for an operator party)")
     agencies = r.ids(t.get("agency_ids"), _at(path, "agency_ids")) or []
     for i, agency in enumerate(agencies):
         r.agency(agency, f"{_at(path, 'agency_ids')}[{i}]")
     return agencies, r.choice(t, "tier", path, Tier)
+
+
+def _provider_and_funder_keys(
+    r: _Reader, t: Mapping[str, object], path: str, kind: PartyKind | None
+) -> tuple[list[str], list[str]]:
+    """A provider's service categories; a funder's areas (checked against the feed's)."""
+    this = f"{_a(kind)} party" if kind else None
+    provider, funder = kind is PartyKind.PROVIDER, kind is PartyKind.FUNDER
+    owner = ("provider parties", "a provider party")
+    _own_keys(r, t, path, ("categories",), mine=provider, owner=owner, this=this)
+    owner = ("funder parties", "a funder party")
+    _own_keys(r, t, path, ("areas",), mine=funder, owner=owner, this=this, required=False)
+    categories = r.ids(t.get("categories"), _at(path, "categories")) if provider else None
+    areas = r.ids(t.get("areas"), _at(path, "areas")) if funder else None
+    for i, area in enumerate(areas or ()):
+        r.area(area, f"{_at(path, 'areas')}[{i}]")
+    return categories or [], areas or []
+
+
+def _own_keys(
+    r: _Reader,
+    t: Mapping[str, object],
+    path: str,
+    keys: Sequence[str],
+    *,
+    mine: bool,
+    owner: tuple[str, str],
+    this: str | None,
+    required: bool = True,
+) -> None:
+    """Keys only some items have (`mine`: this item is one): required (or optional) on
+    them, refused on others. `owner` names them ("operator parties", "an operator party"),
+    `this` what the item is ("a funder party"; None when unknown: not checked)."""
+    plural, one = owner
+    for key in keys:
+        if mine and required and key not in t:
+            r.problem(_at(path, key), f"missing (required for {one})")
+        elif not mine and this is not None and key in t:
+            r.problem(_at(path, key), f"only {plural} have {key}, not {this}")
+
+
+def _a(word: str) -> str:
+    """`word` with its indefinite article ("an operator", "a funder")."""
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
 
 def _bank(r: _Reader, value: object, path: str) -> BankAccount | None:
@@ -660,9 +752,7 @@ def _funding(r: _Reader, t: Mapping[str, object], path: str) -> FundingRule | No
     networks = r.ids(t.get("networks"), _at(path, "networks"))
     for i, network in enumerate(networks or ()):
         r.network(network, f"{_at(path, 'networks')}[{i}]")
-    hours = [w for p, h in r.tables(t, "hours", path) if (w := _hours(r, h, p))]
-    if "hours" in t and not hours and len(r.problems) == mark:
-        r.problem(_at(path, "hours"), "needs at least one window")
+    hours = _windows(r, t, path)
     reimbursement = _reimbursement(r, t.get("reimbursement"), _at(path, "reimbursement"))
     dates = r.dated(t, path)
     if len(r.problems) > mark or not (rule_id and funder and categories and networks):
@@ -678,6 +768,181 @@ def _funding(r: _Reader, t: Mapping[str, object], path: str) -> FundingRule | No
         reimbursement,
         dates,
     )
+
+
+_ENTITLEMENT_KEYS = (
+    "id",
+    "funder",
+    "name",
+    "kind",
+    "min_age",
+    "max_age",
+    "areas",
+    "validity_days",
+    "renewal_window_days",
+    "monthly_budget_minor",
+    "effective_from",
+)
+_ALLOWANCE_KEYS = ("allowance_per_month_minor", "categories", "per_visit_limit_minor")
+_MAX_AGE = 130
+
+
+def _entitlement_scheme(
+    r: _Reader, t: Mapping[str, object], path: str, sold: frozenset[str] | None
+) -> EntitlementScheme | None:
+    """An entitlement scheme; an allowance's categories must be in `sold` (the providers'
+    categories; None: not checked)."""
+    mark = len(r.problems)
+    kind = r.choice(t, "kind", path, EntitlementKind)
+    r.keys(t, path, _ENTITLEMENT_KEYS, ("effective_to", *_ALLOWANCE_KEYS, "rider_category"))
+    this = f"{_a(kind)} scheme" if kind else None
+    allowance, travel_pass = kind is EntitlementKind.ALLOWANCE, kind is EntitlementKind.TRAVEL_PASS
+    owner = ("allowance schemes", "an allowance scheme")
+    _own_keys(r, t, path, _ALLOWANCE_KEYS, mine=allowance, owner=owner, this=this)
+    owner = ("travel_pass schemes", "a travel_pass scheme")
+    _own_keys(r, t, path, ("rider_category",), mine=travel_pass, owner=owner, this=this)
+    scheme_id = r.text(t, "id", path, pattern=_NAME, shape=_NAME_SHAPE)
+    funder, name = r.text(t, "funder", path), r.text(t, "name", path)
+    ages = _ages(r, t, path)
+    areas = r.ids(t.get("areas"), _at(path, "areas"))
+    validity, renewal = _validity(r, t, path)
+    budget = r.integer(t, "monthly_budget_minor", path, 0, None)
+    per_month, categories, per_visit = _allowance(r, t, path, sold) if allowance else (0, [], 0)
+    rider_category = r.text(t, "rider_category", path) if travel_pass else ""
+    dates = r.dated(t, path)
+    if len(r.problems) > mark or not (scheme_id and funder and name and kind and ages):
+        return None
+    if areas is None or validity is None or renewal is None or budget is None or not dates:
+        return None
+    return EntitlementScheme(
+        scheme_id=scheme_id,
+        funder_id=funder,
+        name=name,
+        kind=kind,
+        dates=dates,
+        min_age=ages[0],
+        max_age=ages[1],
+        areas=frozenset(areas),
+        validity_days=validity,
+        renewal_window_days=renewal,
+        monthly_budget_minor=budget,
+        allowance_per_month_minor=per_month or 0,
+        categories=frozenset(categories or ()),
+        per_visit_limit_minor=per_visit or 0,
+        rider_category=rider_category or "",
+    )
+
+
+def _ages(r: _Reader, t: Mapping[str, object], path: str) -> tuple[int, int] | None:
+    """`min_age` and `max_age`, inclusive, min not above max."""
+    low = r.integer(t, "min_age", path, 0, _MAX_AGE)
+    high = r.integer(t, "max_age", path, 0, _MAX_AGE)
+    if low is None or high is None:
+        return None
+    if high < low:
+        r.problem(_at(path, "max_age"), f"{high} is less than min_age {low}")
+        return None
+    return low, high
+
+
+def _validity(r: _Reader, t: Mapping[str, object], path: str) -> tuple[int | None, int | None]:
+    """`validity_days` (at least 1) and `renewal_window_days` (less than the validity)."""
+    validity = r.integer(t, "validity_days", path, 1, None)
+    renewal = r.integer(t, "renewal_window_days", path, 0, None)
+    if validity is not None and renewal is not None and renewal >= validity:
+        r.problem(
+            _at(path, "renewal_window_days"),
+            f"{renewal} must be less than validity_days {validity} "
+            "(re-enrolment opens this many days before a grant expires)",
+        )
+        return validity, None
+    return validity, renewal
+
+
+def _allowance(
+    r: _Reader, t: Mapping[str, object], path: str, sold: frozenset[str] | None
+) -> tuple[int | None, list[str] | None, int | None]:
+    """An allowance's amount per month, categories (each in `sold`) and per-visit limit
+    (not above the amount); a missing or refused one is None (its problem is reported)."""
+    per_month = r.integer(t, "allowance_per_month_minor", path, 1, None)
+    categories = r.ids(t.get("categories"), _at(path, "categories"))
+    for i, category in enumerate(categories or ()):
+        if sold is not None and category not in sold:
+            known = ", ".join(sorted(sold)) or "none"
+            r.problem(
+                f"{_at(path, 'categories')}[{i}]",
+                f"unknown category '{category}': no provider party sells it "
+                f"(the providers' categories: {known})",
+            )
+    per_visit = r.integer(t, "per_visit_limit_minor", path, 1, None)
+    if per_month is not None and per_visit is not None and per_visit > per_month:
+        r.problem(
+            _at(path, "per_visit_limit_minor"),
+            f"{per_visit} is more than allowance_per_month_minor {per_month}",
+        )
+    return per_month, categories, per_visit
+
+
+_REWARD_KEYS = (
+    "id",
+    "funder",
+    "name",
+    "kind",
+    "amount_minor",
+    "credit",
+    "period",
+    "effective_from",
+)
+
+
+def _reward_rule(r: _Reader, t: Mapping[str, object], path: str) -> RewardRule | None:
+    mark = len(r.problems)
+    kind = r.choice(t, "kind", path, RewardKind)
+    credit = r.choice(t, "credit", path, RewardCredit)
+    r.keys(t, path, _REWARD_KEYS, ("effective_to", "entitlement_scheme", "hours"))
+    _reward_keys(r, t, path, kind, credit)
+    rule_id = r.text(t, "id", path, pattern=_NAME, shape=_NAME_SHAPE)
+    funder, name = r.text(t, "funder", path), r.text(t, "name", path)
+    amount = r.integer(t, "amount_minor", path, 1, None)
+    period = r.choice(t, "period", path, RewardPeriod)
+    scheme_id = r.text(t, "entitlement_scheme", path, pattern=_NAME, shape=_NAME_SHAPE)
+    hours = _windows(r, t, path) if kind is RewardKind.OFF_PEAK_TRAVEL else []
+    dates = r.dated(t, path)
+    if len(r.problems) > mark or not (rule_id and funder and name and kind and credit):
+        return None
+    if amount is None or period is None or dates is None:
+        return None
+    return RewardRule(
+        rule_id, funder, name, kind, amount, credit, period, dates, scheme_id or "", tuple(hours)
+    )
+
+
+def _reward_keys(
+    r: _Reader,
+    t: Mapping[str, object],
+    path: str,
+    kind: RewardKind | None,
+    credit: RewardCredit | None,
+) -> None:
+    """`hours` on, and only on, an off_peak_travel rule; `entitlement_scheme` on, and only
+    on, a rule crediting an entitlement."""
+    owner = ("off_peak_travel rules", "an off_peak_travel rule")
+    this = f"{_a(kind)} rule" if kind else None
+    off_peak = kind is RewardKind.OFF_PEAK_TRAVEL
+    _own_keys(r, t, path, ("hours",), mine=off_peak, owner=owner, this=this)
+    owner = ("rules crediting an entitlement", "a rule crediting an entitlement")
+    this = f"a rule crediting {credit}" if credit else None
+    to_entitlement = credit is RewardCredit.ENTITLEMENT
+    _own_keys(r, t, path, ("entitlement_scheme",), mine=to_entitlement, owner=owner, this=this)
+
+
+def _windows(r: _Reader, t: Mapping[str, object], path: str) -> list[HoursWindow]:
+    """The hours windows at `hours` ([] when absent; at least one when present)."""
+    mark = len(r.problems)
+    hours = [w for p, h in r.tables(t, "hours", path) if (w := _hours(r, h, p))]
+    if "hours" in t and not hours and len(r.problems) == mark:
+        r.problem(_at(path, "hours"), "needs at least one window")
+    return hours
 
 
 def _hours(r: _Reader, t: Mapping[str, object], path: str) -> HoursWindow | None:
@@ -758,6 +1023,15 @@ def _reimbursement(r: _Reader, value: object, path: str) -> Reimbursement | None
 class _HasDates(Protocol):
     @property
     def dates(self) -> Dated: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Declared(Generic[_T]):
+    """The ids a kind of table declares, and the items read: None when one was refused,
+    so a check that needs every item waits and the one bad item is reported once."""
+
+    ids: frozenset[str]
+    items: Sequence[tuple[str, _T]] | None
 
 
 def _first_uncovered(dated: Dated, covers: Sequence[Dated]) -> date | None:
@@ -873,26 +1147,51 @@ def _check_method_rules(
                 r.problem(_at(pj, "id"), f"'{b.rule_id}' is also the id of {pi} on those dates")
 
 
-def _check_funding(
+def _check_payer(
     r: _Reader,
-    funding: Sequence[tuple[str, FundingRule]],
-    parties: Sequence[tuple[str, Party]] | None,
-    declared_ids: frozenset[str],
+    where: str,
+    party_id: str,
+    dates: Dated,
+    parties: _Declared[Party],
+    *,
+    kinds: Sequence[PartyKind],
+    why: str = "",
+) -> None:
+    """`party_id` a declared party of one of `kinds`, in force on every day of `dates`."""
+    found = [x for _, x in parties.items or () if x.party_id == party_id]
+    if party_id not in parties.ids:
+        listed = sorted(i for i in parties.ids if i.partition(":")[0] in kinds)
+        plural = " and ".join(f"{k}s" for k in kinds)
+        r.problem(
+            where, f"unknown party '{party_id}' (declared {plural}: {', '.join(listed) or 'none'})"
+        )
+    elif found and found[0].kind not in kinds:
+        wanted = " or ".join(_a(k) for k in kinds)
+        r.problem(where, f"'{party_id}' is {_a(found[0].kind)} party, not {wanted}{why}")
+    elif parties.items is not None:
+        gap = _first_uncovered(dates, [x.dates for x in found])
+        if gap is not None:
+            r.problem(where, f"party '{party_id}' is not in force on {gap}")
+
+
+def _check_ids_apart(r: _Reader, items: Sequence[tuple[str, str, Dated]]) -> None:
+    """One id may be declared several times, on dates that do not overlap."""
+    for j, (pj, b, dates_b) in enumerate(items):
+        for pi, a, dates_a in items[:j]:
+            if a == b and _overlap(dates_a, dates_b):
+                r.problem(
+                    pj,
+                    f"{b} {_span(dates_b)} overlaps {pi} ({_span(dates_a)}): one id may be "
+                    "declared several times only on dates that do not overlap",
+                )
+
+
+def _check_funding(
+    r: _Reader, funding: Sequence[tuple[str, FundingRule]], parties: _Declared[Party]
 ) -> None:
     """Funders declared and in force; one rule per (rider category, network) at a time."""
     for p, rule in funding:
-        where = _at(p, "funder")
-        found = [x for _, x in parties or () if x.party_id == rule.funder_id]
-        if rule.funder_id not in declared_ids:
-            funders = sorted(i for i in declared_ids if i.startswith(f"{PartyKind.FUNDER}:"))
-            known = ", ".join(funders) or "none"
-            r.problem(where, f"unknown party '{rule.funder_id}' (declared funders: {known})")
-        elif found and found[0].kind is not PartyKind.FUNDER:
-            r.problem(where, f"'{rule.funder_id}' is a {found[0].kind} party, not a funder")
-        elif parties is not None:
-            gap = _first_uncovered(rule.dates, [x.dates for x in found])
-            if gap is not None:
-                r.problem(where, f"party '{rule.funder_id}' is not in force on {gap}")
+        _check_payer(r, _at(p, "funder"), rule.funder_id, rule.dates, parties, kinds=_COUNCIL)
     for j, (pj, b) in enumerate(funding):
         for pi, a in funding[:j]:
             if not _overlap(a.dates, b.dates):
@@ -910,3 +1209,68 @@ def _check_funding(
                 )
             elif a.rule_id == b.rule_id:
                 r.problem(_at(pj, "id"), f"'{b.rule_id}' is also the id of {pi} on those dates")
+
+
+_COUNCIL = (PartyKind.FUNDER,)
+
+
+def _check_entitlement_schemes(
+    r: _Reader, schemes: Sequence[tuple[str, EntitlementScheme]], parties: _Declared[Party]
+) -> None:
+    """Each of a council's, in force while the scheme is; one id at a time."""
+    for p, e in schemes:
+        _check_payer(r, _at(p, "funder"), e.funder_id, e.dates, parties, kinds=_COUNCIL)
+    _check_ids_apart(r, [(p, e.scheme_id, e.dates) for p, e in schemes])
+
+
+_PAYERS = (PartyKind.FUNDER, PartyKind.OPERATOR)
+
+
+def _check_reward_rules(
+    r: _Reader,
+    rules: Sequence[tuple[str, RewardRule]],
+    parties: _Declared[Party],
+    schemes: _Declared[EntitlementScheme],
+) -> None:
+    """Paid by a council or an operator (an officer's grant by a council), in force while
+    the rule is; an entitlement credited is its own council's allowance; one id at a time."""
+    for p, rule in rules:
+        where = _at(p, "funder")
+        if rule.kind is RewardKind.OFFICER_GRANT:
+            why = ": an officer_grant rule is paid by a council (officers belong to councils)"
+            _check_payer(r, where, rule.funder_id, rule.dates, parties, kinds=_COUNCIL, why=why)
+        else:
+            _check_payer(r, where, rule.funder_id, rule.dates, parties, kinds=_PAYERS)
+        if rule.credit is RewardCredit.ENTITLEMENT:
+            _check_credited_scheme(r, _at(p, "entitlement_scheme"), rule, schemes)
+    _check_ids_apart(r, [(p, x.rule_id, x.dates) for p, x in rules])
+
+
+def _check_credited_scheme(
+    r: _Reader, where: str, rule: RewardRule, schemes: _Declared[EntitlementScheme]
+) -> None:
+    """The entitlement scheme a reward credits: an allowance of the rule's own funder, in
+    force on every day of the rule."""
+    scheme_id = rule.entitlement_scheme_id
+    if scheme_id not in schemes.ids:
+        known = ", ".join(sorted(schemes.ids)) or "none"
+        r.problem(where, f"unknown entitlement scheme '{scheme_id}' (declared: {known})")
+        return
+    found = [e for _, e in schemes.items or () if e.scheme_id == scheme_id]
+    own = [e for e in found if e.funder_id == rule.funder_id]
+    allowances = [e for e in own if e.kind is EntitlementKind.ALLOWANCE]
+    if found and not own:
+        councils = ", ".join(sorted({e.funder_id for e in found}))
+        r.problem(
+            where,
+            f"'{scheme_id}' is a scheme of {councils}, not of the rule's funder "
+            f"{rule.funder_id}: a reward credits an entitlement of its own funder",
+        )
+    elif own and not allowances:
+        r.problem(
+            where, f"'{scheme_id}' is {_a(own[0].kind)} scheme: a reward credits only an allowance"
+        )
+    elif allowances:
+        gap = _first_uncovered(rule.dates, [e.dates for e in allowances])
+        if gap is not None:
+            r.problem(where, f"entitlement scheme '{scheme_id}' is not in force on {gap}")

@@ -13,11 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from clearway.scheme.file import known_agencies, known_networks, load_scheme
+from clearway.scheme.file import known_agencies, known_areas, known_networks, load_scheme
 from clearway.scheme.model import (
+    EntitlementKind,
     Method,
     PartyKind,
     ReimbursementForm,
+    RewardCredit,
+    RewardKind,
+    RewardPeriod,
     SchemeError,
     Tier,
 )
@@ -149,12 +153,135 @@ def test_percentages_written_as_toml_numbers_are_read_exactly(tmp_path: Path) ->
 def test_known_agencies_and_networks_read_a_feed_directory_or_zip(tmp_path: Path) -> None:
     archive = tmp_path / "feed.zip"
     with zipfile.ZipFile(archive, "w") as z:
-        for name in ("agency.txt", "networks.txt", "routes.txt"):
+        for name in ("agency.txt", "networks.txt", "routes.txt", "areas.txt", "stop_areas.txt"):
             z.write(FEED / name, f"london/{name}")
 
     for feed in (FEED, archive):
         assert known_agencies(feed) == {"LUL", "ELIZ", "NATRAIL", "BUSCO"}
         assert known_networks(feed) == {"RAIL", "BUS"}
+        assert known_areas(feed) == {"Z1", "Z2"}
+
+
+def test_a_feed_without_areas_does_not_check_the_funders_areas(tmp_path: Path) -> None:
+    archive = tmp_path / "feed.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in ("agency.txt", "networks.txt", "routes.txt"):
+            z.write(FEED / name, name)
+    path = _edited(tmp_path, 'areas = ["Z1", "Z2"]', 'areas = ["camden"]')
+
+    assert known_areas(archive) == frozenset()
+    camden = load_scheme(path, agencies_from=archive).party("funder:camden", IN_FORCE)
+    assert camden is not None
+    assert camden.areas == {"camden"}
+
+
+def test_example_providers_and_council_area_load() -> None:
+    scheme = load_scheme(EXAMPLE, agencies_from=FEED)
+
+    camden = scheme.party("funder:camden", IN_FORCE)
+    assert camden is not None
+    assert camden.areas == {"Z1", "Z2"}
+    providers = {p.party_id: p for p in scheme.parties_on(IN_FORCE) if p.kind is PartyKind.PROVIDER}
+    assert {k: p.categories for k, p in providers.items()} == {
+        "provider:camden-leisure": {"swimming", "gym", "pitch_hire"},
+        "provider:soundbox": {"studio_hire"},
+    }
+    soundbox = providers["provider:soundbox"]
+    assert soundbox.name == "Soundbox recording studio (example)"
+    assert (soundbox.bank.sort_code, soundbox.bank.account_number) == ("609177", "82046153")
+    assert all(not p.categories for p in scheme.parties if p.kind is not PartyKind.PROVIDER)
+
+
+def test_example_entitlement_schemes_load_with_their_values() -> None:
+    scheme = load_scheme(EXAMPLE, agencies_from=FEED)
+
+    assert scheme.entitlement_scheme("camden-youth-leisure", BEFORE) is None
+    youth = scheme.entitlement_scheme("camden-youth-leisure", IN_FORCE)
+    assert youth is not None
+    assert (youth.funder_id, youth.kind) == ("funder:camden", EntitlementKind.ALLOWANCE)
+    assert (youth.min_age, youth.max_age, youth.areas) == (11, 18, {"camden"})
+    assert (youth.validity_days, youth.renewal_window_days) == (365, 30)
+    assert youth.monthly_budget_minor == 500_000
+    assert youth.allowance_per_month_minor == 2000
+    assert youth.categories == {"swimming", "gym", "pitch_hire", "studio_hire"}
+    assert youth.per_visit_limit_minor == 1000
+    assert youth.rider_category == ""
+    senior = scheme.entitlement_scheme("camden-senior-pass", IN_FORCE)
+    assert senior is not None
+    assert (senior.kind, senior.rider_category) == (EntitlementKind.TRAVEL_PASS, "SENIOR")
+    assert (senior.min_age, senior.max_age, senior.areas) == (66, 130, {"camden"})
+    assert (senior.validity_days, senior.renewal_window_days) == (1825, 60)
+    assert senior.monthly_budget_minor == 0
+    assert (senior.allowance_per_month_minor, senior.per_visit_limit_minor) == (0, 0)
+    assert senior.categories == frozenset()
+    assert scheme.entitlement_schemes_of("funder:camden", IN_FORCE) == [youth, senior]
+    assert scheme.entitlement_schemes_of("operator:BUSCO", IN_FORCE) == []
+
+
+def test_example_reward_rules_load_with_their_values() -> None:
+    scheme = load_scheme(EXAMPLE, agencies_from=FEED)
+
+    assert scheme.reward_rules_on(BEFORE) == []
+    volunteering, bonus, off_peak = scheme.reward_rules_on(IN_FORCE)
+    assert volunteering.rule_id == "camden-volunteering"
+    assert (volunteering.funder_id, volunteering.kind) == (
+        "funder:camden",
+        RewardKind.OFFICER_GRANT,
+    )
+    assert (volunteering.amount_minor, volunteering.credit) == (500, RewardCredit.STORED_VALUE)
+    assert (volunteering.period, volunteering.entitlement_scheme_id) == (RewardPeriod.MONTH, "")
+    assert volunteering.hours == ()
+    assert scheme.reward_rule("camden-youth-bonus", IN_FORCE) == bonus
+    assert (bonus.kind, bonus.amount_minor) == (RewardKind.OFFICER_GRANT, 500)
+    assert (bonus.credit, bonus.entitlement_scheme_id) == (
+        RewardCredit.ENTITLEMENT,
+        "camden-youth-leisure",
+    )
+    assert bonus.period is RewardPeriod.MONTH
+    assert (off_peak.rule_id, off_peak.funder_id) == ("busco-off-peak", "operator:BUSCO")
+    assert (off_peak.kind, off_peak.amount_minor) == (RewardKind.OFF_PEAK_TRAVEL, 50)
+    assert (off_peak.credit, off_peak.period) == (RewardCredit.STORED_VALUE, RewardPeriod.DAY)
+    friday_noon, friday_evening = datetime(2025, 3, 7, 12, 0), datetime(2025, 3, 7, 16, 0)
+    saturday_noon = datetime(2025, 3, 8, 12, 0)
+    assert any(w.contains(friday_noon) for w in off_peak.hours)
+    assert not any(w.contains(friday_evening) for w in off_peak.hours)
+    assert not any(w.contains(saturday_noon) for w in off_peak.hours)
+
+
+def test_an_entitlement_scheme_id_may_recur_on_dates_that_do_not_overlap(tmp_path: Path) -> None:
+    path = _edited(
+        tmp_path,
+        "per_visit_limit_minor = 1000\neffective_from = 2025-01-01\n",
+        "per_visit_limit_minor = 1000\neffective_from = 2025-01-01\neffective_to = 2026-01-01\n",
+    )
+    path.write_text(path.read_text(encoding="utf-8") + _YOUTH_2026, encoding="utf-8")
+
+    scheme = load_scheme(path, agencies_from=FEED)
+
+    old = scheme.entitlement_scheme("camden-youth-leisure", date(2025, 12, 31))
+    new = scheme.entitlement_scheme("camden-youth-leisure", date(2026, 1, 1))
+    assert old is not None
+    assert new is not None
+    assert (old.allowance_per_month_minor, new.allowance_per_month_minor) == (2000, 2500)
+
+
+_YOUTH_2026 = """
+[[entitlement_scheme]]
+id = "camden-youth-leisure"
+funder = "funder:camden"
+name = "Camden youth leisure allowance (example)"
+kind = "allowance"
+min_age = 11
+max_age = 18
+areas = ["camden"]
+validity_days = 365
+renewal_window_days = 30
+monthly_budget_minor = 500000
+allowance_per_month_minor = 2500
+categories = ["swimming", "gym"]
+per_visit_limit_minor = 1000
+effective_from = 2026-01-01
+"""
 
 
 def test_unknown_funder_party_is_refused(tmp_path: Path) -> None:
@@ -193,7 +320,7 @@ def test_a_party_declared_twice_on_overlapping_dates_is_refused(tmp_path: Path) 
         'bank = { sort_code = "040004", account_number = "12345678" }\n',
     )
 
-    _refusal(path, "party[7]", "operator:LUL", "overlaps party[1]")
+    _refusal(path, "party[9]", "operator:LUL", "overlaps party[1]")
 
 
 def test_two_rules_with_one_selector_on_overlapping_dates_are_refused(tmp_path: Path) -> None:
@@ -369,6 +496,264 @@ def test_other_bad_scheme_files_are_refused(tmp_path: Path, case: tuple[str, ...
     _refusal(_edited(tmp_path, old, new), where, fragment)
 
 
+_ISLINGTON = """
+[[party]]
+id = "funder:islington"
+name = "London Borough of Islington (example)"
+effective_from = 2025-01-01
+bank = { sort_code = "30-94-21", account_number = "61730458" }
+"""
+
+BAD_BENEFIT_EDITS = {
+    "unknown category": (
+        'categories = ["swimming", "gym", "pitch_hire", "studio_hire"]',
+        'categories = ["swimming", "gym", "pitch_hire", "karting"]',
+        "entitlement_scheme[0].categories[3]",
+        "unknown category 'karting': no provider party sells it (the providers' categories: "
+        "gym, pitch_hire, studio_hire, swimming)",
+    ),
+    "per visit over the allowance": (
+        "per_visit_limit_minor = 1000",
+        "per_visit_limit_minor = 2500",
+        "entitlement_scheme[0].per_visit_limit_minor",
+        "2500 is more than allowance_per_month_minor 2000",
+    ),
+    "renewal window as long as the validity": (
+        "renewal_window_days = 30",
+        "renewal_window_days = 365",
+        "entitlement_scheme[0].renewal_window_days",
+        "365 must be less than validity_days 365",
+    ),
+    "travel pass with categories": (
+        'rider_category = "SENIOR"',
+        'rider_category = "SENIOR"\ncategories = ["gym"]',
+        "entitlement_scheme[1].categories",
+        "only allowance schemes have categories, not a travel_pass scheme",
+    ),
+    "travel pass without a rider category": (
+        'rider_category = "SENIOR"\n',
+        "",
+        "entitlement_scheme[1].rider_category",
+        "missing (required for a travel_pass scheme)",
+    ),
+    "allowance with a rider category": (
+        'kind = "allowance"',
+        'kind = "allowance"\nrider_category = "YOUTH"',
+        "entitlement_scheme[0].rider_category",
+        "only travel_pass schemes have rider_category, not an allowance scheme",
+    ),
+    "allowance without categories": (
+        'categories = ["swimming", "gym", "pitch_hire", "studio_hire"]\n',
+        "",
+        "entitlement_scheme[0].categories",
+        "missing (required for an allowance scheme)",
+    ),
+    "unknown entitlement kind": (
+        'kind = "allowance"',
+        'kind = "voucher"',
+        "entitlement_scheme[0].kind",
+        "'voucher' is not one of allowance, travel_pass",
+    ),
+    "ages reversed": (
+        "max_age = 18",
+        "max_age = 10",
+        "entitlement_scheme[0].max_age",
+        "10 is less than min_age 11",
+    ),
+    "age over 130": (
+        "max_age = 130",
+        "max_age = 131",
+        "entitlement_scheme[1].max_age",
+        "131 is out of range (0 to 130)",
+    ),
+    "validity of no days": (
+        "validity_days = 1825",
+        "validity_days = 0",
+        "entitlement_scheme[1].validity_days",
+        "0 is out of range (at least 1)",
+    ),
+    "no residence areas": (
+        'areas = ["camden"]\nvalidity_days = 1825',
+        "areas = []\nvalidity_days = 1825",
+        "entitlement_scheme[1].areas",
+        "needs at least 1 entry",
+    ),
+    "misspelt entitlement key": (
+        "per_visit_limit_minor = 1000",
+        "per_visit_limit_minr = 1000",
+        "entitlement_scheme[0].per_visit_limit_minr",
+        "did you mean 'per_visit_limit_minor'?",
+    ),
+    "entitlement scheme of an operator": (
+        'id = "camden-senior-pass"\nfunder = "funder:camden"',
+        'id = "camden-senior-pass"\nfunder = "operator:BUSCO"',
+        "entitlement_scheme[1].funder",
+        "'operator:BUSCO' is an operator party, not a funder",
+    ),
+    "entitlement scheme before its council": (
+        "per_visit_limit_minor = 1000\neffective_from = 2025-01-01",
+        "per_visit_limit_minor = 1000\neffective_from = 2024-12-01",
+        "entitlement_scheme[0].funder",
+        "party 'funder:camden' is not in force on 2024-12-01",
+    ),
+    "off-peak rule without hours": (
+        'hours = [{ days = "Mon-Fri", from = "10:00", to = "16:00" }]\n',
+        "",
+        "reward_rule[2].hours",
+        "missing (required for an off_peak_travel rule)",
+    ),
+    "officer grant with hours": (
+        'credit = "stored_value"\nperiod = "month"',
+        'credit = "stored_value"\nperiod = "month"\n'
+        'hours = [{ days = "Sat", from = "10:00", to = "12:00" }]',
+        "reward_rule[0].hours",
+        "only off_peak_travel rules have hours, not an officer_grant rule",
+    ),
+    "officer grant paid by an operator": (
+        'id = "camden-volunteering"\nfunder = "funder:camden"',
+        'id = "camden-volunteering"\nfunder = "operator:BUSCO"',
+        "reward_rule[0].funder",
+        "'operator:BUSCO' is an operator party, not a funder: an officer_grant rule is paid "
+        "by a council (officers belong to councils)",
+    ),
+    "reward paid by a retailer": (
+        'funder = "operator:BUSCO"',
+        'funder = "retailer:cornershop"',
+        "reward_rule[2].funder",
+        "'retailer:cornershop' is a retailer party, not a funder or an operator",
+    ),
+    "reward to an entitlement without its scheme": (
+        'entitlement_scheme = "camden-youth-leisure"\n',
+        "",
+        "reward_rule[1].entitlement_scheme",
+        "missing (required for a rule crediting an entitlement)",
+    ),
+    "stored value reward naming a scheme": (
+        'credit = "stored_value"\nperiod = "month"',
+        'credit = "stored_value"\nentitlement_scheme = "camden-youth-leisure"\nperiod = "month"',
+        "reward_rule[0].entitlement_scheme",
+        "only rules crediting an entitlement have entitlement_scheme, "
+        "not a rule crediting stored_value",
+    ),
+    "reward to a travel pass": (
+        'entitlement_scheme = "camden-youth-leisure"',
+        'entitlement_scheme = "camden-senior-pass"',
+        "reward_rule[1].entitlement_scheme",
+        "'camden-senior-pass' is a travel_pass scheme: a reward credits only an allowance",
+    ),
+    "reward to an unknown scheme": (
+        'entitlement_scheme = "camden-youth-leisure"',
+        'entitlement_scheme = "camden-youth-sport"',
+        "reward_rule[1].entitlement_scheme",
+        "unknown entitlement scheme 'camden-youth-sport' (declared: camden-senior-pass, "
+        "camden-youth-leisure)",
+    ),
+    "reward outlasting its scheme": (
+        "per_visit_limit_minor = 1000\neffective_from = 2025-01-01",
+        "per_visit_limit_minor = 1000\neffective_from = 2025-01-01\neffective_to = 2026-01-01",
+        "reward_rule[1].entitlement_scheme",
+        "entitlement scheme 'camden-youth-leisure' is not in force on 2026-01-01",
+    ),
+    "reward of nothing": (
+        "amount_minor = 50\n",
+        "amount_minor = 0\n",
+        "reward_rule[2].amount_minor",
+        "0 is out of range (at least 1)",
+    ),
+    "reward period": (
+        'period = "day"',
+        'period = "week"',
+        "reward_rule[2].period",
+        "'week' is not one of day, month",
+    ),
+    "provider without categories": (
+        'categories = ["studio_hire"]\n',
+        "",
+        "party[8].categories",
+        "missing (required for a provider party)",
+    ),
+    "categories on an operator": (
+        'tier = "local"',
+        'tier = "local"\ncategories = ["gym"]',
+        "party[4].categories",
+        "only provider parties have categories, not an operator party",
+    ),
+    "areas on a retailer": (
+        'name = "Corner shop top-ups (example)"',
+        'name = "Corner shop top-ups (example)"\nareas = ["Z1"]',
+        "party[5].areas",
+        "only funder parties have areas, not a retailer party",
+    ),
+    "area unknown to the feed": (
+        'areas = ["Z1", "Z2"]',
+        'areas = ["Z1", "Z9"]',
+        "party[6].areas[1]",
+        "unknown area 'Z9' (the feed's areas: Z1, Z2)",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BENEFIT_EDITS.values(), ids=list(BAD_BENEFIT_EDITS))
+def test_bad_providers_entitlement_schemes_and_rewards_are_refused(
+    tmp_path: Path, case: tuple[str, ...]
+) -> None:
+    old, new, where, message = case
+    _refusal(_edited(tmp_path, old, new), where, message)
+
+
+def test_a_provider_refused_is_not_also_reported_as_an_unknown_category(tmp_path: Path) -> None:
+    path = _edited(tmp_path, 'categories = ["studio_hire"]', 'categories = "studio_hire"')
+
+    err = _refusal(path, "party[8].categories", "expected an array of text, got text")
+    assert [p.path for p in err.problems] == ["party[8].categories"]
+
+
+def test_a_reward_to_another_councils_scheme_is_refused(tmp_path: Path) -> None:
+    path = _edited(
+        tmp_path,
+        'id = "camden-youth-bonus"\nfunder = "funder:camden"',
+        'id = "camden-youth-bonus"\nfunder = "funder:islington"',
+    )
+    path.write_text(path.read_text(encoding="utf-8") + _ISLINGTON, encoding="utf-8")
+
+    err = _refusal(
+        path,
+        "reward_rule[1].entitlement_scheme",
+        "'camden-youth-leisure' is a scheme of funder:camden, not of the rule's funder "
+        "funder:islington: a reward credits an entitlement of its own funder",
+    )
+    assert [p.path for p in err.problems] == ["reward_rule[1].entitlement_scheme"]
+
+
+def test_an_entitlement_scheme_declared_twice_on_overlapping_dates_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = _appended(tmp_path, _YOUTH_2026.replace("2026-01-01", "2025-06-01"))
+
+    _refusal(
+        path,
+        "entitlement_scheme[2]",
+        "camden-youth-leisure from 2025-06-01 with no end overlaps entitlement_scheme[0] "
+        "(from 2025-01-01 with no end)",
+    )
+
+
+def test_a_reward_rule_declared_twice_on_overlapping_dates_is_refused(tmp_path: Path) -> None:
+    path = _appended(
+        tmp_path,
+        '\n[[reward_rule]]\nid = "camden-volunteering"\nfunder = "funder:camden"\n'
+        'name = "Volunteering, more"\nkind = "officer_grant"\namount_minor = 1000\n'
+        'credit = "stored_value"\nperiod = "month"\neffective_from = 2025-01-01\n'
+        "effective_to = 2025-02-01\n",
+    )
+
+    _refusal(
+        path,
+        "reward_rule[3]",
+        "camden-volunteering from 2025-01-01 until 2025-02-01 overlaps reward_rule[0]",
+    )
+
+
 @pytest.mark.parametrize(
     "iban",
     [
@@ -406,4 +791,5 @@ def test_the_annotated_example_in_the_docs_reads_the_same_as_the_file() -> None:
     doc = (ROOT / "docs" / "scheme.md").read_text(encoding="utf-8")
     copy = doc.split("## The example, annotated", 1)[1].split("```toml\n", 1)[1].split("```")[0]
 
+    assert copy == EXAMPLE.read_text(encoding="utf-8")
     assert tomllib.loads(copy) == tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
