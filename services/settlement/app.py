@@ -44,7 +44,7 @@ DEFAULT_FEED = REPO_ROOT / "examples" / "feeds" / "london"
 
 @dataclass
 class SettlementApp:
-    """The settlement service: journeys and top-ups consumer + SettlementService gRPC
+    """The settlement service: journeys, top-ups and benefits consumer + SettlementService gRPC
     (mutual TLS: every caller is a party or the operations role)."""
 
     settings: ServiceSettings
@@ -76,12 +76,12 @@ class SettlementApp:
         self.ledger = LedgerRepository(await resources.postgres(MIGRATIONS), self.scheme)
         await resources.topics([s.topics.statements])
         producer = await resources.producer()
-        consumed = [s.topics.journeys, s.topics.topups]
+        consumed = [s.topics.journeys, s.topics.topups, s.topics.benefits]
         await resources.topics(consumed)
         lag = GroupLag(s.endpoints.kafka_bootstrap, s.consumer_group, *consumed)
         resources.on_close("group lag probe", lag.stop)
         await lag.start()
-        self.poster = JourneyPoster(self.ledger, s.topics.topups)
+        self.poster = JourneyPoster(self.ledger, s.topics.topups, s.topics.benefits)
         self.loop = await resources.consume(
             self.poster, topics=consumed, commits=KafkaCommits(), producer=producer
         )

@@ -68,6 +68,9 @@ _CHUNK = 256 * 1024  # bytes of lines handed to the writer thread at a time
 _IN_FLIGHT = 16  # blocks handed to PeriodFileSets' writer thread and not yet written
 _JOURNEY = LineSource.JOURNEY.value.encode()
 _TOP_UP = LineSource.TOP_UP.value.encode()
+_REDEMPTION = LineSource.REDEMPTION.value.encode()
+_REWARD = LineSource.REWARD.value.encode()
+_SOURCES = ", ".join(source.value for source in LineSource)
 _EMPTY: Mapping[str, bytes] = MappingProxyType({})
 
 
@@ -271,6 +274,8 @@ class _OpenSet:
         "party_q",
         "pending",
         "pending_size",
+        "redemptions",
+        "rewards",
         "size",
         "source",
         "source_id",
@@ -300,6 +305,8 @@ class _OpenSet:
         self.adjustment_lines = 0
         self.journeys = 0
         self.top_ups = 0
+        self.redemptions = 0
+        self.rewards = 0
         self.unlisted = 0  # the party's movements that make no line (net 0, no basis)
 
     def totals(self, period_id: str, currency: str) -> SummaryTotals:
@@ -313,6 +320,8 @@ class _OpenSet:
             adjustment_lines=self.adjustment_lines,
             journeys=self.journeys,
             top_ups=self.top_ups,
+            redemptions=self.redemptions,
+            rewards=self.rewards,
         )
 
 
@@ -449,8 +458,12 @@ class PeriodFileSets:
                     opened.journeys += 1
                 elif source == _TOP_UP:
                     opened.top_ups += 1
+                elif source == _REDEMPTION:
+                    opened.redemptions += 1
+                elif source == _REWARD:
+                    opened.rewards += 1
                 else:
-                    raise self._refused(opened, source, source_id, "not journey or top_up")
+                    raise self._refused(opened, source, source_id, f"not one of {_SOURCES}")
                 if source_id != self._last_id:
                     self._last_id = source_id
                     self._last_id_q = quoted_field(source_id)

@@ -1,4 +1,4 @@
-"""Decode the events settlement consumes: priced journeys and top-ups."""
+"""Decode the events settlement consumes: priced journeys, top-ups and benefit postings."""
 
 from __future__ import annotations
 
@@ -10,13 +10,18 @@ from google.protobuf.message import DecodeError
 from clearway.common.v1 import money_pb2
 from clearway.events.v1 import events_pb2
 from clearway.money import Money
-from services.settlement.domain.errors import InvalidJourneyError
+from services.settlement.domain.benefits import BenefitKind, BenefitPosting
+from services.settlement.domain.errors import InvalidBenefitPostingError, InvalidJourneyError
 from services.settlement.domain.periods import parse_period_id
 from services.settlement.domain.settle import InvalidTopUpError, JourneyBasis, Leg
 from services.settlement.domain.top_ups import TopUpSale
 
 # Operator ids become file names and CSV fields: keep them plain.
 _OPERATOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_BENEFIT_KINDS = {
+    events_pb2.BenefitPosting.KIND_REDEMPTION: BenefitKind.REDEMPTION,
+    events_pb2.BenefitPosting.KIND_REWARD: BenefitKind.REWARD,
+}
 
 
 def _money(field: str, value: money_pb2.Money) -> Money:
@@ -118,3 +123,39 @@ def decode_top_up(value: bytes | None) -> TopUpSale:
     except ValueError as exc:
         raise InvalidTopUpError("INVALID_TOP_UP", str(exc)) from None
     return TopUpSale(event.top_up_id, event.retailer_id, amount, day)
+
+
+def decode_benefit(value: bytes | None) -> BenefitPosting:
+    """The benefit posting in a Kafka record value; InvalidBenefitPostingError with a code
+    if not."""
+    if not value:
+        raise InvalidBenefitPostingError("EMPTY_MESSAGE", "record has no value")
+    event = events_pb2.BenefitPosting()
+    try:
+        event.ParseFromString(value)
+    except DecodeError as exc:
+        raise InvalidBenefitPostingError("UNDECODABLE", f"not a BenefitPosting: {exc}") from None
+    kind = _BENEFIT_KINDS.get(event.kind)
+    if kind is None:
+        raise InvalidBenefitPostingError("UNKNOWN_KIND", f"kind {event.kind}")
+    if not event.HasField("amount") or not event.amount.currency:
+        raise InvalidBenefitPostingError("MISSING_AMOUNT", "amount (with its currency) is missing")
+    try:
+        amount = Money(event.amount.amount_minor, event.amount.currency)
+    except ValueError as exc:
+        raise InvalidBenefitPostingError("INVALID_AMOUNT", str(exc)) from None
+    try:
+        day = parse_period_id(event.service_day)
+    except ValueError as exc:
+        raise InvalidBenefitPostingError("INVALID_SERVICE_DAY", str(exc)) from None
+    return BenefitPosting(
+        posting_id=event.posting_id,
+        kind=kind,
+        funder_id=event.funder_id,
+        amount=amount,
+        service_day=day,
+        provider_id=event.provider_id,
+        entitlement_scheme_id=event.entitlement_scheme_id,
+        category=event.category,
+        reward_rule_id=event.reward_rule_id,
+    )

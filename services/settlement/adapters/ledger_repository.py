@@ -1,9 +1,10 @@
 """The ledger, periods and settlement file sets in PostgreSQL (the service's own schema).
 
 Every flow posts a balanced set of entries, idempotently by source event and revision:
-a journey revision (charges, shares, fees, reimbursements) or a top-up (amount,
-commission). What each posting was computed from (its *basis*) is kept next to the
-entries, so a period's settlement files can say for every line why it is what it is.
+a journey revision (charges, shares, fees, reimbursements), a top-up (amount,
+commission) or a benefit posting (a redemption at a provider, a reward). What each
+posting was computed from (its *basis*) is kept next to the entries, so a period's
+settlement files can say for every line why it is what it is.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncpg
 from clearway.db import migrate
 from clearway.money import Money
 from clearway.scheme.model import Scheme
+from services.settlement.domain.benefits import BenefitPosting
 from services.settlement.domain.errors import InvalidJourneyError
 from services.settlement.domain.ledger import LedgerEntry, postings_for_settlement
 from services.settlement.domain.periods import posting_period
@@ -28,19 +30,23 @@ from services.settlement.domain.settle import (
     JourneyBasis,
     Position,
     Settlement,
+    benefit_position,
     settle_journey,
     top_up_position,
 )
 from services.settlement.domain.settlement_files import (
+    BENEFIT_SOURCES,
     LINE_PARTS,
     LineRecord,
     LineSource,
+    benefit_source_columns,
     format_instant,
     format_legs,
     journey_columns,
     parse_instant,
     parse_legs,
     record_basis_columns,
+    record_source_columns,
     source_columns,
     top_up_columns,
 )
@@ -151,6 +157,13 @@ MIGRATIONS = [
         (period_id, source COLLATE "C", journey_id COLLATE "C", party_id COLLATE "C",
          account COLLATE "C") INCLUDE (revision, amount_minor);
     """,
+    # v5: benefit postings (redemptions, rewards; sources 'redemption' and 'reward', their
+    # positions keyed 'benefit:<posting id>'). lines.csv gains six source columns after
+    # `retailer` (benefit_amount_minor to reward_rule): every basis rendered before is a
+    # journey's or a top-up's, so its rendered tail gains them empty.
+    """
+    UPDATE bases SET line_tail = line_tail || ',,,,,,' WHERE line_tail IS NOT NULL;
+    """,
 ]
 
 # A period's lines in one pass (LedgerRepository.copy_period_lines): the entries grouped
@@ -246,7 +259,7 @@ class _LegacyColumns:
                 int(row[part["amount_minor"]]),
                 row[self._TAIL].decode(),
             )
-            tail = source_columns(record.top_up_amount_minor, record.retailer)
+            tail = record_source_columns(record)
             self._rendered = (record_basis_columns(record).encode(), tail.encode())
             self._last = key
         return self._rendered
@@ -257,9 +270,11 @@ _SELECT_ENTRIES = (
     " description FROM ledger_entries"
 )
 
-Item = JourneyBasis | TopUpSale
-_TOP_UP_COLUMNS = top_up_columns()
+Item = JourneyBasis | TopUpSale | BenefitPosting
+_NO_BASIS_COLUMNS = top_up_columns()  # a top-up's or a benefit posting's lines
 _JOURNEY_TAIL = source_columns(None, "")
+# A posting id is posted once, whatever its kind (one position key for both sources).
+_BENEFIT_POSITION_PREFIX = "benefit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +283,7 @@ class _StoredBasis:
 
     document: str
     line_columns: str  # basis_columns: method to legs
-    line_tail: str  # source_columns: top_up_amount_minor, retailer
+    line_tail: str  # source_columns: top_up_amount_minor to reward_rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,12 +330,43 @@ def _source_of(item: Item) -> tuple[str, str, int]:
     """(source, source id, revision) of a posting."""
     if isinstance(item, TopUpSale):
         return (LineSource.TOP_UP.value, item.top_up_id, 1)
+    if isinstance(item, BenefitPosting):
+        return (LineSource(item.kind.value).value, item.posting_id, 1)
     return (LineSource.JOURNEY.value, item.journey_id, item.revision)
 
 
 def _position_key(source: str, source_id: str) -> str:
-    """The key of a source in journey_positions (journeys keep their plain ids)."""
-    return source_id if source == LineSource.JOURNEY.value else f"{source}:{source_id}"
+    """The key of a source in journey_positions (journeys keep their plain ids; both
+    kinds of benefit posting share `benefit:<posting id>`)."""
+    if source == LineSource.JOURNEY.value:
+        return source_id
+    prefix = _BENEFIT_POSITION_PREFIX if source in BENEFIT_SOURCES else source
+    return f"{prefix}:{source_id}"
+
+
+def _once(
+    what: str,
+    item: TopUpSale | BenefitPosting,
+    position: Position,
+    held: Mapping[tuple[str, str], Money],
+) -> list[LedgerEntry]:
+    """The entries that move a source posted once (a top-up, a benefit posting) from
+    `held` to `position`, dated by its service day; non-zero only."""
+    source_id = item.top_up_id if isinstance(item, TopUpSale) else item.posting_id
+    zero = Money.zero(item.amount.currency)
+    posted = [
+        LedgerEntry(
+            item.service_day.isoformat(),
+            source_id,
+            1,
+            party,
+            account,
+            amount - held.get((party, account), zero),
+            f"{account.replace('_', ' ')} of {what}",
+        )
+        for (party, account), amount in sorted(position.items())
+    ]
+    return [e for e in posted if e.amount.amount_minor]
 
 
 def _targets(position: Mapping[tuple[str, str], Money]) -> dict[str, int]:
@@ -368,6 +414,23 @@ def top_up_basis_document(sale: TopUpSale, position: Position) -> str:
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
 
 
+def benefit_basis_document(posting: BenefitPosting, position: Position) -> str:
+    """What a benefit posting's postings were computed from, as stored (canonical JSON)."""
+    document = {
+        "source": LineSource(posting.kind.value).value,
+        "currency": posting.amount.currency,
+        "service_day": posting.service_day.isoformat(),
+        "amount": posting.amount.amount_minor,
+        "funder": posting.funder_id,
+        "provider": posting.provider_id,
+        "entitlement_scheme": posting.entitlement_scheme_id,
+        "category": posting.category,
+        "reward_rule": posting.reward_rule_id,
+        "targets": _targets(position),
+    }
+    return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
 def line_record(  # noqa: PLR0917 - one line's columns
     period_id: str,
     party_id: str,
@@ -401,6 +464,17 @@ def line_record(  # noqa: PLR0917 - one line's columns
             retailer=basis["retailer"],
             **common,
         )
+    if basis["source"] in BENEFIT_SOURCES:
+        return LineRecord(
+            source=LineSource(basis["source"]),
+            benefit_amount_minor=int(basis["amount"]),
+            funder=basis["funder"],
+            provider=basis["provider"],
+            entitlement_scheme=basis["entitlement_scheme"],
+            category=basis["category"],
+            reward_rule=basis["reward_rule"],
+            **common,
+        )
     weight = basis["weights"].get(party_id)
     return LineRecord(
         source=LineSource.JOURNEY,
@@ -432,13 +506,13 @@ class LedgerRepository:
         return await migrate(self._pool, MIGRATIONS)
 
     async def post(self, item: Item) -> PostResult:
-        """Post one journey revision or top-up (see `post_many`)."""
+        """Post one journey revision, top-up or benefit posting (see `post_many`)."""
         return (await self.post_many([item]))[0]
 
     async def post_many(self, items: Sequence[Item]) -> list[PostResult]:
-        """Post journey revisions and top-ups, in order, in one transaction: for each,
-        the difference between its target position under the scheme and what already
-        stands for its source.
+        """Post journey revisions, top-ups and benefit postings, in order, in one
+        transaction: for each, the difference between its target position under the
+        scheme and what already stands for its source.
 
         A revision not newer than the latest one processed for its source (a replay, or
         an out-of-date revision) adds nothing; a newer one is recorded as processed even
@@ -507,26 +581,20 @@ class LedgerRepository:
         service day (the caller moves them to the period they post into), and its basis."""
         if isinstance(item, TopUpSale):
             position = top_up_position(self.scheme, item.service_day, item.retailer_id, item.amount)
-            day = item.service_day.isoformat()
-            zero = Money.zero(item.amount.currency)
-            posted = [
-                LedgerEntry(
-                    day,
-                    item.top_up_id,
-                    1,
-                    party,
-                    account,
-                    amount - held.get((party, account), zero),
-                    f"{account.replace('_', ' ')} of top-up {item.top_up_id}",
-                )
-                for (party, account), amount in sorted(position.items())
-            ]
             basis = _StoredBasis(
                 top_up_basis_document(item, position),
-                _TOP_UP_COLUMNS,
+                _NO_BASIS_COLUMNS,
                 source_columns(item.amount.amount_minor, item.retailer_id),
             )
-            return [e for e in posted if e.amount.amount_minor], basis
+            return _once(f"top-up {item.top_up_id}", item, position, held), basis
+        if isinstance(item, BenefitPosting):
+            position = benefit_position(self.scheme, item.service_day, item)
+            basis = _StoredBasis(
+                benefit_basis_document(item, position),
+                _NO_BASIS_COLUMNS,
+                benefit_source_columns(item),
+            )
+            return _once(f"{item.kind.value} {item.posting_id}", item, position, held), basis
         settlement = settle_journey(self.scheme, item)
         posted = postings_for_settlement(
             item.journey_id, item.revision, None, settlement, standing=held

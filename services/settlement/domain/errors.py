@@ -50,3 +50,12 @@ class ConsumerLaggingError(SettlementError):
 
     code = "CONSUMER_LAGGING"
     kind = ErrorKind.UNAVAILABLE
+
+
+class InvalidBenefitPostingError(SettlementError):
+    """A benefit posting (a redemption or a reward) that cannot be settled; `code` says
+    why."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}", code=code)
+        self.detail = detail

@@ -68,7 +68,8 @@ from clearway.scheme.model import (
     Scheme,
 )
 
-from .errors import InvalidJourneyError, SettlementError
+from .benefits import BenefitKind, BenefitPosting
+from .errors import InvalidBenefitPostingError, InvalidJourneyError, SettlementError
 
 TRAVELLER_CHARGES = "traveller_charges"  # scheme: what travellers were charged
 CLEARING_FEES = "clearing_fees"  # scheme: fees earned; operator: fees paid
@@ -78,6 +79,12 @@ TOP_UPS_SOLD = "top_ups_sold"  # retailer: top-ups it collected and owes
 COMMISSION = "commission"  # retailer: commission it earned
 TRAVELLER_FLOAT = "traveller_float"  # scheme: stored value owed to travellers
 COMMISSION_PAID = "commission_paid"  # scheme: commission paid to retailers
+# Benefits (docs/benefits.md): a council pays for what its entitlements buy at providers
+# and for rewards credited to stored value (which the scheme then holds for the traveller,
+# in traveller_float, as it holds top-ups).
+VOUCHERS_FUNDED = "vouchers_funded"  # funder: redemptions at providers it owes
+VOUCHER_REDEMPTIONS = "voucher_redemptions"  # provider: redemptions it is owed
+REWARDS_FUNDED = "rewards_funded"  # funder or operator: rewards it owes the traveller float
 
 DEFAULT_RULE_ID = "default"
 """The `method_rule_id` of a journey no method rule matched."""
@@ -282,6 +289,47 @@ def top_up_position(scheme: Scheme, day: date, retailer_id: str, amount: Money) 
         (scheme_id, TRAVELLER_FLOAT): amount,
         (scheme_id, COMMISSION_PAID): -commission,
     }
+    return {key: value for key, value in position.items() if value.amount_minor != 0}
+
+
+def benefit_position(scheme: Scheme, day: date, posting: BenefitPosting) -> Position:
+    """Where the ledger stands after `posting`, under the parties in force on `day`: a
+    redemption makes its funder (a council) owe the provider the amount; a reward makes its
+    funder (a council or an operator) owe the scheme's traveller float the amount. Zero
+    entries omitted; sums to zero."""
+    amount = posting.amount
+    if amount.currency != scheme.currency:
+        raise InvalidBenefitPostingError(
+            "CURRENCY_MISMATCH",
+            f"{posting.kind} in {amount.currency}, scheme {scheme.scheme_id} settles in"
+            f" {scheme.currency}",
+        )
+    funder = scheme.party(posting.funder_id, day)
+    if posting.kind is BenefitKind.REDEMPTION:
+        if funder is None or funder.kind is not PartyKind.FUNDER:
+            raise InvalidBenefitPostingError(
+                "UNKNOWN_FUNDER", f"no funder {posting.funder_id} on {day}"
+            )
+        provider = scheme.party(posting.provider_id, day)
+        if provider is None or provider.kind is not PartyKind.PROVIDER:
+            raise InvalidBenefitPostingError(
+                "UNKNOWN_PROVIDER", f"no provider {posting.provider_id} on {day}"
+            )
+        position: Position = {
+            (funder.party_id, VOUCHERS_FUNDED): -amount,
+            (provider.party_id, VOUCHER_REDEMPTIONS): amount,
+        }
+    elif posting.kind is BenefitKind.REWARD:
+        if funder is None or funder.kind not in (PartyKind.FUNDER, PartyKind.OPERATOR):
+            raise InvalidBenefitPostingError(
+                "UNKNOWN_FUNDER", f"no funder or operator {posting.funder_id} on {day}"
+            )
+        position = {
+            (funder.party_id, REWARDS_FUNDED): -amount,
+            (scheme.scheme_party(day).party_id, TRAVELLER_FLOAT): amount,
+        }
+    else:
+        raise InvalidBenefitPostingError("UNKNOWN_KIND", f"kind {posting.kind!r}")
     return {key: value for key, value in position.items() if value.amount_minor != 0}
 
 

@@ -3,8 +3,9 @@
 Pure: records, renderings and checks, no file I/O (adapters/file_sets.py writes them,
 entrypoints/verify_cli.py reads them). Per party and period a set holds:
 - `lines.csv`: one line per (source, account) of the party in the period, where a source
-  is a journey (its net movement in the period) or a top-up, with everything the party
-  needs to recompute the line's target from the published scheme file;
+  is a journey (its net movement in the period), a top-up, or a benefit posting (a
+  redemption at a provider, a reward), with everything the party needs to recompute the
+  line's target from the published scheme file;
 - `summary.json`: totals and counts of the lines, and the party's payment;
 - `manifest.json`: the sha256 and size of every other file; `manifest.sig` signs it.
 The scheme party's set also holds `pain.001.xml`, the period's credit transfers.
@@ -29,15 +30,20 @@ from zoneinfo import ZoneInfo
 from clearway.money import Money
 from clearway.scheme.model import BankAccount, Party, PartyKind, Scheme
 
+from .benefits import BenefitKind, BenefitPosting
 from .errors import SettlementError
 from .settle import (
     CLEARING_FEES,
     COMMISSION,
     COMMISSION_PAID,
     CONCESSION_REIMBURSEMENTS,
+    REWARDS_FUNDED,
+    VOUCHER_REDEMPTIONS,
+    VOUCHERS_FUNDED,
     JourneyBasis,
     Leg,
     Settlement,
+    benefit_position,
     settle_journey,
     top_up_position,
 )
@@ -79,12 +85,22 @@ COLUMNS: tuple[str, ...] = (
     "weight",
     "top_up_amount_minor",
     "retailer",
+    "benefit_amount_minor",
+    "funder",
+    "provider",
+    "entitlement_scheme",
+    "category",
+    "reward_rule",
 )
+# The columns of lines.csv written before benefit postings: such a file still reads, its
+# lines without the benefit columns (empty), and the verifier checks its summary as it was
+# written then (without the benefit totals and counts).
+PRE_BENEFIT_COLUMNS = COLUMNS[: COLUMNS.index("benefit_amount_minor")]
 
 # A row of lines.csv from its parts, rendered: line number; period_id, party_id, account,
 # source, source_id, service_day, revision; amount, previous and target (integers); then
 # currency, the basis columns (`basis_columns`: method to legs), the weight and the source
-# columns (`source_columns`: top_up_amount_minor, retailer). csv_line and the close's
+# columns (`source_columns`: top_up_amount_minor to reward_rule). csv_line and the close's
 # writer (adapters/file_sets.py) both render rows with it.
 LINE_FORMAT = b"%d,%s,%s,%s,%s,%s,%s,%s,%d,%d,%d,%s,%s,%s,%s\n"
 
@@ -128,6 +144,11 @@ class LineSource(StrEnum):
 
     JOURNEY = "journey"
     TOP_UP = "top_up"
+    REDEMPTION = "redemption"  # a benefit posting of that kind (BenefitKind)
+    REWARD = "reward"
+
+
+BENEFIT_SOURCES = frozenset({LineSource.REDEMPTION, LineSource.REWARD})
 
 
 class PaymentDirection(StrEnum):
@@ -142,8 +163,10 @@ class PaymentDirection(StrEnum):
 class LineRecord:
     """One line of `lines.csv`; see COLUMNS and docs/settlement.md for each field.
 
-    Journey-only fields are None/"" on top-up lines and the reverse. `legs` keep agency,
-    network, distance and fares; leg ids are not carried (settlement does not use them).
+    Journey-only fields are None/"" on other lines, top-up fields on lines that are not a
+    top-up's, benefit fields on lines that are not a benefit posting's. `legs` keep
+    agency, network, distance and fares; leg ids are not carried (settlement does not use
+    them).
     """
 
     period_id: str
@@ -171,6 +194,12 @@ class LineRecord:
     weight: Fraction | None = None
     top_up_amount_minor: int | None = None
     retailer: str = ""
+    benefit_amount_minor: int | None = None  # the posting's amount
+    funder: str = ""  # the party that pays for the redemption or reward
+    provider: str = ""  # a redemption's provider
+    entitlement_scheme: str = ""
+    category: str = ""
+    reward_rule: str = ""
     line: int = 0  # 1-based; set by the writer, read back by parse_csv_line
 
     @property
@@ -207,7 +236,7 @@ def csv_line(record: LineRecord, line: int | None = None) -> str:
         q(record.currency).encode(),
         record_basis_columns(record).encode(),
         format_weight(record.weight).encode(),
-        source_columns(record.top_up_amount_minor, record.retailer).encode(),
+        record_source_columns(record).encode(),
     )
     return row.decode()
 
@@ -283,7 +312,8 @@ def journey_columns(basis: JourneyBasis, settlement: Settlement) -> str:
 
 
 def top_up_columns() -> str:
-    """`basis_columns` of a top-up's lines: a top-up has none of them."""
+    """`basis_columns` of a top-up's lines: a top-up has none of them (nor has a benefit
+    posting)."""
     return basis_columns(
         method="",
         method_rule="",
@@ -299,10 +329,62 @@ def top_up_columns() -> str:
     )
 
 
-def source_columns(top_up_amount_minor: int | None, retailer: str) -> str:
-    """The columns `top_up_amount_minor` and `retailer` of a line, rendered (a journey's
-    lines: `None, ""`)."""
-    return f"{_opt_int(top_up_amount_minor)},{_quoted(retailer)}"
+def source_columns(
+    top_up_amount_minor: int | None,
+    retailer: str,
+    *,
+    benefit_amount_minor: int | None = None,
+    funder: str = "",
+    provider: str = "",
+    entitlement_scheme: str = "",
+    category: str = "",
+    reward_rule: str = "",
+) -> str:
+    """The columns `top_up_amount_minor` to `reward_rule` of a line, rendered: a top-up's
+    amount and retailer, then a benefit posting's amount, funder, provider, entitlement
+    scheme, category and reward rule (a journey's lines: none of them)."""
+    q = _quoted
+    return ",".join(
+        (
+            _opt_int(top_up_amount_minor),
+            q(retailer),
+            _opt_int(benefit_amount_minor),
+            q(funder),
+            q(provider),
+            q(entitlement_scheme),
+            q(category),
+            q(reward_rule),
+        )
+    )
+
+
+def record_source_columns(record: LineRecord) -> str:
+    """`source_columns` of a line record."""
+    return source_columns(
+        record.top_up_amount_minor,
+        record.retailer,
+        benefit_amount_minor=record.benefit_amount_minor,
+        funder=record.funder,
+        provider=record.provider,
+        entitlement_scheme=record.entitlement_scheme,
+        category=record.category,
+        reward_rule=record.reward_rule,
+    )
+
+
+def benefit_source_columns(posting: BenefitPosting) -> str:
+    """`source_columns` of every line of benefit posting `posting` (the same values
+    `benefit_lines` puts on its records)."""
+    return source_columns(
+        None,
+        "",
+        benefit_amount_minor=posting.amount.amount_minor,
+        funder=posting.funder_id,
+        provider=posting.provider_id,
+        entitlement_scheme=posting.entitlement_scheme_id,
+        category=posting.category,
+        reward_rule=posting.reward_rule_id,
+    )
 
 
 def format_weight(weight: Fraction | None) -> str:
@@ -318,15 +400,21 @@ def quoted_field(value: bytes) -> bytes:
     return value
 
 
-def parse_csv_header(row: Sequence[str]) -> None:
-    """Raise SettlementFileError unless `row` is the header this module writes."""
-    if tuple(row) != COLUMNS:
-        raise SettlementFileError(f"unexpected header: {','.join(row)[:200]}")
+def parse_csv_header(row: Sequence[str]) -> tuple[str, ...]:
+    """The columns of a lines.csv whose header is `row`: COLUMNS, or PRE_BENEFIT_COLUMNS
+    for a file written before benefit postings; SettlementFileError for any other."""
+    for columns in (COLUMNS, PRE_BENEFIT_COLUMNS):
+        if tuple(row) == columns:
+            return columns
+    raise SettlementFileError(f"unexpected header: {','.join(row)[:200]}")
 
 
 def parse_csv_line(row: Sequence[str]) -> LineRecord:
-    """The record of one lines.csv row (as split by `csv.reader`); SettlementFileError
-    names the column that cannot be read."""
+    """The record of one lines.csv row (as split by `csv.reader`; a row of a file written
+    before benefit postings reads with empty benefit columns); SettlementFileError names
+    the column that cannot be read."""
+    if len(row) == len(PRE_BENEFIT_COLUMNS):
+        row = [*row, *[""] * (len(COLUMNS) - len(PRE_BENEFIT_COLUMNS))]
     if len(row) != len(COLUMNS):
         raise SettlementFileError(f"{len(row)} columns, expected {len(COLUMNS)}")
     col = dict(zip(COLUMNS, row, strict=True))
@@ -359,6 +447,12 @@ def parse_csv_line(row: Sequence[str]) -> LineRecord:
             weight=_fraction(col["weight"]),
             top_up_amount_minor=_opt(col, "top_up_amount_minor"),
             retailer=col["retailer"],
+            benefit_amount_minor=_opt(col, "benefit_amount_minor"),
+            funder=col["funder"],
+            provider=col["provider"],
+            entitlement_scheme=col["entitlement_scheme"],
+            category=col["category"],
+            reward_rule=col["reward_rule"],
         )
     except SettlementFileError:
         raise
@@ -503,6 +597,34 @@ def top_up_lines(
     ]
 
 
+def benefit_lines(scheme: Scheme, period_id: str, posting: BenefitPosting) -> list[LineRecord]:
+    """The lines, of every party, of benefit posting `posting` (a redemption: its funder's
+    and its provider's; a reward: its funder's and the scheme's traveller float)."""
+    position = benefit_position(scheme, posting.service_day, posting)
+    return [
+        LineRecord(
+            period_id=period_id,
+            party_id=party_id,
+            account=account,
+            source=LineSource(posting.kind.value),
+            source_id=posting.posting_id,
+            service_day=posting.service_day,
+            revision=1,
+            amount_minor=value.amount_minor,
+            previous_minor=0,
+            target_minor=value.amount_minor,
+            currency=value.currency,
+            benefit_amount_minor=posting.amount.amount_minor,
+            funder=posting.funder_id,
+            provider=posting.provider_id,
+            entitlement_scheme=posting.entitlement_scheme_id,
+            category=posting.category,
+            reward_rule=posting.reward_rule_id,
+        )
+        for (party_id, account), value in sorted(position.items())
+    ]
+
+
 # -- summary.json ----------------------------------------------------------------------
 
 
@@ -519,11 +641,19 @@ class SummaryTotals:
     fees_minor: int = 0
     commission_minor: int = 0
     reimbursements_minor: int = 0
+    vouchers_redeemed_minor: int = 0
+    vouchers_funded_minor: int = 0
+    rewards_funded_minor: int = 0
     net_minor: int = 0
     lines: int = 0
     journeys: int = 0
     top_ups: int = 0
+    redemptions: int = 0
+    rewards: int = 0
     adjustment_lines: int = 0
+    # False only for a set written before benefit postings (see PRE_BENEFIT_COLUMNS): its
+    # summary has no benefit totals and counts.
+    with_benefits: bool = True
     _last_source: tuple[str, str] | None = None
 
     def add(self, record: LineRecord) -> None:
@@ -543,13 +673,26 @@ class SummaryTotals:
             self.commission_minor += amount
         elif record.account == CONCESSION_REIMBURSEMENTS:
             self.reimbursements_minor += amount
+        elif record.account == VOUCHER_REDEMPTIONS:
+            self.vouchers_redeemed_minor += amount
+        elif record.account == VOUCHERS_FUNDED:
+            self.vouchers_funded_minor += amount
+        elif record.account == REWARDS_FUNDED:
+            self.rewards_funded_minor += amount
         source = (record.source.value, record.source_id)
         if source != self._last_source:
             self._last_source = source
-            if record.source is LineSource.JOURNEY:
-                self.journeys += 1
-            else:
-                self.top_ups += 1
+            self._count_source(record.source)
+
+    def _count_source(self, source: LineSource) -> None:
+        if source is LineSource.JOURNEY:
+            self.journeys += 1
+        elif source is LineSource.TOP_UP:
+            self.top_ups += 1
+        elif source is LineSource.REDEMPTION:
+            self.redemptions += 1
+        else:
+            self.rewards += 1
 
     @classmethod
     def of_sums(
@@ -563,6 +706,8 @@ class SummaryTotals:
         adjustment_lines: int,
         journeys: int,
         top_ups: int,
+        redemptions: int = 0,
+        rewards: int = 0,
     ) -> SummaryTotals:
         """The totals `add` reaches over lines whose amounts sum to `accounts` per account
         (`adjustments_minor` of them on lines of earlier service days), from the counts."""
@@ -576,10 +721,15 @@ class SummaryTotals:
             fees_minor=accounts.get(CLEARING_FEES, 0),
             commission_minor=accounts.get(COMMISSION, 0) + accounts.get(COMMISSION_PAID, 0),
             reimbursements_minor=accounts.get(CONCESSION_REIMBURSEMENTS, 0),
+            vouchers_redeemed_minor=accounts.get(VOUCHER_REDEMPTIONS, 0),
+            vouchers_funded_minor=accounts.get(VOUCHERS_FUNDED, 0),
+            rewards_funded_minor=accounts.get(REWARDS_FUNDED, 0),
             net_minor=net,
             lines=lines,
             journeys=journeys,
             top_ups=top_ups,
+            redemptions=redemptions,
+            rewards=rewards,
             adjustment_lines=adjustment_lines,
         )
 
@@ -613,6 +763,20 @@ def payment_for(scheme_id: str, period_id: str, party: Party, net: Money) -> Pay
 def render_summary(scheme_id: str, party: Party, period_id: str, totals: SummaryTotals) -> bytes:
     """summary.json: canonical JSON (sorted keys, indent 2, ASCII, trailing newline)."""
     payment = payment_for(scheme_id, period_id, party, totals.net)
+    counts = {
+        "lines": totals.lines,
+        "journeys": totals.journeys,
+        "top_ups": totals.top_ups,
+        "adjustment_lines": totals.adjustment_lines,
+    }
+    benefits = {}
+    if totals.with_benefits:
+        counts |= {"redemptions": totals.redemptions, "rewards": totals.rewards}
+        benefits = {
+            "vouchers_redeemed_minor": totals.vouchers_redeemed_minor,
+            "vouchers_funded_minor": totals.vouchers_funded_minor,
+            "rewards_funded_minor": totals.rewards_funded_minor,
+        }
     document = {
         "format": SUMMARY_FORMAT,
         "scheme_id": scheme_id,
@@ -626,13 +790,9 @@ def render_summary(scheme_id: str, party: Party, period_id: str, totals: Summary
         "fees_minor": totals.fees_minor,
         "commission_minor": totals.commission_minor,
         "reimbursements_minor": totals.reimbursements_minor,
+        **benefits,
         "net_minor": totals.net_minor,
-        "counts": {
-            "lines": totals.lines,
-            "journeys": totals.journeys,
-            "top_ups": totals.top_ups,
-            "adjustment_lines": totals.adjustment_lines,
-        },
+        "counts": counts,
         "payment": {
             "direction": payment.direction.value,
             "amount_minor": payment.amount.amount_minor,
@@ -918,6 +1078,8 @@ class LineChecker:
         try:
             if record.source is LineSource.TOP_UP:
                 found += self._top_up(record)
+            elif record.source in BENEFIT_SOURCES:
+                found += self._benefit(record)
             else:
                 found += self._journey(record)
         except SettlementError as exc:
@@ -934,6 +1096,31 @@ class LineChecker:
             return [
                 f"target {record.target_minor} but the basis gives {expected.amount_minor}"
                 f" (top-up {record.top_up_amount_minor} at {record.retailer})"
+            ]
+        return []
+
+    def _benefit(self, record: LineRecord) -> list[str]:
+        if record.benefit_amount_minor is None or not record.funder:
+            return [f"a {record.source.value} line needs benefit_amount_minor and funder"]
+        posting = BenefitPosting(
+            posting_id=record.source_id,
+            kind=BenefitKind(record.source.value),
+            funder_id=record.funder,
+            amount=Money(record.benefit_amount_minor, record.currency),
+            service_day=record.service_day,
+            provider_id=record.provider,
+            entitlement_scheme_id=record.entitlement_scheme,
+            category=record.category,
+            reward_rule_id=record.reward_rule,
+        )
+        position = benefit_position(self.scheme, record.service_day, posting)
+        expected = position.get((record.party_id, record.account), Money.zero(record.currency))
+        if expected.amount_minor != record.target_minor:
+            payee = record.provider or "the traveller float"
+            return [
+                f"target {record.target_minor} but the basis gives {expected.amount_minor}"
+                f" ({record.source.value} {record.benefit_amount_minor} from {record.funder}"
+                f" to {payee})"
             ]
         return []
 
@@ -1032,7 +1219,8 @@ def _source(text: str) -> LineSource:
     try:
         return LineSource(text)
     except ValueError:
-        raise SettlementFileError(f"source {text!r} is not journey or top_up") from None
+        sources = ", ".join(source.value for source in LineSource)
+        raise SettlementFileError(f"source {text!r} is not one of {sources}") from None
 
 
 def _day(text: str) -> date:

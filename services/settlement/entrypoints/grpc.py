@@ -74,6 +74,9 @@ class SettlementServicer(settlement_pb2_grpc.SettlementServiceServicer):
             total_fees=_money(totals["fees"]),
             total_commission=_money(totals["commission"]),
             total_top_ups=_money(totals["top_ups"]),
+            total_vouchers_redeemed=_money(totals["vouchers_redeemed"]),
+            total_vouchers_funded=_money(totals["vouchers_funded"]),
+            total_rewards_funded=_money(totals["rewards_funded"]),
         )
 
     async def GetStatement(  # noqa: N802 - the name is the RPC's

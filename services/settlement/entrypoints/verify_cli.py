@@ -7,8 +7,9 @@ scheme file and the scheme's public key (no access to the scheme's databases):
 2. every file the manifest lists has its size and sha256;
 3. every line of lines.csv is recomputed from its own columns under the scheme rules in
    force on its service day (journeys with `settle_journey`, top-ups with
-   `top_up_position`): target, method, rule, fee, funding, weight, amount = target -
-   previous; lines numbered, sorted and of this party and period;
+   `top_up_position`, redemptions and rewards with `benefit_position`): target, method,
+   rule, fee, funding, weight, amount = target - previous; lines numbered, sorted and of
+   this party and period;
 4. summary.json equals the summary the lines give (totals, counts, payment, end-to-end id);
 5. with --period-files (the party's own sets of earlier periods), a line's `previous`
    equals the journey's target in the latest earlier set that has it.
@@ -38,6 +39,7 @@ from ..adapters.file_sets import load_public_key, raw_public_key
 from ..domain.errors import SettlementError
 from ..domain.periods import parse_period_id
 from ..domain.settlement_files import (
+    COLUMNS,
     LINES_FILE,
     MANIFEST_FILE,
     SIGNATURE_FILE,
@@ -240,7 +242,8 @@ def _check_lines(
     try:
         with (directory / LINES_FILE).open(encoding="utf-8", newline="") as source:
             rows = csv.reader(source, strict=True)
-            parse_csv_header(next(rows, []))
+            # A set written before benefit postings has neither their columns nor their totals.
+            totals.with_benefits = parse_csv_header(next(rows, [])) == COLUMNS
             last: Key | None = None
             for number, row in enumerate(rows, start=1):
                 record = _line(number, row, report)

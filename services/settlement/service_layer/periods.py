@@ -45,8 +45,11 @@ from services.settlement.domain.settle import (
     COMMISSION,
     CONCESSION_REIMBURSEMENTS,
     FARE_REVENUE,
+    REWARDS_FUNDED,
     TOP_UPS_SOLD,
     TRAVELLER_CHARGES,
+    VOUCHER_REDEMPTIONS,
+    VOUCHERS_FUNDED,
 )
 from services.settlement.domain.settlement_files import (
     LINES_FILE,
@@ -94,7 +97,7 @@ class ClosedPeriod:
 
     period_id: str
     file_sets: list[StoredFileSet]
-    totals: dict[str, Money]  # charged, apportioned, reimbursed, fees, commission, top_ups
+    totals: dict[str, Money]  # see period_totals
     newly_closed: bool
 
 
@@ -250,12 +253,25 @@ def _stored(info: FileSetInfo) -> StoredFileSet:
 
 async def period_totals(ports: SettlementPorts, period_id: str, day: date) -> dict[str, Money]:
     """What moved in the period, by kind: what travellers were charged, what operators
-    are owed, what funders reimburse, fees, commission and top-ups (all positive when
-    money flows the usual way)."""
+    are owed, what funders reimburse, fees, commission and top-ups; what providers are
+    owed for redemptions (vouchers_redeemed), what funders pay for them (vouchers_funded)
+    and for rewards credited to stored value (rewards_funded). All positive when money
+    flows the usual way."""
     scheme = ports.scheme
     zero = Money.zero(scheme.currency)
     totals = dict.fromkeys(
-        ("charged", "apportioned", "reimbursed", "fees", "commission", "top_ups"), zero
+        (
+            "charged",
+            "apportioned",
+            "reimbursed",
+            "fees",
+            "commission",
+            "top_ups",
+            "vouchers_redeemed",
+            "vouchers_funded",
+            "rewards_funded",
+        ),
+        zero,
     )
     kinds = {p.party_id: p.kind for p in scheme.parties}
     for (party_id, account), amount in (await ports.ledger.account_totals(period_id)).items():
@@ -272,6 +288,12 @@ async def period_totals(ports: SettlementPorts, period_id: str, day: date) -> di
             totals["commission"] += amount
         elif kind is PartyKind.RETAILER and account == TOP_UPS_SOLD:
             totals["top_ups"] -= amount
+        elif kind is PartyKind.PROVIDER and account == VOUCHER_REDEMPTIONS:
+            totals["vouchers_redeemed"] += amount
+        elif kind is PartyKind.FUNDER and account == VOUCHERS_FUNDED:
+            totals["vouchers_funded"] -= amount
+        elif account == REWARDS_FUNDED:  # a funder's or an operator's
+            totals["rewards_funded"] -= amount
     return totals
 
 

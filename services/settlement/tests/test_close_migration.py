@@ -1,6 +1,8 @@
 """The close over bases posted before migration v4 (no rendered columns, the period and
 the targets still only in the JSON): migrating a v3 ledger and closing gives the bytes a
-ledger posted under v4 gives, and so do bases whose rendered columns are missing."""
+ledger posted under v4 gives, and so do bases whose rendered columns are missing. Bases
+rendered under v4, before lines.csv had the benefit columns, close after migration v5
+into the bytes of bases rendered now."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from clearway.db import create_pool, migrate
 from services.settlement.adapters.ledger_repository import MIGRATIONS, Item, LedgerRepository
+from services.settlement.domain.benefits import BenefitPosting
 from services.settlement.domain.settle import JourneyBasis
 from services.settlement.service_layer.periods import SettlementPorts, issue_file_sets
 
@@ -110,3 +113,48 @@ def test_bases_of_before_v4_close_into_the_same_bytes(
     assert any(name.endswith("lines.csv") for name in posted)
     assert read_tree(base / "v3") == posted
     assert read_tree(base / "v3-unrendered") == posted
+
+
+async def _as_v4_then_close(dsn: str, schema: str, root: Path) -> None:
+    """Take schema `schema` back to v4 (bases' rendered tails without the benefit columns,
+    as v4 rendered them), migrate it with the service's migrations and close again."""
+    pool = await create_pool(dsn, schema)
+    try:
+        await pool.execute(
+            "UPDATE bases SET line_tail = regexp_replace(line_tail, ',,,,,,$', '');"
+            " DELETE FROM schema_version WHERE version > 4"
+        )
+        ledger = LedgerRepository(pool, SCHEME)
+        await ledger.migrate()
+        await _close(ledger, root)
+    finally:
+        await pool.close()
+
+
+@settings(
+    max_examples=4,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+)
+@given(items=journey_streams())
+def test_bases_rendered_before_benefit_postings_close_into_the_same_bytes(
+    pg_dsn: str, tmp_path_factory: pytest.TempPathFactory, items: list[Item]
+) -> None:
+    items = [item for item in items if not isinstance(item, BenefitPosting)]
+    base = tmp_path_factory.mktemp("m5")
+    schema = f"mig_v4_{base.name.replace('-', '_').lower()[-12:]}"
+
+    async def run() -> None:
+        try:
+            await _post_and_close(pg_dsn, schema, items, base / "v5")
+            await _as_v4_then_close(pg_dsn, schema, base / "v4")
+        finally:
+            conn = await asyncpg.connect(pg_dsn)
+            try:
+                await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            finally:
+                await conn.close()
+
+    asyncio.run(run())
+    assert read_tree(base / "v4") == read_tree(base / "v5")

@@ -1,6 +1,7 @@
 """Settlement files against real PostgreSQL, as properties (hypothesis): for random days of
-journeys (every method, concessions, late revisions, withdrawals) and top-ups, posted in
-any batching into an empty ledger, closing gives the same bytes every time and on every
+journeys (every method, concessions, late revisions, withdrawals), top-ups and benefit
+postings (redemptions at a provider, rewards; some delivered twice), posted in any
+batching into an empty ledger, closing gives the same bytes every time and on every
 replay; every party's set verifies (signature, every share, every total); fee + shares
 = revenue on every journey; net positions sum to zero."""
 
@@ -20,7 +21,9 @@ from hypothesis import strategies as st
 from clearway.db import create_pool
 from clearway.money import Money
 from clearway.scheme.file import load_scheme
+from clearway.scheme.model import BankAccount, Dated, Party, PartyKind, Scheme
 from services.settlement.adapters.ledger_repository import Item, LedgerRepository
+from services.settlement.domain.benefits import BenefitKind, BenefitPosting
 from services.settlement.domain.settle import JourneyBasis, Leg, settle_journey
 from services.settlement.domain.top_ups import TopUpSale
 from services.settlement.entrypoints.verify_cli import verify_file_set
@@ -29,7 +32,21 @@ from services.settlement.service_layer.periods import SettlementPorts, issue_fil
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[3]
-SCHEME = load_scheme(REPO / "examples" / "schemes" / "london.toml")
+PROVIDER = "provider:camden-leisure"
+
+
+def with_provider(scheme: Scheme) -> Scheme:
+    """`scheme` with the provider the example names, when its file does not declare it."""
+    if any(p.party_id == PROVIDER for p in scheme.parties):
+        return scheme
+    bank = BankAccount(sort_code="040004", account_number="20937465")
+    provider = Party(
+        PROVIDER, PartyKind.PROVIDER, "Camden leisure (test)", bank, Dated(date(2025, 1, 1))
+    )
+    return dataclasses.replace(scheme, parties=(*scheme.parties, provider))
+
+
+SCHEME = with_provider(load_scheme(REPO / "examples" / "schemes" / "london.toml"))
 DAY = date(2026, 11, 25)  # a Wednesday
 PERIOD = DAY.isoformat()
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
@@ -58,6 +75,22 @@ def journey_streams(draw: st.DrawFn) -> list[Item]:
     for t in range(draw(st.integers(0, 3))):
         amount = Money(draw(st.integers(1, 5000)), "GBP")
         streams.append([TopUpSale(f"topup-{t}", "retailer:cornershop", amount, DAY)])
+    for b in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(BenefitKind))
+        redeemed = kind is BenefitKind.REDEMPTION
+        funders = ["funder:camden"] if redeemed else ["funder:camden", "operator:BUSCO"]
+        posting = BenefitPosting(
+            f"{kind}:bnf_{b:04d}",
+            kind,
+            draw(st.sampled_from(funders)),
+            Money(draw(st.integers(1, 5000)), "GBP"),
+            DAY,
+            provider_id=PROVIDER if redeemed else "",
+            category="leisure" if redeemed else "",
+            reward_rule_id="" if redeemed else "a,rule",  # a comma: the field is quoted
+        )
+        # Delivered once, or twice (a redelivery): posted once either way.
+        streams.append([posting] * draw(st.integers(1, 2)))
     order: list[Item] = []
     cursors = [0] * len(streams)
     while any(c < len(s) for c, s in zip(cursors, streams, strict=True)):

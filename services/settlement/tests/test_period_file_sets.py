@@ -26,7 +26,11 @@ from services.settlement.domain.settle import (
     COMMISSION_PAID,
     CONCESSION_REIMBURSEMENTS,
     FARE_REVENUE,
+    REWARDS_FUNDED,
     TRAVELLER_CHARGES,
+    TRAVELLER_FLOAT,
+    VOUCHER_REDEMPTIONS,
+    VOUCHERS_FUNDED,
     JourneyBasis,
     Leg,
     settle_journey,
@@ -48,7 +52,7 @@ from services.settlement.domain.settlement_files import (
     payment_file,
     quoted_field,
     record_basis_columns,
-    source_columns,
+    record_source_columns,
     top_up_columns,
 )
 
@@ -99,6 +103,12 @@ def reference_csv_line(record: LineRecord, line: int | None = None) -> str:
         "" if weight is None else f"{weight.numerator}/{weight.denominator}",
         opt(record.top_up_amount_minor),
         q(record.retailer),
+        opt(record.benefit_amount_minor),
+        q(record.funder),
+        q(record.provider),
+        q(record.entitlement_scheme),
+        q(record.category),
+        q(record.reward_rule),
     )
     return ",".join(values) + "\n"
 
@@ -117,7 +127,7 @@ def row_of(record: LineRecord) -> list[bytes]:
         "currency": record.currency,
         "basis_columns": record_basis_columns(record),
         "weight": format_weight(record.weight),
-        "source_columns": source_columns(record.top_up_amount_minor, record.retailer),
+        "source_columns": record_source_columns(record),
     }
     return [parts[name].encode() for name in LINE_PARTS]
 
@@ -226,6 +236,12 @@ records = st.builds(
     weight=st.none() | st.fractions(0, 1),
     top_up_amount_minor=st.none() | st.integers(-9_999, 9_999),
     retailer=texts,
+    benefit_amount_minor=st.none() | st.integers(-9_999, 9_999),
+    funder=texts,
+    provider=texts,
+    entitlement_scheme=texts,
+    category=texts,
+    reward_rule=texts,
     line=st.integers(1, 10**7),
 )
 
@@ -293,9 +309,9 @@ def test_columns_rendered_at_posting_are_those_of_every_line_of_the_journey(
     previous = {(p, a): Money(7, GBP) for p, a in [("operator:LUL", FARE_REVENUE)]}
     for record in journey_lines(PERIOD, basis, settled, previous):
         assert record_basis_columns(record) == columns
-        assert source_columns(record.top_up_amount_minor, record.retailer) == ","
+        assert record_source_columns(record) == ",,,,,,,"
         line = csv_line(record)
-        assert f",{columns},{format_weight(record.weight)},,\n" in line
+        assert f",{columns},{format_weight(record.weight)},,,,,,,,\n" in line
         assert line == reference_csv_line(record)
 
 
@@ -308,24 +324,26 @@ def test_a_top_ups_lines_have_none_of_the_basis_columns() -> None:
 
 accounts = st.sampled_from(
     [FARE_REVENUE, CLEARING_FEES, TRAVELLER_CHARGES, CONCESSION_REIMBURSEMENTS, COMMISSION,
-     COMMISSION_PAID, "other"]
+     COMMISSION_PAID, VOUCHER_REDEMPTIONS, VOUCHERS_FUNDED, REWARDS_FUNDED, TRAVELLER_FLOAT,
+     "other"]
 )  # fmt: skip
 
 
 @given(
     lines=st.lists(
-        st.tuples(accounts, st.integers(-500, 500), st.booleans(), st.booleans()), max_size=30
+        st.tuples(accounts, st.integers(-500, 500), st.booleans(), st.sampled_from(LineSource)),
+        max_size=30,
     )
 )
 def test_totals_of_sums_are_the_totals_counted_line_by_line(
-    lines: list[tuple[str, int, bool, bool]],
+    lines: list[tuple[str, int, bool, LineSource]],
 ) -> None:
     counted = SummaryTotals(PERIOD, GBP)
     sums: dict[str, int] = {}
-    adjustments = adjustment_lines = journeys = top_ups = 0
-    for n, (account, amount, late, top_up) in enumerate(lines):
+    adjustments = adjustment_lines = 0
+    sources = dict.fromkeys(LineSource, 0)
+    for n, (account, amount, late, source) in enumerate(lines):
         day = DAY - timedelta(days=1) if late else DAY
-        source = LineSource.TOP_UP if top_up else LineSource.JOURNEY
         record = LineRecord(
             PERIOD, "p", account, source, f"s{n:03d}", day, 1, amount, 0, amount, GBP
         )
@@ -333,8 +351,7 @@ def test_totals_of_sums_are_the_totals_counted_line_by_line(
         sums[account] = sums.get(account, 0) + amount
         adjustments += amount if late else 0
         adjustment_lines += late
-        journeys += not top_up
-        top_ups += top_up
+        sources[source] += 1
     summed = SummaryTotals.of_sums(
         PERIOD,
         GBP,
@@ -342,8 +359,10 @@ def test_totals_of_sums_are_the_totals_counted_line_by_line(
         adjustments_minor=adjustments,
         lines=len(lines),
         adjustment_lines=adjustment_lines,
-        journeys=journeys,
-        top_ups=top_ups,
+        journeys=sources[LineSource.JOURNEY],
+        top_ups=sources[LineSource.TOP_UP],
+        redemptions=sources[LineSource.REDEMPTION],
+        rewards=sources[LineSource.REWARD],
     )
     summed._last_source = counted._last_source  # only add() reads it
     assert summed == counted
@@ -417,7 +436,7 @@ def refused_rows() -> dict[str, tuple[list[list[bytes]], str]]:
         "after the period": (late, "after the period"),
         "not a day": (bad_day, "not a day"),
         "foreign currency": (foreign, "currency EUR"),
-        "unknown source": (unknown, "not journey or top_up"),
+        "unknown source": (unknown, "not one of journey, top_up, redemption, reward"),
     }
 
 

@@ -442,7 +442,14 @@ def test_summary_counts_adjustments_and_pays_by_end_to_end_id(
 ) -> None:
     _, written = demo
     lul = json.loads(written["operator:LUL"].path(SUMMARY_FILE).read_bytes())
-    assert lul["counts"] == {"adjustment_lines": 2, "journeys": 5, "lines": 10, "top_ups": 0}
+    assert lul["counts"] == {
+        "adjustment_lines": 2,
+        "journeys": 5,
+        "lines": 10,
+        "redemptions": 0,
+        "rewards": 0,
+        "top_ups": 0,
+    }
     assert lul["gross_minor"] + lul["adjustments_minor"] == lul["net_minor"]
     assert lul["net_minor"] == sum(lul["accounts"].values())
     assert lul["fees_minor"] == lul["accounts"]["clearing_fees"] < 0

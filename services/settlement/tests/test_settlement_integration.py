@@ -1,10 +1,14 @@
-"""Settlement against real Kafka and PostgreSQL: posting, replay, restart, DLQ, close."""
+"""Settlement against real Kafka and PostgreSQL: posting, replay, restart, DLQ, close;
+benefit postings (redemptions, rewards) settled once between council, provider and float."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import csv
 import dataclasses
 import hashlib
+import json
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import date
 from pathlib import Path
@@ -34,10 +38,13 @@ from clearway.scheme.file import load_scheme
 from clearway.settings import ServiceSettings
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import kafka_headers_with_trace, setup_tracing
+from services.settlement.adapters.file_sets import load_signing_key
 from services.settlement.adapters.ledger_repository import LedgerRepository
 from services.settlement.app import SettlementApp, build
 from services.settlement.domain.ledger import LedgerEntry, standing_of
 from services.settlement.domain.settle import JourneyBasis, Leg, settle_journey
+from services.settlement.entrypoints.verify_cli import verify_file_set
+from services.settlement.service_layer.periods import period_totals
 
 OPERATIONS_ROLE = Principal("role", OPERATIONS)
 
@@ -195,6 +202,12 @@ class Harness:
                     headers=kafka_headers_with_trace(),
                 )
 
+    async def send_benefits(self, *postings: events_pb2.BenefitPosting | bytes) -> None:
+        for posting in postings:
+            value = posting if isinstance(posting, bytes) else posting.SerializeToString()
+            key = b"posting" if isinstance(posting, bytes) else posting.posting_id.encode()
+            await self.producer.send_and_wait(self.settings.topics.benefits, value, key=key)
+
     async def entries_after_stop(self) -> list[LedgerEntry]:
         pool = await create_pool(self.settings.endpoints.pg_dsn, self.settings.db_schema)
         try:
@@ -226,11 +239,8 @@ class Harness:
         return secure_channel(f"127.0.0.1:{self.port}", self.pki, identity)
 
 
-@pytest.fixture
-async def harness(
-    settings: ServiceSettings, tmp_path: Path, scheme_file: Path, pki: Path
-) -> AsyncIterator[Harness]:
-    h = Harness(settings, tmp_path / "statements", scheme_file, pki)
+@contextlib.asynccontextmanager
+async def running(h: Harness) -> AsyncIterator[Harness]:
     await h.producer.start()
     await h.start()
     try:
@@ -238,6 +248,14 @@ async def harness(
     finally:
         await h.stop()
         await h.producer.stop()
+
+
+@pytest.fixture
+async def harness(
+    settings: ServiceSettings, tmp_path: Path, scheme_file: Path, pki: Path
+) -> AsyncIterator[Harness]:
+    async with running(Harness(settings, tmp_path / "statements", scheme_file, pki)) as h:
+        yield h
 
 
 async def download_lines(
@@ -435,11 +453,14 @@ async def test_bad_requests_get_specific_statuses(harness: Harness) -> None:
     assert got.statement == next(s for s in closed.statements if s.party_id == "operator:bus")
 
 
-async def dead_letter_reasons(harness: Harness, wait_s: float = 2.0) -> list[str]:
-    """Reasons of everything on the journeys DLQ (read for `wait_s` from the start)."""
+async def dead_letter_reasons(
+    harness: Harness, wait_s: float = 2.0, topic: str | None = None
+) -> list[str]:
+    """Reasons of everything on the DLQ of `topic` (default: the journeys), read for
+    `wait_s` from the start."""
     assert harness.app is not None
     consumer = AIOKafkaConsumer(
-        dead_letter_topic(harness.settings.topics.journeys, "settlement"),
+        dead_letter_topic(topic or harness.settings.topics.journeys, "settlement"),
         bootstrap_servers=harness.settings.endpoints.kafka_bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -730,3 +751,163 @@ async def test_a_period_cannot_close_before_its_cut_off(harness: Harness) -> Non
         await close_period(harness, today)
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert ("reason-code", "PERIOD_NOT_DUE") in tuple(err.value.trailing_metadata())
+
+
+# -- benefit postings: redemptions at providers, rewards ------------------------------------
+
+CAMDEN = "funder:camden"
+LEISURE = "provider:camden-leisure"
+SOUNDBOX = "provider:soundbox"
+BENEFITS_SCHEME = (
+    TEST_SCHEME
+    + """
+[[party]]
+id = "funder:camden"
+name = "Camden council"
+effective_from = 2025-01-01
+bank = { sort_code = "04-00-04", account_number = "22345670" }
+"""
+    + "".join(
+        f"""
+[[party]]
+id = "{provider}"
+name = "{provider}"
+categories = ["{category}"]
+effective_from = 2025-01-01
+bank = {{ sort_code = "04-00-04", account_number = "2234567{i + 1}" }}
+"""
+        for i, (provider, category) in enumerate([(LEISURE, "leisure"), (SOUNDBOX, "studio")])
+    )
+)
+
+
+def benefit(
+    posting_id: str,
+    amount: int,
+    *,
+    funder: str = CAMDEN,
+    provider: str = "",
+    reward_rule: str = "",
+) -> events_pb2.BenefitPosting:
+    kind = events_pb2.BenefitPosting
+    return events_pb2.BenefitPosting(
+        posting_id=posting_id,
+        kind=kind.KIND_REDEMPTION if provider else kind.KIND_REWARD,
+        funder_id=funder,
+        provider_id=provider,
+        amount=money(amount),
+        service_day=DAY,
+        entitlement_scheme_id="camden-youth-leisure" if provider else "",
+        category="leisure" if provider else "",
+        reward_rule_id=reward_rule,
+    )
+
+
+@pytest.fixture
+async def benefits_harness(
+    settings: ServiceSettings, tmp_path: Path, pki: Path
+) -> AsyncIterator[Harness]:
+    scheme_file = tmp_path / "benefits-scheme.toml"
+    scheme_file.write_text(BENEFITS_SCHEME)
+    async with running(Harness(settings, tmp_path / "statements", scheme_file, pki)) as h:
+        yield h
+
+
+def file_lines(directory: Path) -> list[dict[str, str]]:
+    with (directory / "lines.csv").open(encoding="utf-8", newline="") as source:
+        return list(csv.DictReader(source))
+
+
+async def test_redemptions_and_rewards_settle_once_between_council_provider_and_float(
+    benefits_harness: Harness,
+) -> None:
+    h = benefits_harness
+    redeemed = benefit("redemption:rdm_0001", 1250, provider=LEISURE)
+    rewarded = benefit("reward:rwd_0001", 300, reward_rule="camden-volunteering")
+    by_bus = benefit("reward:rwd_0002", 200, funder="operator:bus", reward_rule="bus-off-peak")
+    unknown_provider = benefit("redemption:rdm_0002", 500, provider="provider:nobody")
+    no_kind = benefit("reward:rwd_0003", 100)
+    no_kind.kind = events_pb2.BenefitPosting.KIND_UNSPECIFIED
+    await h.send_benefits(redeemed, redeemed, rewarded, by_bus, unknown_provider, no_kind)
+    await h.send(priced("j1", ["bus"], 250))
+    entries = await h.wait_for(lambda es: len(es) == 8)  # 2 + 2 + 2 and the journey's 2
+
+    # A restart, then the redemption delivered again: still posted once.
+    await h.stop()
+    await h.start()
+    await h.send_benefits(redeemed)
+    response = await close_period(h, DAY)
+    assert h.app is not None and h.app.poster is not None
+    assert h.app.poster.stats.replayed >= 1
+    assert await h.entries() == entries
+    redemption_entries = [e for e in entries if e.journey_id == redeemed.posting_id]
+    assert sorted((e.party_id, e.account, e.amount.amount_minor) for e in redemption_entries) == [
+        (CAMDEN, "vouchers_funded", -1250),
+        (LEISURE, "voucher_redemptions", 1250),
+    ]
+    topic = h.settings.topics.benefits
+    assert sorted(await dead_letter_reasons(h, topic=topic)) == ["UNKNOWN_KIND", "UNKNOWN_PROVIDER"]
+
+    # The council owes the provider, the reward's payers owe the traveller float.
+    assert nets(response) == {
+        CAMDEN: -1250 - 300,
+        LEISURE: 1250,
+        "operator:bus": 250 - 200,
+        "scheme:issuer": -250 + 300 + 200,
+    }
+    assert sum(s.net.amount_minor for s in response.statements) == 0
+    sets = {s.party_id: Path(s.path) for s in response.statements}
+    assert {SOUNDBOX, LEISURE, CAMDEN} <= set(sets)  # every provider gets a set, like any party
+    camden = file_lines(sets[CAMDEN])
+    assert [
+        (r["source"], r["source_id"], r["account"], r["amount_minor"], r["provider"])
+        for r in camden
+    ] == [
+        ("redemption", "redemption:rdm_0001", "vouchers_funded", "-1250", LEISURE),
+        ("reward", "reward:rwd_0001", "rewards_funded", "-300", ""),
+    ]
+    assert (camden[0]["entitlement_scheme"], camden[0]["category"]) == (
+        "camden-youth-leisure",
+        "leisure",
+    )
+    assert camden[1]["reward_rule"] == "camden-volunteering"
+    [paid] = file_lines(sets[LEISURE])
+    assert (paid["source_id"], paid["account"], paid["amount_minor"], paid["funder"]) == (
+        "redemption:rdm_0001",
+        "voucher_redemptions",
+        "1250",
+        CAMDEN,
+    )
+    float_lines = [r for r in file_lines(sets["scheme:issuer"]) if r["source"] == "reward"]
+    assert [(r["source_id"], r["account"], r["amount_minor"]) for r in float_lines] == [
+        ("reward:rwd_0001", "traveller_float", "300"),
+        ("reward:rwd_0002", "traveller_float", "200"),
+    ]
+    camden_summary = json.loads((sets[CAMDEN] / "summary.json").read_bytes())
+    assert camden_summary["vouchers_funded_minor"] == -1250
+    assert camden_summary["rewards_funded_minor"] == -300
+    assert camden_summary["counts"]["redemptions"] == camden_summary["counts"]["rewards"] == 1
+    assert camden_summary["payment"]["direction"] == "debit"
+    leisure_summary = json.loads((sets[LEISURE] / "summary.json").read_bytes())
+    assert leisure_summary["vouchers_redeemed_minor"] == leisure_summary["net_minor"] == 1250
+    assert leisure_summary["payment"]["direction"] == "credit"
+    payments = (sets["scheme:issuer"] / "pain.001.xml").read_text()
+    assert leisure_summary["payment"]["end_to_end_id"] in payments
+
+    ports = h.app.ports.get()
+    totals = await period_totals(ports, DAY, date.fromisoformat(DAY))
+    assert {k: totals[k].amount_minor for k in ("vouchers_redeemed", "vouchers_funded")} == {
+        "vouchers_redeemed": 1250,
+        "vouchers_funded": 1250,
+    }
+    assert totals["rewards_funded"].amount_minor == 500
+    scheme = load_scheme(h.scheme_file)
+    public_key = load_signing_key(h.pki / "signing.key.pem").public_key()
+    for party_id, directory in sets.items():
+        report = verify_file_set(directory, scheme, public_key)
+        assert report.ok, (party_id, report.render())
+
+    # Re-closing gives the same answer and the same bytes.
+    files = {party_id: await read_set(directory) for party_id, directory in sets.items()}
+    assert await close_period(h, DAY) == response
+    assert {party_id: await read_set(d) for party_id, d in sets.items()} == files

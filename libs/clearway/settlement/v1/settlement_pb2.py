@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from clearway.common.v1 import money_pb2 as clearway_dot_common_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'clearway/settlement/v1/settlement.proto\x12\x16\x63learway.settlement.v1\x1a\x1e\x63learway/common/v1/money.proto\"\'\n\x12\x43losePeriodRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\"\x92\x03\n\x13\x43losePeriodResponse\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x35\n\nstatements\x18\x02 \x03(\x0b\x32!.clearway.settlement.v1.Statement\x12\x30\n\rtotal_charged\x18\x03 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x34\n\x11total_apportioned\x18\x04 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x33\n\x10total_reimbursed\x18\x05 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12-\n\ntotal_fees\x18\x06 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x33\n\x10total_commission\x18\x07 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x30\n\rtotal_top_ups\x18\x08 \x01(\x0b\x32\x19.clearway.common.v1.Money\":\n\x13GetStatementRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\"L\n\x14GetStatementResponse\x12\x34\n\tstatement\x18\x01 \x01(\x0b\x32!.clearway.settlement.v1.Statement\"D\n\x1d\x44ownloadStatementLinesRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\"j\n\x1e\x44ownloadStatementLinesResponse\x12\x34\n\x05lines\x18\x01 \x03(\x0b\x32%.clearway.settlement.v1.StatementLine\x12\x12\n\nfirst_line\x18\x02 \x01(\x04\"\x14\n\x12ListPeriodsRequest\"F\n\x13ListPeriodsResponse\x12/\n\x07periods\x18\x01 \x03(\x0b\x32\x1e.clearway.settlement.v1.Period\"*\n\x06Period\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"<\n\x15ListStatementsRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\"O\n\x16ListStatementsResponse\x12\x35\n\nstatements\x18\x01 \x03(\x0b\x32!.clearway.settlement.v1.Statement\"H\n\x13\x44ownloadFileRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"5\n\x14\x44ownloadFileResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"&\n\x12GetPositionRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\"\x8a\x01\n\x13GetPositionResponse\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x37\n\x07periods\x18\x02 \x03(\x0b\x32&.clearway.settlement.v1.PeriodPosition\x12(\n\x05total\x18\x03 \x01(\x0b\x32\x19.clearway.common.v1.Money\"K\n\x0ePeriodPosition\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12&\n\x03net\x18\x02 \x01(\x0b\x32\x19.clearway.common.v1.Money\"\x16\n\x14GetSigningKeyRequest\"D\n\x15GetSigningKeyResponse\x12\x16\n\x0epublic_key_pem\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\"\x86\x01\n\rStatementLine\x12\x12\n\njourney_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"=\n\x0eSettlementFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\x87\x03\n\tStatement\x12\x14\n\x0cstatement_id\x18\x01 \x01(\t\x12\x11\n\tperiod_id\x18\x02 \x01(\t\x12\x10\n\x08party_id\x18\x03 \x01(\t\x12\x34\n\x05lines\x18\x04 \x03(\x0b\x32%.clearway.settlement.v1.StatementLine\x12\x30\n\rtotal_credits\x18\x05 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12/\n\x0ctotal_debits\x18\x06 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12&\n\x03net\x18\x07 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x0c\n\x04path\x18\x08 \x01(\t\x12\x0e\n\x06sha256\x18\t \x01(\t\x12\x12\n\nline_count\x18\n \x01(\x04\x12\x35\n\x05\x66iles\x18\x0b \x03(\x0b\x32&.clearway.settlement.v1.SettlementFile\x12\x15\n\rend_to_end_id\x18\x0c \x01(\t2\x8e\x07\n\x11SettlementService\x12\x66\n\x0b\x43losePeriod\x12*.clearway.settlement.v1.ClosePeriodRequest\x1a+.clearway.settlement.v1.ClosePeriodResponse\x12i\n\x0cGetStatement\x12+.clearway.settlement.v1.GetStatementRequest\x1a,.clearway.settlement.v1.GetStatementResponse\x12\x89\x01\n\x16\x44ownloadStatementLines\x12\x35.clearway.settlement.v1.DownloadStatementLinesRequest\x1a\x36.clearway.settlement.v1.DownloadStatementLinesResponse0\x01\x12\x66\n\x0bListPeriods\x12*.clearway.settlement.v1.ListPeriodsRequest\x1a+.clearway.settlement.v1.ListPeriodsResponse\x12o\n\x0eListStatements\x12-.clearway.settlement.v1.ListStatementsRequest\x1a..clearway.settlement.v1.ListStatementsResponse\x12k\n\x0c\x44ownloadFile\x12+.clearway.settlement.v1.DownloadFileRequest\x1a,.clearway.settlement.v1.DownloadFileResponse0\x01\x12\x66\n\x0bGetPosition\x12*.clearway.settlement.v1.GetPositionRequest\x1a+.clearway.settlement.v1.GetPositionResponse\x12l\n\rGetSigningKey\x12,.clearway.settlement.v1.GetSigningKeyRequest\x1a-.clearway.settlement.v1.GetSigningKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\'clearway/settlement/v1/settlement.proto\x12\x16\x63learway.settlement.v1\x1a\x1e\x63learway/common/v1/money.proto\"\'\n\x12\x43losePeriodRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\"\xc1\x04\n\x13\x43losePeriodResponse\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x35\n\nstatements\x18\x02 \x03(\x0b\x32!.clearway.settlement.v1.Statement\x12\x30\n\rtotal_charged\x18\x03 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x34\n\x11total_apportioned\x18\x04 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x33\n\x10total_reimbursed\x18\x05 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12-\n\ntotal_fees\x18\x06 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x33\n\x10total_commission\x18\x07 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x30\n\rtotal_top_ups\x18\x08 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12:\n\x17total_vouchers_redeemed\x18\t \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x38\n\x15total_vouchers_funded\x18\n \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x37\n\x14total_rewards_funded\x18\x0b \x01(\x0b\x32\x19.clearway.common.v1.Money\":\n\x13GetStatementRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\"L\n\x14GetStatementResponse\x12\x34\n\tstatement\x18\x01 \x01(\x0b\x32!.clearway.settlement.v1.Statement\"D\n\x1d\x44ownloadStatementLinesRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\"j\n\x1e\x44ownloadStatementLinesResponse\x12\x34\n\x05lines\x18\x01 \x03(\x0b\x32%.clearway.settlement.v1.StatementLine\x12\x12\n\nfirst_line\x18\x02 \x01(\x04\"\x14\n\x12ListPeriodsRequest\"F\n\x13ListPeriodsResponse\x12/\n\x07periods\x18\x01 \x03(\x0b\x32\x1e.clearway.settlement.v1.Period\"*\n\x06Period\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\"<\n\x15ListStatementsRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\"O\n\x16ListStatementsResponse\x12\x35\n\nstatements\x18\x01 \x03(\x0b\x32!.clearway.settlement.v1.Statement\"H\n\x13\x44ownloadFileRequest\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12\x10\n\x08party_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\"5\n\x14\x44ownloadFileResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x0e\n\x06offset\x18\x02 \x01(\x04\"&\n\x12GetPositionRequest\x12\x10\n\x08party_id\x18\x01 \x01(\t\"\x8a\x01\n\x13GetPositionResponse\x12\x10\n\x08party_id\x18\x01 \x01(\t\x12\x37\n\x07periods\x18\x02 \x03(\x0b\x32&.clearway.settlement.v1.PeriodPosition\x12(\n\x05total\x18\x03 \x01(\x0b\x32\x19.clearway.common.v1.Money\"K\n\x0ePeriodPosition\x12\x11\n\tperiod_id\x18\x01 \x01(\t\x12&\n\x03net\x18\x02 \x01(\x0b\x32\x19.clearway.common.v1.Money\"\x16\n\x14GetSigningKeyRequest\"D\n\x15GetSigningKeyResponse\x12\x16\n\x0epublic_key_pem\x18\x01 \x01(\t\x12\x13\n\x0b\x66ingerprint\x18\x02 \x01(\t\"\x86\x01\n\rStatementLine\x12\x12\n\njourney_id\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12\x0f\n\x07\x61\x63\x63ount\x18\x03 \x01(\t\x12)\n\x06\x61mount\x18\x04 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x13\n\x0b\x64\x65scription\x18\x05 \x01(\t\"=\n\x0eSettlementFile\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x62ytes\x18\x02 \x01(\x04\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"\x87\x03\n\tStatement\x12\x14\n\x0cstatement_id\x18\x01 \x01(\t\x12\x11\n\tperiod_id\x18\x02 \x01(\t\x12\x10\n\x08party_id\x18\x03 \x01(\t\x12\x34\n\x05lines\x18\x04 \x03(\x0b\x32%.clearway.settlement.v1.StatementLine\x12\x30\n\rtotal_credits\x18\x05 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12/\n\x0ctotal_debits\x18\x06 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12&\n\x03net\x18\x07 \x01(\x0b\x32\x19.clearway.common.v1.Money\x12\x0c\n\x04path\x18\x08 \x01(\t\x12\x0e\n\x06sha256\x18\t \x01(\t\x12\x12\n\nline_count\x18\n \x01(\x04\x12\x35\n\x05\x66iles\x18\x0b \x03(\x0b\x32&.clearway.settlement.v1.SettlementFile\x12\x15\n\rend_to_end_id\x18\x0c \x01(\t2\x8e\x07\n\x11SettlementService\x12\x66\n\x0b\x43losePeriod\x12*.clearway.settlement.v1.ClosePeriodRequest\x1a+.clearway.settlement.v1.ClosePeriodResponse\x12i\n\x0cGetStatement\x12+.clearway.settlement.v1.GetStatementRequest\x1a,.clearway.settlement.v1.GetStatementResponse\x12\x89\x01\n\x16\x44ownloadStatementLines\x12\x35.clearway.settlement.v1.DownloadStatementLinesRequest\x1a\x36.clearway.settlement.v1.DownloadStatementLinesResponse0\x01\x12\x66\n\x0bListPeriods\x12*.clearway.settlement.v1.ListPeriodsRequest\x1a+.clearway.settlement.v1.ListPeriodsResponse\x12o\n\x0eListStatements\x12-.clearway.settlement.v1.ListStatementsRequest\x1a..clearway.settlement.v1.ListStatementsResponse\x12k\n\x0c\x44ownloadFile\x12+.clearway.settlement.v1.DownloadFileRequest\x1a,.clearway.settlement.v1.DownloadFileResponse0\x01\x12\x66\n\x0bGetPosition\x12*.clearway.settlement.v1.GetPositionRequest\x1a+.clearway.settlement.v1.GetPositionResponse\x12l\n\rGetSigningKey\x12,.clearway.settlement.v1.GetSigningKeyRequest\x1a-.clearway.settlement.v1.GetSigningKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,45 +35,45 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLOSEPERIODREQUEST']._serialized_start=99
   _globals['_CLOSEPERIODREQUEST']._serialized_end=138
   _globals['_CLOSEPERIODRESPONSE']._serialized_start=141
-  _globals['_CLOSEPERIODRESPONSE']._serialized_end=543
-  _globals['_GETSTATEMENTREQUEST']._serialized_start=545
-  _globals['_GETSTATEMENTREQUEST']._serialized_end=603
-  _globals['_GETSTATEMENTRESPONSE']._serialized_start=605
-  _globals['_GETSTATEMENTRESPONSE']._serialized_end=681
-  _globals['_DOWNLOADSTATEMENTLINESREQUEST']._serialized_start=683
-  _globals['_DOWNLOADSTATEMENTLINESREQUEST']._serialized_end=751
-  _globals['_DOWNLOADSTATEMENTLINESRESPONSE']._serialized_start=753
-  _globals['_DOWNLOADSTATEMENTLINESRESPONSE']._serialized_end=859
-  _globals['_LISTPERIODSREQUEST']._serialized_start=861
-  _globals['_LISTPERIODSREQUEST']._serialized_end=881
-  _globals['_LISTPERIODSRESPONSE']._serialized_start=883
-  _globals['_LISTPERIODSRESPONSE']._serialized_end=953
-  _globals['_PERIOD']._serialized_start=955
-  _globals['_PERIOD']._serialized_end=997
-  _globals['_LISTSTATEMENTSREQUEST']._serialized_start=999
-  _globals['_LISTSTATEMENTSREQUEST']._serialized_end=1059
-  _globals['_LISTSTATEMENTSRESPONSE']._serialized_start=1061
-  _globals['_LISTSTATEMENTSRESPONSE']._serialized_end=1140
-  _globals['_DOWNLOADFILEREQUEST']._serialized_start=1142
-  _globals['_DOWNLOADFILEREQUEST']._serialized_end=1214
-  _globals['_DOWNLOADFILERESPONSE']._serialized_start=1216
-  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1269
-  _globals['_GETPOSITIONREQUEST']._serialized_start=1271
-  _globals['_GETPOSITIONREQUEST']._serialized_end=1309
-  _globals['_GETPOSITIONRESPONSE']._serialized_start=1312
-  _globals['_GETPOSITIONRESPONSE']._serialized_end=1450
-  _globals['_PERIODPOSITION']._serialized_start=1452
-  _globals['_PERIODPOSITION']._serialized_end=1527
-  _globals['_GETSIGNINGKEYREQUEST']._serialized_start=1529
-  _globals['_GETSIGNINGKEYREQUEST']._serialized_end=1551
-  _globals['_GETSIGNINGKEYRESPONSE']._serialized_start=1553
-  _globals['_GETSIGNINGKEYRESPONSE']._serialized_end=1621
-  _globals['_STATEMENTLINE']._serialized_start=1624
-  _globals['_STATEMENTLINE']._serialized_end=1758
-  _globals['_SETTLEMENTFILE']._serialized_start=1760
-  _globals['_SETTLEMENTFILE']._serialized_end=1821
-  _globals['_STATEMENT']._serialized_start=1824
-  _globals['_STATEMENT']._serialized_end=2215
-  _globals['_SETTLEMENTSERVICE']._serialized_start=2218
-  _globals['_SETTLEMENTSERVICE']._serialized_end=3128
+  _globals['_CLOSEPERIODRESPONSE']._serialized_end=718
+  _globals['_GETSTATEMENTREQUEST']._serialized_start=720
+  _globals['_GETSTATEMENTREQUEST']._serialized_end=778
+  _globals['_GETSTATEMENTRESPONSE']._serialized_start=780
+  _globals['_GETSTATEMENTRESPONSE']._serialized_end=856
+  _globals['_DOWNLOADSTATEMENTLINESREQUEST']._serialized_start=858
+  _globals['_DOWNLOADSTATEMENTLINESREQUEST']._serialized_end=926
+  _globals['_DOWNLOADSTATEMENTLINESRESPONSE']._serialized_start=928
+  _globals['_DOWNLOADSTATEMENTLINESRESPONSE']._serialized_end=1034
+  _globals['_LISTPERIODSREQUEST']._serialized_start=1036
+  _globals['_LISTPERIODSREQUEST']._serialized_end=1056
+  _globals['_LISTPERIODSRESPONSE']._serialized_start=1058
+  _globals['_LISTPERIODSRESPONSE']._serialized_end=1128
+  _globals['_PERIOD']._serialized_start=1130
+  _globals['_PERIOD']._serialized_end=1172
+  _globals['_LISTSTATEMENTSREQUEST']._serialized_start=1174
+  _globals['_LISTSTATEMENTSREQUEST']._serialized_end=1234
+  _globals['_LISTSTATEMENTSRESPONSE']._serialized_start=1236
+  _globals['_LISTSTATEMENTSRESPONSE']._serialized_end=1315
+  _globals['_DOWNLOADFILEREQUEST']._serialized_start=1317
+  _globals['_DOWNLOADFILEREQUEST']._serialized_end=1389
+  _globals['_DOWNLOADFILERESPONSE']._serialized_start=1391
+  _globals['_DOWNLOADFILERESPONSE']._serialized_end=1444
+  _globals['_GETPOSITIONREQUEST']._serialized_start=1446
+  _globals['_GETPOSITIONREQUEST']._serialized_end=1484
+  _globals['_GETPOSITIONRESPONSE']._serialized_start=1487
+  _globals['_GETPOSITIONRESPONSE']._serialized_end=1625
+  _globals['_PERIODPOSITION']._serialized_start=1627
+  _globals['_PERIODPOSITION']._serialized_end=1702
+  _globals['_GETSIGNINGKEYREQUEST']._serialized_start=1704
+  _globals['_GETSIGNINGKEYREQUEST']._serialized_end=1726
+  _globals['_GETSIGNINGKEYRESPONSE']._serialized_start=1728
+  _globals['_GETSIGNINGKEYRESPONSE']._serialized_end=1796
+  _globals['_STATEMENTLINE']._serialized_start=1799
+  _globals['_STATEMENTLINE']._serialized_end=1933
+  _globals['_SETTLEMENTFILE']._serialized_start=1935
+  _globals['_SETTLEMENTFILE']._serialized_end=1996
+  _globals['_STATEMENT']._serialized_start=1999
+  _globals['_STATEMENT']._serialized_end=2390
+  _globals['_SETTLEMENTSERVICE']._serialized_start=2393
+  _globals['_SETTLEMENTSERVICE']._serialized_end=3303
 # @@protoc_insertion_point(module_scope)

@@ -51,6 +51,9 @@ class ClosePeriodResponse(_message.Message):
     TOTAL_FEES_FIELD_NUMBER: _builtins.int
     TOTAL_COMMISSION_FIELD_NUMBER: _builtins.int
     TOTAL_TOP_UPS_FIELD_NUMBER: _builtins.int
+    TOTAL_VOUCHERS_REDEEMED_FIELD_NUMBER: _builtins.int
+    TOTAL_VOUCHERS_FUNDED_FIELD_NUMBER: _builtins.int
+    TOTAL_REWARDS_FUNDED_FIELD_NUMBER: _builtins.int
     period_id: _builtins.str
     @_builtins.property
     def statements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Statement]: ...
@@ -78,6 +81,18 @@ class ClosePeriodResponse(_message.Message):
     def total_top_ups(self) -> _money_pb2.Money:
         """Top-ups sold by retailers."""
 
+    @_builtins.property
+    def total_vouchers_redeemed(self) -> _money_pb2.Money:
+        """Entitlements redeemed at providers: what providers are owed."""
+
+    @_builtins.property
+    def total_vouchers_funded(self) -> _money_pb2.Money:
+        """What councils owe for redemptions (equal to total_vouchers_redeemed)."""
+
+    @_builtins.property
+    def total_rewards_funded(self) -> _money_pb2.Money:
+        """Rewards credited to stored value: what their paying parties owe the traveller float."""
+
     def __init__(
         self,
         *,
@@ -89,10 +104,13 @@ class ClosePeriodResponse(_message.Message):
         total_fees: _money_pb2.Money | None = ...,
         total_commission: _money_pb2.Money | None = ...,
         total_top_ups: _money_pb2.Money | None = ...,
+        total_vouchers_redeemed: _money_pb2.Money | None = ...,
+        total_vouchers_funded: _money_pb2.Money | None = ...,
+        total_rewards_funded: _money_pb2.Money | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["total_apportioned", b"total_apportioned", "total_charged", b"total_charged", "total_commission", b"total_commission", "total_fees", b"total_fees", "total_reimbursed", b"total_reimbursed", "total_top_ups", b"total_top_ups"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total_apportioned", b"total_apportioned", "total_charged", b"total_charged", "total_commission", b"total_commission", "total_fees", b"total_fees", "total_reimbursed", b"total_reimbursed", "total_rewards_funded", b"total_rewards_funded", "total_top_ups", b"total_top_ups", "total_vouchers_funded", b"total_vouchers_funded", "total_vouchers_redeemed", b"total_vouchers_redeemed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["period_id", b"period_id", "statements", b"statements", "total_apportioned", b"total_apportioned", "total_charged", b"total_charged", "total_commission", b"total_commission", "total_fees", b"total_fees", "total_reimbursed", b"total_reimbursed", "total_top_ups", b"total_top_ups"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period_id", b"period_id", "statements", b"statements", "total_apportioned", b"total_apportioned", "total_charged", b"total_charged", "total_commission", b"total_commission", "total_fees", b"total_fees", "total_reimbursed", b"total_reimbursed", "total_rewards_funded", b"total_rewards_funded", "total_top_ups", b"total_top_ups", "total_vouchers_funded", b"total_vouchers_funded", "total_vouchers_redeemed", b"total_vouchers_redeemed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
