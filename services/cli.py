@@ -21,6 +21,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "fares": ("services.fares.entrypoints.cli", "main", "fare engine tools: fares simulate ..."),
     "simulate": ("services.ingest.simulator.cli", "main", "drive validator streams"),
     "journeys": ("services.accounts.entrypoints.cli", "main", "a card's journey history"),
+    "benefits": (
+        "services.accounts.entrypoints.benefits_cli",
+        "main",
+        "council officers and providers' devices: benefits officers add | devices register ...",
+    ),
     "demo": ("services.demo", "main", "run a simulated network day end to end"),
     "health": ("services.healthcheck", "main", "gRPC health check: health HOST:PORT [SERVICE]"),
     "pki": ("services.pki_cli", "main", "scheme CA and certificates: pki init | issue | show"),

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import asyncpg
 import grpc
 
 from clearway.accounts.v1 import accounts_pb2_grpc
+from clearway.benefits.v1 import benefits_pb2_grpc
 from clearway.consumer import ConsumerLoop, KafkaCommits
 from clearway.rpc import Slot
 from clearway.runtime import Resources
-from clearway.settings import ServiceSettings, SettingsError, env_str
+from clearway.scheme.file import load_scheme
+from clearway.scheme.model import Scheme
+from clearway.settings import REPO_ROOT, ServiceSettings, SettingsError, env_str
 from services.accounts.adapters.balance_book import BalanceBook, BalanceRepository
 from services.accounts.adapters.bank_charge_store import BankChargeRepository, BankDayClock
 from services.accounts.adapters.cache import HistoryCache
@@ -29,6 +34,13 @@ from services.accounts.adapters.traveller_repository import SignInLimiter, Trave
 from services.accounts.domain.balance import DEFAULT_MAX_TOP_UP_MINOR, StoredValueRules
 from services.accounts.domain.bank_charges import RecoverySchedule
 from services.accounts.domain.history import JourneyRevision
+from services.accounts.entrypoints.benefits_grpc import (
+    BENEFITS_SERVICE_NAMES,
+    BenefitsPorts,
+    BenefitsServicer,
+    OfficerServicer,
+    RedemptionServicer,
+)
 from services.accounts.entrypoints.consumer import JourneyRecorder
 from services.accounts.entrypoints.grpc import (
     SERVICE_NAME,
@@ -42,13 +54,23 @@ from services.accounts.service_layer.bank_charging import (
     BankCharging,
     PaymentGateway,
 )
+from services.accounts.service_layer.benefits import (
+    EXPIRY_SWEEP_S,
+    BenefitsContext,
+    Entitlements,
+)
 from services.accounts.service_layer.claims import Claims, ClaimSettings
 from services.accounts.service_layer.journey_history import JourneyHistory
+from services.accounts.service_layer.redemptions import Redemptions
+from services.accounts.service_layer.rewards import OffPeakRewards, Rewards
 from services.accounts.service_layer.stored_value import ServiceDayClock, StoredValue, TopUpSale
 from services.accounts.service_layer.travellers import Travellers
 
 SERVICE = "accounts"
 DEFAULT_FARES_TARGET = "127.0.0.1:50052"
+# The scheme file (entitlement schemes, providers, reward rules): the one settlement reads.
+SCHEME_FILE_VAR = "CLEARWAY_SCHEME_FILE"
+DEFAULT_SCHEME_FILE = REPO_ROOT / "examples" / "schemes" / "london.toml"
 
 
 def cache_namespace(settings: ServiceSettings) -> str:
@@ -154,41 +176,68 @@ class AccountsApp:
     bank_delay: timedelta = timedelta(hours=1)
     gateway: PaymentGateway = field(default_factory=SimulatedAcquirer)
     bank: BankCharging | None = None
+    # Benefits (docs/benefits.md): the scheme file (read at start unless given), the
+    # expiry sweep's interval, and what the servicers use (its clock injectable).
+    scheme_file: Path = DEFAULT_SCHEME_FILE
+    scheme: Scheme | None = None
+    expiry_sweep_s: float = EXPIRY_SWEEP_S
+    benefit_ports: Slot[BenefitsPorts] = field(default_factory=lambda: Slot("benefits"))
+    benefits: BenefitsContext | None = None
 
     @property
     def grpc_service_names(self) -> list[str]:
         """The gRPC services this process serves."""
-        return [SERVICE_NAME, TRAVELLER_SERVICE_NAME]
+        return [SERVICE_NAME, TRAVELLER_SERVICE_NAME, *BENEFITS_SERVICE_NAMES]
 
     def register(self, server: grpc.aio.Server) -> None:
-        """Add the AccountsService and TravellerService servicers."""
+        """Add the AccountsService, TravellerService and benefits servicers."""
         accounts_pb2_grpc.add_AccountsServiceServicer_to_server(
             AccountsServicer(self.ports), server
         )
         accounts_pb2_grpc.add_TravellerServiceServicer_to_server(
             TravellerServicer(self.ports), server
         )
+        benefits_pb2_grpc.add_OfficerServiceServicer_to_server(
+            OfficerServicer(self.benefit_ports), server
+        )
+        benefits_pb2_grpc.add_BenefitsServiceServicer_to_server(
+            BenefitsServicer(self.benefit_ports), server
+        )
+        benefits_pb2_grpc.add_RedemptionServiceServicer_to_server(
+            RedemptionServicer(self.benefit_ports), server
+        )
 
     async def start(self, resources: Resources) -> None:
-        """PostgreSQL (migrated), Redis (PING), Kafka (topics, the outbox relay), then the
-        consumer of `journeys` and `topups`."""
+        """The scheme file, PostgreSQL (migrated), Redis (PING), Kafka (topics, the outbox
+        relay), then the consumer of `journeys` and `topups`."""
         topics = self.settings.topics
         rules = self.stored_value_settings.rules
+        scheme = await self._scheme()
         self.pool = await resources.postgres(MIGRATIONS)
         book = BalanceBook(rules.currency, topics.denylist)
         day_clock = self.stored_value_settings.day_clock
         bank_days = BankDayClock(day_clock.timezone, day_clock.day_start, self.bank_delay)
-        self.repository = JourneyRepository(self.pool, book, bank_days)
         cache = HistoryCache.from_url(
             self.settings.endpoints.redis_url, cache_namespace(self.settings)
         )
         resources.on_close("redis", cache.close)
         await cache.ping()
+        self.travellers = Travellers(
+            TravellerRepository(self.pool),
+            SignInLimiter(cache.client, cache_namespace(self.settings)),
+        )
+        self.benefits = BenefitsContext(
+            self.pool, scheme, self.travellers, day_clock, benefits_topic=topics.benefits
+        )
+        self.repository = JourneyRepository(
+            self.pool, book, bank_days, rewards=OffPeakRewards(self.benefits)
+        )
         history = JourneyHistory(self.repository, cache)
         # The relay's topics: denylist is created with its own spec (one partition).
-        await resources.topics([topics.topups, topics.denylist])
+        await resources.topics([topics.topups, topics.denylist, topics.benefits])
         producer = await resources.producer()
         self.relay = OutboxRelay(self.pool, producer)
+        self.benefits.relay = self.relay
         resources.background("outbox relay", self.relay.run())
         self.stored_value = StoredValue(
             self.pool,
@@ -225,10 +274,6 @@ class AccountsApp:
             commits=KafkaCommits(),
             producer=producer,
         )
-        self.travellers = Travellers(
-            TravellerRepository(self.pool),
-            SignInLimiter(cache.client, cache_namespace(self.settings)),
-        )
         self.caps = FaresCaps(fares_channel)
         # Bank-card mode: the charging loop bills due days and recovers debts.
         self.bank = BankCharging(
@@ -240,6 +285,16 @@ class AccountsApp:
             self.bank_settings,
         )
         resources.background("bank charging", self.bank.run())
+        entitlements = Entitlements(self.benefits)
+        resources.background("entitlement expiry", entitlements.run_expiry(self.expiry_sweep_s))
+        self.benefit_ports.fill(
+            BenefitsPorts(
+                self.benefits,
+                entitlements,
+                Redemptions(self.benefits),
+                Rewards(self.benefits, book),
+            )
+        )
         self.ports.fill(
             AccountsPorts(
                 history,
@@ -251,6 +306,19 @@ class AccountsApp:
             )
         )
 
+    async def _scheme(self) -> Scheme:
+        """The scheme given, else read from `scheme_file` (SchemeError stops start-up);
+        its currency must be the stored-value currency."""
+        if self.scheme is None:
+            self.scheme = await asyncio.to_thread(load_scheme, self.scheme_file)
+        currency = self.stored_value_settings.rules.currency
+        if self.scheme.currency != currency:
+            raise SettingsError(
+                f"the scheme file's currency {self.scheme.currency} is not"
+                f" CLEARWAY_SCHEME_CURRENCY {currency}"
+            )
+        return self.scheme
+
 
 def build(settings: ServiceSettings) -> AccountsApp:
     """An accounts service for `settings` (nothing connects until started)."""
@@ -261,6 +329,10 @@ def build(settings: ServiceSettings) -> AccountsApp:
         bank_settings=bank_charge_settings_from_env(),
         bank_delay=bank_day_delay_from_env(),
         gateway=SimulatedAcquirer.from_env(),
+        scheme_file=Path(env_str(SCHEME_FILE_VAR, str(DEFAULT_SCHEME_FILE))),
+        expiry_sweep_s=_positive_float(
+            os.environ, "CLEARWAY_EXPIRY_SWEEP_S", str(EXPIRY_SWEEP_S), zero=False
+        ),
     )
 
 

@@ -11,11 +11,13 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 import asyncpg
 
 from services.accounts.adapters.balance_book import BALANCE_MIGRATION, BalanceBook
 from services.accounts.adapters.bank_charge_store import BANK_MIGRATION, BankDayClock, add_to_days
+from services.accounts.adapters.benefits_repository import BENEFITS_MIGRATION
 from services.accounts.adapters.claim_repository import CLAIMS_MIGRATION
 from services.accounts.domain.balance import (
     ChargedRevision,
@@ -110,6 +112,10 @@ MIGRATIONS: list[str] = [
     CLAIMS_MIGRATION,
     # Bank-card mode (adapters.bank_charge_store): day totals, charges, attempts.
     BANK_MIGRATION,
+    # Benefits (adapters.benefits_repository): officers, provider devices, entitlements,
+    # their month ledger, budgets, redemptions, rewards, the audit trail; and the balance
+    # movement kind `reward`.
+    BENEFITS_MIGRATION,
 ]
 
 _INSERT_REVISIONS = """
@@ -241,6 +247,27 @@ def _revision(row: asyncpg.Record) -> JourneyRevision:
     )
 
 
+class JourneyRewards(Protocol):
+    """What a new journey earns (off-peak rewards, services.accounts.service_layer.rewards):
+    called inside the store's transaction with each journey's first stored revision."""
+
+    async def movements(
+        self, conn: asyncpg.Connection, firsts: Sequence[JourneyRevision]
+    ) -> list[Movement]:
+        """The balance movements of the rewards earned (their records written)."""
+        ...
+
+
+def first_revisions(known: set[str], revs: Sequence[JourneyRevision]) -> list[JourneyRevision]:
+    """Of `revs` (delivery order), the first revision of each journey not in `known` (the
+    journeys already stored): what creates a journey's row."""
+    firsts: dict[str, JourneyRevision] = {}
+    for rev in revs:
+        if rev.journey_id not in known:
+            firsts.setdefault(rev.journey_id, rev)
+    return list(firsts.values())
+
+
 class JourneyRepository:
     """Journey revisions in the service's own schema (the pool pins the search path)."""
 
@@ -249,8 +276,11 @@ class JourneyRepository:
         pool: asyncpg.Pool,
         book: BalanceBook | None = None,
         bank_days: BankDayClock | None = None,
+        rewards: JourneyRewards | None = None,
     ) -> None:
         self._pool = pool
+        # Off-peak rewards earned by new journeys, credited in the same transaction.
+        self._rewards = rewards
         # Without a book the history is kept and no balance moves (benchmarks of reads).
         self._book = book
         # Bank cards (bk_) have no balance: their deltas move their service day's total,
@@ -297,6 +327,7 @@ class JourneyRepository:
                 row["journey_id"]: JourneyStanding(row["revision"], row["charged_minor"])
                 for row in locked
             }
+            known = set(current)
             became = _apply_in_order(current, revs)
             moves = journey_movements(
                 standing,
@@ -306,6 +337,8 @@ class JourneyRepository:
                 ],
             )
             moves = await self._add_bank_days(conn, moves, revs)
+            if self._rewards is not None and self._book is not None:
+                moves += await self._rewards.movements(conn, first_revisions(known, revs))
             if self._book is not None and moves:
                 await self._book.post(conn, moves, datetime.now(UTC))
             if became:

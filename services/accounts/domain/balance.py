@@ -59,6 +59,7 @@ class MovementKind(StrEnum):
 
     TOP_UP = "top_up"
     JOURNEY = "journey"
+    REWARD = "reward"  # a reward credited to stored value (docs/benefits.md)
 
 
 @dataclass(frozen=True, slots=True)

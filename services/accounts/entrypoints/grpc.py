@@ -89,6 +89,7 @@ def card_message(card: Card) -> accounts_pb2.Card:
 _KINDS = {
     MovementKind.TOP_UP: accounts_pb2.BalanceMovement.KIND_TOP_UP,
     MovementKind.JOURNEY: accounts_pb2.BalanceMovement.KIND_JOURNEY,
+    MovementKind.REWARD: accounts_pb2.BalanceMovement.KIND_REWARD,
 }
 
 

@@ -16,21 +16,43 @@ context string so that a signature made for one purpose can never be replayed as
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+# The key ids, key checks and signature verification are shared with accounts' provider
+# devices (clearway.device_keys); re-exported here for ingest's modules.
+from clearway.device_keys import (
+    KEY_ID_HEX,
+    PUBLIC_KEY_BYTES,
+    SIGNATURE_BYTES,
+    DeviceAuthError,
+    DeviceRevokedError,
+    check_public_key,
+    key_id_of,
+    verify_signature,
+)
 
-from clearway.errors import ClearwayError, ErrorKind
+__all__ = [
+    "ASSERTION_CONTEXT",
+    "BATCH_CONTEXT",
+    "KEY_ID_HEX",
+    "PUBLIC_KEY_BYTES",
+    "SIGNATURE_BYTES",
+    "Device",
+    "DeviceAuthError",
+    "DeviceKey",
+    "DeviceRevokedError",
+    "DeviceStatus",
+    "KeyStatus",
+    "active_key",
+    "check_public_key",
+    "key_id_of",
+    "verify_signed",
+]
 
 BATCH_CONTEXT = b"clearway.ingest.v1.TapBatch\x00"
 ASSERTION_CONTEXT = b"clearway.ingest.v1.DeviceAssertion\x00"
-PUBLIC_KEY_BYTES = 32
-SIGNATURE_BYTES = 64
-KEY_ID_HEX = 16
 
 
 class DeviceStatus(StrEnum):
@@ -45,33 +67,6 @@ class KeyStatus(StrEnum):
 
     ACTIVE = "active"
     RETIRED = "retired"
-
-
-class DeviceAuthError(ClearwayError):
-    """A batch or request whose device cannot be proven (`code`: UNKNOWN_DEVICE,
-    UNKNOWN_KEY, KEY_RETIRED, BAD_SIGNATURE, STALE_ASSERTION, ...)."""
-
-    code = "BAD_SIGNATURE"
-    kind = ErrorKind.UNAUTHENTICATED
-
-
-class DeviceRevokedError(ClearwayError):
-    """The device is known, and revoked: refused at once and for good."""
-
-    code = "DEVICE_REVOKED"
-    kind = ErrorKind.PERMISSION_DENIED
-
-
-def key_id_of(public_key: bytes) -> str:
-    """The id of a raw 32-byte Ed25519 public key: the first 16 hex digits of its SHA-256."""
-    return hashlib.sha256(public_key).hexdigest()[:KEY_ID_HEX]
-
-
-def check_public_key(public_key: bytes) -> None:
-    """ValueError unless `public_key` is a raw 32-byte Ed25519 public key."""
-    if len(public_key) != PUBLIC_KEY_BYTES:
-        raise ValueError(f"an Ed25519 public key is {PUBLIC_KEY_BYTES} raw bytes")
-    Ed25519PublicKey.from_public_bytes(public_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +126,5 @@ def verify_signed(
     DeviceAuthError with the reason code otherwise."""
     key = active_key(device, key_id)
     assert device is not None  # active_key refused None
-    if len(signature) != SIGNATURE_BYTES:
-        raise DeviceAuthError(f"a signature is {SIGNATURE_BYTES} bytes", code="BAD_SIGNATURE")
-    try:
-        Ed25519PublicKey.from_public_bytes(key.public_key).verify(signature, context + payload)
-    except InvalidSignature:
-        raise DeviceAuthError(
-            "the signature does not verify with the device's key", code="BAD_SIGNATURE"
-        ) from None
+    verify_signature(key.public_key, context, signature=signature, payload=payload)
     return device

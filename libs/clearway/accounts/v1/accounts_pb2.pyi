@@ -536,11 +536,19 @@ class BalanceMovement(_message.Message):
         KIND_UNSPECIFIED: BalanceMovement._Kind.ValueType  # 0
         KIND_TOP_UP: BalanceMovement._Kind.ValueType  # 1
         KIND_JOURNEY: BalanceMovement._Kind.ValueType  # 2
+        KIND_REWARD: BalanceMovement._Kind.ValueType  # 3
+        """A reward credited to stored value (docs/benefits.md): an officer's grant, or an
+        off-peak journey.
+        """
 
     class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
     KIND_UNSPECIFIED: BalanceMovement.Kind.ValueType  # 0
     KIND_TOP_UP: BalanceMovement.Kind.ValueType  # 1
     KIND_JOURNEY: BalanceMovement.Kind.ValueType  # 2
+    KIND_REWARD: BalanceMovement.Kind.ValueType  # 3
+    """A reward credited to stored value (docs/benefits.md): an officer's grant, or an
+    off-peak journey.
+    """
 
     KIND_FIELD_NUMBER: _builtins.int
     SOURCE_ID_FIELD_NUMBER: _builtins.int
@@ -550,7 +558,7 @@ class BalanceMovement(_message.Message):
     AT_FIELD_NUMBER: _builtins.int
     kind: Global___BalanceMovement.Kind.ValueType
     source_id: _builtins.str
-    """The top-up id, or the journey id."""
+    """The top-up id, the journey id, or the reward id."""
     revision: _builtins.int
     """The journey's revision (0 for a top-up)."""
     @_builtins.property
