@@ -32,8 +32,10 @@ from clearway.settings import (
 )
 from clearway.telemetry import setup_tracing
 from services.portal.adapters.accounts import AccountsClient
+from services.portal.adapters.benefits import BenefitsClient
 from services.portal.domain.balance import DEFAULT_MAX_TOP_UP_MINOR
 from services.portal.domain.claims import Stop, load_stops_of
+from services.portal.entrypoints.benefits import BenefitsPages, add_benefits_routes
 from services.portal.entrypoints.web import Portal, WebConfig, web_app
 
 SERVICE = "portal"
@@ -120,11 +122,11 @@ class PortalApp:
             currency=s.currency,
             stops=s.stops,
         )
-        self.portal = Portal(AccountsClient(self.channel), config)
+        self.portal = Portal(AccountsClient(self.channel), BenefitsClient(self.channel), config)
+        app = web_app(self.portal)
+        add_benefits_routes(app, BenefitsPages(self.portal))
         # access_log=None: the portal logs route templates itself, never paths or queries.
-        self.runner = web.AppRunner(
-            web_app(self.portal), access_log=None, shutdown_timeout=s.grace_seconds
-        )
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.grace_seconds)
         try:
             await self.runner.setup()
             sock = _listening_socket(s.host, s.port)

@@ -109,23 +109,25 @@ def claim_view(c: accounts_pb2.Claim) -> ClaimView:
         claim_id=c.claim_id,
         journey_id=c.journey_id,
         entry_stop=c.entry_stop_id,
-        entry_at=_time(c.entry_at, c.HasField("entry_at")),
+        entry_at=time_of(c.entry_at, c.HasField("entry_at")),
         exit_stop=c.exit_stop_id,
-        exited_at=_time(c.exited_at, c.HasField("exited_at")),
+        exited_at=time_of(c.exited_at, c.HasField("exited_at")),
         exited_at_estimated=c.exited_at_estimated,
         state=CLAIM_STATES.get(c.status, ClaimState.PENDING),
         reason=c.reason,
-        claimed_charge=_money(c.claimed_charge, currency),
-        refund=_money(c.refund, currency),
-        created_at=_time(c.created_at, c.HasField("created_at")),
+        claimed_charge=money_of(c.claimed_charge, currency),
+        refund=money_of(c.refund, currency),
+        created_at=time_of(c.created_at, c.HasField("created_at")),
     )
 
 
-def _time(ts: Timestamp, present: bool) -> datetime | None:
+def time_of(ts: Timestamp, present: bool) -> datetime | None:
+    """A timestamp field as an aware datetime (None when the field is not set)."""
     return ts.ToDatetime(tzinfo=UTC) if present else None
 
 
-def _money(m: money_pb2.Money, currency: str) -> Money:
+def money_of(m: money_pb2.Money, currency: str) -> Money:
+    """A Money field (`currency` when it has none: an unset field)."""
     return Money(m.amount_minor, m.currency or currency)
 
 
@@ -136,8 +138,8 @@ def journey_view(j: events_pb2.PricedJourney) -> JourneyView:
         LegView(
             from_stop=leg.from_stop_id,
             to_stop=leg.to_stop_id,
-            entry_at=_time(leg.entry_at, leg.HasField("entry_at")),
-            exit_at=_time(leg.exit_at, leg.HasField("exit_at")),
+            entry_at=time_of(leg.entry_at, leg.HasField("entry_at")),
+            exit_at=time_of(leg.exit_at, leg.HasField("exit_at")),
             incomplete=leg.incomplete,
             fare_product=leg.fare_product_id,
             transfer_rule=leg.transfer_rule_id,
@@ -149,17 +151,30 @@ def journey_view(j: events_pb2.PricedJourney) -> JourneyView:
         journey_id=j.journey_id,
         service_day=j.service_day,
         legs=legs,
-        charge=_money(j.charge, currency),
+        charge=money_of(j.charge, currency),
         caps_saved=Money(saved, currency),
         incomplete=j.incomplete,
         revision=j.revision,
-        delta=_money(j.delta, currency),
+        delta=money_of(j.delta, currency),
         caps_applied=tuple(c.cap_id for c in j.caps if c.saved.amount_minor),
     )
 
 
-def _bearer(session: str) -> tuple[tuple[str, str], ...]:
+def bearer(session: str) -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata carrying a session token."""
     return (("authorization", f"Bearer {session}"),)
+
+
+async def call_accounts(call: Callable[[], Awaitable[T]]) -> T:
+    """Make one accounts call: a refusal becomes AccountsRefusalError (its reason code, or
+    the status name when there is none), an outage AccountsUnavailableError."""
+    try:
+        return await call()
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() in OUTAGES:
+            raise AccountsUnavailableError(exc.code().name) from None
+        code = reason_of(exc.trailing_metadata()) or exc.code().name
+        raise AccountsRefusalError(code, exc.code().name) from None
 
 
 class AccountsClient:
@@ -172,13 +187,7 @@ class AccountsClient:
         self.timeout_s = timeout_s
 
     async def _call(self, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in OUTAGES:
-                raise AccountsUnavailableError(exc.code().name) from None
-            code = reason_of(exc.trailing_metadata()) or exc.code().name
-            raise AccountsRefusalError(code, exc.code().name) from None
+        return await call_accounts(call)
 
     async def sign_up(self, email: str, password: str) -> None:
         """A new account."""
@@ -189,14 +198,14 @@ class AccountsClient:
         """A session for the account."""
         request = accounts_pb2.SignInRequest(email=email, password=password)
         reply = await self._call(lambda: self.travellers.SignIn(request, timeout=self.timeout_s))
-        return Session(reply.session_token, _time(reply.expires_at, reply.HasField("expires_at")))
+        return Session(reply.session_token, time_of(reply.expires_at, reply.HasField("expires_at")))
 
     async def sign_out(self, session: str) -> None:
         """End the session."""
         request = accounts_pb2.SignOutRequest()
         await self._call(
             lambda: self.travellers.SignOut(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
 
@@ -219,7 +228,7 @@ class AccountsClient:
         request = accounts_pb2.AddCardRequest(card_token=card_token, label=label)
         reply = await self._call(
             lambda: self.travellers.AddCard(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
         return reply.added
@@ -229,11 +238,11 @@ class AccountsClient:
         request = accounts_pb2.ListCardsRequest()
         reply = await self._call(
             lambda: self.travellers.ListCards(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
         return [
-            CardView(c.card_token, c.form, c.label, _time(c.added_at, c.HasField("added_at")))
+            CardView(c.card_token, c.form, c.label, time_of(c.added_at, c.HasField("added_at")))
             for c in reply.cards
         ]
 
@@ -242,7 +251,7 @@ class AccountsClient:
         request = accounts_pb2.RemoveCardRequest(card_token=card_token)
         await self._call(
             lambda: self.travellers.RemoveCard(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
 
@@ -255,7 +264,7 @@ class AccountsClient:
         )
         reply = await self._call(
             lambda: self.history.ListJourneys(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
         return JourneyPage([journey_view(j) for j in reply.journeys], reply.next_page_token)
@@ -265,10 +274,10 @@ class AccountsClient:
         request = accounts_pb2.GetBalanceRequest(card_token=card_token)
         reply = await self._call(
             lambda: self.travellers.GetBalance(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
-        return BalanceView(_money(reply.balance, "GBP"), reply.deny_listed)
+        return BalanceView(money_of(reply.balance, "GBP"), reply.deny_listed)
 
     async def list_movements(
         self, session: str, card_token: str, page_size: int, page_token: str
@@ -279,7 +288,7 @@ class AccountsClient:
         )
         reply = await self._call(
             lambda: self.travellers.ListBalanceMovements(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
         movements = [
@@ -287,9 +296,9 @@ class AccountsClient:
                 kind=MOVEMENT_KINDS.get(m.kind, MovementKind.OTHER),
                 source_id=m.source_id,
                 revision=m.revision,
-                amount=_money(m.amount, "GBP"),
-                balance_after=_money(m.balance_after, m.amount.currency or "GBP"),
-                at=_time(m.at, m.HasField("at")),
+                amount=money_of(m.amount, "GBP"),
+                balance_after=money_of(m.balance_after, m.amount.currency or "GBP"),
+                at=time_of(m.at, m.HasField("at")),
             )
             for m in reply.movements
         ]
@@ -305,18 +314,16 @@ class AccountsClient:
             idempotency_key=idempotency_key,
         )
         reply = await self._call(
-            lambda: self.travellers.TopUp(
-                request, metadata=_bearer(session), timeout=self.timeout_s
-            )
+            lambda: self.travellers.TopUp(request, metadata=bearer(session), timeout=self.timeout_s)
         )
-        return TopUpResult(_money(reply.balance_after, amount.currency), reply.replayed)
+        return TopUpResult(money_of(reply.balance_after, amount.currency), reply.replayed)
 
     async def caps_progress(self, session: str, card_token: str) -> CapsView:
         """How much of today's and this week's caps the card has used."""
         request = accounts_pb2.GetCapsProgressRequest(card_token=card_token)
         reply = await self._call(
             lambda: self.travellers.GetCapsProgress(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
         caps = tuple(
@@ -324,9 +331,9 @@ class AccountsClient:
                 cap_id=c.cap_id,
                 name=c.name,
                 period=CAP_PERIODS.get(c.period, ""),
-                amount=_money(c.amount, "GBP"),
-                spent=_money(c.spent, c.amount.currency or "GBP"),
-                remaining=_money(c.remaining, c.amount.currency or "GBP"),
+                amount=money_of(c.amount, "GBP"),
+                spent=money_of(c.spent, c.amount.currency or "GBP"),
+                remaining=money_of(c.remaining, c.amount.currency or "GBP"),
                 summary=c.summary,
             )
             for c in reply.caps
@@ -343,7 +350,7 @@ class AccountsClient:
         )
         reply = await self._call(
             lambda: self.travellers.ClaimMissingExit(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
         return claim_view(reply.claim)
@@ -353,7 +360,7 @@ class AccountsClient:
         request = accounts_pb2.ListClaimsRequest(card_token=card_token)
         reply = await self._call(
             lambda: self.travellers.ListClaims(
-                request, metadata=_bearer(session), timeout=self.timeout_s
+                request, metadata=bearer(session), timeout=self.timeout_s
             )
         )
         return [claim_view(c) for c in reply.claims]

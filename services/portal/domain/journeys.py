@@ -100,7 +100,7 @@ def decimal_amount(money: Money) -> str:
     return f"{sign}{whole}.{minor:02d}"
 
 
-def _cell(text: str) -> str:
+def spreadsheet_safe(text: str) -> str:
     """A text cell a spreadsheet will not run as a formula."""
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
@@ -110,10 +110,10 @@ def csv_row(journey: JourneyView) -> tuple[str, ...]:
     started = journey.started_at
     adjustment = journey.adjustment
     return (
-        _cell(journey.service_day),
+        spreadsheet_safe(journey.service_day),
         started.isoformat() if started else "",
-        _cell(journey.journey_id),
-        _cell(journey.route),
+        spreadsheet_safe(journey.journey_id),
+        spreadsheet_safe(journey.route),
         decimal_amount(journey.charge),
         journey.charge.currency,
         decimal_amount(journey.caps_saved),

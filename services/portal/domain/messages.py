@@ -64,6 +64,11 @@ NOTICES = {
     "card-removed": "Card removed.",
     "topped-up": "Top-up done. Your new balance is below.",
     "top-up-replayed": "That top-up was already done; nothing more was added.",
+    "granted": "Entitlement granted. It is at the top of the list below.",
+    "grant-replayed": "That grant was already made; nothing more was granted.",
+    "revoked": "Entitlement revoked. It can no longer be spent.",
+    "rewarded": "Reward credited.",
+    "reward-replayed": "That reward was already credited; nothing more was added.",
     "claim-made": (
         "Claim received. We re-price the journey with the exit you gave; any refund appears "
         "in your journeys and balance within a few minutes."

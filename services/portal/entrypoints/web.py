@@ -31,9 +31,16 @@ from services.portal.adapters.accounts import (
     AccountsUnavailableError,
     Session,
 )
+from services.portal.adapters.benefits import BenefitsClient
 from services.portal.domain.balance import DEFAULT_MAX_TOP_UP_MINOR, AmountError, parse_amount
 from services.portal.domain.claims import ClaimView, Stop
 from services.portal.domain.csrf import csrf_token, csrf_valid
+from services.portal.domain.entitlements import (
+    CouncilView,
+    category_text,
+    day_text,
+    month_text,
+)
 from services.portal.domain.journeys import (
     format_money,
     journeys_csv,
@@ -41,15 +48,19 @@ from services.portal.domain.journeys import (
     signed_money,
 )
 from services.portal.domain.messages import message_for, notice_for, top_up_message
+from services.portal.domain.roles import OFFICER, TRAVELLER, Role, role_cookie, role_from_cookie
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SESSION_COOKIE = "clearway_session"
 CSRF_COOKIE = "clearway_csrf"
+ROLE_COOKIE = "clearway_role"
 CSRF_FIELD = "csrf_token"
 FIELD_LIMIT = 4096
 CSRF_SEED = web.RequestKey("csrf_seed", str)
+ROLE_LEARNT = web.RequestKey("role_learnt", Role)
+NOT_AN_OFFICER = "These pages are for council officers only."
 # Accounts' answers about a card URL that must look like "no such page": whether another
 # account owns the card, or the token is malformed, is not the visitor's business.
 CARD_NOT_FOUND = {"NOT_YOUR_CARD", "BAD_CARD_TOKEN", "RAW_CARD_NUMBER", "MISSING_CARD_TOKEN"}
@@ -106,6 +117,11 @@ class SignInRequiredError(Exception):
     """The page needs a signed-in traveller and there is none."""
 
 
+def not_an_officer() -> web.HTTPForbidden:
+    """The 403 of an officer page asked for by an account that is not an officer."""
+    return web.HTTPForbidden(text=NOT_AN_OFFICER)
+
+
 def templates(stops: tuple[Stop, ...] = ()) -> jinja2.Environment:
     """The Jinja2 environment: HTML autoescaped, undefined variables an error."""
     env = jinja2.Environment(
@@ -121,17 +137,21 @@ def templates(stops: tuple[Stop, ...] = ()) -> jinja2.Environment:
     env.filters["path_part"] = lambda value: quote(str(value), safe="")
     env.filters["when"] = lambda value: value.strftime("%H:%M") if value else ""
     env.filters["date"] = lambda value: value.strftime("%d %b %Y") if value else ""
+    env.filters["day"] = day_text
+    env.filters["month_name"] = month_text
+    env.filters["category"] = category_text
     names = {stop.stop_id: stop.name for stop in stops}
     env.filters["stop_name"] = lambda stop_id: names.get(stop_id, stop_id)
     return env
 
 
-def _field(form: MultiDictProxy[Any], name: str) -> str:
+def form_field(form: MultiDictProxy[Any], name: str) -> str:
+    """A text field of a posted form, cut to FIELD_LIMIT ('' when absent or a file)."""
     value = form.get(name)
     return value[:FIELD_LIMIT] if isinstance(value, str) else ""
 
 
-def _redirect(location: str) -> web.Response:
+def see_other(location: str) -> web.Response:
     """A 303 to `location` (a response, not the raised exception aiohttp deprecates
     returning)."""
     return web.Response(status=303, headers={"Location": location})
@@ -146,8 +166,11 @@ def _route(request: web.Request) -> str:
 class Portal:
     """Every page of the portal."""
 
-    def __init__(self, accounts: AccountsClient, config: WebConfig) -> None:
+    def __init__(
+        self, accounts: AccountsClient, benefits: BenefitsClient, config: WebConfig
+    ) -> None:
         self.accounts = accounts
+        self.benefits = benefits
         self.config = config
         self.env = templates(config.stops)
         self.stopping = False
@@ -197,27 +220,93 @@ class Portal:
         )
 
     def start_session(
-        self, request: web.Request, response: web.StreamResponse, session: Session
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        session: Session,
+        role: Role | None = None,
     ) -> None:
-        """Keep the session in its cookie and give the browser a fresh CSRF seed."""
+        """Keep the session in its cookie, give the browser a fresh CSRF seed, and
+        remember the account's role when known (for as long as the session lasts)."""
         max_age = None
         if session.expires_at is not None:
             max_age = max(0, int((session.expires_at - datetime.now(UTC)).total_seconds()))
         self.set_cookie(request, response, SESSION_COOKIE, session.token, max_age)
         self.set_cookie(request, response, CSRF_COOKIE, secrets.token_urlsafe(32))
+        if role is not None:
+            value = role_cookie(self.config.secret, session.token, role)
+            self.set_cookie(request, response, ROLE_COOKIE, value, max_age)
+        else:  # one of an earlier session would be refused anyway
+            response.del_cookie(ROLE_COOKIE, path="/")
 
     def end_session(self, response: web.StreamResponse) -> None:
-        """Forget the session and the CSRF seed in the browser."""
+        """Forget the session, the CSRF seed and the remembered role in the browser."""
         response.del_cookie(SESSION_COOKIE, path="/")
         response.del_cookie(CSRF_COOKIE, path="/")
+        response.del_cookie(ROLE_COOKIE, path="/")
+
+    # -- the officer role -----------------------------------------------------------------
+
+    def role_of(self, request: web.Request) -> Role | None:
+        """What the portal knows of the account: learnt during this request, else from the
+        role cookie (None when it does not know, or the cookie is another session's)."""
+        if ROLE_LEARNT in request:
+            return request[ROLE_LEARNT]
+        value = request.cookies.get(ROLE_COOKIE, "")[:FIELD_LIMIT]
+        return role_from_cookie(self.config.secret, self.session_of(request), value)
+
+    def remember_role(self, request: web.Request, role: Role) -> None:
+        """Remember `role` in the browser (the middleware sets the cookie on the answer)."""
+        if self.role_of(request) != role:
+            request[ROLE_LEARNT] = role
+
+    async def learn_role(self, session: str) -> Role | None:
+        """Ask accounts whether the account is an officer (ListEntitlementSchemes answers
+        with its council) or a traveller (PERMISSION_DENIED). None when accounts cannot
+        tell (an accounts without OfficerService, an outage): the portal then offers the
+        traveller pages only, and asks again on the next officer page."""
+        try:
+            council = await self.benefits.council(session)
+        except AccountsRefusalError as refusal:
+            if refusal.code == "NOT_SIGNED_IN":
+                raise
+            if refusal.status == "PERMISSION_DENIED":
+                return Role(TRAVELLER)
+            log.warning("officer role unknown", extra={"reason": refusal.code})
+            return None
+        except AccountsUnavailableError:
+            return None
+        return Role(OFFICER, council.funder_id)
+
+    async def officer_council(self, request: web.Request) -> tuple[str, CouncilView]:
+        """The session and council of an officer page's caller: sign-in without a session,
+        403 for an account accounts says is not an officer (remembered, so a traveller's
+        later visits are refused without asking). Asked of accounts on every officer page,
+        so budgets are current and a removed officer loses the pages at once."""
+        session = self.require_session(request)
+        remembered = self.role_of(request)
+        if remembered is not None and not remembered.officer:
+            raise not_an_officer()
+        try:
+            council = await self.benefits.council(session)
+        except AccountsRefusalError as refusal:
+            if refusal.status == "PERMISSION_DENIED":
+                self.remember_role(request, Role(TRAVELLER))
+                raise not_an_officer() from None
+            raise
+        self.remember_role(request, Role(OFFICER, council.funder_id))
+        return session, council
 
     def page(
         self, request: web.Request, template: str, *, status: int = 200, **context: Any
     ) -> web.Response:
         """Render a page with what every page needs (CSRF token, signed-in state, notice)."""
         session = self.session_of(request)
+        role = self.role_of(request)
         values = {
             "signed_in": bool(session),
+            "officer": role is not None and role.officer,
+            "request_path": request.path,
             "csrf_token": csrf_token(self.config.secret, self.csrf_seed(request), session),
             "notice": notice_for(request.query.get("notice")),
             "error": None,
@@ -300,6 +389,10 @@ class Portal:
         new_seed = CSRF_COOKIE not in request.cookies and CSRF_SEED in request
         if new_seed and CSRF_COOKIE not in response.cookies:
             self.set_cookie(request, response, CSRF_COOKIE, request[CSRF_SEED])
+        session = self.session_of(request)
+        if ROLE_LEARNT in request and session and SESSION_COOKIE not in response.cookies:
+            value = role_cookie(self.config.secret, session, request[ROLE_LEARNT])
+            self.set_cookie(request, response, ROLE_COOKIE, value)
         return response
 
     async def _answer(
@@ -310,10 +403,10 @@ class Portal:
                 await self._check_csrf(request)
             return await handler(request)
         except SignInRequiredError:
-            return _redirect("/sign-in")
+            return see_other("/sign-in")
         except AccountsRefusalError as refusal:
             if refusal.code == "NOT_SIGNED_IN":
-                response = _redirect("/sign-in?notice=session-ended")
+                response = see_other("/sign-in?notice=session-ended")
                 self.end_session(response)
                 return response
             if refusal.code in CARD_NOT_FOUND:
@@ -334,7 +427,7 @@ class Portal:
         form = await request.post()
         seed = request.cookies.get(CSRF_COOKIE, "")
         if not csrf_valid(
-            self.config.secret, seed, self.session_of(request), _field(form, CSRF_FIELD)
+            self.config.secret, seed, self.session_of(request), form_field(form, CSRF_FIELD)
         ):
             log.warning("csrf check failed", extra={"route": _route(request)})
             raise web.HTTPForbidden(
@@ -345,16 +438,19 @@ class Portal:
     # -- pages ----------------------------------------------------------------------------
 
     async def home(self, request: web.Request) -> web.StreamResponse:
-        """Signed in: the cards; otherwise sign-in."""
-        return _redirect("/cards" if self.session_of(request) else "/sign-in")
+        """Signed in: the cards (an officer: the council's page); otherwise sign-in."""
+        if not self.session_of(request):
+            return see_other("/sign-in")
+        role = self.role_of(request)
+        return see_other("/officer" if role is not None and role.officer else "/cards")
 
     async def sign_up_form(self, request: web.Request) -> web.StreamResponse:
         return self.page(request, "sign_up.html", title="Create an account", email="")
 
     async def sign_up(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        email, password = _field(form, "email"), _field(form, "password")
-        if password != _field(form, "password_again"):
+        email, password = form_field(form, "email"), form_field(form, "password")
+        if password != form_field(form, "password_again"):
             error = message_for("MISMATCHED_PASSWORDS")
         else:
             try:
@@ -362,7 +458,7 @@ class Portal:
             except AccountsRefusalError as refusal:
                 error = message_for(refusal.code)
             else:
-                return _redirect("/sign-in?notice=signed-up")
+                return see_other("/sign-in?notice=signed-up")
         return self.page(
             request,
             "sign_up.html",
@@ -377,9 +473,9 @@ class Portal:
 
     async def sign_in(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        email = _field(form, "email")
+        email = form_field(form, "email")
         try:
-            session = await self.accounts.sign_in(email, _field(form, "password"))
+            session = await self.accounts.sign_in(email, form_field(form, "password"))
         except AccountsRefusalError as refusal:
             status = 429 if refusal.code == "SIGN_IN_RATE_LIMITED" else 400
             return self.page(
@@ -390,8 +486,9 @@ class Portal:
                 email=email,
                 error=message_for(refusal.code),
             )
-        response = _redirect("/cards")
-        self.start_session(request, response, session)
+        role = await self.learn_role(session.token)
+        response = see_other("/officer" if role is not None and role.officer else "/cards")
+        self.start_session(request, response, session, role)
         return response
 
     async def sign_out(self, request: web.Request) -> web.StreamResponse:
@@ -400,7 +497,7 @@ class Portal:
             # An already ended session: the browser forgets it all the same.
             with contextlib.suppress(AccountsRefusalError):
                 await self.accounts.sign_out(session)
-        response = _redirect("/sign-in?notice=signed-out")
+        response = see_other("/sign-in?notice=signed-out")
         self.end_session(response)
         return response
 
@@ -409,7 +506,7 @@ class Portal:
 
     async def reset_request(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        email = _field(form, "email")
+        email = form_field(form, "email")
         try:
             await self.accounts.request_reset(email)
         except AccountsRefusalError as refusal:
@@ -421,23 +518,24 @@ class Portal:
                 email=email,
                 error=message_for(refusal.code),
             )
-        return _redirect("/password/reset?notice=reset-sent")
+        return see_other("/password/reset?notice=reset-sent")
 
     async def reset_form(self, request: web.Request) -> web.StreamResponse:
         return self.page(request, "reset.html", title="Choose a new password")
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        password = _field(form, "password")
-        if password != _field(form, "password_again"):
+        password = form_field(form, "password")
+        if password != form_field(form, "password_again"):
             error = message_for("MISMATCHED_PASSWORDS")
         else:
             try:
-                await self.accounts.reset_password(_field(form, "reset_token").strip(), password)
+                token = form_field(form, "reset_token").strip()
+                await self.accounts.reset_password(token, password)
             except AccountsRefusalError as refusal:
                 error = message_for(refusal.code)
             else:
-                response = _redirect("/sign-in?notice=password-reset")
+                response = see_other("/sign-in?notice=password-reset")
                 self.end_session(response)  # the reset ended every session anyway
                 return response
         return self.page(
@@ -475,7 +573,8 @@ class Portal:
     async def add_card(self, request: web.Request) -> web.StreamResponse:
         session = self.require_session(request)
         form = await request.post()
-        card_token, label = _field(form, "card_token").strip(), _field(form, "label").strip()
+        card_token = form_field(form, "card_token").strip()
+        label = form_field(form, "label").strip()
         try:
             added = await self.accounts.add_card(session, card_token, label)
         except AccountsRefusalError as refusal:
@@ -490,13 +589,13 @@ class Portal:
                 card_token=keep,
                 label=label,
             )
-        return _redirect(f"/cards?notice={'card-added' if added else 'card-known'}")
+        return see_other(f"/cards?notice={'card-added' if added else 'card-known'}")
 
     async def remove_card(self, request: web.Request) -> web.StreamResponse:
         session = self.require_session(request)
         form = await request.post()
-        await self.accounts.remove_card(session, _field(form, "card_token"))
-        return _redirect("/cards?notice=card-removed")
+        await self.accounts.remove_card(session, form_field(form, "card_token"))
+        return see_other("/cards?notice=card-removed")
 
     async def card(self, request: web.Request) -> web.StreamResponse:
         return await self._card_page(request, request.match_info["card"])
@@ -546,8 +645,8 @@ class Portal:
     async def top_up(self, request: web.Request) -> web.StreamResponse:
         session = self.require_session(request)
         form = await request.post()
-        card = _field(form, "card_token")
-        amount_text = _field(form, "amount")[:64]
+        card = form_field(form, "card_token")
+        amount_text = form_field(form, "amount")[:64]
         max_top_up = format_money(Money(self.config.max_top_up_minor, self.config.currency))
         try:
             minor = parse_amount(amount_text, self.config.max_top_up_minor)
@@ -555,7 +654,7 @@ class Portal:
                 session,
                 card,
                 Money(minor, self.config.currency),
-                _field(form, "idempotency_key"),
+                form_field(form, "idempotency_key"),
             )
         except AmountError as bad:
             error = top_up_message(bad.code, max_top_up)
@@ -565,7 +664,7 @@ class Portal:
             error = top_up_message(refusal.code, max_top_up)
         else:
             notice = "top-up-replayed" if result.replayed else "topped-up"
-            return _redirect(f"/cards/{quote(card, safe='')}?notice={notice}")
+            return see_other(f"/cards/{quote(card, safe='')}?notice={notice}")
         return await self._card_page(request, card, status=400, error=error, amount=amount_text)
 
     async def journeys(self, request: web.Request) -> web.StreamResponse:
@@ -612,9 +711,9 @@ class Portal:
         """Claim the missing exit of one incomplete journey (another's card: 404)."""
         session = self.require_session(request)
         form = await request.post()
-        card = _field(form, "card_token")
-        journey_id = _field(form, "journey_id")
-        exit_stop = _field(form, "exit_stop_id").strip()[:256]
+        card = form_field(form, "card_token")
+        journey_id = form_field(form, "journey_id")
+        exit_stop = form_field(form, "exit_stop_id").strip()[:256]
         try:
             await self.accounts.claim_missing_exit(session, card, journey_id, exit_stop)
         except AccountsRefusalError as refusal:
@@ -628,7 +727,7 @@ class Portal:
                 claim_journey=journey_id,
                 exit_stop=exit_stop,
             )
-        return _redirect(f"/cards/{quote(card, safe='')}/journeys?notice=claim-made#claims")
+        return see_other(f"/cards/{quote(card, safe='')}/journeys?notice=claim-made#claims")
 
     async def journeys_csv(self, request: web.Request) -> web.StreamResponse:
         session = self.require_session(request)
