@@ -8,7 +8,7 @@ in the field does the same.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import grpc
 from cryptography.hazmat.primitives import serialization
@@ -75,7 +75,8 @@ class RedemptionDevice:
             idempotency_key=idempotency_key,
             entitlement_id=entitlement_id,
         )
-        redemption.requested_at.FromDatetime(requested_at or datetime.now(UTC))
+        if requested_at is not None:  # unset: presented now, by the server's clock
+            redemption.requested_at.FromDatetime(requested_at)
         payload = redemption.SerializeToString()
         return benefits_pb2.RedeemRequest(
             device_id=self.device_id,
@@ -92,11 +93,20 @@ class RedemptionDevice:
         amount: Money,
         idempotency_key: str,
         entitlement_id: str = "",
+        *,
+        requested_at: datetime | None = None,
     ) -> benefits_pb2.RedeemResponse:
-        """Sign and send one redemption; the answer (gRPC errors raise AioRpcError)."""
+        """Sign and send one redemption (presented at `requested_at`: a till sending what it
+        queued offline; default: now, by the server's clock); the
+        answer (gRPC errors raise AioRpcError)."""
         stub = benefits_pb2_grpc.RedemptionServiceStub(channel)
         request = self.sign(
-            card_token, category, amount, idempotency_key, entitlement_id=entitlement_id
+            card_token,
+            category,
+            amount,
+            idempotency_key,
+            entitlement_id=entitlement_id,
+            requested_at=requested_at,
         )
         response: benefits_pb2.RedeemResponse = await stub.Redeem(request, timeout=10)
         return response

@@ -146,6 +146,27 @@ def parse_date_of_birth(value: str, today: date) -> date:
     return born
 
 
+MAX_BACKDATE = timedelta(days=31)
+
+
+def parse_valid_from(value: str, today: date) -> date:
+    """The first day of a grant: `today` when `value` is empty, else a YYYY-MM-DD day at
+    most `MAX_BACKDATE` before today and not after it (the application's day);
+    BAD_VALID_FROM otherwise."""
+    if not value:
+        return today
+    try:
+        day = date.fromisoformat(value) if len(value) == 10 else None
+    except ValueError:
+        day = None
+    if day is None or day > today or day < today - MAX_BACKDATE:
+        raise BenefitsInputError(
+            f"valid_from must be a YYYY-MM-DD day from {today - MAX_BACKDATE} to {today}",
+            code="BAD_VALID_FROM",
+        )
+    return day
+
+
 def age_on(born: date, day: date) -> int:
     """Age in whole years on `day` (a 29 February birthday counts from 1 March)."""
     years = day.year - born.year

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from clearway.card_tokens import card_token_form
 from clearway.device_keys import DeviceAuthError, DeviceRevokedError, verify_signature
@@ -32,6 +32,23 @@ class RedemptionInputError(ClearwayError):
     """A redemption field that can never be right; `code` says which."""
 
     kind = ErrorKind.INVALID_ARGUMENT
+
+
+MAX_REQUEST_AGE = timedelta(hours=72)  # a till that lost its link sends what it queued
+MAX_REQUEST_AHEAD = timedelta(minutes=5)  # a till's clock may run a little fast
+
+
+def presented_at(requested_at: datetime | None, now: datetime) -> datetime:
+    """When the card was presented: the device's `requested_at` (None: `now`), at most
+    `MAX_REQUEST_AGE` old and `MAX_REQUEST_AHEAD` ahead; BAD_REQUESTED_AT otherwise."""
+    if requested_at is None:
+        return now
+    if not now - MAX_REQUEST_AGE <= requested_at <= now + MAX_REQUEST_AHEAD:
+        raise RedemptionInputError(
+            "requested_at must be at most 72 hours old and 5 minutes ahead of the server",
+            code="BAD_REQUESTED_AT",
+        )
+    return requested_at
 
 
 class RedemptionRefusedError(ClearwayError):

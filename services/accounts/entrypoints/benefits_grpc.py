@@ -187,6 +187,7 @@ class OfficerServicer(benefits_pb2_grpc.OfficerServiceServicer):
                 request.residence_area,
                 request.evidence,
                 request.idempotency_key,
+                request.valid_from,
             ),
         )
         return benefits_pb2.GrantEntitlementResponse(

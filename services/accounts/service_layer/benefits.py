@@ -63,6 +63,7 @@ from services.accounts.domain.entitlements import (
     month_start,
     next_month_start,
     parse_date_of_birth,
+    parse_valid_from,
 )
 from services.accounts.domain.paging import (
     decode_movements_token,
@@ -158,6 +159,7 @@ class GrantRequest:
     residence_area: str
     evidence: str
     idempotency_key: str
+    valid_from: str = ""  # YYYY-MM-DD, the application's day (at most 31 days back)
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,14 +256,16 @@ class Entitlements:
         earlier = await self._grant_by_key(officer, key, day)
         if earlier is not None:
             return self._replay(earlier, request)
-        scheme = context.scheme.entitlement_scheme(request.scheme_id, day)
+        # A backdated grant (the application's day) is judged and runs from that day.
+        start = parse_valid_from(request.valid_from, day)
+        scheme = context.scheme.entitlement_scheme(request.scheme_id, start)
         if scheme is None or scheme.funder_id != officer.funder_id:
             raise UnknownEntitlementSchemeError("your council has no scheme with this id")
         email = normal_email(request.traveller_email)
         note = check_note(request.evidence, "evidence")
         born = parse_date_of_birth(request.date_of_birth, day)
         residence_area = request.residence_area
-        check_eligible(scheme, born, residence_area, day)
+        check_eligible(scheme, born, residence_area, start)
         async with context.pool.acquire() as conn, conn.transaction():
             traveller_id = await repo.traveller_by_email(conn, email)
             if traveller_id is None:
@@ -273,7 +277,7 @@ class Entitlements:
                 for e in await repo.entitlements_of(conn, traveller_id)
                 if e.scheme_id == scheme.scheme_id
             ]
-            period = grant_period(scheme, held, day)
+            period = grant_period(scheme, held, start)
             grant = NewGrant(
                 f"ent_{uuid.uuid4().hex}",
                 traveller_id,

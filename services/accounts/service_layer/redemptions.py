@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
 
@@ -44,6 +44,7 @@ from services.accounts.domain.redemptions import (
     choose_entitlement,
     is_device_id,
     key_reused,
+    presented_at,
     same_redemption,
 )
 from services.accounts.service_layer.benefits import BenefitsContext
@@ -111,7 +112,9 @@ class Redemptions:
             entitlement_id=message.entitlement_id,
             scheme_currency=context.currency,
         )
-        at = context.now()
+        # The card was presented at the till's time: its service day is the redemption's.
+        till = message.requested_at if message.HasField("requested_at") else None
+        at = presented_at(None if till is None else till.ToDatetime(tzinfo=UTC), context.now())
         day = context.service_day(at)
         provider = context.scheme.party(device.provider_id, day)
         if provider is None or provider.kind is not PartyKind.PROVIDER:

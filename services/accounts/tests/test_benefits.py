@@ -836,3 +836,59 @@ async def test_concurrent_retries_redeem_once_and_the_budget_holds_under_content
     )
     refusals = [refusal(o) for o in outcomes if isinstance(o, grpc.aio.AioRpcError)]
     assert refusals == [(grpc.StatusCode.FAILED_PRECONDITION, "BUDGET_EXHAUSTED")]
+
+
+async def test_a_backdated_grant_and_a_queued_redemption_count_from_their_own_days(
+    desk: Desk,
+) -> None:
+    officer = await desk.officer()
+    young = await desk.person()
+    device = await desk.device()
+
+    def grant_from(valid_from: str):  # type: ignore[no-untyped-def]
+        return desk.officers.GrantEntitlement(
+            benefits_pb2.GrantEntitlementRequest(
+                traveller_email=young.email,
+                scheme_id=YOUTH,
+                date_of_birth=FIFTEEN,
+                residence_area="camden",
+                idempotency_key=uuid.uuid4().hex,
+                valid_from=valid_from,
+            ),
+            metadata=officer.metadata,
+        )
+
+    bad = (grpc.StatusCode.INVALID_ARGUMENT, "BAD_VALID_FROM")
+    assert await refused(grant_from("2026-11-21")) == bad  # tomorrow
+    assert await refused(grant_from("2026-10-19")) == bad  # 32 days back
+    assert await refused(grant_from("20-11-2026")) == bad
+    granted = await grant_from("2026-10-20")  # the application's day, 31 days back
+    assert (granted.entitlement.valid_from, granted.entitlement.valid_to) == (
+        "2026-10-20",
+        "2027-10-20",
+    )
+
+    # A till that lost its link sends the visit it queued yesterday: it counts on that day.
+    yesterday = NOW - timedelta(days=1)
+    queued = await device.redeem(
+        desk.channel, young.card, "swimming", gbp(500), "queued", requested_at=yesterday
+    )
+    assert queued.service_day == "2026-11-19"
+    too_old = device.redeem(
+        desk.channel,
+        young.card,
+        "swimming",
+        gbp(100),
+        "old",
+        requested_at=NOW - timedelta(hours=73),
+    )
+    assert await refused(too_old) == (grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUESTED_AT")
+    ahead = device.redeem(
+        desk.channel,
+        young.card,
+        "swimming",
+        gbp(100),
+        "ahead",
+        requested_at=NOW + timedelta(minutes=6),
+    )
+    assert await refused(ahead) == (grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUESTED_AT")

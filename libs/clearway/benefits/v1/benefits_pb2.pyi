@@ -260,6 +260,7 @@ class GrantEntitlementRequest(_message.Message):
     RESIDENCE_AREA_FIELD_NUMBER: _builtins.int
     EVIDENCE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
     traveller_email: _builtins.str
     """The traveller account (its sign-in email)."""
     scheme_id: _builtins.str
@@ -270,6 +271,11 @@ class GrantEntitlementRequest(_message.Message):
     """The officer's note of the evidence seen (a document reference; no copies)."""
     idempotency_key: _builtins.str
     """Retry with the same key: one grant."""
+    valid_from: _builtins.str
+    """Optional (YYYY-MM-DD): backdate the grant to the day the application was made, at most
+    31 days before today, never later than today; empty: today. Eligibility (age) and
+    validity count from this day.
+    """
     def __init__(
         self,
         *,
@@ -279,10 +285,11 @@ class GrantEntitlementRequest(_message.Message):
         residence_area: _builtins.str = ...,
         evidence: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        valid_from: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_of_birth", b"date_of_birth", "evidence", b"evidence", "idempotency_key", b"idempotency_key", "residence_area", b"residence_area", "scheme_id", b"scheme_id", "traveller_email", b"traveller_email"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_of_birth", b"date_of_birth", "evidence", b"evidence", "idempotency_key", b"idempotency_key", "residence_area", b"residence_area", "scheme_id", b"scheme_id", "traveller_email", b"traveller_email", "valid_from", b"valid_from"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -824,7 +831,12 @@ class Redemption(_message.Message):
     @_builtins.property
     def amount(self) -> _money_pb2.Money: ...
     @_builtins.property
-    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    def requested_at(self) -> _timestamp_pb2.Timestamp:
+        """When the card was presented (the till's clock): it decides the service day, the month
+        of the allowance and budget, and the settlement period. At most 72 hours old (a till
+        that lost its link sends what it queued) and at most 5 minutes ahead; unset: now.
+        """
+
     def __init__(
         self,
         *,
