@@ -20,7 +20,7 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -44,8 +44,16 @@ from clearway.settings import ADMIN_PORT_OFFSET, DEFAULT_PORTS, REPO_ROOT
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
 from clearway.telemetry import setup_tracing
 from services.accounts.entrypoints.cli import print_history
+from services.demo_benefits import (
+    OFFICER_EMAIL,
+    OFFICER_PASSWORD,
+    BenefitsRun,
+    print_benefits,
+    run_benefits,
+    wait_for_postings,
+)
 from services.fares.domain import FareData, load_fare_data
-from services.ingest.simulator.cli import DEFAULT_FEED, yesterday
+from services.ingest.simulator.cli import DEFAULT_FEED
 from services.ingest.simulator.day import SimulatedDay, devices_of, simulate_day
 from services.ingest.simulator.stream import Tally, register_devices, send_day
 from services.portal.app import DEFAULT_PORT as PORTAL_PORT
@@ -274,6 +282,7 @@ def report(  # noqa: PLR0917 - the demo's outcome, in its parts
     log: JourneyLog,
     work_dir: Path,
     verified: dict[str, str],
+    benefits: BenefitsRun,
 ) -> list[str]:
     """Print journeys, money and every party's file set; return the checks that failed."""
     currency = log.currency
@@ -296,15 +305,20 @@ def report(  # noqa: PLR0917 - the demo's outcome, in its parts
         ("fees", "clearing fees"),
         ("top_ups", "top-ups sold by retailers"),
         ("commission", "retailers' commission"),
+        ("vouchers_redeemed", "allowance redeemed at providers"),
+        ("vouchers_funded", "paid for it by councils"),
     ):
         print(f"  {text:<34} {_gbp(total(name), currency):>14}")
     print("\nSettlement files (one signed set per party)")
     net_sum = 0
     retailers = 0
+    providers: dict[str, int] = {}
     for st in sorted(settled.statements, key=lambda s: s.party_id):
         net_sum += st.net.amount_minor
         if st.party_id.startswith("retailer:"):
             retailers += st.net.amount_minor
+        if st.party_id.startswith("provider:"):
+            providers[st.party_id] = st.net.amount_minor
         paid = f"  paid by pain.001 ({st.end_to_end_id})" if st.end_to_end_id else ""
         print(
             f"  {st.party_id:<22} {_gbp(st.net.amount_minor, currency):>14}"
@@ -322,6 +336,7 @@ def report(  # noqa: PLR0917 - the demo's outcome, in its parts
             total("top_ups") == -retailers + total("commission"),
         ),
         ("net positions sum to zero", net_sum == 0),
+        *benefit_checks(benefits, total("vouchers_redeemed"), total("vouchers_funded"), providers),
         ("every party's file set verifies", all(v == "verified" for v in verified.values())),
         ("every tap accounted for", tally.balanced()),
     ]
@@ -329,6 +344,60 @@ def report(  # noqa: PLR0917 - the demo's outcome, in its parts
     for label, ok in checks:
         print(f"  {'ok    ' if ok else 'FAILED'} {label}")
     return [label for label, ok in checks if not ok]
+
+
+async def council_day(
+    scheme: Scheme, fleet: Fleet, endpoints: Endpoints, day: date, seed: int
+) -> BenefitsRun:
+    """Camden's youth allowance on the demo day (services/demo_benefits.py), printed, and
+    its postings relayed to `benefits` before settlement closes the period."""
+    env = fleet.env_for("accounts")
+    benefits = await run_benefits(
+        scheme,
+        f"127.0.0.1:{DEFAULT_PORTS['accounts']}",
+        endpoints.pg_dsn,
+        env["CLEARWAY_DB_SCHEMA"],
+        day,
+        seed=seed,
+    )
+    print_benefits(benefits, scheme.currency)
+    topic = Topics(prefix=env["CLEARWAY_TOPIC_PREFIX"]).benefits
+    await wait_for_postings(endpoints.kafka_bootstrap, topic, sum(benefits.redemptions.values()))
+    return benefits
+
+
+def last_closable_day(scheme: Scheme, now: datetime | None = None) -> date:
+    """The latest service day whose settlement period may already close: yesterday once
+    today's cut-off time has passed (10:00 in the example), else the day before."""
+    now = now or datetime.now(UTC)
+    day = now.astimezone(UTC).date() - timedelta(days=1)  # as `yesterday()` counts
+    zone = ZoneInfo(scheme.calendar.timezone)
+    if now < datetime.combine(day + timedelta(days=1), scheme.calendar.cutoff, zone):
+        day -= timedelta(days=1)
+    return day
+
+
+def benefit_checks(
+    run: BenefitsRun, redeemed: int, funded: int, providers: dict[str, int]
+) -> list[tuple[str, bool]]:
+    """The council's allowance, to the penny: what the tills were told was redeemed is what
+    providers are owed and the council pays, and what each young person has left."""
+    if run.skipped:
+        return []
+    return [
+        (
+            "redemptions authorised = providers' vouchers redeemed = council's vouchers funded",
+            run.total_minor == redeemed == funded,
+        ),
+        (
+            "each provider's file is owed exactly its redemptions",
+            providers == {p: m for p, m in run.redeemed_minor.items() if m},
+        ),
+        (
+            "each young person's allowance - redemptions = what is left",
+            run.left_minor == run.expected_left_minor,
+        ),
+    ]
 
 
 def verify_sets(
@@ -440,6 +509,7 @@ async def run_demo(
         print(f"  top-ups     {len(top_ups)} sold by {RETAILER}")
         if not tally.balanced():
             failures.append("taps: accepted + duplicates + rejected != sent")
+        benefits = await council_day(scheme, fleet, endpoints, day, seed)
 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{DEFAULT_PORTS['fares']}") as ch:
             closed = await fares_pb2_grpc.FaresServiceStub(ch).CloseServiceDay(
@@ -453,7 +523,7 @@ async def run_demo(
             )
         log = await read_journeys(endpoints.kafka_bootstrap, topics.journeys, period)
         verified = await asyncio.to_thread(verify_sets, settled, scheme, pki_dir)
-        failures += report(tally, closed, settled, log, work_dir, verified)
+        failures += report(tally, closed, settled, log, work_dir, verified, benefits)
         show_party_access(period, pki_dir)
         if log.by_card:
             await show_history(log.by_card.most_common(1)[0][0], fleet, keep_running)
@@ -521,7 +591,9 @@ def show_portal(card: str, keep_running: bool) -> None:
         f"\nTravellers' web portal: {PORTAL_URL}\n"
         f"  sign in as {DEMO_EMAIL} with the password '{DEMO_PASSWORD}'\n"
         f"  card {card} is on that account: its balance, top-ups and journeys at\n"
-        f"  {PORTAL_URL}/cards/{card}"
+        f"  {PORTAL_URL}/cards/{card}\n"
+        f"  Camden's council officer: {OFFICER_EMAIL} with the password '{OFFICER_PASSWORD}'\n"
+        f"  (grants, audit trail and the month's report at {PORTAL_URL}/officer)"
     )
     if not keep_running:
         print("  (the portal stops with the services; `clearway demo --keep-running` keeps it up)")
@@ -538,5 +610,5 @@ def main(argv: list[str]) -> int:
         "--keep-running", action="store_true", help="leave the services up until Ctrl-C"
     )
     args = parser.parse_args(argv)
-    day = args.day or yesterday()
+    day = args.day or last_closable_day(load_scheme(DEFAULT_SCHEME))
     return asyncio.run(run_demo(args.cards, args.validators, day, args.seed, args.keep_running))
