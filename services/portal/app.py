@@ -33,14 +33,18 @@ from clearway.settings import (
 from clearway.telemetry import setup_tracing
 from services.portal.adapters.accounts import AccountsClient
 from services.portal.adapters.benefits import BenefitsClient
+from services.portal.adapters.evidence import EvidenceShelf
 from services.portal.domain.balance import DEFAULT_MAX_TOP_UP_MINOR
 from services.portal.domain.claims import Stop, load_stops_of
 from services.portal.entrypoints.benefits import BenefitsPages, add_benefits_routes
+from services.portal.entrypoints.evidence import EvidencePages, add_evidence_routes
 from services.portal.entrypoints.web import Portal, WebConfig, web_app
 
 SERVICE = "portal"
 DEFAULT_PORT = 8080
 DEFAULT_FEED = REPO_ROOT / "examples" / "feeds" / "london"  # as fares' default
+REPORTS_DIR_VAR = "CLEARWAY_REPORTS_DIR"
+DEFAULT_REPORTS_DIR = REPO_ROOT / "var" / "reports"
 COOKIE_MODES = ("auto", "always", "never")
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class PortalSettings:
     max_top_up_minor: int = DEFAULT_MAX_TOP_UP_MINOR
     currency: str = "GBP"
     stops: tuple[Stop, ...] = ()
+    reports_dir: Path = DEFAULT_REPORTS_DIR  # the evidence packs (`clearway reports --packs`)
     log_level: str = "INFO"
     grace_seconds: float = 10.0
 
@@ -95,6 +100,7 @@ class PortalSettings:
                 [Path(p) for p in os.environ.get("CLEARWAY_FEED_DIR", "").split(":") if p]
                 or [DEFAULT_FEED]
             ),
+            reports_dir=Path(env_str(REPORTS_DIR_VAR, str(DEFAULT_REPORTS_DIR))),
             log_level=env_str("CLEARWAY_LOG_LEVEL", "INFO"),
             grace_seconds=env_float_seconds("CLEARWAY_GRACE_SECONDS", 10.0),
         )
@@ -125,6 +131,7 @@ class PortalApp:
         self.portal = Portal(AccountsClient(self.channel), BenefitsClient(self.channel), config)
         app = web_app(self.portal)
         add_benefits_routes(app, BenefitsPages(self.portal))
+        add_evidence_routes(app, EvidencePages(self.portal, EvidenceShelf(s.reports_dir)))
         # access_log=None: the portal logs route templates itself, never paths or queries.
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.grace_seconds)
         try:

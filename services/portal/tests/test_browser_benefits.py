@@ -6,12 +6,16 @@ provider:camden-leisure provisioned as the scheme's engineers would.
 A young person signs up and adds a scheme card; an officer signs in and grants the youth
 leisure allowance; the young person sees £20.00 this month; the provider's device redeems
 £7.50 of swimming; the young person sees £12.50 and the redemption; the officer's report
-shows the chart, and the one person's cells suppressed, with no card or email in it."""
+shows the chart, and the one person's cells suppressed, with no card or email in it. The
+officer opens the council's evidence pack (written by the reports code beforehand, as the
+nightly job would): every chart loads as an image under the portal's CSP, and no card
+token of the pack's day is in the page or its CSV."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import uuid
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
@@ -35,6 +39,7 @@ from services.accounts.app import AccountsApp, build
 from services.accounts.redemption_device import RedemptionDevice
 from services.accounts.service_layer.benefits_admin import add_officer, register_device
 from services.portal.app import PortalApp, PortalSettings
+from services.portal.tests.evidence_packs import PERIOD, TABLES, day_identifiers, write_day_pack
 from services.portal.tests.test_browser import PASSWORD, chromium_path
 from services.portal.tests.test_browser_claims import env
 
@@ -57,8 +62,13 @@ class BenefitsStack:
 
 
 @pytest.fixture(scope="module")
-async def benefits_stack(endpoints: Endpoints) -> AsyncIterator[BenefitsStack]:
+async def benefits_stack(
+    endpoints: Endpoints, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[BenefitsStack]:
     name = f"t{uuid.uuid4().hex[:10]}"
+    # The evidence pack the nightly reports job would have written for funder:camden.
+    reports_dir = tmp_path_factory.mktemp("reports")
+    write_day_pack(reports_dir)
     settings = dataclasses.replace(
         ServiceSettings.from_env("accounts"),
         grpc_host="127.0.0.1",
@@ -74,7 +84,12 @@ async def benefits_stack(endpoints: Endpoints) -> AsyncIterator[BenefitsStack]:
         running = RunningService(accounts)
         port = await running.start()
     portal = PortalApp(
-        PortalSettings(accounts_target=f"127.0.0.1:{port}", port=0, grace_seconds=1.0)
+        PortalSettings(
+            accounts_target=f"127.0.0.1:{port}",
+            port=0,
+            reports_dir=reports_dir,
+            grace_seconds=1.0,
+        )
     )
     portal_port = await portal.start()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
@@ -156,7 +171,7 @@ async def test_officer_grants_the_youth_allowance_and_a_provider_redemption_show
     await assert_accessible(page, "/entitlements")
     # A traveller never sees the officer pages, nor a link to them.
     assert await page.get_by_role("link", name="Council").count() == 0
-    for path in ("/officer", "/officer/grant", "/officer/report"):
+    for path in ("/officer", "/officer/grant", "/officer/report", f"/officer/evidence/{PERIOD}"):
         refused = await page.goto(path)
         assert refused is not None and refused.status == 403, path
         assert "for council officers only" in await page.locator("main").inner_text()
@@ -319,4 +334,72 @@ async def test_officer_grants_a_reward_once_a_month_and_revokes_a_grant(
     await page.reload()
     assert "Revoked" in await entitlement.inner_text()
     await young.close()
+    await officer.close()
+
+
+async def test_officer_opens_the_councils_evidence_pack_and_its_charts_load(
+    benefits_stack: BenefitsStack, browser: Browser
+) -> None:
+    stack = benefits_stack
+    officer_email = f"officer{uuid.uuid4().hex[:8]}@camden.example"
+    await stack.travellers.SignUp(
+        accounts_pb2.SignUpRequest(email=officer_email, password=PASSWORD)
+    )
+    assert stack.accounts.pool is not None
+    await add_officer(stack.accounts.pool, officer_email, COUNCIL)
+
+    # Signed out: the evidence pages ask for sign-in, as every officer page does.
+    visitor = await browser.new_context(base_url=stack.url)
+    door = await visitor.new_page()
+    await door.goto(f"/officer/evidence/{PERIOD}")
+    assert door.url.endswith("/sign-in")
+    await visitor.close()
+
+    officer = await browser.new_context(base_url=stack.url)
+    desk = await officer.new_page()
+    refused: list[str] = []  # the CSP's refusals, as Chromium reports them
+    desk.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
+    await sign_in(desk, officer_email)
+    assert desk.url.endswith("/officer")
+    await desk.get_by_role("link", name="Evidence packs").first.click()
+    assert desk.url.endswith("/officer/evidence")
+    await assert_accessible(desk, "/officer/evidence")
+    await desk.get_by_role("link", name="15 June 2026").click()
+    assert desk.url.endswith(f"/officer/evidence/{PERIOD}")
+    await desk.wait_for_load_state("load")  # every <img> loaded or failed
+    await assert_accessible(desk, "/officer/evidence/{period}")
+
+    ridership = desk.get_by_role("img", name=re.compile(r"^Chart: Boardings by boarding area"))
+    assert await ridership.count() == 1
+    assert await ridership.get_attribute("src") == f"/officer/evidence/{PERIOD}/ridership.svg"
+    assert await ridership.evaluate("img => img.complete && img.naturalWidth") > 0
+    widths = await desk.locator("main img").evaluate_all(
+        "imgs => imgs.map(i => [i.getAttribute('src'), i.complete ? i.naturalWidth : 0])"
+    )
+    assert len(widths) == len(TABLES)
+    assert all(width > 0 for _, width in widths), widths
+    summary = await desk.locator("pre.evidence-summary").inner_text()
+    assert summary.startswith("# Usage evidence: London Borough of Camden (funder:camden)")
+    html = await desk.content()
+    for ident in day_identifiers():
+        assert ident not in html, ident
+    async with desk.expect_download() as download_info:
+        await desk.get_by_role(
+            "link", name="Download boardings by boarding area, hour and operator (CSV)"
+        ).click()
+    download = await download_info.value
+    assert download.suggested_filename == (
+        f"clearway-evidence-funder_camden-{PERIOD}-ridership.csv"
+    )
+    saved = Path(await download.path())
+    csv_text = await asyncio.to_thread(saved.read_text, encoding="utf-8")
+    assert csv_text.startswith("boarding_area,hour,operator_id,boardings,cards")
+    for ident in day_identifiers():
+        assert ident not in csv_text, ident
+    assert refused == []
     await officer.close()

@@ -1,9 +1,10 @@
-"""`clearway reports usage --period YYYY-MM-DD|YYYY-MM --out DIR [--council funder:X]
-[--scheme FILE] [--feed DIR] [--topic-prefix P] [--bootstrap HOST:PORT]`.
+"""`clearway reports usage --period YYYY-MM-DD|YYYY-MM (--out DIR | --packs DIR)
+[--council funder:X] [--scheme FILE] [--feed DIR] [--topic-prefix P] [--bootstrap HOST:PORT]`.
 
 Reads the journeys and benefits topics from the beginning and writes the usage evidence
 of a council's area (or the whole network) for a service day or a month (docs/reports.md):
-a CSV, an SVG and a PNG chart per report, report.md and index.html.
+a CSV, an SVG and a PNG chart per report, report.md and index.html; into `--out`, or as
+the evidence pack `<packs>/<council>/<period>/` the portal shows the council's officers.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from clearway.scheme.model import Scheme
 from clearway.settings import REPO_ROOT
 from services.reports.adapters.benefits import read_postings
 from services.reports.adapters.feed import DEFAULT_TIMEZONE, NetworkPlaces, network_places
-from services.reports.adapters.files import write_reports
+from services.reports.adapters.files import write_pack, write_reports
 from services.reports.adapters.journeys import read_journeys
 from services.reports.adapters.topics import TopicNotFoundError
-from services.reports.domain.reports import ReportScope, build_reports
+from services.reports.domain.reports import ReportScope, UsageReports, build_reports
 from services.reports.domain.scope import (
     BadPeriodError,
     Council,
@@ -45,7 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument(
         "--period", required=True, help="a service day YYYY-MM-DD or a month YYYY-MM"
     )
-    usage.add_argument("--out", required=True, type=Path, help="directory to write into")
+    where = usage.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="directory to write into")
+    where.add_argument(
+        "--packs",
+        type=Path,
+        help="evidence packs' directory: writes DIR/<council>/<period>/ (funder_camden, or "
+        "network without --council), replacing that period's pack as a whole",
+    )
     usage.add_argument(
         "--council",
         default=None,
@@ -74,18 +82,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def usage_reports(
+async def read_usage(
     bootstrap: str,
     topic_prefix: str,
     period: Period,
-    out: Path,
     *,
     scheme: Scheme,
     places: NetworkPlaces,
     council: Council | None = None,
-) -> list[Path]:
-    """Read the journeys and benefits topics and write the reports of `period` (of
-    `council`'s area, or the whole network) into `out`."""
+) -> UsageReports:
+    """Read the journeys and benefits topics and build the reports of `period` (of
+    `council`'s area, or the whole network)."""
     topics = Topics(topic_prefix)
     funder_id = council.funder_id if council is not None else None
     journeys, postings = await asyncio.gather(
@@ -100,7 +107,25 @@ async def usage_reports(
         stop_areas=places.stop_areas,
         entitlement_schemes=scheme.entitlement_schemes,
     )
-    return write_reports(build_reports(journeys, postings, scope), out)
+    return build_reports(journeys, postings, scope)
+
+
+async def usage_reports(
+    bootstrap: str,
+    topic_prefix: str,
+    period: Period,
+    out: Path,
+    *,
+    scheme: Scheme,
+    places: NetworkPlaces,
+    council: Council | None = None,
+) -> list[Path]:
+    """Read the journeys and benefits topics and write the reports of `period` (of
+    `council`'s area, or the whole network) into `out`."""
+    reports = await read_usage(
+        bootstrap, topic_prefix, period, scheme=scheme, places=places, council=council
+    )
+    return write_reports(reports, out)
 
 
 def _fail(message: str, status: int) -> int:
@@ -139,21 +164,17 @@ def main(argv: list[str]) -> int:
             )
     bootstrap = args.bootstrap or Endpoints.from_env().kafka_bootstrap
     try:
-        paths = asyncio.run(
-            usage_reports(
-                bootstrap,
-                args.topic_prefix,
-                period,
-                args.out,
-                scheme=scheme,
-                places=places,
-                council=council,
+        reports = asyncio.run(
+            read_usage(
+                bootstrap, args.topic_prefix, period, scheme=scheme, places=places, council=council
             )
         )
     except TopicNotFoundError as exc:
         return _fail(f"no topic {exc} on {bootstrap}", 1)
     except CurrencyMismatchError as exc:
         return _fail(f"a posting is not in the scheme's currency {scheme.currency}: {exc}", 1)
+    # Written only once both topics are read: a refused run leaves no files.
+    paths = write_pack(reports, args.packs) if args.packs else write_reports(reports, args.out)
     for path in paths:
         print(path)
     return 0
