@@ -377,6 +377,46 @@ def last_closable_day(scheme: Scheme, now: datetime | None = None) -> date:
     return day
 
 
+async def close_day(
+    period: str, pki_dir: Path
+) -> tuple[fares_pb2.CloseServiceDayResponse, settlement_pb2.ClosePeriodResponse]:
+    """Close the service day in fares, then its period in settlement as the operations role."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{DEFAULT_PORTS['fares']}") as ch:
+        closed = await fares_pb2_grpc.FaresServiceStub(ch).CloseServiceDay(
+            fares_pb2.CloseServiceDayRequest(service_day=period, catch_up_timeout_seconds=120)
+        )
+    operations = Principal("role", OPERATIONS)
+    address = f"127.0.0.1:{DEFAULT_PORTS['settlement']}"
+    async with secure_channel(address, pki_dir, operations) as ch:
+        settled = await settlement_pb2_grpc.SettlementServiceStub(ch).ClosePeriod(
+            settlement_pb2.ClosePeriodRequest(period_id=period), timeout=300
+        )
+    return closed, settled
+
+
+async def council_evidence(fleet: Fleet, period: str) -> None:
+    """Camden's evidence pack of the day (`clearway reports usage --packs`), where the
+    portal's officer pages find it (CLEARWAY_REPORTS_DIR, default var/reports)."""
+    packs = REPO_ROOT / "var" / "reports"
+    command = [
+        *(sys.executable, "-m", "services.cli", "reports", "usage", "--period", period),
+        *("--council", "funder:camden", "--feed", str(DEFAULT_FEED), "--packs", str(packs)),
+        *("--topic-prefix", fleet.env_for("accounts")["CLEARWAY_TOPIC_PREFIX"]),
+    ]
+    done = await asyncio.to_thread(
+        subprocess.run, command, cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        print(f"\nCamden's evidence pack was not written: {done.stderr.strip()}")
+        return
+    print(
+        f"\nCamden's usage evidence for {period} (ridership, origin-destination, concession "
+        f"take-up, voucher spend, budget; cells under 10 suppressed):\n"
+        f"  {packs / 'funder_camden' / period}/  (CSV, SVG and PNG per table)\n"
+        f"  {PORTAL_URL}/officer/evidence/{period} for Camden's officer"
+    )
+
+
 def benefit_checks(
     run: BenefitsRun, redeemed: int, funded: int, providers: dict[str, int]
 ) -> list[tuple[str, bool]]:
@@ -511,20 +551,12 @@ async def run_demo(
             failures.append("taps: accepted + duplicates + rejected != sent")
         benefits = await council_day(scheme, fleet, endpoints, day, seed)
 
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{DEFAULT_PORTS['fares']}") as ch:
-            closed = await fares_pb2_grpc.FaresServiceStub(ch).CloseServiceDay(
-                fares_pb2.CloseServiceDayRequest(service_day=period, catch_up_timeout_seconds=120)
-            )
-        operations = Principal("role", OPERATIONS)
-        address = f"127.0.0.1:{DEFAULT_PORTS['settlement']}"
-        async with secure_channel(address, pki_dir, operations) as ch:
-            settled = await settlement_pb2_grpc.SettlementServiceStub(ch).ClosePeriod(
-                settlement_pb2.ClosePeriodRequest(period_id=period), timeout=300
-            )
+        closed, settled = await close_day(period, pki_dir)
         log = await read_journeys(endpoints.kafka_bootstrap, topics.journeys, period)
         verified = await asyncio.to_thread(verify_sets, settled, scheme, pki_dir)
         failures += report(tally, closed, settled, log, work_dir, verified, benefits)
         show_party_access(period, pki_dir)
+        await council_evidence(fleet, period)
         if log.by_card:
             await show_history(log.by_card.most_common(1)[0][0], fleet, keep_running)
         if keep_running:

@@ -59,6 +59,7 @@ def test_the_demo_runs_and_its_conservation_check_covers_the_council() -> None:
     assert "at provider:camden-leisure" in out and "at provider:soundbox" in out
     assert "refused     1 (OVER_VISIT_LIMIT)" in out
     assert "replayed    1" in out
+    assert "Camden's usage evidence for" in out  # the pack the officer's portal pages show
     for party in ("provider:camden-leisure", "provider:soundbox", "funder:camden"):
         line = next(ln for ln in out.splitlines() if ln.strip().startswith(party))
         assert "verified" in line, line
