@@ -10,10 +10,7 @@ import csv
 import dataclasses
 import io
 import logging
-import os
 import re
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -23,7 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.common.v1.money_pb2 import Money
@@ -31,7 +28,7 @@ from clearway.events.v1.events_pb2 import CapApplied, PricedJourney
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, delete_topics_with_prefix, idempotent_producer
 from clearway.runtime import RunningService
-from clearway.settings import REPO_ROOT, ServiceSettings
+from clearway.settings import ServiceSettings
 from services.accounts.adapters.traveller_repository import TravellerRepository
 from services.accounts.app import AccountsApp, build
 from services.portal.app import PortalApp, PortalSettings
@@ -40,24 +37,6 @@ pytestmark = pytest.mark.integration
 
 PASSWORD = "correct horse battery staple"
 T0 = datetime(2026, 11, 20, 7, 30, tzinfo=UTC)
-
-
-def chromium_path() -> str:
-    """Debian's Chromium: CLEARWAY_CHROMIUM, else on the PATH, else installed now by the
-    project's own script (deploy/browser.sh, apt-get)."""
-    named = os.environ.get("CLEARWAY_CHROMIUM")
-    if named:
-        return named
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found:
-        return found
-    script = REPO_ROOT / "deploy" / "browser.sh"
-    done = subprocess.run(
-        ["bash", str(script)], capture_output=True, text=True, timeout=900, check=False
-    )
-    if done.returncode != 0:
-        pytest.fail(f"deploy/browser.sh could not install Chromium:\n{done.stderr}")
-    return done.stdout.strip().splitlines()[-1]
 
 
 def money(amount: int) -> Money:
@@ -219,19 +198,6 @@ async def stack(endpoints: Endpoints) -> AsyncIterator[Stack]:
         await portal.stop()
         await running.stop()
         await delete_topics_with_prefix(endpoints.kafka_bootstrap, name)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = chromium_path()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def sign_in_with_form(page: Page, email: str, password: str = PASSWORD) -> None:

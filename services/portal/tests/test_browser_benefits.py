@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.device_keys import raw_public_key
@@ -40,7 +40,7 @@ from services.accounts.redemption_device import RedemptionDevice
 from services.accounts.service_layer.benefits_admin import add_officer, register_device
 from services.portal.app import PortalApp, PortalSettings
 from services.portal.tests.evidence_packs import PERIOD, TABLES, day_identifiers, write_day_pack
-from services.portal.tests.test_browser import PASSWORD, chromium_path
+from services.portal.tests.test_browser import PASSWORD
 from services.portal.tests.test_browser_claims import env
 
 pytestmark = pytest.mark.integration
@@ -105,19 +105,6 @@ async def benefits_stack(
         await portal.stop()
         await running.stop()
         await delete_topics_with_prefix(endpoints.kafka_bootstrap, name)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = chromium_path()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 def service_day_now() -> date:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.events.v1 import events_pb2
@@ -31,7 +31,7 @@ from services.accounts.app import build as build_accounts
 from services.fares.app import build as build_fares
 from services.portal.app import DEFAULT_FEED, PortalApp, PortalSettings
 from services.portal.domain.claims import load_stops
-from services.portal.tests.test_browser import PASSWORD, chromium_path
+from services.portal.tests.test_browser import PASSWORD
 
 pytestmark = pytest.mark.integration
 
@@ -137,19 +137,6 @@ async def claim_stack(endpoints: Endpoints) -> AsyncIterator[ClaimStack]:
         await running.stop()
         await fares.stop()
         await delete_topics_with_prefix(endpoints.kafka_bootstrap, name)
-
-
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Browser]:
-    executable = chromium_path()
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def test_traveller_sees_caps_progress_claims_a_missing_exit_and_sees_the_refund(
