@@ -74,6 +74,13 @@ class Topics:
         offsets number the list's versions; compacted, so it is kept whole)."""
         return f"{self.prefix}denylist"
 
+    @property
+    def concessions(self) -> str:
+        """Cards' travel-pass concessions (`CardConcession`), key = card token; a record
+        without a value (a tombstone) ends the card's concession (one partition, like the
+        deny list; compacted, so it holds each card's latest state)."""
+        return f"{self.prefix}concessions"
+
     def all(self) -> list[str]:
         """Every topic Clearway uses."""
         return [
@@ -85,6 +92,7 @@ class Topics:
             self.statements,
             self.ingest_txns,
             self.denylist,
+            self.concessions,
         ]
 
 
@@ -100,6 +108,9 @@ class TopicSpec:
 SPECIAL_TOPICS = {
     "ingest.txns": TopicSpec(1, {"retention.ms": str(24 * 3600 * 1000)}),
     "denylist": TopicSpec(
+        1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(3600 * 1000)}
+    ),
+    "concessions": TopicSpec(
         1, {"cleanup.policy": "compact", "min.compaction.lag.ms": str(3600 * 1000)}
     ),
 }
@@ -210,10 +221,11 @@ def partition_for(key: bytes, partitions: int) -> int:
 async def publish_many(
     producer: AIOKafkaProducer,
     topic: str,
-    messages: Sequence[tuple[bytes, bytes, list[tuple[str, bytes]]]],
+    messages: Sequence[tuple[bytes, bytes | None, list[tuple[str, bytes]]]],
 ) -> None:
     """Send (key, value, headers) messages and return once Kafka holds every one (acks as
-    the producer is configured); raises the first failure.
+    the producer is configured); raises the first failure. A None value is a tombstone
+    (a compacted topic forgets the key).
 
     Messages are packed into record batches per partition (the partition of their key, as
     the default partitioner picks it) and handed to the producer whole: much cheaper per
@@ -222,7 +234,7 @@ async def publish_many(
     if not messages:
         return
     count = len(await producer.partitions_for(topic))
-    by_partition: dict[int, list[tuple[bytes, bytes, list[tuple[str, bytes]]]]] = {}
+    by_partition: dict[int, list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]] = {}
     known: dict[bytes, int] = {}
     for message in messages:
         key = message[0]
@@ -238,7 +250,7 @@ async def publish_many(
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
                 batch = producer.create_batch()
                 if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    raise MessageSizeTooLargeError(f"a message of {len(value)} bytes")
+                    raise MessageSizeTooLargeError(f"a message of {len(value or b'')} bytes")
         futures.append(await producer.send_batch(batch, topic, partition=partition))
     await asyncio.gather(*futures)
 

@@ -60,6 +60,7 @@ from services.accounts.service_layer.benefits import (
     Entitlements,
 )
 from services.accounts.service_layer.claims import Claims, ClaimSettings
+from services.accounts.service_layer.concessions import CardConcessions, ConcessionsOfCards
 from services.accounts.service_layer.journey_history import JourneyHistory
 from services.accounts.service_layer.redemptions import Redemptions
 from services.accounts.service_layer.rewards import OffPeakRewards, Rewards
@@ -227,17 +228,31 @@ class AccountsApp:
             SignInLimiter(cache.client, cache_namespace(self.settings)),
         )
         self.benefits = BenefitsContext(
-            self.pool, scheme, self.travellers, day_clock, benefits_topic=topics.benefits
+            self.pool,
+            scheme,
+            self.travellers,
+            day_clock,
+            benefits_topic=topics.benefits,
+            concessions=CardConcessions(scheme, topics.concessions),
         )
         self.repository = JourneyRepository(
             self.pool, book, bank_days, rewards=OffPeakRewards(self.benefits)
         )
         history = JourneyHistory(self.repository, cache)
-        # The relay's topics: denylist is created with its own spec (one partition).
-        await resources.topics([topics.topups, topics.denylist, topics.benefits])
+        # The relay's topics: denylist and concessions are created with their own spec
+        # (one partition, compacted).
+        await resources.topics(
+            [topics.topups, topics.denylist, topics.benefits, topics.concessions]
+        )
         producer = await resources.producer()
         self.relay = OutboxRelay(self.pool, producer)
         self.benefits.relay = self.relay
+        # A card added to or removed from an account changes what its taps carry.
+        benefits = self.benefits
+        assert benefits.concessions is not None
+        self.travellers.cards_changed = ConcessionsOfCards(
+            benefits.concessions, lambda: benefits.service_day(benefits.now()), self.relay
+        )
         resources.background("outbox relay", self.relay.run())
         self.stored_value = StoredValue(
             self.pool,

@@ -6,7 +6,8 @@ import dataclasses
 import os
 import secrets
 import socket
-from datetime import timedelta
+from datetime import time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 
@@ -14,11 +15,17 @@ from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from clearway.rpc import Slot
 from clearway.runtime import Resources
 from clearway.settings import ServiceSettings, SettingsError, env_int, env_str
+from services.ingest.adapters.concessions_topic import ConcessionFollower
 from services.ingest.adapters.dedup import TapClaims
 from services.ingest.adapters.deny_list_topic import DenyListFollower, DenyListPublisher
 from services.ingest.adapters.device_registry import MIGRATIONS, DeviceRegistry
 from services.ingest.adapters.tap_writer import CommitLog, TapWriter
-from services.ingest.domain.validation import DEFAULT_POLICY, ValidationPolicy
+from services.ingest.domain.concessions import (
+    DEFAULT_CONCESSION_RULES,
+    DEFAULT_REFERENCE_CATEGORY,
+    ConcessionRules,
+)
+from services.ingest.domain.validation import DEFAULT_POLICY, ValidationPolicy, id_problem
 from services.ingest.entrypoints.deny_list import (
     DenyListAdminPorts,
     DenyListAdminServicer,
@@ -39,10 +46,12 @@ DAY_S = 24 * 3600
 class IngestApp:
     """Signed batches from validators -> claims in Redis -> one Kafka transaction per group
     of batches (`taps`, `taps.ingest.dlq`, `ingest.txns`); the device registry
-    (PostgreSQL, read through Redis); the deny list (`denylist` topic, followed in memory)."""
+    (PostgreSQL, read through Redis); the deny list (`denylist` topic) and the cards'
+    concessions (`concessions` topic), each followed in memory."""
 
     settings: ServiceSettings
     policy: ValidationPolicy = DEFAULT_POLICY
+    concession_rules: ConcessionRules = DEFAULT_CONCESSION_RULES
     dedup_ttl_s: int = 15 * DAY_S
     writer_id: str = ""
     ports: Slot[IngestPorts] = dataclasses.field(default_factory=lambda: Slot("ingest"))
@@ -75,8 +84,8 @@ class IngestApp:
         )
 
     async def start(self, resources: Resources) -> None:
-        """Connect Redis, PostgreSQL and Kafka, catch up with the deny list, start the
-        writer; only then does health report SERVING."""
+        """Connect Redis, PostgreSQL and Kafka, catch up with the deny list and the
+        concessions, start the writer; only then does health report SERVING."""
         s = self.settings
         topics = s.topics
         bootstrap = s.endpoints.kafka_bootstrap
@@ -102,9 +111,22 @@ class IngestApp:
         await follower.start()
         resources.on_close("deny list follower", follower.stop)
         resources.background("deny list follower", follower.run())
+        # Created at start with the topics above, so an empty topic loads at once.
+        concessions = ConcessionFollower(bootstrap, topics.concessions)
+        await concessions.start()
+        resources.on_close("concessions follower", concessions.stop)
+        resources.background("concessions follower", concessions.run())
         self.ports.fill(
             IngestPorts(
-                accept=AcceptPorts(registry, writer, follower, topics.taps, self.policy),
+                accept=AcceptPorts(
+                    registry,
+                    writer,
+                    follower,
+                    topics.taps,
+                    self.policy,
+                    concessions=concessions,
+                    concession_rules=self.concession_rules,
+                ),
                 registry=RegistryPorts(registry),
                 deny_list=DenyListDoor(follower, registry),
             )
@@ -120,6 +142,28 @@ def default_writer_id(prefix: str) -> str:
     return f"{prefix}ingest-{socket.gethostname()}-{worker}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
+def concession_rules_from_env() -> ConcessionRules:
+    """CLEARWAY_SCHEME_TIMEZONE and CLEARWAY_SERVICE_DAY_START (the scheme's service day, as
+    accounts reads them; keep them equal to the fare data's) and
+    CLEARWAY_REFERENCE_RIDER_CATEGORY (the category a concession replaces, besides empty)."""
+    zone = env_str("CLEARWAY_SCHEME_TIMEZONE", "Europe/London")
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(f"CLEARWAY_SCHEME_TIMEZONE is not a timezone: {zone!r}") from None
+    raw_start = env_str("CLEARWAY_SERVICE_DAY_START", "04:30")
+    try:
+        day_start = time.fromisoformat(raw_start)
+    except ValueError:
+        raise SettingsError(f"CLEARWAY_SERVICE_DAY_START is not HH:MM: {raw_start!r}") from None
+    reference = env_str("CLEARWAY_REFERENCE_RIDER_CATEGORY", DEFAULT_REFERENCE_CATEGORY)
+    if id_problem(reference) is not None:
+        raise SettingsError(
+            f"CLEARWAY_REFERENCE_RIDER_CATEGORY is not a rider category id: {reference!r}"
+        )
+    return ConcessionRules(zone, day_start, reference)
+
+
 def build(settings: ServiceSettings) -> IngestApp:
     """An ingest app for `settings`."""
     policy = ValidationPolicy(
@@ -133,6 +177,7 @@ def build(settings: ServiceSettings) -> IngestApp:
     return IngestApp(
         settings,
         policy=policy,
+        concession_rules=concession_rules_from_env(),
         dedup_ttl_s=env_int("CLEARWAY_DEDUP_TTL_S", 15 * DAY_S, minimum=60),
         writer_id=writer_id,
     )

@@ -19,6 +19,7 @@ from services.accounts.adapters.balance_book import BALANCE_MIGRATION, BalanceBo
 from services.accounts.adapters.bank_charge_store import BANK_MIGRATION, BankDayClock, add_to_days
 from services.accounts.adapters.benefits_repository import BENEFITS_MIGRATION
 from services.accounts.adapters.claim_repository import CLAIMS_MIGRATION
+from services.accounts.adapters.concession_store import CONCESSIONS_MIGRATION
 from services.accounts.domain.balance import (
     ChargedRevision,
     JourneyStanding,
@@ -116,6 +117,9 @@ MIGRATIONS: list[str] = [
     # their month ledger, budgets, redemptions, rewards, the audit trail; and the balance
     # movement kind `reward`.
     BENEFITS_MIGRATION,
+    # Travel passes on the taps (adapters.concession_store): what each card carries on the
+    # `concessions` topic; outbox rows without a value (tombstones).
+    CONCESSIONS_MIGRATION,
 ]
 
 _INSERT_REVISIONS = """

@@ -37,11 +37,12 @@ IDLE_POLL_S = 1.0
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:
-    """A Kafka record to send once the transaction that queued it commits."""
+    """A Kafka record to send once the transaction that queued it commits; a value of None
+    is a tombstone (a compacted topic then forgets the key)."""
 
     topic: str
     key: bytes
-    value: bytes
+    value: bytes | None
 
 
 async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -> None:
@@ -55,6 +56,11 @@ async def enqueue(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -
         [m.key for m in messages],
         [m.value for m in messages],
     )
+
+
+def _value(stored: bytes | None) -> bytes | None:
+    """A row's value as `publish_many` takes it; a tombstone (NULL) stays None."""
+    return None if stored is None else bytes(stored)
 
 
 class OutboxRelay:
@@ -107,10 +113,10 @@ class OutboxRelay:
             if not rows:
                 return 0
             headers = kafka_headers_with_trace()
-            by_topic: dict[str, list[tuple[bytes, bytes, list[tuple[str, bytes]]]]] = {}
+            by_topic: dict[str, list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]] = {}
             for r in rows:
                 by_topic.setdefault(r["topic"], []).append(
-                    (bytes(r["key"]), bytes(r["value"]), headers)
+                    (bytes(r["key"]), _value(r["value"]), headers)
                 )
             for topic, messages in by_topic.items():
                 await publish_many(self.producer, topic, messages)

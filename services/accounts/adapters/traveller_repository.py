@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import asyncpg
 import redis.asyncio as aioredis
 
 from services.accounts.domain.travellers import Card
+
+# Runs in the transaction that adds or removes a card of the account (its id given).
+CardHook = Callable[[asyncpg.Connection, str], Awaitable[object]]
 
 
 class TravellerRepository:
@@ -131,10 +135,15 @@ class TravellerRepository:
             return str(traveller_id)
 
     async def add_card(
-        self, traveller_id: str, card_token: str, form: str, label: str
+        self,
+        traveller_id: str,
+        card_token: str,
+        form: str,
+        label: str,
+        then: CardHook | None = None,
     ) -> tuple[Card, bool] | None:
         """(the card, added now) when it is (now) the traveller's; None when it is another
-        account's."""
+        account's. `then` runs in the transaction that adds it."""
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "INSERT INTO traveller_cards (card_token, traveller_id, form, label)"
@@ -146,6 +155,8 @@ class TravellerRepository:
                 label,
             )
             if row is not None:
+                if then is not None:
+                    await then(conn, traveller_id)
                 return _card(row), True
             row = await conn.fetchrow(
                 "SELECT card_token, form, label, added_at, traveller_id FROM traveller_cards"
@@ -165,14 +176,21 @@ class TravellerRepository:
         )
         return [_card(r) for r in rows]
 
-    async def remove_card(self, traveller_id: str, card_token: str) -> bool:
-        """Detach the card; False when it was not the traveller's."""
-        status = await self.pool.execute(
-            "DELETE FROM traveller_cards WHERE card_token = $1 AND traveller_id = $2",
-            card_token,
-            traveller_id,
-        )
-        return bool(status != "DELETE 0")
+    async def remove_card(
+        self, traveller_id: str, card_token: str, then: CardHook | None = None
+    ) -> bool:
+        """Detach the card; False when it was not the traveller's. `then` runs in the
+        transaction that detaches it."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM traveller_cards WHERE card_token = $1 AND traveller_id = $2",
+                card_token,
+                traveller_id,
+            )
+            removed = status != "DELETE 0"
+            if removed and then is not None:
+                await then(conn, traveller_id)
+        return bool(removed)
 
     async def outbox(self, to_email: str) -> list[str]:
         """The bodies of the mails queued for an address, oldest first (the local mailer:

@@ -71,6 +71,7 @@ from services.accounts.domain.paging import (
     encode_movements_token,
 )
 from services.accounts.domain.travellers import normal_email
+from services.accounts.service_layer.concessions import RECONCILE_BATCH, CardConcessions
 from services.accounts.service_layer.stored_value import ServiceDayClock
 from services.accounts.service_layer.travellers import Travellers
 
@@ -83,7 +84,8 @@ T = TypeVar("T")
 @dataclass
 class BenefitsContext:
     """What every benefits use case shares: the database, the scheme file, the session
-    check, the service-day clock and the outbox relay."""
+    check, the service-day clock, the outbox relay and the cards' travel-pass concessions
+    (published with every grant, renewal, revocation and expiry of a travel pass)."""
 
     pool: asyncpg.Pool
     scheme: Scheme
@@ -92,6 +94,7 @@ class BenefitsContext:
     relay: OutboxRelay | None = None
     benefits_topic: str = "benefits"
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    concessions: CardConcessions | None = None
 
     @property
     def currency(self) -> str:
@@ -137,6 +140,13 @@ class BenefitsContext:
         """Something was queued in the outbox and committed."""
         if self.relay is not None:
             self.relay.notify()
+
+    async def sync_concessions(self, conn: asyncpg.Connection, traveller_id: str, day: date) -> int:
+        """In the caller's transaction, holding the account's row lock: the records that
+        bring the account's cards' concessions to what its travel passes give; how many."""
+        if self.concessions is None:
+            return 0
+        return await self.concessions.sync(conn, traveller_id, day)
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +304,9 @@ class Entitlements:
                 at,
             )
             stored = await repo.insert_grant(conn, grant)
+            queued = 0
             if stored:
+                queued = await context.sync_concessions(conn, traveller_id, day)
                 action = AuditAction.RENEWED if period.renewal else AuditAction.GRANTED
                 detail = (
                     f"{scheme.scheme_id} to {email}, valid {period.valid_from} to"
@@ -306,6 +318,8 @@ class Entitlements:
                         scheme.funder_id, action, grant.entitlement_id, officer.email, detail, at
                     ),
                 )
+        if queued:
+            context.relay_soon()
         if not stored:  # the same key, committed by a concurrent call in between
             again = await self._grant_by_key(officer, key, day)
             assert again is not None
@@ -349,13 +363,19 @@ class Entitlements:
         note = check_note(reason, "reason")
         at = context.now()
         day = context.service_day(at)
+        queued = 0
         async with context.pool.acquire() as conn, conn.transaction():
-            found = await repo.entitlement(conn, entitlement_id[:128], lock=True)
+            found = await repo.entitlement(conn, entitlement_id[:128])
             if found is None or found.funder_id != officer.funder_id:
                 raise UnknownEntitlementError("your council has no entitlement with this id")
+            # The account first, as a grant locks it: its concessions change with this.
+            await repo.lock_traveller(conn, found.traveller_id)
+            found = await repo.entitlement(conn, found.entitlement_id, lock=True)
+            assert found is not None
             await repo.expire_due(conn, day, at, traveller_id=found.traveller_id)
             if found.status_on(day) is EntitlementStatus.ACTIVE:
                 await repo.revoke_entitlement(conn, found.entitlement_id, day)
+                queued = await context.sync_concessions(conn, found.traveller_id, day)
                 await repo.add_audit(
                     conn,
                     AuditEntry(
@@ -370,6 +390,8 @@ class Entitlements:
             now = await repo.entitlement(conn, found.entitlement_id)
             assert now is not None
             (view,) = await views(context, conn, [now], day)
+        if queued:
+            context.relay_soon()
         return view
 
     async def grants(
@@ -437,10 +459,29 @@ class Entitlements:
         return _page(rows, size, lambda r: r.movement_id, binding)
 
     async def expire_once(self) -> int:
-        """Write EXPIRED for every grant due (with its audit line); how many."""
-        at = self.context.now()
-        async with self.context.pool.acquire() as conn, conn.transaction():
-            return await repo.expire_due(conn, self.context.service_day(at), at)
+        """Write EXPIRED for every grant due (with its audit line), and end the concessions
+        of cards whose travel passes have ended (also publishing any a card lacks); how many
+        grants expired."""
+        context = self.context
+        at = context.now()
+        day = context.service_day(at)
+        async with context.pool.acquire() as conn, conn.transaction():
+            # The accounts' locks first (as a grant takes them), then the grants' rows.
+            accounts, queued = await self._reconcile(conn, day)
+            expired = await repo.expire_due(conn, day, at)
+        more = queued
+        while accounts == RECONCILE_BATCH and more:  # a backlog: the next batch
+            async with context.pool.acquire() as conn, conn.transaction():
+                accounts, more = await self._reconcile(conn, day)
+            queued += more
+        if queued:
+            context.relay_soon()
+        return expired
+
+    async def _reconcile(self, conn: asyncpg.Connection, day: date) -> tuple[int, int]:
+        if self.context.concessions is None:
+            return 0, 0
+        return await self.context.concessions.reconcile(conn, day)
 
     async def run_expiry(self, every_s: float = EXPIRY_SWEEP_S) -> None:
         """The periodic expiry sweep (a background task; failures are retried)."""

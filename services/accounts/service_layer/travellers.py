@@ -11,7 +11,9 @@ import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
+import asyncpg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
@@ -42,6 +44,19 @@ from services.accounts.domain.travellers import (
 _DUMMY_PASSWORD = "clearway-no-such-account"
 
 
+class CardsChanged(Protocol):
+    """What changes with an account's cards in the same transaction (the travel-pass
+    concessions their taps carry: service_layer.concessions.ConcessionsOfCards)."""
+
+    async def in_transaction(self, conn: asyncpg.Connection, traveller_id: str) -> None:
+        """In the transaction that added or removed one of the account's cards."""
+        ...
+
+    def committed(self) -> None:
+        """After that transaction committed."""
+        ...
+
+
 @dataclass
 class Travellers:
     """The use cases, over the repository, the sign-in limiter and a clock."""
@@ -50,6 +65,7 @@ class Travellers:
     limiter: SignInLimiter
     hasher: PasswordHasher = field(default_factory=PasswordHasher)
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    cards_changed: CardsChanged | None = None
     _dummy_hash: str = ""
 
     async def _hash(self, password: str) -> str:
@@ -163,11 +179,18 @@ class Travellers:
     async def add_card(self, traveller_id: str, card_token: str, label: str) -> tuple[Card, bool]:
         """Attach the card (again: unchanged); CARD_TAKEN when another account has it."""
         form = check_card_token(card_token)
+        hook = self.cards_changed
         result = await self.repository.add_card(
-            traveller_id, card_token, form.value, check_label(label)
+            traveller_id,
+            card_token,
+            form.value,
+            check_label(label),
+            then=None if hook is None else hook.in_transaction,
         )
         if result is None:
             raise CardTakenError("this card belongs to another account")
+        if hook is not None and result[1]:
+            hook.committed()
         return result
 
     async def cards(self, traveller_id: str) -> list[Card]:
@@ -177,5 +200,11 @@ class Travellers:
     async def remove_card(self, traveller_id: str, card_token: str) -> None:
         """Detach one of the traveller's cards."""
         check_card_token(card_token)
-        if not await self.repository.remove_card(traveller_id, card_token):
+        hook = self.cards_changed
+        removed = await self.repository.remove_card(
+            traveller_id, card_token, then=None if hook is None else hook.in_transaction
+        )
+        if not removed:
             raise NotYourCardError("this card is not one of yours")
+        if hook is not None:
+            hook.committed()

@@ -2,41 +2,29 @@
 (key = card token, one partition, compacted), so the list's version is the offset of its
 latest change + 1 and reading the topic from the beginning rebuilds the whole list.
 
-`DenyListPublisher` writes changes (acks=all); `DenyListFollower` keeps this process's copy
-of the list up to date and wakes whoever waits for a change. Card tokens are never logged.
+`DenyListPublisher` writes changes (acks=all); `DenyListFollower` (a `TopicFollower`, as the
+concessions' follower is) keeps this process's copy of the list up to date and wakes whoever
+waits for a change. Card tokens are never logged.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 from google.protobuf.message import DecodeError
 
-from clearway.errors import is_infrastructure_error
 from clearway.events.v1 import events_pb2
 from clearway.telemetry import kafka_headers_with_trace
+from services.ingest.adapters.compacted_topic import POLL_TIMEOUT_MS, TopicFollower
 from services.ingest.domain.deny_list import MAX_KEPT_CHANGES, DenyList
 
 log = logging.getLogger(__name__)
 
 ADD = events_pb2.DenyListChange.ACTION_ADD
 REMOVE = events_pb2.DenyListChange.ACTION_REMOVE
-# Short polls: a change must reach a subscribed validator within seconds.
-POLL_TIMEOUT_MS = 200
-# How long `stop` waits for `run` to notice and return.
-STOP_GRACE_S = 5.0
-# After a failed poll (Kafka away), wait this long before the next.
-RETRY_DELAY_S = 1.0
-
-
-class DenyListTopicError(RuntimeError):
-    """The topic cannot carry the list (more than one partition: offsets would not number
-    versions)."""
 
 
 class DenyListPublisher:
@@ -105,7 +93,36 @@ def _changed_at(
     return datetime.fromtimestamp(record.timestamp / 1000, tz=UTC)
 
 
-class DenyListFollower:
+class _DenyListRecords:
+    """The deny list fed from its topic's records (a follower's FollowedRecords)."""
+
+    def __init__(self, deny_list: DenyList) -> None:
+        self._list = deny_list
+
+    @property
+    def version(self) -> int:
+        return self._list.version
+
+    def __len__(self) -> int:
+        return len(self._list)
+
+    def apply(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> None:
+        for record in records:
+            version = record.offset + 1
+            change = _decoded(record)
+            if change is None:
+                self._list.advance(version)  # the version still counts the record
+                continue
+            self._list.apply(
+                version,
+                change.card_token,
+                change.action == ADD,
+                change.reason,
+                _changed_at(change, record),
+            )
+
+
+class DenyListFollower(TopicFollower):
     """This process's copy of the deny list, following the topic (implements the tap path's
     DenyListView: `blocked`, `version`).
 
@@ -121,145 +138,20 @@ class DenyListFollower:
         max_changes: int = MAX_KEPT_CHANGES,
         poll_timeout_ms: int = POLL_TIMEOUT_MS,
     ) -> None:
-        self._bootstrap = bootstrap
-        self._topic = topic
-        self._partition = TopicPartition(topic, 0)
-        self._poll_timeout_ms = poll_timeout_ms
         self._list = DenyList(max_changes)
-        self._consumer: AIOKafkaConsumer | None = None
-        # Replaced on every change: a waiter waits on the one current when it looked.
-        self._changed = asyncio.Event()
-        self._stopping = False
-        self._running = False
-        self._run_done = asyncio.Event()
+        super().__init__(
+            bootstrap,
+            topic,
+            _DenyListRecords(self._list),
+            what="deny list",
+            poll_timeout_ms=poll_timeout_ms,
+        )
 
     @property
     def deny_list(self) -> DenyList:
         """The list as applied so far (read it; only the follower applies changes)."""
         return self._list
 
-    @property
-    def version(self) -> int:
-        """The list's version (0: empty, never changed)."""
-        return self._list.version
-
-    @property
-    def stopped(self) -> bool:
-        """True once `stop` was called: waiters should end."""
-        return self._stopping
-
     def blocked(self, card_token: str) -> bool:
         """True when the card is on the list."""
         return self._list.blocked(card_token)
-
-    async def start(self) -> None:
-        """Read the topic from the beginning and return once everything up to its end at
-        start is applied (only then may ingest report SERVING)."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            isolation_level="read_committed",
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        self._consumer = consumer
-        try:
-            consumer.assign([self._partition])
-            await consumer.seek_to_beginning(self._partition)
-            end = (await consumer.end_offsets([self._partition]))[self._partition]
-            partitions = consumer.partitions_for_topic(self._topic)
-            if partitions is not None and len(partitions) != 1:
-                raise DenyListTopicError(
-                    f"the deny-list topic {self._topic} has {len(partitions)} partitions; "
-                    "it must have exactly one"
-                )
-            while await consumer.position(self._partition) < end:
-                await self._poll(consumer)
-        except BaseException:
-            self._consumer = None
-            await consumer.stop()
-            raise
-        log.info(
-            "deny list loaded",
-            extra={"topic": self._topic, "version": self.version, "entries": len(self._list)},
-        )
-
-    async def run(self) -> None:
-        """Follow the topic until `stop`; a failed poll (Kafka away) is retried."""
-        consumer = self._consumer
-        if consumer is None:
-            raise RuntimeError("start the follower before running it")
-        self._running = True
-        self._run_done.clear()
-        try:
-            while not self._stopping:
-                try:
-                    await self._poll(consumer)
-                except ConsumerStoppedError:
-                    return
-                except Exception as exc:
-                    if not (isinstance(exc, KafkaError) or is_infrastructure_error(exc)):
-                        raise  # a defect: let whoever runs the task see it
-                    log.warning(
-                        "deny-list poll failed; retrying",
-                        extra={"topic": self._topic, "error": type(exc).__name__},
-                    )
-                    await asyncio.sleep(RETRY_DELAY_S)
-        finally:
-            self._running = False
-            self._run_done.set()
-
-    async def stop(self) -> None:
-        """Stop following: waiters wake and end, `run` returns, the consumer closes."""
-        self._stopping = True
-        self._wake()
-        if self._running:
-            try:
-                await asyncio.wait_for(self._run_done.wait(), STOP_GRACE_S)
-            except TimeoutError:
-                log.warning("deny-list follower did not stop in time", extra={"topic": self._topic})
-        consumer, self._consumer = self._consumer, None
-        if consumer is not None:
-            await consumer.stop()
-
-    async def wait_beyond(self, version: int, timeout_s: float) -> bool:
-        """True as soon as the list's version is above `version`; False when `timeout_s`
-        passes first, or the follower stops."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while self._list.version <= version:
-            remaining = deadline - loop.time()
-            if self._stopping or remaining <= 0:
-                return False
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except TimeoutError:
-                return self._list.version > version
-        return True
-
-    async def _poll(self, consumer: AIOKafkaConsumer) -> None:
-        batches = await consumer.getmany(self._partition, timeout_ms=self._poll_timeout_ms)
-        records = batches.get(self._partition, [])
-        if records:
-            self._apply(records)
-            self._wake()
-
-    def _apply(self, records: Iterable[ConsumerRecord[bytes, bytes]]) -> None:
-        for record in records:
-            version = record.offset + 1
-            change = _decoded(record)
-            if change is None:
-                self._list.advance(version)  # the version still counts the record
-                continue
-            self._list.apply(
-                version,
-                change.card_token,
-                change.action == ADD,
-                change.reason,
-                _changed_at(change, record),
-            )
-
-    def _wake(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()

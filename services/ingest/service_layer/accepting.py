@@ -2,6 +2,9 @@
 exactly once, park the bad ones with their reason, answer one ack per tap.
 
 The live stream and the backlog upload both come here: one path, the same guarantees.
+A tap of a card with a travel-pass concession in force on its service day is written with
+the concession's rider category (domain.concessions) before it is claimed and written, so
+the one copy Kafka holds carries it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from google.protobuf.message import DecodeError
+from google.protobuf.timestamp_pb2 import Timestamp
 from opentelemetry import trace
 from redis.exceptions import RedisError
 
@@ -22,6 +26,11 @@ from clearway.ingest.v1 import ingest_pb2
 from clearway.kafka import dead_letter_headers
 from clearway.telemetry import kafka_headers_with_trace
 from services.ingest.adapters.tap_writer import Message, TapToWrite
+from services.ingest.domain.concessions import (
+    DEFAULT_CONCESSION_RULES,
+    Concession,
+    ConcessionRules,
+)
 from services.ingest.domain.dead_letters import bound_fields, redact_card_token
 from services.ingest.domain.devices import BATCH_CONTEXT, Device, DeviceAuthError, verify_signed
 from services.ingest.domain.validation import (
@@ -110,6 +119,25 @@ class DenyListView(Protocol):
         ...
 
 
+class ConcessionView(Protocol):
+    """Cards' concessions as this process knows them."""
+
+    def concession(self, card_token: str) -> Concession | None:
+        """The card's concession, whatever its days."""
+        ...
+
+
+class NoConcessions:
+    """No card has a concession (a process that does not follow the topic)."""
+
+    def concession(self, card_token: str) -> Concession | None:
+        """None: no concession."""
+        return None
+
+
+NO_CONCESSIONS = NoConcessions()
+
+
 @dataclass(frozen=True, slots=True)
 class AcceptPorts:
     """What accepting a batch talks to."""
@@ -120,6 +148,8 @@ class AcceptPorts:
     taps_topic: str
     policy: ValidationPolicy = DEFAULT_POLICY
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    concessions: ConcessionView = NO_CONCESSIONS
+    concession_rules: ConcessionRules = DEFAULT_CONCESSION_RULES
 
 
 async def authenticate_batch(
@@ -201,6 +231,7 @@ async def accept_taps(
         written_at: list[int] = []
         letters: list[Message] = []
         seen: set[int] = set()
+        stamped = 0
         version = ports.deny_list.version
         stamp = events_pb2.Tap().received_at
         stamp.FromDatetime(received_at)
@@ -222,13 +253,11 @@ async def accept_taps(
                 continue
             seen.add(tap.sequence_number)
             blocked = ports.deny_list.blocked(tap.card_token)
-            record = events_pb2.Tap()
-            record.CopyFrom(tap)
-            record.tap_id = f"{tap.device_id}:{tap.sequence_number}"
-            record.received_at.CopyFrom(stamp)
-            record.late = verdict.late
-            record.card_blocked = blocked
-            record.deny_list_version = version if blocked else 0
+            record = _accepted(tap, stamp, verdict.late, blocked, version)
+            category = _concession_category(ports, tap)
+            if category is not None:
+                record.rider_category_id = category
+                stamped += 1
             acks[i].late = verdict.late
             acks[i].card_blocked = blocked
             acks[i].deny_list_version = version
@@ -246,7 +275,34 @@ async def accept_taps(
                 acks[i].late = False
         if letters:
             span.set_attribute("clearway.rejected", len(letters))
+        if stamped:
+            span.set_attribute("clearway.concessions", stamped)
         return acks
+
+
+def _accepted(
+    tap: events_pb2.Tap, stamp: Timestamp, late: bool, blocked: bool, version: int
+) -> events_pb2.Tap:
+    """The tap as written to `taps`: its id, when it arrived, whether it is late, and
+    whether its card is blocked at deny-list `version`."""
+    record = events_pb2.Tap()
+    record.CopyFrom(tap)
+    record.tap_id = f"{tap.device_id}:{tap.sequence_number}"
+    record.received_at.CopyFrom(stamp)
+    record.late = late
+    record.card_blocked = blocked
+    record.deny_list_version = version if blocked else 0
+    return record
+
+
+def _concession_category(ports: AcceptPorts, tap: events_pb2.Tap) -> str | None:
+    """The concession's rider category when the tap's card has one in force on the tap's
+    service day and the tap's own category is one a concession replaces; else None."""
+    concession = ports.concessions.concession(tap.card_token)
+    if concession is None:
+        return None
+    tapped_at = tap.tapped_at.ToDatetime(tzinfo=UTC)
+    return ports.concession_rules.category_for(tap.rider_category_id, concession, tapped_at)
 
 
 def _dead_letter(tap: events_pb2.Tap, verdict: Verdict, stamp: object) -> Message:

@@ -230,6 +230,57 @@ class DenyListChange(_message.Message):
 Global___DenyListChange: _TypeAlias = DenyListChange  # noqa: Y015
 
 @_typing.final
+class CardConcession(_message.Message):
+    """A card's travel-pass concession, on the `concessions` topic (key: card_token; one
+    partition, compacted), published by accounts through its outbox for every card of an
+    account holding a travel pass (docs/benefits.md#travel-passes). Ingest writes the
+    card's taps of a service day in [valid_from, valid_to) whose rider category is empty or
+    the reference category with `rider_category_id`. A record with no value (a Kafka
+    tombstone: the key alone) says the card has no concession any more; compaction then
+    forgets the card.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_TOKEN_FIELD_NUMBER: _builtins.int
+    RIDER_CATEGORY_ID_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    VALID_TO_FIELD_NUMBER: _builtins.int
+    ENTITLEMENT_ID_FIELD_NUMBER: _builtins.int
+    FUNDER_ID_FIELD_NUMBER: _builtins.int
+    ENTITLEMENT_SCHEME_ID_FIELD_NUMBER: _builtins.int
+    card_token: _builtins.str
+    rider_category_id: _builtins.str
+    """The GTFS rider_category_id the pass gives, e.g. "SENIOR"."""
+    valid_from: _builtins.str
+    """Service days (YYYY-MM-DD): from valid_from up to, not including, valid_to."""
+    valid_to: _builtins.str
+    entitlement_id: _builtins.str
+    """The travel-pass entitlement whose validity ends at valid_to (a renewal extends a run
+    of grants), its entitlement scheme and the council that funds it.
+    """
+    funder_id: _builtins.str
+    entitlement_scheme_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        card_token: _builtins.str = ...,
+        rider_category_id: _builtins.str = ...,
+        valid_from: _builtins.str = ...,
+        valid_to: _builtins.str = ...,
+        entitlement_id: _builtins.str = ...,
+        funder_id: _builtins.str = ...,
+        entitlement_scheme_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_token", b"card_token", "entitlement_id", b"entitlement_id", "entitlement_scheme_id", b"entitlement_scheme_id", "funder_id", b"funder_id", "rider_category_id", b"rider_category_id", "valid_from", b"valid_from", "valid_to", b"valid_to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CardConcession: _TypeAlias = CardConcession  # noqa: Y015
+
+@_typing.final
 class PricedLeg(_message.Message):
     """One leg of a priced journey."""
 
