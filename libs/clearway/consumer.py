@@ -14,7 +14,8 @@ The loop owns what every consumer must get right, once:
   the partition's position in its own transaction; the loop seeks there on assignment);
 - a cooperative stop: `request_stop()` lets the batch in hand finish, then the loop ends;
 - one CONSUMER span per batch, linked to the trace context of each record;
-- counters: records, batches, dead letters, retries; lag per partition.
+- metrics (OpenTelemetry, served at /metrics): records, batches, dead letters and retries
+  by consumer group and topic, a batch-size histogram, lag per partition (docs/metrics.md).
 
 Dead-letter topics follow one rule: `<source topic>.<service>.dlq` (`dead_letter_topic`).
 """
@@ -24,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
@@ -35,7 +36,7 @@ from opentelemetry import metrics, trace
 
 from clearway.errors import ClearwayError, infrastructure_reason, is_defect, reason_code
 from clearway.kafka import send_dead_letter
-from clearway.telemetry import context_from_kafka_headers
+from clearway.telemetry import ObservedGauge, context_from_kafka_headers
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("clearway.consumer")
@@ -267,7 +268,8 @@ class ConsumerStats:
     batches: int = 0
     dead_letters: int = 0
     retries: int = 0
-    lag: dict[int, int] = field(default_factory=dict)
+    # (topic, partition) -> records behind the partition's end, as of its last fetch.
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
     dead_letter_reasons: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -276,12 +278,36 @@ class ConsumerStats:
         return sum(self.lag.values())
 
 
-_RECORDS = meter.create_counter("clearway.consumer.records", description="records handled")
-_BATCHES = meter.create_counter("clearway.consumer.batches", description="batches handled")
-_DEAD = meter.create_counter("clearway.consumer.dead_letters", description="records parked")
-_RETRIES = meter.create_counter("clearway.consumer.retries", description="batch retries")
-_LAG = meter.create_gauge("clearway.consumer.lag", description="records behind the end")
-_BATCH_SIZE = meter.create_histogram("clearway.consumer.batch_size", description="records")
+# Every instrument carries the handler's name, the service, the consumer group and the
+# topic; the lag also the partition. Names and units: docs/metrics.md.
+_RECORDS = meter.create_counter(
+    "clearway.consumer.records", unit="{record}", description="Records handled (dead letters too)"
+)
+_BATCHES = meter.create_counter(
+    "clearway.consumer.batches", unit="{batch}", description="Partition batches handled"
+)
+_DEAD = meter.create_counter(
+    "clearway.consumer.dead_letters",
+    unit="{record}",
+    description="Records parked on the dead-letter topic, by reason code",
+)
+_RETRIES = meter.create_counter(
+    "clearway.consumer.retries",
+    unit="{retry}",
+    description="Batch retries after an outage or a defect, by reason",
+)
+_LAG = ObservedGauge(
+    meter,
+    "clearway.consumer.lag",
+    unit="{record}",
+    description="Records behind the end of each assigned partition, as of its last fetch",
+)
+_BATCH_SIZE = meter.create_histogram(
+    "clearway.consumer.batch_size",
+    unit="{record}",
+    description="Records per partition batch handed to the handler",
+    explicit_bucket_boundaries_advisory=[1, 10, 50, 100, 500, 1000, 2500, 5000, 10000],
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,12 +367,32 @@ class ConsumerLoop(Generic[T]):
         # from a position the commit policy is about to replace.
         self._ready: set[TopicPartition] = set()
         self._floor: dict[TopicPartition, int] = {}
-        self._attrs = {"clearway.consumer": handler.name, "clearway.service": config.service}
+        self._attrs = {
+            "clearway.consumer": handler.name,
+            "clearway.service": config.service,
+            "messaging.consumer.group.name": config.group_id,
+        }
+        self._unwatch_lag: Callable[[], None] | None = None
 
     async def start(self) -> None:
-        """Connect and subscribe (assignment happens while `run` polls)."""
+        """Connect and subscribe (assignment happens while `run` polls); report the lag of
+        the partitions assigned until `stop`."""
         self.consumer.subscribe(list(self.config.topics), listener=_Listener(self))
         await self.consumer.start()
+        self._unwatch_lag = _LAG.watch(self._lag_points)
+
+    def _lag_points(self) -> list[tuple[int, dict[str, str | int]]]:
+        return [
+            (
+                lag,
+                {
+                    **self._attrs,
+                    "messaging.destination.name": topic,
+                    "messaging.kafka.partition": partition,
+                },
+            )
+            for (topic, partition), lag in list(self.stats.lag.items())
+        ]
 
     def request_stop(self) -> None:
         """Finish the batch in hand, then leave `run`."""
@@ -365,6 +411,8 @@ class ConsumerLoop(Generic[T]):
                 await self._quiet.wait()
         except TimeoutError:
             log.warning("a batch was still in hand at stop; it will be redelivered")
+        if self._unwatch_lag is not None:
+            self._unwatch_lag()
         await self.consumer.stop()
 
     async def run(self) -> None:
@@ -390,8 +438,8 @@ class ConsumerLoop(Generic[T]):
                 await self._pass_unseen_offsets()
             except _StopRequestedError:
                 return
+            self._observe_lag()  # local state only: cheap on an idle poll too
             if batches:
-                self._observe_lag()
                 self._summarise()
 
     async def _pass_unseen_offsets(self) -> None:
@@ -467,16 +515,14 @@ class ConsumerLoop(Generic[T]):
                 self._quiet.set()
 
     def _observe_lag(self) -> None:
+        """Each assigned partition's end (as last fetched) less the position handled (or
+        sought, before the first batch)."""
         for tp in self.consumer.assignment():
             high = self.consumer.highwater(tp)
-            if high is None:
+            position = self._positions.get(tp, self._floor.get(tp))
+            if high is None or position is None:
                 continue
-            position = self._positions.get(tp)
-            if position is None:
-                continue
-            lag = max(0, high - position)
-            self.stats.lag[tp.partition] = lag
-            _LAG.set(lag, {**self._attrs, "messaging.kafka.partition": tp.partition})
+            self.stats.lag[(tp.topic, tp.partition)] = max(0, high - position)
 
     async def _process(self, tp: TopicPartition, records: list[Record]) -> None:
         links = [_link(r) for r in records[:MAX_LINKS]]
@@ -542,7 +588,14 @@ class ConsumerLoop(Generic[T]):
 
     async def _back_off(self, batch: PartitionBatch[T], exc: Exception, delay: float) -> None:
         self.stats.retries += 1
-        _RETRIES.add(1, {**self._attrs, "clearway.reason": infrastructure_reason(exc) or "DEFECT"})
+        _RETRIES.add(
+            1,
+            {
+                **self._attrs,
+                "messaging.destination.name": batch.topic,
+                "clearway.reason": infrastructure_reason(exc) or "DEFECT",
+            },
+        )
         extra = {
             "partition": batch.partition,
             "next_offset": batch.next_offset,
@@ -582,7 +635,10 @@ class ConsumerLoop(Generic[T]):
                 )
         self.stats.dead_letters += 1
         self.stats.dead_letter_reasons[code] = self.stats.dead_letter_reasons.get(code, 0) + 1
-        _DEAD.add(1, {**self._attrs, "clearway.reason": code})
+        _DEAD.add(
+            1,
+            {**self._attrs, "messaging.destination.name": record.topic, "clearway.reason": code},
+        )
         log.debug(
             "record dead-lettered",
             extra={
@@ -631,7 +687,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             except Exception:
                 log.warning("finishing revoked partitions failed", exc_info=True)
         for tp in revoked:
-            self.loop.stats.lag.pop(tp.partition, None)
+            self.loop.stats.lag.pop((tp.topic, tp.partition), None)
             self.loop._positions.pop(tp, None)
             self.loop._floor.pop(tp, None)
 

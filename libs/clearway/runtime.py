@@ -12,6 +12,12 @@ With `CLEARWAY_TLS_CERT`/`CLEARWAY_TLS_KEY` the gRPC port is served with TLS (mu
 with `CLEARWAY_TLS_CLIENT_CA`), and a second, plaintext server answers health and
 reflection only, on `CLEARWAY_HEALTH_PORT` (default: the gRPC port + 1000), because
 Kubernetes gRPC probes cannot do TLS. Both servers share one HealthServicer.
+
+Every service also serves its metrics at `/metrics` (Prometheus' text format) on a plaintext
+HTTP port, `CLEARWAY_METRICS_PORT` (default: the gRPC port + 3000; 0 turns it off): it
+listens from before start-up (a service stuck starting can be looked at) until after the
+resources closed, like the health port. Gauges a service registers through its resources
+stop being reported when they close.
 """
 
 from __future__ import annotations
@@ -46,7 +52,13 @@ from clearway.logs import configure_logging
 from clearway.pki import server_credentials
 from clearway.rpc import Readiness, ServiceInterceptor
 from clearway.settings import ServiceSettings, SettingsError
-from clearway.telemetry import setup_tracing
+from clearway.telemetry import (
+    GaugePoints,
+    MetricsServer,
+    ObservedGauge,
+    setup_metrics,
+    setup_tracing,
+)
 
 T = TypeVar("T")
 
@@ -59,8 +71,9 @@ class Resources:
     start-up that failed half-way (a pool opened before Kafka refused is still closed).
 
     Services open their connections through it (`postgres`, `redis`, `producer`,
-    `consume`, `background`) or register any other closer with `on_close`; the runner
-    closes it. Background tasks registered here are the ones health watches.
+    `consume`, `background`, `observe` for a gauge read from their state) or register
+    any other closer with `on_close`; the runner closes it. Background tasks registered
+    here are the ones health watches.
     """
 
     def __init__(self, settings: ServiceSettings) -> None:
@@ -129,6 +142,15 @@ class Resources:
         self.loops.append(loop)
         self.background(f"consumer {handler.name}", loop.run())
         return loop
+
+    def observe(self, gauge: ObservedGauge, points: GaugePoints) -> None:
+        """Report `points()` on `gauge` at every collection until the resources close."""
+        unwatch = gauge.watch(points)
+
+        async def stop_observing() -> None:
+            unwatch()
+
+        self.on_close(f"gauge {gauge.name}", stop_observing)
 
     def background(self, name: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run `work` as a task that health watches; cancelled at close if still running."""
@@ -231,6 +253,8 @@ class RunningService:
         self.health_server: grpc.aio.Server | None = None
         self.port = 0
         self.health_port: int | None = None  # the plaintext health port, with TLS only
+        self.metrics_server = MetricsServer()
+        self.metrics_port: int | None = None  # where /metrics answers, unless turned off
         self._stopped = asyncio.Event()
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -254,6 +278,12 @@ class RunningService:
         await self.server.start()
         if self.health_server is not None:
             await self.health_server.start()
+        try:
+            await self._serve_metrics(settings)
+        except BaseException:
+            await self.server.stop(0)
+            await self._stop_health_server()
+            raise
         log.info(
             "listening",
             extra={
@@ -262,6 +292,7 @@ class RunningService:
                 "mutual_tls": settings.tls_client_ca is not None,
                 "health_port": self.health_port,
                 "admin_port": self.admin_port,
+                "metrics_port": self.metrics_port,
                 "authentication": self.authentication.value,
             },
         )
@@ -271,6 +302,7 @@ class RunningService:
             await self.resources.close()
             await self.server.stop(0)
             await self._stop_health_server()
+            await self.metrics_server.stop()
             raise
         self.readiness.open()
         await self._set_all(health_pb2.HealthCheckResponse.SERVING)
@@ -307,6 +339,20 @@ class RunningService:
         )
         self.health_server = health_server
         return port
+
+    async def _serve_metrics(self, settings: ServiceSettings) -> None:
+        """/metrics on its HTTP port (the process's metrics, set up once per process)."""
+        setup_metrics(f"clearway-{settings.service}")
+        port = settings.http_metrics_port
+        if port is None:
+            return
+        try:
+            self.metrics_port = await self.metrics_server.start(settings.grpc_host, port)
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot serve /metrics on {settings.grpc_host}:{port} ({exc.strerror}):"
+                " set CLEARWAY_METRICS_PORT to a free port, or 0 to turn it off"
+            ) from exc
 
     @staticmethod
     def _credentials(settings: ServiceSettings, *, mutual: bool) -> grpc.ServerCredentials:
@@ -359,8 +405,10 @@ class RunningService:
             await asyncio.wait_for(self.resources.close(), max(0.5, deadline - loop.time()))
         except Exception:
             log.exception("service did not stop cleanly within the grace")
-        # Health answers NOT_SERVING on the plaintext port until the very end.
+        # Health answers NOT_SERVING on the plaintext port until the very end, and the
+        # last metrics stay readable as long.
         await self._stop_health_server()
+        await self.metrics_server.stop()
         log.info("stopped")
 
 
@@ -398,6 +446,7 @@ def run(service: Service) -> int:
     configure_logging(service.settings.service, service.settings.log_level)
     tune_garbage_collector(service.settings.gc_thresholds)
     setup_tracing(f"clearway-{service.settings.service}")
+    setup_metrics(f"clearway-{service.settings.service}")
     try:
         asyncio.run(serve_until_signalled(service))
     except Exception:

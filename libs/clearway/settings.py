@@ -12,6 +12,11 @@ from clearway.kafka import Topics
 DEFAULT_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
 HEALTH_PORT_OFFSET = 1000  # the plaintext health port beside a TLS gRPC port
 ADMIN_PORT_OFFSET = 2000  # the mutual-TLS admin port of a service with operations-only RPCs
+METRICS_PORT_OFFSET = 3000  # the plaintext HTTP port serving /metrics
+# Worker i of `clearway serve --workers N` serves /metrics on the port + 100 * i: every
+# worker keeps its own counters, so each must be scraped on its own.
+WORKER_METRICS_PORT_STEP = 100
+METRICS_OFF = -1  # `metrics_port` when CLEARWAY_METRICS_PORT=0: no /metrics
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -110,6 +115,10 @@ class ServiceSettings:
     # The mutual-TLS admin port of a service with operations-only gRPC services (ingest's
     # device registry); None = the gRPC port + 2000 (0 when the gRPC port is 0).
     admin_port: int | None = None
+    # The plaintext HTTP port serving /metrics; None = the gRPC port + 3000 (any free port
+    # when the gRPC port is 0); METRICS_OFF: none (CLEARWAY_METRICS_PORT=0).
+    metrics_port: int | None = None
+    worker_index: int = 0  # CLEARWAY_WORKER_INDEX: which worker of `serve --workers N`
 
     @property
     def tls_enabled(self) -> bool:
@@ -130,12 +139,24 @@ class ServiceSettings:
             return self.admin_port
         return self.grpc_port + ADMIN_PORT_OFFSET if self.grpc_port else 0
 
+    @property
+    def http_metrics_port(self) -> int | None:
+        """Where /metrics listens (0: any free port), or None when it is off; worker i of
+        `serve --workers N` adds 100 * i."""
+        if self.metrics_port == METRICS_OFF:
+            return None
+        base = self.metrics_port
+        if base is None:
+            base = self.grpc_port + METRICS_PORT_OFFSET if self.grpc_port else 0
+        return base + WORKER_METRICS_PORT_STEP * self.worker_index if base else 0
+
     @classmethod
     def from_env(cls, service: str) -> ServiceSettings:
         """Read `CLEARWAY_*` variables for `service`."""
         tls_cert, tls_key, tls_client_ca = tls_from_env()
         health_port = env_int("CLEARWAY_HEALTH_PORT", -1)
         admin_port = env_int("CLEARWAY_ADMIN_PORT", -1)
+        metrics_port = env_int("CLEARWAY_METRICS_PORT", -1)
         return cls(
             service=service,
             grpc_host=env_str("CLEARWAY_GRPC_HOST", "127.0.0.1"),
@@ -156,4 +177,6 @@ class ServiceSettings:
             tls_client_ca=tls_client_ca,
             health_port=None if health_port < 0 else health_port,
             admin_port=None if admin_port < 0 else admin_port,
+            metrics_port=None if metrics_port < 0 else (metrics_port or METRICS_OFF),
+            worker_index=env_int("CLEARWAY_WORKER_INDEX", 0),
         )

@@ -19,6 +19,12 @@ from services.ingest.adapters.concessions_topic import ConcessionFollower
 from services.ingest.adapters.dedup import TapClaims
 from services.ingest.adapters.deny_list_topic import DenyListFollower, DenyListPublisher
 from services.ingest.adapters.device_registry import MIGRATIONS, DeviceRegistry
+from services.ingest.adapters.metrics import (
+    DENY_LIST_SIZE,
+    DENY_LIST_VERSION,
+    deny_list_size,
+    deny_list_version,
+)
 from services.ingest.adapters.tap_writer import CommitLog, TapWriter
 from services.ingest.domain.concessions import (
     DEFAULT_CONCESSION_RULES,
@@ -111,6 +117,8 @@ class IngestApp:
         await follower.start()
         resources.on_close("deny list follower", follower.stop)
         resources.background("deny list follower", follower.run())
+        resources.observe(DENY_LIST_SIZE, lambda: deny_list_size(follower.deny_list))
+        resources.observe(DENY_LIST_VERSION, lambda: deny_list_version(follower.deny_list))
         # Created at start with the topics above, so an empty topic loads at once.
         concessions = ConcessionFollower(bootstrap, topics.concessions)
         await concessions.start()

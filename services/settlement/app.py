@@ -29,6 +29,7 @@ from services.settlement.adapters.file_sets import load_signing_key
 from services.settlement.adapters.journey_lag import GroupLag
 from services.settlement.adapters.kafka_out import StatementEvents
 from services.settlement.adapters.ledger_repository import MIGRATIONS, Item, LedgerRepository
+from services.settlement.adapters.metrics import LEDGER_POSTED, LedgerTotals
 from services.settlement.entrypoints.consumer import JourneyPoster
 from services.settlement.entrypoints.grpc import SERVICE_NAME, SettlementServicer
 from services.settlement.service_layer.periods import SettlementPorts
@@ -37,7 +38,11 @@ STATEMENTS_DIR_VAR = "CLEARWAY_STATEMENTS_DIR"
 CLOSE_WAIT_VAR = "CLEARWAY_SETTLEMENT_CLOSE_WAIT_SECONDS"
 SCHEME_FILE_VAR = "CLEARWAY_SCHEME_FILE"
 SIGNING_KEY_VAR = "CLEARWAY_SIGNING_KEY"
+LEDGER_POSTEDS_INTERVAL_VAR = "CLEARWAY_LEDGER_POSTEDS_INTERVAL_S"
 DEFAULT_CLOSE_WAIT_S = 15.0
+# One aggregate query over the open periods' entries per interval (a day of a million
+# journeys holds about 5 million): once a minute is plenty for a finance graph.
+DEFAULT_LEDGER_POSTEDS_INTERVAL_S = 60.0
 DEFAULT_SCHEME = REPO_ROOT / "examples" / "schemes" / "london.toml"
 DEFAULT_FEED = REPO_ROOT / "examples" / "feeds" / "london"
 
@@ -52,6 +57,8 @@ class SettlementApp:
     scheme: Scheme
     signing_key: Path
     close_wait_s: float = DEFAULT_CLOSE_WAIT_S
+    # How often the ledger totals metric is read from PostgreSQL; 0 turns it off.
+    ledger_totals_interval_s: float = DEFAULT_LEDGER_POSTEDS_INTERVAL_S
     authentication: Authentication = Authentication.REQUIRED
     ports: Slot[SettlementPorts] = field(default_factory=lambda: Slot("settlement"))
     ledger: LedgerRepository | None = None
@@ -74,6 +81,10 @@ class SettlementApp:
         s = self.settings
         signer = await asyncio.to_thread(self._load_signer)
         self.ledger = LedgerRepository(await resources.postgres(MIGRATIONS), self.scheme)
+        if self.ledger_totals_interval_s > 0:
+            totals = LedgerTotals(self.ledger)
+            resources.observe(LEDGER_POSTED, totals.points)
+            resources.background("ledger totals", totals.run(self.ledger_totals_interval_s))
         await resources.topics([s.topics.statements])
         producer = await resources.producer()
         consumed = [s.topics.journeys, s.topics.topups, s.topics.benefits]
@@ -131,6 +142,7 @@ def build(
         scheme,
         key,
         env_float_seconds(CLOSE_WAIT_VAR, DEFAULT_CLOSE_WAIT_S),
+        env_float_seconds(LEDGER_POSTEDS_INTERVAL_VAR, DEFAULT_LEDGER_POSTEDS_INTERVAL_S),
     )
 
 

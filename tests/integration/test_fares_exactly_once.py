@@ -126,6 +126,7 @@ def env_for(endpoints, topics: Topics, schema: str, group: str, port: int, **ext
         **os.environ,
         **endpoints.as_env(),
         "CLEARWAY_GRPC_PORT": str(port),
+        "CLEARWAY_METRICS_PORT": "0",  # off: port + 3000 may be taken on a busy machine
         "CLEARWAY_TOPIC_PREFIX": topics.prefix,
         "CLEARWAY_DB_SCHEMA": schema,
         "CLEARWAY_CONSUMER_GROUP": group,

@@ -47,6 +47,7 @@ def spawn(
         **os.environ,
         **endpoints.as_env(),
         "CLEARWAY_GRPC_PORT": str(port),
+        "CLEARWAY_METRICS_PORT": "0",  # off: port + 3000 may be taken on a busy machine
         "CLEARWAY_TOPIC_PREFIX": f"{unique}.",
         "CLEARWAY_DB_SCHEMA": f"{unique}_{name}",
         "CLEARWAY_CONSUMER_GROUP": f"{unique}-{name}",

@@ -24,6 +24,7 @@ from services.accounts.adapters.balance_book import MovementRow
 from services.accounts.adapters.bank_charge_store import StoredBankCharge
 from services.accounts.adapters.claim_repository import StoredClaim
 from services.accounts.adapters.fares_caps import FaresCaps
+from services.accounts.adapters.metrics import timed_history
 from services.accounts.domain.balance import MovementKind
 from services.accounts.domain.bank_charges import (
     BankChargeKind,
@@ -185,10 +186,11 @@ class AccountsServicer(accounts_pb2_grpc.AccountsServiceServicer):
     ) -> accounts_pb2.ListJourneysResponse:
         """One of the caller's cards' journeys, latest revision of each, newest first."""
         ports = self._ports.get()
-        await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
-        return await ports.history.list_journeys(
-            request.card_token, request.page_size, request.page_token
-        )
+        with timed_history():
+            await ports.travellers.authenticate_owner(bearer_token(context), request.card_token)
+            return await ports.history.list_journeys(
+                request.card_token, request.page_size, request.page_token
+            )
 
 
 class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):

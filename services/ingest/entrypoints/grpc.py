@@ -13,8 +13,10 @@ from typing import Any
 
 import grpc
 
+from clearway.errors import ClearwayError
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from clearway.rpc import Slot
+from services.ingest.adapters.metrics import count_answered, count_refused
 from services.ingest.service_layer import registry as registry_use_cases
 from services.ingest.service_layer.accepting import (
     AcceptPorts,
@@ -41,8 +43,14 @@ class IngestPorts:
 
 
 async def _accept(ports: AcceptPorts, signed: ingest_pb2.SignedTapBatch) -> list[ingest_pb2.TapAck]:
-    device, batch = await authenticate_batch(ports, signed)
-    return await accept_taps(ports, device, list(batch.taps))
+    try:
+        device, batch = await authenticate_batch(ports, signed)
+    except ClearwayError as exc:
+        count_refused(exc.code)
+        raise
+    acks = await accept_taps(ports, device, list(batch.taps))
+    count_answered(acks)
+    return acks
 
 
 class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):

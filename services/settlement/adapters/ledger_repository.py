@@ -772,6 +772,20 @@ class LedgerRepository:
         )
         return {r["period_id"]: Money(r["net"], r["currency"].strip()) for r in rows}
 
+    async def open_period_totals(self) -> list[tuple[str, str, str, int]]:
+        """What moved in each open period per account, over all parties: (period, account,
+        currency, amount in minor units); a balanced ledger's totals of a period sum to 0."""
+        rows = await self._pool.fetch(
+            "SELECT e.period_id, e.account, e.currency, sum(e.amount_minor)::bigint AS amount"
+            " FROM ledger_entries e JOIN periods p USING (period_id)"
+            " WHERE p.state = 'open'"
+            " GROUP BY e.period_id, e.account, e.currency"
+            " ORDER BY e.period_id, e.account, e.currency"
+        )
+        return [
+            (r["period_id"], r["account"], r["currency"].strip(), int(r["amount"])) for r in rows
+        ]
+
     async def copy_period_lines(
         self, period_id: str, on_rows: Callable[[list[list[bytes]]], Awaitable[None]]
     ) -> None:
