@@ -39,13 +39,23 @@ from .model import (
     Settings,
     Stop,
     Timeframe,
-    parse_gtfs_time,
 )
 
 _E = TypeVar("_E", CapPeriod, Rounding, ExitWithoutEntry)
 
 # ISO 4217 currencies whose minor unit is not 1/100.
 _MINOR_DIGITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "TND": 3}
+
+
+def parse_gtfs_time(text: str) -> int:
+    """`H:MM:SS` or `HH:MM:SS` (hours may exceed 24) to seconds; ValueError if malformed."""
+    parts = text.strip().split(":")
+    if len(parts) != 3 or not all(p.isdigit() for p in parts):
+        raise ValueError(f"not a GTFS time (H:MM:SS): {text!r}")
+    h, m, s = (int(p) for p in parts)
+    if m > 59 or s > 59 or len(parts[1]) != 2 or len(parts[2]) != 2:
+        raise ValueError(f"not a GTFS time (H:MM:SS): {text!r}")
+    return h * 3600 + m * 60 + s
 
 
 @dataclass

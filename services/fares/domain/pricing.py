@@ -13,39 +13,21 @@ from operator import attrgetter
 from clearway.money import Money
 
 from .errors import NaiveTimeError
+from .fare_index import NO_GROUPS, choose_product_row
 from .model import (
-    Cap,
     CapPeriod,
     ExitWithoutEntry,
-    FareCatalog,
     FareData,
     FareLegRule,
     FareProduct,
     FareTransferRule,
     FareTransferType,
+    FareVersions,
     MaximumFare,
     Tap,
     TapKind,
-    as_catalog,
 )
 from .priced import CapApplied, PricedJourney, PricedLeg
-
-# A memo of immutable values (no state that could change a result).
-_MONEY: dict[tuple[int, str], Money] = {}
-
-
-def _money(amount_minor: int, currency: str) -> Money:
-    """A shared Money instance (immutable, so safe to reuse; saves re-validation)."""
-    key = (amount_minor, currency)
-    money = _MONEY.get(key)
-    if money is None:
-        if len(_MONEY) > 100_000:
-            _MONEY.clear()
-        money = _MONEY[key] = Money(amount_minor, currency)
-    return money
-
-
-_UNKNOWN = object()  # a memo miss, where None is a remembered value
 
 # Leg kinds.
 TRIP = "trip"  # entry + exit
@@ -105,9 +87,16 @@ class _Part:
         )
 
 
+LegPriceKey = tuple[
+    str, str | None, str, str | None, frozenset[str], frozenset[str], str | None, str | None
+]
+"""What a standalone leg price depends on: leg kind, network, from stop, to stop, from and
+to timeframe groups, rider category, fare media."""
+
+
 @dataclass(frozen=True, slots=True)
-class _LegPrice:
-    """The standalone price of a fare leg (cached per fare data version)."""
+class LegPrice:
+    """The standalone price of a fare leg (remembered per fare data version, FareIndex)."""
 
     fare: int
     product_id: str | None
@@ -126,7 +115,7 @@ class _FareLeg:
     parts: list[_Part]
     category: str | None
     media: str | None
-    price: _LegPrice
+    price: LegPrice
     service_day: date
     charge: int = 0  # before caps, after transfer rules
     transfer_rule_id: str | None = None
@@ -160,7 +149,7 @@ _TAP_ORDER = attrgetter("tapped_at", "tap_id")
 
 
 def price_card(
-    fare_data: FareData | FareCatalog, taps: Sequence[Tap], *, as_of: datetime | None = None
+    fare_data: FareVersions, taps: Sequence[Tap], *, as_of: datetime | None = None
 ) -> list[PricedJourney]:
     """Price the taps of one or more cards in a period into journeys, caps applied.
 
@@ -169,7 +158,6 @@ def price_card(
     come is left pending (not returned). Unknown stops and unmatched rules are reported per
     journey (`no_fare_reason`), never raised; NaiveTimeError and NoFareVersionError are.
     """
-    catalog = as_catalog(fare_data)
     by_card: dict[str, dict[str, Tap]] = {}
     for tap in taps:
         if tap.tapped_at.utcoffset() is None:
@@ -179,7 +167,7 @@ def price_card(
     for card in sorted(by_card):
         ordered = sorted(by_card[card].values(), key=_TAP_ORDER)
         start = PricingStart.of(ordered)
-        journeys.extend(_price_one_card(catalog, card, ordered, as_of, start, snapshots=None))
+        journeys.extend(_price_one_card(fare_data, card, ordered, as_of, start, snapshots=None))
     if len(by_card) > 1:  # one card's journeys are already in time order
         journeys.sort(key=lambda j: (j.legs[0].entry_at, j.card_token, j.journey_id))
     return journeys
@@ -217,7 +205,7 @@ class ResumedPricing:
 
 
 def price_card_from(
-    fare_data: FareData | FareCatalog,
+    fare_data: FareVersions,
     card_token: str,
     taps: Sequence[Tap],
     *,
@@ -233,7 +221,6 @@ def price_card_from(
     pricing the whole period. Callers must resume at a boundary that later taps cannot
     move (see services/fares/service_layer/repricing.py).
     """
-    catalog = as_catalog(fare_data)
     unique: dict[str, Tap] = {}
     for tap in taps:
         if tap.tapped_at.utcoffset() is None:
@@ -241,12 +228,12 @@ def price_card_from(
         unique.setdefault(tap.tap_id, tap)
     ordered = sorted(unique.values(), key=_TAP_ORDER)
     snapshots: list[CapSpent] = []
-    journeys = _price_one_card(catalog, card_token, ordered, as_of, start, snapshots=snapshots)
+    journeys = _price_one_card(fare_data, card_token, ordered, as_of, start, snapshots=snapshots)
     return ResumedPricing(journeys, snapshots)
 
 
 def cap_spend(
-    fare_data: FareData | FareCatalog,
+    fare_data: FareVersions,
     card_token: str,
     taps: Sequence[Tap],
     *,
@@ -255,7 +242,6 @@ def cap_spend(
 ) -> CapSpent:
     """What the caps have counted once one card's taps are priced as `price_card_from`
     prices them (from `start`, default the taps' own): (cap id, period start, amount)."""
-    catalog = as_catalog(fare_data)
     unique: dict[str, Tap] = {}
     for tap in taps:
         if tap.tapped_at.utcoffset() is None:
@@ -263,7 +249,7 @@ def cap_spend(
         unique.setdefault(tap.tap_id, tap)
     ordered = sorted(unique.values(), key=_TAP_ORDER)
     start = start or PricingStart.of(ordered)
-    parts = _pair_taps(catalog, ordered, as_of)
+    parts = _pair_taps(fare_data, ordered, as_of)
     fare_legs = [
         _price_fare_leg(group, start.rider_category_id, start.fare_media_id)
         for group in _join(parts)
@@ -276,7 +262,7 @@ def cap_spend(
 
 
 def _price_one_card(
-    catalog: FareCatalog,
+    catalog: FareVersions,
     card: str,
     taps: list[Tap],
     as_of: datetime | None,
@@ -296,7 +282,7 @@ def _price_one_card(
 # --- taps -> physical legs ------------------------------------------------------------------
 
 
-def _pair_taps(catalog: FareCatalog, taps: list[Tap], as_of: datetime | None) -> list[_Part]:
+def _pair_taps(catalog: FareVersions, taps: list[Tap], as_of: datetime | None) -> list[_Part]:
     parts: list[_Part] = []
     open_entry: _Part | None = None
     single = len(catalog.versions) == 1 and bool(taps)
@@ -329,24 +315,12 @@ def _pair_taps(catalog: FareCatalog, taps: list[Tap], as_of: datetime | None) ->
 
 
 def _part(kind: str, tap: Tap, data: FareData) -> _Part:
-    # Network and operator depend only on the tap's stop, route and operator: remembered.
-    key = ("part", tap.stop_id, tap.route_id, tap.operator_id)
-    known = data._memo.get(key)
-    if known is None:
-        known = data._memo[key] = (_network(data, tap, None), _operator(data, tap))
-    network: str | None
-    operator: str
-    network, operator = known  # type: ignore[misc]
+    network, operator = _network(data, tap, None), _operator(data, tap)
     return _Part(kind, tap, None, data, network, operator_id=operator, route_id=tap.route_id)
 
 
 def _complete(entry: _Part, exit_tap: Tap) -> _Part:
-    first = entry.first
-    key = ("trip_network", first.stop_id, first.route_id, exit_tap.stop_id, exit_tap.route_id)
-    network = entry.data._memo.get(key, _UNKNOWN)
-    if network is _UNKNOWN:
-        network = entry.data._memo[key] = _network(entry.data, first, exit_tap)
-    assert network is None or isinstance(network, str)
+    network = _network(entry.data, entry.first, exit_tap)
     return _Part(
         TRIP,
         entry.first,
@@ -362,59 +336,34 @@ def _network(data: FareData, tap: Tap, exit_tap: Tap | None) -> str | None:
     """The leg's fare network: its route's, else the network serving both ends, else the
     feed's only network."""
     route_id = tap.route_id or (exit_tap.route_id if exit_tap else None)
-    if route_id is not None and route_id in data.routes:
-        return data.routes[route_id].network_id
-    candidates = data.networks_for_stop(tap.stop_id)
-    if exit_tap is not None:
-        both = [n for n in candidates if n in data.networks_for_stop(exit_tap.stop_id)]
-        candidates = tuple(both) or candidates
+    if route_id is not None:
+        route = data.routes.get(route_id)
+        if route is not None:
+            return route.network_id
+    index = data.index
+    candidates = index.networks_for_stop(tap.stop_id)
+    if exit_tap is not None and candidates:
+        at_exit = index.networks_for_stop(exit_tap.stop_id)
+        candidates = tuple(n for n in candidates if n in at_exit) or candidates
     if candidates:
         return candidates[0]
-    if len(data.network_ids) == 1:
-        return next(iter(data.network_ids))
-    return None
+    return index.only_network_id
 
 
 def _operator(data: FareData, tap: Tap) -> str:
     if tap.operator_id:
         return tap.operator_id
-    if tap.route_id is not None and tap.route_id in data.routes:
-        return data.routes[tap.route_id].agency_id
+    if tap.route_id is not None:
+        route = data.routes.get(tap.route_id)
+        if route is not None:
+            return route.agency_id
     if tap.stop_id in data.stops:
-        return data.operator_for_stop(tap.stop_id)
-    return sorted(data.agencies)[0]
+        return data.index.operator_for_stop(tap.stop_id)
+    return data.index.first_agency_id
 
 
 def _incomplete_after(entry: _Part) -> timedelta:
-    key = ("incomplete_after", entry.network_id, entry.from_stop)
-    limit = entry.data._memo.get(key)
-    if limit is None:
-        row = _maximum_fare_row(entry.data, entry.network_id, entry.from_stop)
-        seconds = row.incomplete_after_s if row and row.incomplete_after_s else None
-        limit = entry.data._memo[key] = timedelta(
-            seconds=seconds or entry.data.settings.incomplete_after_s
-        )
-    assert isinstance(limit, timedelta)
-    return limit
-
-
-def _maximum_fare_row(data: FareData, network_id: str | None, stop_id: str) -> MaximumFare | None:
-    key = ("maxfare", network_id, stop_id)
-    if key in data._memo:
-        return data._memo[key]  # type: ignore[return-value]
-    stop = data.stops.get(stop_id)
-    areas = stop.area_ids if stop else frozenset()
-    candidates = [
-        row
-        for row in data.maximum_fares
-        if (row.network_id is None or row.network_id == network_id)
-        and (row.area_id is None or row.area_id in areas)
-    ]
-    # Most specific first: network and area, network, area, neither; then file order.
-    candidates.sort(key=lambda r: (r.network_id is None, r.area_id is None))
-    chosen = candidates[0] if candidates else None
-    data._memo[key] = chosen
-    return chosen
+    return entry.data.index.incomplete_after_entry(entry.network_id, entry.from_stop)
 
 
 # --- physical legs -> effective fare legs (fare_leg_join_rules) -----------------------------
@@ -434,7 +383,7 @@ def _joins(prev: _Part, nxt: _Part) -> bool:
     data = prev.data
     if not data.join_rules or prev.kind != TRIP or nxt.kind != TRIP or nxt.data is not data:
         return False
-    if nxt.departure - prev.arrival > timedelta(seconds=data.settings.incomplete_after_s):
+    if nxt.departure - prev.arrival > data.index.join_gap:
         return False
     for rule in data.join_rules:
         if rule.from_network_id != prev.network_id or rule.to_network_id != nxt.network_id:
@@ -451,8 +400,7 @@ def _joins(prev: _Part, nxt: _Part) -> bool:
 def _same_place(data: FareData, rule_stop: str | None, stop_id: str | None) -> bool:
     if rule_stop is None or stop_id is None:
         return rule_stop == stop_id
-    stop = data.stops.get(stop_id)
-    return rule_stop == stop_id or (stop is not None and stop.parent_station == rule_stop)
+    return rule_stop == stop_id or data.index.parent_station(stop_id) == rule_stop
 
 
 # --- pricing one fare leg -------------------------------------------------------------------
@@ -462,32 +410,39 @@ def _price_fare_leg(
     parts: list[_Part], fallback_category: str | None, fallback_media: str | None
 ) -> _FareLeg:
     data = parts[0].data
+    index = data.index
     first = parts[0].first
-    category = first.rider_category_id or fallback_category or data.default_rider_category_id
+    category = first.rider_category_id or fallback_category or index.default_rider_category_id
     media = first.fare_media_id or fallback_media or data.settings.default_fare_media_id
-    price = _standalone_price(data, parts, category, media)
-    # Right after the timeframe lookup of the same instant (FareData.local remembers it).
-    day = data.service_day(parts[0].departure)
+    day, groups = index.local_facts(parts[0].departure)
+    price = _standalone_price(data, parts, category, media, departure_groups=groups)
     leg = _FareLeg(parts, category, media, price, day, charge=price.fare)
     leg.notes.append(price.note)
     return leg
 
 
 def _standalone_price(
-    data: FareData, parts: list[_Part], category: str | None, media: str | None
-) -> _LegPrice:
+    data: FareData,
+    parts: list[_Part],
+    category: str | None,
+    media: str | None,
+    *,
+    departure_groups: frozenset[str] | None = None,
+) -> LegPrice:
     head, tail = parts[0], parts[-1]
-    uses_from, uses_to = _timeframe_fields_used(data)
+    index = data.index
     # A timeframe field no rule uses cannot change the match: leave it out (and cache better).
-    from_tfs = data.timeframe_groups_at(head.departure) if uses_from else _NONE
-    if not uses_to:
-        to_tfs = _NONE
+    if departure_groups is None:
+        uses = index.uses_from_timeframes or index.uses_to_timeframes
+        departure_groups = index.local_facts(head.departure)[1] if uses else NO_GROUPS
+    from_tfs = departure_groups if index.uses_from_timeframes else NO_GROUPS
+    if not index.uses_to_timeframes:
+        to_tfs = NO_GROUPS
     elif tail.kind == TRIP:
-        to_tfs = data.timeframe_groups_at(tail.arrival)
+        to_tfs = index.local_facts(tail.arrival)[1]
     else:
-        to_tfs = data.timeframe_groups_at(head.departure)
-    key = (
-        "price",
+        to_tfs = departure_groups
+    key: LegPriceKey = (
         head.kind,
         head.network_id,
         head.from_stop,
@@ -497,14 +452,14 @@ def _standalone_price(
         category,
         media,
     )
-    cached = data._memo.get(key)
+    cached = index.leg_prices.get(key)
     if cached is None:
         unknown = [
             s for s in (head.from_stop, tail.to_stop) if s is not None and s not in data.stops
         ]
         if unknown:
             reason = f"UNKNOWN_STOP: stop {unknown[0]!r} is not in the fare data"
-            cached = _LegPrice(0, None, None, None, None, False, reason, reason)
+            cached = LegPrice(0, None, None, None, None, False, reason, reason)
         elif head.kind == EXIT_ONLY:
             cached = _price_exit_only(data, head, category, media)
         elif head.kind == ENTRY_ONLY:
@@ -513,28 +468,8 @@ def _standalone_price(
             cached = _price_by_rules(
                 data, head, tail, from_tfs, to_tfs, category=category, media=media
             )
-        data._memo[key] = cached
-    assert isinstance(cached, _LegPrice)
+        index.leg_prices.put(key, cached)
     return cached
-
-
-_NONE: frozenset[str] = frozenset()
-
-
-def _timeframe_fields_used(data: FareData) -> tuple[bool, bool]:
-    """Whether any leg rule (or maximum fare fallback) uses from/to timeframes."""
-    cached = data._memo.get("timeframe_fields")
-    if cached is None:
-        cached = data._memo["timeframe_fields"] = (
-            any(r.from_timeframe_group_id is not None for r in data.leg_rules),
-            any(r.to_timeframe_group_id is not None for r in data.leg_rules),
-        )
-    return cached  # type: ignore[return-value]
-
-
-def _areas(data: FareData, stop_id: str | None) -> frozenset[str]:
-    stop = data.stops.get(stop_id) if stop_id is not None else None
-    return stop.area_ids if stop is not None else frozenset()
 
 
 def _price_by_rules(
@@ -546,13 +481,13 @@ def _price_by_rules(
     *,
     category: str | None,
     media: str | None,
-) -> _LegPrice:
+) -> LegPrice:
     to_stop = tail.to_stop
     rules = matching_leg_rules(
         data,
         head.network_id,
-        from_areas=_areas(data, head.from_stop),
-        to_areas=_areas(data, to_stop),
+        from_areas=data.index.areas(head.from_stop),
+        to_areas=data.index.areas(to_stop),
         from_timeframes=from_tfs,
         to_timeframes=to_tfs,
     )
@@ -561,8 +496,8 @@ def _price_by_rules(
         where += f" in timeframes {sorted(from_tfs)}->{sorted(to_tfs)}"
     if not rules:
         reason = f"NO_LEG_RULE: no fare_leg_rules row matches {where}"
-        return _LegPrice(0, None, None, None, None, False, reason, reason)
-    distance = data.distance_m(head.from_stop, to_stop) if to_stop is not None else None
+        return LegPrice(0, None, None, None, None, False, reason, reason)
+    distance = data.index.distance_m(head.from_stop, to_stop) if to_stop is not None else None
     best: tuple[int, str, FareLegRule] | None = None
     for rule in rules:
         product = choose_product(data, rule.fare_product_id, category, media)
@@ -579,22 +514,22 @@ def _price_by_rules(
             f"NO_PRODUCT: {where} matches products {products} but none is sold to rider category"
             f" {category or '-'} on fare media {media or '-'}"
         )
-        return _LegPrice(0, None, None, None, distance, False, reason, reason)
+        return LegPrice(0, None, None, None, distance, False, reason, reason)
     amount, product_id, rule = best
     note = (
         f"{rule.rule_id} ({where}, leg group {rule.leg_group_id or '-'}) -> {product_id} {amount}"
     )
     if product_id in data.distance_fares:
         note += f" (distance fare over {distance} m)"
-    return _LegPrice(
+    return LegPrice(
         amount, product_id, rule.leg_group_id, rule.rule_id, distance, False, None, note
     )
 
 
 def _price_entry_only(
     data: FareData, head: _Part, from_tfs: frozenset[str], category: str | None, media: str | None
-) -> _LegPrice:
-    row = _maximum_fare_row(data, head.network_id, head.from_stop)
+) -> LegPrice:
+    row = data.index.maximum_fare_row(head.network_id, head.from_stop)
     if row is not None:
         return _maximum_fare(data, row, category, media, f"entry at {head.from_stop} without exit")
     # No maximum fare declared: a flat fare that needs no exit may still apply.
@@ -602,35 +537,35 @@ def _price_entry_only(
     if price.no_fare_reason is None:
         return price
     reason = f"NO_MAXIMUM_FARE: entry at {head.from_stop} without exit and no maximum fare applies"
-    return _LegPrice(0, None, None, None, None, False, reason, reason)
+    return LegPrice(0, None, None, None, None, False, reason, reason)
 
 
 def _price_exit_only(
     data: FareData, head: _Part, category: str | None, media: str | None
-) -> _LegPrice:
+) -> LegPrice:
     what = f"exit at {head.from_stop} without entry"
     if data.settings.exit_without_entry is ExitWithoutEntry.MAXIMUM_FARE:
-        row = _maximum_fare_row(data, head.network_id, head.from_stop)
+        row = data.index.maximum_fare_row(head.network_id, head.from_stop)
         if row is not None:
             return _maximum_fare(data, row, category, media, what)
         reason = f"NO_MAXIMUM_FARE: {what} and no maximum fare applies"
     else:
         reason = f"EXIT_WITHOUT_ENTRY: {what}, not charged (exit_without_entry=ignore)"
-    return _LegPrice(0, None, None, None, None, False, reason, reason)
+    return LegPrice(0, None, None, None, None, False, reason, reason)
 
 
 def _maximum_fare(
     data: FareData, row: MaximumFare, category: str | None, media: str | None, what: str
-) -> _LegPrice:
+) -> LegPrice:
     product = choose_product(data, row.fare_product_id, category, media)
     if product is None:
         reason = (
             f"NO_PRODUCT: {what}; maximum fare {row.fare_product_id} is not sold to rider"
             f" category {category or '-'} on fare media {media or '-'}"
         )
-        return _LegPrice(0, None, None, None, None, True, reason, reason)
+        return LegPrice(0, None, None, None, None, True, reason, reason)
     note = f"{what}: maximum fare {row.row_id} -> {product.fare_product_id} {product.amount_minor}"
-    return _LegPrice(
+    return LegPrice(
         product.amount_minor, product.fare_product_id, None, row.row_id, None, True, None, note
     )
 
@@ -659,35 +594,32 @@ def matching_leg_rules(
     highest priority are kept. Without it, an empty field matches only when no row names the
     leg's value for that field ("all values except those listed").
     """
-    networks = frozenset((network_id,)) if network_id is not None else frozenset()
     checks: tuple[tuple[Callable[[FareLegRule], str | None], frozenset[str]], ...] = (
-        (_rule_network, networks),
         (_rule_from_area, from_areas),
         (_rule_to_area, to_areas),
         (_rule_from_timeframe, from_timeframes),
         (_rule_to_timeframe, to_timeframes),
     )
+    # The network field is matched by the index; the other fields on what is left.
+    candidates = list(data.index.leg_rules_for_network(network_id))
     if data.leg_rules_use_priority:
         matched = [
             r
-            for r in data.leg_rules
+            for r in candidates
             if all((v := get(r)) is None or v in values for get, values in checks)
         ]
         if not matched:
             return []
         top = max(r.rule_priority for r in matched)
         return [r for r in matched if r.rule_priority == top]
-    candidates = list(data.leg_rules)
+    if not candidates:
+        return []
     for get, values in checks:
         exact = [r for r in candidates if (v := get(r)) is not None and v in values]
         candidates = exact or [r for r in candidates if get(r) is None]
         if not candidates:
             return []
     return candidates
-
-
-def _rule_network(rule: FareLegRule) -> str | None:
-    return rule.network_id
 
 
 def _rule_from_area(rule: FareLegRule) -> str | None:
@@ -713,15 +645,7 @@ def choose_product(
 
     Rows naming the rider category win over rows open to every category.
     """
-    rows = data.products(fare_product_id)
-    usable = [r for r in rows if media is None or r.fare_media_id in (None, media)]
-    exact = [
-        r for r in usable if r.rider_category_id is not None and r.rider_category_id == category
-    ]
-    pool = exact or [r for r in usable if r.rider_category_id is None]
-    if not pool:
-        return None
-    return min(pool, key=lambda r: (r.amount_minor, r.fare_media_id or ""))
+    return choose_product_row(data.products(fare_product_id), category, media)
 
 
 # --- fare legs -> journeys (fare_transfer_rules) --------------------------------------------
@@ -780,7 +704,7 @@ def _best_transfer(
     """The applicable transfer rule with the cheapest outcome for the next leg."""
     data = prev.data
     best: tuple[int, FareTransferRule, FareProduct | None] | None = None
-    for rule in _matching_transfer_rules(data, prev.price.leg_group_id, nxt.price.leg_group_id):
+    for rule in data.index.transfer_rules_between(prev.price.leg_group_id, nxt.price.leg_group_id):
         if not _within_duration(rule, journey, prev, nxt):
             continue
         count = rule.transfer_count
@@ -788,7 +712,7 @@ def _best_transfer(
             continue
         product = None
         if rule.fare_product_id is not None:
-            product = choose_product(data, rule.fare_product_id, nxt.category, nxt.media)
+            product = data.index.transfer_product(rule.fare_product_id, nxt.category, nxt.media)
             if product is None:
                 continue
         cost = product.amount_minor if product else 0
@@ -804,28 +728,6 @@ def _transfer_outcome(rule: FareTransferRule, cost: int, prev: _FareLeg, nxt: _F
     if rule.fare_transfer_type is FareTransferType.A_AB_B:
         return nxt.price.fare + cost
     return cost - prev.charge
-
-
-def _matching_transfer_rules(
-    data: FareData, from_group: str | None, to_group: str | None
-) -> list[FareTransferRule]:
-    key = ("transfer_rules", from_group, to_group)
-    cached = data._memo.get(key)
-    if cached is None:
-        rules = list(data.transfer_rules)
-        exact = [
-            r
-            for r in rules
-            if r.from_leg_group_id is not None and r.from_leg_group_id == from_group
-        ]
-        rules = exact or [r for r in rules if r.from_leg_group_id is None]
-        exact = [
-            r for r in rules if r.to_leg_group_id is not None and r.to_leg_group_id == to_group
-        ]
-        rules = exact or [r for r in rules if r.to_leg_group_id is None]
-        cached = rules
-        data._memo[key] = cached
-    return cached  # type: ignore[return-value]
 
 
 def _within_duration(
@@ -844,47 +746,18 @@ def _within_duration(
 # --- caps and output ------------------------------------------------------------------------
 
 
-def _counting_caps(
-    data: FareData,
-    product_id: str | None,
-    transfer_product_id: str | None,
-    category: str | None,
-    media: str | None,
-) -> tuple[Cap, ...]:
-    """Caps that count a leg of these products for this rider category and fare media."""
-    key = ("caps", product_id, transfer_product_id, category, media)
-    cached = data._memo.get(key)
-    if cached is None:
-        products = {product_id, transfer_product_id} - {None}
-        cached = tuple(
-            cap
-            for cap in data.caps
-            if cap.applies_to(category, media) and cap.fare_product_ids & products
-        )
-        data._memo[key] = cached
-    return cached  # type: ignore[return-value]
-
-
 def _cap_periods(
-    data: FareData, fare_leg: _FareLeg, day: date
+    data: FareData, fare_leg: _FareLeg, day: date, week: date
 ) -> tuple[tuple[str, int, tuple[str, date]], ...]:
-    """(cap id, cap amount, spend key) of each cap counting `fare_leg` on service day `day`;
-    the spend key names the cap's period (that day, or the Monday of its week)."""
-    product_id, transfer_product_id = fare_leg.price.product_id, fare_leg.transfer_product_id
-    category, media = fare_leg.category, fare_leg.media
-    key = ("cap_periods", product_id, transfer_product_id, category, media, day)
-    cached = data._memo.get(key)
-    if cached is None:
-        week = day - timedelta(days=day.weekday())
-        cached = data._memo[key] = tuple(
-            (
-                cap.cap_id,
-                cap.amount_minor,
-                (cap.cap_id, day if cap.period is CapPeriod.DAY else week),
-            )
-            for cap in _counting_caps(data, product_id, transfer_product_id, category, media)
-        )
-    return cached  # type: ignore[return-value]
+    """(cap id, cap amount, spend key) of each cap counting `fare_leg` on service day `day`
+    of the week starting `week`; the spend key names the cap's period (the day or week)."""
+    caps = data.index.caps_counting(
+        fare_leg.price.product_id, fare_leg.transfer_product_id, fare_leg.category, fare_leg.media
+    )
+    return tuple(
+        (cap.cap_id, cap.amount_minor, (cap.cap_id, day if cap.period is CapPeriod.DAY else week))
+        for cap in caps
+    )
 
 
 def _apply_caps(
@@ -912,8 +785,9 @@ class _CapSpend:
 def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
     head = journey.legs[0]
     data = head.data
-    currency = data.currency
+    money = data.index.money
     day = head.service_day
+    week = day - timedelta(days=day.weekday())
     saved_by_cap: dict[str, int] = {}
     spend.saved_by_cap = saved_by_cap
     legs: list[PricedLeg] = []
@@ -921,7 +795,7 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
     reasons: list[str] = []
     before = charge = 0
     incomplete = False
-    default_category = data.default_rider_category_id  # transfers never cross versions
+    default_category = data.index.default_rider_category_id  # one version per journey
     for fare_leg in journey.legs:
         explanation += fare_leg.notes
         price = fare_leg.price
@@ -953,15 +827,15 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
                 strict=True,
             )
         for part, fare, alone, ref in rows:
-            leg_charge = _cap_charge(data, fare_leg, fare, day, spend)
-            legs.append(_priced_leg(part, fare_leg, (fare, leg_charge, alone, ref), currency))
+            leg_charge = _cap_charge(data, fare_leg, fare, (day, week), spend)
+            legs.append(_priced_leg(part, fare_leg, (fare, leg_charge, alone, ref)))
             before += fare
             charge += leg_charge
             incomplete = incomplete or part.incomplete
     caps: tuple[CapApplied, ...] = ()
     if saved_by_cap:
         caps = tuple(
-            CapApplied(cap_id, _money(saved, currency))
+            CapApplied(cap_id, money(saved))
             for cap_id, saved in sorted(saved_by_cap.items())
             if saved
         )
@@ -973,9 +847,9 @@ def _finish(card: str, journey: _Journey, spend: _CapSpend) -> PricedJourney:
         card,  # card_token
         day,  # service_day
         tuple(legs),  # legs
-        _money(before, currency),  # amount_before_caps
+        money(before),  # amount_before_caps
         caps,  # caps
-        _money(charge, currency),  # charge
+        money(charge),  # charge
         incomplete,  # incomplete
         data.fare_version,  # fare_version
         head.category or "",  # rider_category_id
@@ -992,7 +866,8 @@ def _split(fare_leg: _FareLeg, amount: int) -> list[int]:
         return [amount]
     data = fare_leg.data
     weights = [
-        (data.distance_m(p.from_stop, p.to_stop) or 0) if p.to_stop else 0 for p in fare_leg.parts
+        (data.index.distance_m(p.from_stop, p.to_stop) or 0) if p.to_stop else 0
+        for p in fare_leg.parts
     ]
     if sum(weights) == 0:
         weights = [1] * len(fare_leg.parts)
@@ -1009,16 +884,17 @@ def _cap_charge(
     data: FareData,
     fare_leg: _FareLeg,
     fare: int,
-    day: date,
+    period: tuple[date, date],
     spend: _CapSpend,
 ) -> int:
-    """min(fare, headroom of every cap counting it); records spend and savings."""
-    if not data.caps:
+    """min(fare, headroom of every cap counting it) on (service day, its week's Monday);
+    records spend and savings."""
+    if not data.index.has_caps:
         return fare
     price = fare_leg.price
     if price.maximum_fare and not data.settings.maximum_fares_count_to_caps:
         return fare
-    periods = _cap_periods(data, fare_leg, day)
+    periods = _cap_periods(data, fare_leg, *period)
     if not periods:
         return fare
     spent = spend.spent
@@ -1037,15 +913,14 @@ def _cap_charge(
     return charge
 
 
-def _priced_leg(
-    part: _Part, fare_leg: _FareLeg, amounts: tuple[int, int, int, int], currency: str
-) -> PricedLeg:
+def _priced_leg(part: _Part, fare_leg: _FareLeg, amounts: tuple[int, int, int, int]) -> PricedLeg:
     """`amounts`: the part's fare, charge, standalone fare and reference fare."""
     fare, charge, standalone, reference = amounts
-    fare_money = _money(fare, currency)
+    money = part.data.index.money
+    fare_money = money(fare)
     # Mostly equal amounts: share the Money rather than look it up again.
-    alone_money = fare_money if standalone == fare else _money(standalone, currency)
-    reference_money = alone_money if reference == standalone else _money(reference, currency)
+    alone_money = fare_money if standalone == fare else money(standalone)
+    reference_money = alone_money if reference == standalone else money(reference)
     first_part = part is fare_leg.parts[0]
     # Positional (order of PricedLeg fields): measurably cheaper on the hot path.
     return PricedLeg(
@@ -1067,23 +942,23 @@ def _priced_leg(
             if part.kind != TRIP or part.to_stop is None
             else fare_leg.price.distance_m
             if len(fare_leg.parts) == 1 and fare_leg.price.distance_m is not None
-            else part.data.distance_m(part.from_stop, part.to_stop)
+            else part.data.index.distance_m(part.from_stop, part.to_stop)
         ),
         fare_leg.price.leg_group_id,  # leg_group_id
         fare_leg.transfer_product_id if first_part else None,  # transfer_product_id
         fare_leg.price.maximum_fare,  # maximum_fare
-        _money(charge, currency),  # charge
+        money(charge),  # charge
         alone_money,  # standalone_fare
         reference_money,  # reference_fare
     )
 
 
-def check_tap(fare_data: FareData | FareCatalog, tap: Tap) -> None:
+def check_tap(fare_data: FareVersions, tap: Tap) -> None:
     """Raise the domain error a tap would meet: NAIVE_TIME, NO_FARE_VERSION, UNKNOWN_STOP or
     UNKNOWN_ROUTE. Pricing itself never raises for these; it reports them per journey."""
     if tap.tapped_at.utcoffset() is None:
         raise NaiveTimeError(tap.tap_id)
-    data = as_catalog(fare_data).version_at(tap.tapped_at)
+    data = fare_data.version_at(tap.tapped_at)
     if tap.stop_id not in data.stops:
         data.stop(tap.stop_id)
     if tap.route_id is not None and tap.route_id not in data.routes:
