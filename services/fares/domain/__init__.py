@@ -13,7 +13,11 @@ from .errors import (
     UnknownRouteError,
     UnknownStopError,
 )
+from .fare_index import FareIndex
+from .fare_legs import FareLeg
 from .feed import load_fare_data
+from .leg_rules import LegPrice
+from .legs import Leg, LegKind
 from .model import (
     Cap,
     CapPeriod,
@@ -21,6 +25,7 @@ from .model import (
     FareData,
     FareMedia,
     FareProduct,
+    FareVersions,
     MaximumFare,
     RiderCategory,
     Tap,
@@ -37,6 +42,7 @@ from .pricing import (
     price_card_from,
 )
 from .revision import revise
+from .transfers import Journey
 
 __all__ = [
     "Cap",
@@ -47,11 +53,18 @@ __all__ = [
     "CardCapsProgress",
     "FareCatalog",
     "FareData",
+    "FareIndex",
+    "FareLeg",
     "FareMedia",
     "FareProduct",
+    "FareVersions",
     "FaresError",
     "FeedError",
+    "Journey",
     "JourneyRevision",
+    "Leg",
+    "LegKind",
+    "LegPrice",
     "MaximumFare",
     "NaiveTimeError",
     "NoFareVersionError",

@@ -23,8 +23,8 @@ from .lru_cache import LruCache
 from .network import ServiceCalendar, Timeframe
 
 if TYPE_CHECKING:
+    from .leg_rules import LegPrice, LegPriceKey
     from .model import FareData
-    from .pricing import LegPrice, LegPriceKey
 
 NO_GROUPS: frozenset[str] = frozenset()
 

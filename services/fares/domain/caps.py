@@ -1,0 +1,70 @@
+"""Caps: a card's running spend per cap and period, and what each leg pays under it.
+
+Caps are per card and across operators. Legs are charged in time order; each pays
+min(fare, the headroom of every cap that counts it), and its charge is added to every such
+cap (docs/fare-data.md, section 3.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from .fare_legs import FareLeg
+from .fare_rules import CapPeriod
+from .model import FareData
+
+CapSpent = tuple[tuple[str, date, int], ...]
+"""What caps have counted so far: (cap id, first day of the cap's period, amount), sorted."""
+
+
+@dataclass(slots=True)
+class CapSpend:
+    """One card's running spend per (cap id, first day of the cap's period), and what each
+    cap saved on the journey being charged."""
+
+    spent: dict[tuple[str, date], int] = field(default_factory=dict)
+    saved_by_cap: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def after(cls, spent: CapSpent) -> CapSpend:
+        """The running spend once `spent` has been counted."""
+        return cls({(cap_id, day): amount for cap_id, day, amount in spent})
+
+    def counted(self) -> CapSpent:
+        """What the caps have counted so far (amounts of 0 left out), sorted."""
+        return tuple(sorted((c, d, a) for (c, d), a in self.spent.items() if a))
+
+
+def cap_charge(
+    data: FareData, fare_leg: FareLeg, fare: int, period: tuple[date, date], spend: CapSpend
+) -> int:
+    """min(fare, headroom of every cap counting the leg) on (service day, its week's Monday);
+    records the spend and, for the tightest cap, the saving."""
+    index = data.index
+    if not index.has_caps:
+        return fare
+    price = fare_leg.price
+    if price.maximum_fare and not data.settings.maximum_fares_count_to_caps:
+        return fare
+    caps = index.caps_counting(
+        price.product_id, fare_leg.transfer_product_id, fare_leg.category, fare_leg.media
+    )
+    if not caps:
+        return fare
+    day, week = period
+    keys = [(cap.cap_id, day if cap.period is CapPeriod.DAY else week) for cap in caps]
+    spent = spend.spent
+    tightest: tuple[int, str] | None = None
+    for cap, key in zip(caps, keys, strict=True):
+        headroom = max(cap.amount_minor - spent.get(key, 0), 0)
+        if tightest is None or (headroom, cap.cap_id) < tightest:
+            tightest = (headroom, cap.cap_id)
+    charge = fare
+    if tightest is not None and fare > tightest[0]:
+        charge = tightest[0]
+        saved = spend.saved_by_cap
+        saved[tightest[1]] = saved.get(tightest[1], 0) + fare - charge
+    for key in keys:
+        spent[key] = spent.get(key, 0) + charge
+    return charge
