@@ -22,7 +22,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from services.fares.domain import FareData, load_fare_data
+from services.fares.adapters.gtfs_reader import load_fare_data
+from services.fares.domain import FareData
 from services.fares.entrypoints.cli import parse_taps, simulate_file
 
 REPO = Path(__file__).resolve().parents[1]

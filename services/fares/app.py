@@ -14,8 +14,8 @@ from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.rpc import Slot
 from clearway.runtime import Resources
 from clearway.settings import REPO_ROOT, ServiceSettings
+from services.fares.adapters.gtfs_reader import load_fare_data
 from services.fares.adapters.state_store import MIGRATIONS
-from services.fares.domain import load_fare_data
 from services.fares.domain.model import FareCatalog
 from services.fares.entrypoints.consumer import OutboxRelay, TapPricer
 from services.fares.entrypoints.grpc import FaresServicer

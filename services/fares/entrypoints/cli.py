@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from clearway.money import Money
+from services.fares.adapters.gtfs_reader import load_fare_data
 from services.fares.domain import (
     FareCatalog,
     FareData,
@@ -27,7 +28,6 @@ from services.fares.domain import (
     Tap,
     TapKind,
     check_tap,
-    load_fare_data,
     price_card,
 )
 
