@@ -1,10 +1,12 @@
 """Fare engine benchmark: taps/s of a parse-only pass vs the full `fares simulate` pass.
 
-Run: .venv/bin/python bench/fares_engine.py [--taps N] [--profile-taps M]
+Run: .venv/bin/python bench/fares_engine.py [--taps N] [--profile-taps M] [--month-cards C]
 Generates a JSON-lines taps file for examples/feeds/london (deterministic), times a
 parse-only pass and the full engine pass (parse, check, price, cap, write JSON lines) in
-the same run, prints taps/s for both and their ratio, then cProfile's top entries for the
-engine pass over a smaller sample. Prints figures; asserts nothing.
+the same run, prints taps/s for both and their ratio and the peak RSS, then cProfile's
+top entries for the engine pass over a smaller sample, then the process's memory while the
+same fare data prices a simulated month day by day (as the fares service does): it should
+stay flat. Prints figures; asserts nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import json
 import os
 import pstats
 import random
+import resource
 import tempfile
 import time
 from datetime import datetime, timedelta
@@ -23,7 +26,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from services.fares.adapters.gtfs_reader import load_fare_data
-from services.fares.domain import FareData
+from services.fares.domain import FareData, Tap, TapKind, price_card
 from services.fares.entrypoints.cli import parse_taps, simulate_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +72,47 @@ def generate(path: Path, n_taps: int, seed: int = 7) -> int:
     return written
 
 
+def rss_mb() -> float:
+    """The process's resident memory now (Linux), else its peak."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+    except (OSError, ValueError, IndexError):
+        return peak_rss_mb()
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident memory so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e3  # KiB on Linux
+
+
+def month(data: FareData, cards: int) -> None:
+    """Price 30 service days, one after the other, each day's taps card by card with the
+    same fare data (as the fares service does), and print the memory after each week: with
+    nothing remembered per day or instant, it stays flat."""
+    start = datetime(2025, 3, 3, tzinfo=LONDON)
+    rng = random.Random(3)
+    print(f"\nmemory over a simulated month ({cards:,} cards a day, 30 days, price_card):")
+    for day in range(30):
+        for card in range(cards):
+            token = f"card-{card:07d}"
+            t = start + timedelta(days=day, hours=6, minutes=rng.randrange(180))
+            taps: list[Tap] = []
+            for n in range(rng.randint(2, 6)):
+                if rng.random() < 0.35:
+                    stop, route = rng.choice(BUS)
+                    taps.append(Tap(f"{token}-{day}-{n}", token, t, stop, TapKind.BOARD, route))
+                else:
+                    a, b = rng.sample(RAIL, 2)
+                    taps.append(Tap(f"{token}-{day}-{n}-in", token, t, a, TapKind.ENTRY))
+                    t += timedelta(minutes=rng.randint(8, 40), seconds=rng.randrange(60))
+                    taps.append(Tap(f"{token}-{day}-{n}-out", token, t, b, TapKind.EXIT))
+                t += timedelta(minutes=rng.randint(5, 150), seconds=rng.randrange(60))
+            price_card(data, taps)
+        if day % 7 == 6 or day == 29:
+            print(f"  after day {day + 1:2d}: RSS {rss_mb():6.1f} MB")
+
+
 def parse_pass(path: Path) -> int:
     """Read and parse every line into Taps; nothing else."""
     with path.open(encoding="utf-8-sig") as f:
@@ -86,6 +130,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--taps", type=int, default=1_000_000)
     parser.add_argument("--profile-taps", type=int, default=100_000)
+    parser.add_argument("--month-cards", type=int, default=5_000)
     args = parser.parse_args()
     data = load_fare_data(FEED)
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +162,7 @@ def main() -> int:
             "parse-only time)"
         )
         print(f"load average while measuring: {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        print(f"peak RSS so far: {peak_rss_mb():.0f} MB (every parsed tap is held until written)")
         sample = Path(tmp) / "sample.jsonl"
         generate(sample, min(args.profile_taps, n), seed=11)
         profiler = cProfile.Profile()
@@ -129,6 +175,8 @@ def main() -> int:
             f"\nwhere time goes (engine pass over {min(args.profile_taps, n):,} taps, by own time):"
         )
         print("\n".join(text.getvalue().splitlines()[:40]))
+        if args.month_cards:
+            month(data, args.month_cards)
     return 0
 
 
