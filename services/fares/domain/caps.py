@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from .fare_legs import FareLeg
-from .fare_rules import CapPeriod
 from .model import FareData
 
 CapSpent = tuple[tuple[str, date, int], ...]
@@ -53,18 +52,22 @@ def cap_charge(
     if not caps:
         return fare
     day, week = period
-    keys = [(cap.cap_id, day if cap.period is CapPeriod.DAY else week) for cap in caps]
     spent = spend.spent
-    tightest: tuple[int, str] | None = None
-    for cap, key in zip(caps, keys, strict=True):
-        headroom = max(cap.amount_minor - spent.get(key, 0), 0)
-        if tightest is None or (headroom, cap.cap_id) < tightest:
-            tightest = (headroom, cap.cap_id)
+    keys = []
+    # The tightest cap: least headroom, then lowest cap id (a loop: this runs for every leg).
+    headroom, cap_id = fare + 1, ""
+    for cap in caps:
+        key = (cap.cap_id, day if cap.daily else week)
+        keys.append(key)
+        left = cap.amount_minor - spent.get(key, 0)
+        left = left if left > 0 else 0
+        if left < headroom or (left == headroom and cap.cap_id < cap_id):
+            headroom, cap_id = left, cap.cap_id
     charge = fare
-    if tightest is not None and fare > tightest[0]:
-        charge = tightest[0]
+    if fare > headroom:
+        charge = headroom
         saved = spend.saved_by_cap
-        saved[tightest[1]] = saved.get(tightest[1], 0) + fare - charge
+        saved[cap_id] = saved.get(cap_id, 0) + fare - charge
     for key in keys:
         spent[key] = spent.get(key, 0) + charge
     return charge

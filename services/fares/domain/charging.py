@@ -12,7 +12,7 @@ from clearway.money import Money
 from .caps import CapSpend, CapSpent, cap_charge
 from .fare_legs import FareLeg
 from .leg_rules import standalone_price
-from .legs import Leg, LegKind
+from .legs import TRIP, Leg
 from .priced import CapApplied, PricedJourney, PricedLeg
 from .transfers import Journey
 
@@ -72,7 +72,7 @@ def charge_journey(card: str, journey: Journey, spend: CapSpend) -> PricedJourne
     caps: tuple[CapApplied, ...] = ()
     if saved_by_cap:
         caps = tuple(
-            CapApplied(cap_id, money(saved))
+            CapApplied(cap_id, money[saved])
             for cap_id, saved in sorted(saved_by_cap.items())
             if saved
         )
@@ -83,11 +83,11 @@ def charge_journey(card: str, journey: Journey, spend: CapSpend) -> PricedJourne
         card_token=card,
         service_day=day,
         legs=tuple(legs),
-        amount_before_caps=money(before),
+        amount_before_caps=money[before],
         caps=caps,
-        charge=money(charge),
+        charge=money[charge],
         incomplete=incomplete,
-        fare_version=data.fare_version,
+        fare_version=data.index.fare_version,
         rider_category_id=head.category or "",
         fare_media_id=head.media or "",
         explanation=tuple(explanation),
@@ -135,14 +135,14 @@ def _priced_leg(leg: Leg, fare_leg: FareLeg, amounts: tuple[int, int, int, int])
     fare, charge, standalone, reference = amounts
     index = leg.data.index
     money = index.money
-    fare_money = money(fare)
+    fare_money = money[fare]
     # Mostly equal amounts: share the Money rather than look it up again.
-    alone_money = fare_money if standalone == fare else money(standalone)
-    reference_money = alone_money if reference == standalone else money(reference)
+    alone_money = fare_money if standalone == fare else money[standalone]
+    reference_money = alone_money if reference == standalone else money[reference]
     price = fare_leg.price
     first = leg is fare_leg.legs[0]
     distance_m = None
-    if leg.kind is LegKind.TRIP and leg.to_stop is not None:
+    if leg.kind is TRIP and leg.to_stop is not None:
         distance_m = (
             price.distance_m
             if len(fare_leg.legs) == 1 and price.distance_m is not None
@@ -166,7 +166,7 @@ def _priced_leg(leg: Leg, fare_leg: FareLeg, amounts: tuple[int, int, int, int])
         leg_group_id=price.leg_group_id,
         transfer_product_id=fare_leg.transfer_product_id if first else None,
         maximum_fare=price.maximum_fare,
-        charge=money(charge),
+        charge=money[charge],
         standalone_fare=alone_money,
         reference_fare=reference_money,
     )

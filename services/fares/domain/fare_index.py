@@ -4,7 +4,7 @@ Pricing asks the same questions for every tap (which networks serve this stop, w
 timeframe groups contain this instant, which transfer rules join these leg groups, which
 caps count this product): the index answers each with a dictionary lookup instead of a
 scan of the feed's tables. Everything here is derived from one `FareData` and never
-changes afterwards, except `leg_prices`, a bounded LRU of standalone leg prices.
+changes afterwards, except two bounded caches (standalone leg prices and Money values).
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Final, final
 
-from clearway.money import Money
-
-from .fare_rules import Cap, FareLegRule, FareProduct, FareTransferRule, MaximumFare
-from .lru_cache import LruCache
+from .bounded_cache import BoundedCache, MoneyCache
+from .fare_rules import Cap, CapPeriod, FareLegRule, FareProduct, FareTransferRule, MaximumFare
 from .network import ServiceCalendar, Timeframe
 
 if TYPE_CHECKING:
@@ -29,13 +27,14 @@ if TYPE_CHECKING:
 NO_GROUPS: frozenset[str] = frozenset()
 
 LEG_PRICES_BOUND = 32_768
-"""Standalone leg prices remembered per fare data version (least recently used first out).
+"""Standalone leg prices remembered per fare data version (then the oldest is forgotten).
 A price is keyed by stops, timeframe groups, rider category and fare media, never by date,
 so the working set of a network is its travelled stop pairs, and it stops growing."""
 
 MONEY_BOUND = 4_096
 """Money values remembered per fare data version (amounts recur: fares, caps, shares)."""
 
+_ONE_DAY = timedelta(days=1)
 _OTHER_MEDIUM = "\x00other"  # a fare medium the feed does not know (not None: "any medium")
 
 
@@ -52,16 +51,27 @@ class DaySchedule:
         return self.groups[bisect_right(self.starts, seconds) - 1]
 
 
+@dataclass(frozen=True, slots=True)
+class CapTerms:
+    """What charging needs of a cap: its id, amount, and whether it counts a service day
+    (else a Monday-Sunday week)."""
+
+    cap_id: str
+    amount_minor: int
+    daily: bool
+
+
 @final
 class FareIndex:
     """Lookups by stop, route, network, timeframe, leg group, product and cap, built once
-    from one fare data version. Read-only after construction, except the bounded LRUs
-    `leg_prices` and the Money memo (results of pure functions: never a different answer)."""
+    from one fare data version. Read-only after construction, except two BoundedCaches:
+    `leg_prices` and the Money values (results of pure functions: never another answer)."""
 
     def __init__(self, data: FareData) -> None:
         settings = data.settings
         self.timezone: Final = data.timezone
         self.currency: Final = data.currency
+        self.fare_version: Final = data.fare_version  # one string, shared by every journey
         self.day_start_s: Final = settings.service_day_start_s
         self.day_start: Final = timedelta(seconds=settings.service_day_start_s)
         self.in_force_from: Final = (
@@ -96,6 +106,10 @@ class FareIndex:
                 sorted({n for r in routes if (n := data.routes[r].network_id) is not None})
             )
             for stop_id, routes in routes_at.items()
+        }
+        self._stop_network: Final[Mapping[str, str | None]] = {
+            stop_id: networks[0] if networks else self.only_network_id
+            for stop_id, networks in self._stop_networks.items()
         }
         self._stop_operators: Final[Mapping[str, str]] = {
             stop_id: min((data.routes[r].agency_id for r in routes), default=self.first_agency_id)
@@ -162,24 +176,28 @@ class FareIndex:
             self._media,
         )
         self.distance_fares: Final = data.distance_fares
-        self.leg_prices: Final[LruCache[LegPriceKey, LegPrice]] = LruCache(LEG_PRICES_BOUND)
-        self._money: Final[LruCache[int, Money]] = LruCache(MONEY_BOUND)
+        self.leg_prices: Final[BoundedCache[LegPriceKey, LegPrice]] = BoundedCache(LEG_PRICES_BOUND)
+        self.money: Final = MoneyCache(MONEY_BOUND, data.currency)
 
     # --- time -------------------------------------------------------------------------
     def local_facts(self, at: datetime) -> tuple[date, frozenset[str]]:
         """The service day of instant `at` and the timeframe groups containing it (local
         time of day, on the local calendar date)."""
         local = at.astimezone(self.timezone)
-        day = (local - self.day_start).date() if self.day_start_s else local.date()
+        on = local.date()
+        seconds = local.hour * 3600 + local.minute * 60 + local.second
+        # Before the day boundary, the instant belongs to the previous service day.
+        day = on - _ONE_DAY if seconds < self.day_start_s else on
         if not self.has_timeframes:
             return day, NO_GROUPS
-        schedule = self._schedules.get(local.date(), self._schedule_off_calendar)
-        return day, schedule.groups_at(local.hour * 3600 + local.minute * 60 + local.second)
+        return day, self._schedules.get(on, self._schedule_off_calendar).groups_at(seconds)
 
     def service_day(self, at: datetime) -> date:
         """The service day of an instant: local date, shifted back by the day boundary."""
         local = at.astimezone(self.timezone)
-        return (local - self.day_start).date() if self.day_start_s else local.date()
+        on = local.date()
+        seconds = local.hour * 3600 + local.minute * 60 + local.second
+        return on - _ONE_DAY if seconds < self.day_start_s else on
 
     # --- stops and routes -------------------------------------------------------------
     def networks_for_stop(self, stop_id: str) -> tuple[str, ...]:
@@ -189,6 +207,17 @@ class FareIndex:
     def operator_for_stop(self, stop_id: str) -> str:
         """The lowest agency id among routes serving a known stop, else the feed's first."""
         return self._stop_operators[stop_id]
+
+    def network_at_stop(self, stop_id: str) -> str | None:
+        """The network of a one-tap leg at `stop_id` with no known route: the first network
+        serving the stop, else the feed's only network."""
+        network_id = self._stop_network.get(stop_id)
+        return network_id if network_id is not None else self.only_network_id
+
+    def operator_at_stop(self, stop_id: str) -> str:
+        """The operator of a tap at `stop_id` with no operator and no known route: the
+        stop's, else (an unknown stop) the feed's first agency."""
+        return self._stop_operators.get(stop_id, self.first_agency_id)
 
     def areas(self, stop_id: str | None) -> frozenset[str]:
         """A stop's fare areas (its own and its parent station's); none if unknown."""
@@ -276,9 +305,12 @@ class FareIndex:
         transfer_product_id: str | None,
         category: str | None,
         medium: str | None,
-    ) -> tuple[Cap, ...]:
+    ) -> tuple[CapTerms, ...]:
         """Caps, in feed order, that count a leg of these products for this rider category
         and fare medium."""
+        found = self._counting_caps.get((product_id, transfer_product_id, category, medium))
+        if found is not None:  # the ids as they are: the common case
+            return found
         key = (
             product_id if product_id in self._counted_products else None,
             transfer_product_id if transfer_product_id in self._counted_transfer_products else None,
@@ -286,14 +318,6 @@ class FareIndex:
             medium if medium in self._media else None,
         )
         return self._counting_caps.get(key, ())
-
-    # --- money ------------------------------------------------------------------------
-    def money(self, amount_minor: int) -> Money:
-        """A shared Money in the feed's currency (immutable, so safe to reuse)."""
-        money = self._money.get(amount_minor)
-        if money is None:
-            money = self._money.put(amount_minor, Money(amount_minor, self.currency))
-        return money
 
 
 def choose_product_row(
@@ -440,20 +464,24 @@ def _counting_caps(
     counted_transfer_products: frozenset[str],
     categories: frozenset[str],
     media: frozenset[str],
-) -> dict[tuple[str | None, str | None, str | None, str | None], tuple[Cap, ...]]:
+) -> dict[tuple[str | None, str | None, str | None, str | None], tuple[CapTerms, ...]]:
     """For every (counted product or None, counted transfer product or None, rider category
     or None, medium or None): the caps counting such a leg, in feed order (only non-empty).
     Any other product, category or medium is counted by exactly the caps of None."""
-    found: dict[tuple[str | None, str | None, str | None, str | None], tuple[Cap, ...]] = {}
+    found: dict[tuple[str | None, str | None, str | None, str | None], tuple[CapTerms, ...]] = {}
     if not caps:
         return found
+    terms = {
+        cap.cap_id: CapTerms(cap.cap_id, cap.amount_minor, cap.period is CapPeriod.DAY)
+        for cap in caps
+    }
     for product_id in (*counted, None):
         for transfer_product_id in (*counted_transfer_products, None):
             products = {product_id, transfer_product_id} - {None}
             for category in (*categories, None):
                 for medium in (*media, None):
                     chosen = tuple(
-                        cap
+                        terms[cap.cap_id]
                         for cap in caps
                         if cap.applies_to(category, medium) and cap.fare_product_ids & products
                     )

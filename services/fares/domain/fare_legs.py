@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 
 from .leg_rules import LegPrice, standalone_price
-from .legs import Leg, LegKind
+from .legs import TRIP, Leg
 from .model import FareData
 
 
@@ -82,12 +82,7 @@ def fare_leg_of(
 
 def _joins(prev: Leg, nxt: Leg) -> bool:
     data = prev.data
-    if (
-        not data.join_rules
-        or prev.kind is not LegKind.TRIP
-        or nxt.kind is not LegKind.TRIP
-        or nxt.data is not data
-    ):
+    if not data.join_rules or prev.kind is not TRIP or nxt.kind is not TRIP or nxt.data is not data:
         return False
     if nxt.departure - prev.arrival > data.index.join_gap:
         return False

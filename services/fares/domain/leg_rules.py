@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .fare_index import NO_GROUPS, choose_product_row
 from .fare_rules import ExitWithoutEntry, FareLegRule, FareProduct, MaximumFare
-from .legs import Leg, LegKind
+from .legs import ENTRY_ONLY, EXIT_ONLY, TRIP, Leg, LegKind
 from .model import FareData
 
 LegPriceKey = tuple[
@@ -73,7 +73,7 @@ def standalone_price(
     from_tfs = departure_groups if index.uses_from_timeframes else NO_GROUPS
     if not index.uses_to_timeframes:
         to_tfs = NO_GROUPS
-    elif tail.kind is LegKind.TRIP:
+    elif tail.kind is TRIP:
         to_tfs = index.local_facts(tail.arrival)[1]
     else:
         to_tfs = departure_groups
@@ -95,15 +95,15 @@ def standalone_price(
         if unknown:
             reason = f"UNKNOWN_STOP: stop {unknown[0]!r} is not in the fare data"
             cached = LegPrice.no_fare(reason)
-        elif head.kind is LegKind.EXIT_ONLY:
+        elif head.kind is EXIT_ONLY:
             cached = _price_exit_only(data, head, category, media)
-        elif head.kind is LegKind.ENTRY_ONLY:
+        elif head.kind is ENTRY_ONLY:
             cached = _price_entry_only(data, head, from_tfs, category, media)
         else:
             cached = _price_by_rules(
                 data, head, tail, from_tfs, to_tfs, category=category, media=media
             )
-        index.leg_prices.put(key, cached)
+        index.leg_prices.remember(key, cached)
     return cached
 
 

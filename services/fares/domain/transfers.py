@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from .fare_legs import FareLeg
 from .fare_rules import FareProduct, FareTransferRule, FareTransferType
 
+_A_AB, _A_AB_B = FareTransferType.A_AB, FareTransferType.A_AB_B  # see legs.TRIP
+
 
 @dataclass(slots=True)
 class Journey:
@@ -46,9 +48,9 @@ def _try_transfer(journey: Journey, nxt: FareLeg) -> bool:
         return False
     _, rule, product = best
     cost = product.amount_minor if product else 0
-    if rule.fare_transfer_type is FareTransferType.A_AB:
+    if rule.fare_transfer_type is _A_AB:
         nxt.charge = cost
-    elif rule.fare_transfer_type is FareTransferType.A_AB_B:
+    elif rule.fare_transfer_type is _A_AB_B:
         nxt.charge = nxt.price.fare + cost
     else:  # AB: the transfer product replaces the from-leg's fare too
         prev.charge = 0
@@ -89,9 +91,9 @@ def _best_transfer(
 
 
 def _transfer_outcome(rule: FareTransferRule, cost: int, prev: FareLeg, nxt: FareLeg) -> int:
-    if rule.fare_transfer_type is FareTransferType.A_AB:
+    if rule.fare_transfer_type is _A_AB:
         return cost
-    if rule.fare_transfer_type is FareTransferType.A_AB_B:
+    if rule.fare_transfer_type is _A_AB_B:
         return nxt.price.fare + cost
     return cost - prev.charge
 
