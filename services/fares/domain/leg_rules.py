@@ -62,7 +62,7 @@ def standalone_price(
     departure_groups: frozenset[str] | None = None,
 ) -> LegPrice:
     """What the fare leg made of `legs` costs alone for `category` on `media`, before
-    transfers and caps (remembered in the FareIndex's bounded LRU). `departure_groups`: the
+    transfers and caps (remembered in the FareIndex's bounded cache). `departure_groups`: the
     timeframe groups at its departure, when the caller has them already."""
     head, tail = legs[0], legs[-1]
     index = data.index
