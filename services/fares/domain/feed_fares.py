@@ -82,11 +82,7 @@ def fare_products_from(
             row.problem("currency", f"not an ISO 4217 code: {currency!r}")
             continue
         amount = row.money("amount", currency)
-        media_id, category_id = row.get("fare_media_id"), row.get("rider_category_id")
-        if media_id is not None and media_id not in media:
-            row.problem("fare_media_id", f"unknown fare media {media_id!r}")
-        if category_id is not None and category_id not in categories:
-            row.problem("rider_category_id", f"unknown rider category {category_id!r}")
+        media_id, category_id = _media_and_category(row, media, categories)
         if (product_id, media_id, category_id) in seen:
             row.problem(
                 "fare_product_id",
@@ -330,11 +326,7 @@ def caps_from(
         if cap_currency and cap_currency != currency:
             row.problem("currency", f"{cap_currency} differs from the fare products' {currency}")
         amount = row.money("amount", currency)
-        media_id, category_id = row.get("fare_media_id"), row.get("rider_category_id")
-        if media_id is not None and media_id not in media:
-            row.problem("fare_media_id", f"unknown fare media {media_id!r}")
-        if category_id is not None and category_id not in categories:
-            row.problem("rider_category_id", f"unknown rider category {category_id!r}")
+        media_id, category_id = _media_and_category(row, media, categories)
         if period is None or amount is None:
             continue
         pending.append(
@@ -449,6 +441,19 @@ def distances_from(tables: FeedTables, stops: dict[str, Stop]) -> dict[tuple[str
         if meters is not None and a in stops and b in stops:
             table[(a, b)] = meters
     return table
+
+
+def _media_and_category(
+    row: FeedRow, media: dict[str, FareMedia], categories: dict[str, RiderCategory]
+) -> tuple[str | None, str | None]:
+    """A row's fare_media_id and rider_category_id, each reported when the feed does not
+    declare it."""
+    media_id, category_id = row.get("fare_media_id"), row.get("rider_category_id")
+    if media_id is not None and media_id not in media:
+        row.problem("fare_media_id", f"unknown fare media {media_id!r}")
+    if category_id is not None and category_id not in categories:
+        row.problem("rider_category_id", f"unknown rider category {category_id!r}")
+    return media_id, category_id
 
 
 def _transfer_fields_consistent(

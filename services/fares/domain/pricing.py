@@ -111,12 +111,7 @@ def price_card_from(
     pricing the whole period. Callers must resume at a boundary that later taps cannot
     move (see services/fares/service_layer/repricing.py).
     """
-    unique: dict[str, Tap] = {}
-    for tap in taps:
-        if tap.tapped_at.utcoffset() is None:
-            raise NaiveTimeError(tap.tap_id)
-        unique.setdefault(tap.tap_id, tap)
-    ordered = sorted(unique.values(), key=_TAP_ORDER)
+    ordered = _ordered_taps(taps)
     snapshots: list[CapSpent] = []
     journeys = _price_one_card(fare_data, card_token, ordered, as_of, start, snapshots=snapshots)
     return ResumedPricing(journeys, snapshots)
@@ -132,12 +127,7 @@ def cap_spend(
 ) -> CapSpent:
     """What the caps have counted once one card's taps are priced as `price_card_from`
     prices them (from `start`, default the taps' own): (cap id, period start, amount)."""
-    unique: dict[str, Tap] = {}
-    for tap in taps:
-        if tap.tapped_at.utcoffset() is None:
-            raise NaiveTimeError(tap.tap_id)
-        unique.setdefault(tap.tap_id, tap)
-    ordered = sorted(unique.values(), key=_TAP_ORDER)
+    ordered = _ordered_taps(taps)
     start = start or PricingStart.of(ordered)
     # The same fold as `price_card_from`, keeping the running spend instead of the journeys.
     spend = CapSpend.after(start.spent)
@@ -168,6 +158,17 @@ def _journeys(
     legs = pair_taps(versions, taps, as_of)
     fare_legs = [fare_leg_of(group, category, media) for group in join_legs(legs)]
     return link_journeys(fare_legs)
+
+
+def _ordered_taps(taps: Sequence[Tap]) -> list[Tap]:
+    """One card's taps, each tap id once (its first), in pricing order; NaiveTimeError for
+    a tap without a UTC offset."""
+    unique: dict[str, Tap] = {}
+    for tap in taps:
+        if tap.tapped_at.utcoffset() is None:
+            raise NaiveTimeError(tap.tap_id)
+        unique.setdefault(tap.tap_id, tap)
+    return sorted(unique.values(), key=_TAP_ORDER)
 
 
 def check_tap(fare_data: FareVersions, tap: Tap) -> None:
