@@ -144,23 +144,41 @@ class BenefitsPages:
         error: str | None = None,
         fields: dict[str, str] | None = None,
     ) -> web.Response:
-        """The grant form, with a fresh idempotency key on every render."""
-        values = {
-            "traveller_email": "",
-            "scheme_id": "",
-            "date_of_birth": "",
-            "residence_area": "",
-            "evidence": "",
-            **(fields or {}),
-        }
-        return self.portal.page(
+        """The grant form."""
+        blank = ("traveller_email", "scheme_id", "date_of_birth", "residence_area", "evidence")
+        return self._form_page(
             request,
             "officer/grant.html",
+            "Grant an entitlement",
+            council,
+            blank,
             status=status,
-            title="Grant an entitlement",
+            error=error,
+            fields=fields,
+        )
+
+    def _form_page(
+        self,
+        request: web.Request,
+        template: str,
+        title: str,
+        council: CouncilView,
+        names: tuple[str, ...],
+        *,
+        status: int,
+        error: str | None,
+        fields: dict[str, str] | None,
+    ) -> web.Response:
+        """An officer's form (`names` blank unless given in `fields`), with a fresh
+        idempotency key on every render."""
+        return self.portal.page(
+            request,
+            template,
+            status=status,
+            title=title,
             council=council,
             error=error,
-            form=values,
+            form={**dict.fromkeys(names, ""), **(fields or {})},
             idempotency_key=secrets.token_urlsafe(24),
         )
 
@@ -269,16 +287,16 @@ class BenefitsPages:
         error: str | None = None,
         fields: dict[str, str] | None = None,
     ) -> web.Response:
-        values = {"traveller_email": "", "rule_id": "", "reason": "", **(fields or {})}
-        return self.portal.page(
+        """The reward form."""
+        return self._form_page(
             request,
             "officer/rewards.html",
+            "Grant a reward",
+            council,
+            ("traveller_email", "rule_id", "reason"),
             status=status,
-            title="Grant a reward",
-            council=council,
             error=error,
-            form=values,
-            idempotency_key=secrets.token_urlsafe(24),
+            fields=fields,
         )
 
     async def grant_reward(self, request: web.Request) -> web.StreamResponse:
