@@ -63,7 +63,6 @@ from services.settlement.entrypoints.verify_cli import verify_file_set
 
 SERVICES = ("ingest", "fares", "settlement", "accounts")  # the gRPC services
 PORTAL = "portal"  # the web portal: HTTP on PORTAL_PORT, readiness at /healthz
-PORTAL_URL = f"http://127.0.0.1:{PORTAL_PORT}"
 DEMO_EMAIL = "traveller@demo.clearway.example"
 DEMO_PASSWORD = "demo traveller password"  # a demo account on a local run, nothing else
 TLS_SERVICES = ("ingest", "settlement")  # the doors whose callers are authenticated today
@@ -96,12 +95,30 @@ def tls_env(pki_dir: Path) -> dict[str, str]:
 
 @dataclass
 class Fleet:
-    """The service processes of one demo run: the four gRPC services and the portal."""
+    """The service processes of one run: the four gRPC services and the portal.
+
+    `port_shift` moves every port (gRPC, health, admin, metrics, the portal's) by the same
+    amount, so that two fleets (a demo and a fault run, say) can run side by side."""
 
     run_id: str
     work_dir: Path
     pki_dir: Path = field(default_factory=default_pki_dir)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    port_shift: int = 0
+
+    def port(self, service: str) -> int:
+        """The gRPC port of a service (HTTP for the portal)."""
+        base = PORTAL_PORT if service == PORTAL else DEFAULT_PORTS[service]
+        return base + self.port_shift
+
+    def address(self, service: str) -> str:
+        """host:port of a service's gRPC port."""
+        return f"127.0.0.1:{self.port(service)}"
+
+    @property
+    def portal_url(self) -> str:
+        """The portal's base URL."""
+        return f"http://127.0.0.1:{self.port(PORTAL)}"
 
     def env_for(self, service: str) -> dict[str, str]:
         """Environment of one service process (settlement serves mutual TLS; the portal
@@ -110,15 +127,15 @@ class Fleet:
             return {
                 **os.environ,
                 "CLEARWAY_PORTAL_HOST": "127.0.0.1",
-                "CLEARWAY_PORTAL_PORT": str(PORTAL_PORT),
-                "CLEARWAY_ACCOUNTS_TARGET": f"127.0.0.1:{DEFAULT_PORTS['accounts']}",
+                "CLEARWAY_PORTAL_PORT": str(self.port(PORTAL)),
+                "CLEARWAY_ACCOUNTS_TARGET": self.address("accounts"),
             }
         env = {
             **os.environ,
             "CLEARWAY_TOPIC_PREFIX": f"{self.run_id}.",
             "CLEARWAY_DB_SCHEMA": f"{self.run_id.replace('-', '_')}_{service}",
             "CLEARWAY_CONSUMER_GROUP": f"{self.run_id}-{service}",
-            "CLEARWAY_GRPC_PORT": str(DEFAULT_PORTS[service]),
+            "CLEARWAY_GRPC_PORT": str(self.port(service)),
             "CLEARWAY_STATEMENTS_DIR": str(self.work_dir / "statements"),
         }
         if service in TLS_SERVICES:
@@ -150,9 +167,9 @@ class Fleet:
         for name in (*SERVICES, PORTAL):
             probe: Callable[[str], Awaitable[bool]]
             if name == PORTAL:
-                address, probe = PORTAL_URL, _http_ready
+                address, probe = self.portal_url, _http_ready
             else:
-                address = f"127.0.0.1:{self.health_port(name, DEFAULT_PORTS[name])}"
+                address = f"127.0.0.1:{self.health_port(name, self.port(name))}"
                 probe = _serving
             while True:
                 if self.processes[name].poll() is not None:
@@ -354,7 +371,7 @@ async def council_day(
     env = fleet.env_for("accounts")
     benefits = await run_benefits(
         scheme,
-        f"127.0.0.1:{DEFAULT_PORTS['accounts']}",
+        fleet.address("accounts"),
         endpoints.pg_dsn,
         env["CLEARWAY_DB_SCHEMA"],
         day,
@@ -378,16 +395,15 @@ def last_closable_day(scheme: Scheme, now: datetime | None = None) -> date:
 
 
 async def close_day(
-    period: str, pki_dir: Path
+    period: str, fleet: Fleet
 ) -> tuple[fares_pb2.CloseServiceDayResponse, settlement_pb2.ClosePeriodResponse]:
     """Close the service day in fares, then its period in settlement as the operations role."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{DEFAULT_PORTS['fares']}") as ch:
+    async with grpc.aio.insecure_channel(fleet.address("fares")) as ch:
         closed = await fares_pb2_grpc.FaresServiceStub(ch).CloseServiceDay(
             fares_pb2.CloseServiceDayRequest(service_day=period, catch_up_timeout_seconds=120)
         )
     operations = Principal("role", OPERATIONS)
-    address = f"127.0.0.1:{DEFAULT_PORTS['settlement']}"
-    async with secure_channel(address, pki_dir, operations) as ch:
+    async with secure_channel(fleet.address("settlement"), fleet.pki_dir, operations) as ch:
         settled = await settlement_pb2_grpc.SettlementServiceStub(ch).ClosePeriod(
             settlement_pb2.ClosePeriodRequest(period_id=period), timeout=300
         )
@@ -413,7 +429,7 @@ async def council_evidence(fleet: Fleet, period: str) -> None:
         f"\nCamden's usage evidence for {period} (ridership, origin-destination, concession "
         f"take-up, voucher spend, budget; cells under 10 suppressed):\n"
         f"  {packs / 'funder_camden' / period}/  (CSV, SVG and PNG per table)\n"
-        f"  {PORTAL_URL}/officer/evidence/{period} for Camden's officer"
+        f"  {fleet.portal_url}/officer/evidence/{period} for Camden's officer"
     )
 
 
@@ -507,16 +523,16 @@ def print_tally(tally: Tally) -> None:
 
 
 async def send_signed_day(
-    feed: FareData, simulated: SimulatedDay, validators: int, pki_dir: Path
+    feed: FareData, simulated: SimulatedDay, validators: int, fleet: Fleet
 ) -> Tally:
     """Register the network's validators (each with its own key) on ingest's admin port as
     the operations role, then stream the day, each batch signed by its device, over TLS."""
-    ingest_port = DEFAULT_PORTS["ingest"]
+    ingest_port = fleet.port("ingest")
     registered = await register_devices(
-        f"127.0.0.1:{ingest_port + ADMIN_PORT_OFFSET}", pki_dir, devices_of(feed)
+        f"127.0.0.1:{ingest_port + ADMIN_PORT_OFFSET}", fleet.pki_dir, devices_of(feed)
     )
     print(f"  devices     {registered} validators registered, each with its own Ed25519 key")
-    return await send_day(f"127.0.0.1:{ingest_port}", simulated, validators, pki_dir=pki_dir)
+    return await send_day(fleet.address("ingest"), simulated, validators, pki_dir=fleet.pki_dir)
 
 
 async def run_demo(
@@ -542,7 +558,7 @@ async def run_demo(
         await fleet.wait_serving()
         feed = load_fare_data(DEFAULT_FEED)
         simulated = simulate_day(feed, day, cards, seed=seed)
-        tally = await send_signed_day(feed, simulated, validators, pki_dir)
+        tally = await send_signed_day(feed, simulated, validators, fleet)
         print_tally(tally)
         top_ups = simulate_top_ups(simulated, seed)
         await publish_top_ups(endpoints.kafka_bootstrap, topics.topups, top_ups)
@@ -551,11 +567,11 @@ async def run_demo(
             failures.append("taps: accepted + duplicates + rejected != sent")
         benefits = await council_day(scheme, fleet, endpoints, day, seed)
 
-        closed, settled = await close_day(period, pki_dir)
+        closed, settled = await close_day(period, fleet)
         log = await read_journeys(endpoints.kafka_bootstrap, topics.journeys, period)
         verified = await asyncio.to_thread(verify_sets, settled, scheme, pki_dir)
         failures += report(tally, closed, settled, log, work_dir, verified, benefits)
-        show_party_access(period, pki_dir)
+        show_party_access(period, fleet)
         await council_evidence(fleet, period)
         if log.by_card:
             await show_history(log.by_card.most_common(1)[0][0], fleet, keep_running)
@@ -572,9 +588,9 @@ async def run_demo(
     return 0
 
 
-def show_party_access(period: str, pki_dir: Path) -> None:
+def show_party_access(period: str, fleet: Fleet) -> None:
     """How a party fetches and checks its own files."""
-    address = f"127.0.0.1:{DEFAULT_PORTS['settlement']}"
+    address, pki_dir = fleet.address("settlement"), fleet.pki_dir
     stem = f"{pki_dir}/clients/party-operator_LUL"
     print(
         "\nA party fetches its files over mutual TLS with its own certificate, e.g.\n"
@@ -592,7 +608,7 @@ def show_party_access(period: str, pki_dir: Path) -> None:
 async def show_history(card: str, fleet: Fleet, keep_running: bool = False) -> None:
     """One card's journey history, as a traveller would see it, how to ask again, and
     where to read it in the web portal."""
-    address = f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
+    address = fleet.address("accounts")
     print(
         f"\nJourney history of card {card} (newest first), signed in as the demo traveller "
         f"{DEMO_EMAIL} (password {DEMO_PASSWORD!r}), who owns it"
@@ -614,18 +630,18 @@ async def show_history(card: str, fleet: Fleet, keep_running: bool = False) -> N
         f'-d \'{{"card_token": "{card}"}}\' {address} '
         "clearway.accounts.v1.AccountsService/ListJourneys"
     )
-    show_portal(card, keep_running)
+    show_portal(card, fleet.portal_url, keep_running)
 
 
-def show_portal(card: str, keep_running: bool) -> None:
+def show_portal(card: str, portal_url: str, keep_running: bool) -> None:
     """Where the travellers' web portal is, and the demo traveller's login."""
     print(
-        f"\nTravellers' web portal: {PORTAL_URL}\n"
+        f"\nTravellers' web portal: {portal_url}\n"
         f"  sign in as {DEMO_EMAIL} with the password '{DEMO_PASSWORD}'\n"
         f"  card {card} is on that account: its balance, top-ups and journeys at\n"
-        f"  {PORTAL_URL}/cards/{card}\n"
+        f"  {portal_url}/cards/{card}\n"
         f"  Camden's council officer: {OFFICER_EMAIL} with the password '{OFFICER_PASSWORD}'\n"
-        f"  (grants, audit trail and the month's report at {PORTAL_URL}/officer)"
+        f"  (grants, audit trail and the month's report at {portal_url}/officer)"
     )
     if not keep_running:
         print("  (the portal stops with the services; `clearway demo --keep-running` keeps it up)")
