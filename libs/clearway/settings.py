@@ -32,6 +32,25 @@ def env_str(name: str, default: str) -> str:
     return value or default
 
 
+def metrics_port_of(configured: int | None, main_port: int, worker_index: int = 0) -> int | None:
+    """Where a process serves /metrics: None when off (`configured` is METRICS_OFF);
+    `configured`, or the main port + METRICS_PORT_OFFSET when not configured (0, any free
+    port, when the main port is 0 too); worker i adds WORKER_METRICS_PORT_STEP * i."""
+    if configured == METRICS_OFF:
+        return None
+    base = configured
+    if base is None:
+        base = main_port + METRICS_PORT_OFFSET if main_port else 0
+    return base + WORKER_METRICS_PORT_STEP * worker_index if base else 0
+
+
+def metrics_port_from_env() -> int | None:
+    """CLEARWAY_METRICS_PORT as `metrics_port_of` takes it: None when unset, METRICS_OFF
+    for 0."""
+    configured = env_int("CLEARWAY_METRICS_PORT", -1)
+    return None if configured < 0 else (configured or METRICS_OFF)
+
+
 def env_int(name: str, default: int, *, minimum: int = 0) -> int:
     """An integer variable; a clear error when it is not one."""
     raw = os.environ.get(name, "").strip()
@@ -143,12 +162,7 @@ class ServiceSettings:
     def http_metrics_port(self) -> int | None:
         """Where /metrics listens (0: any free port), or None when it is off; worker i of
         `serve --workers N` adds 100 * i."""
-        if self.metrics_port == METRICS_OFF:
-            return None
-        base = self.metrics_port
-        if base is None:
-            base = self.grpc_port + METRICS_PORT_OFFSET if self.grpc_port else 0
-        return base + WORKER_METRICS_PORT_STEP * self.worker_index if base else 0
+        return metrics_port_of(self.metrics_port, self.grpc_port, self.worker_index)
 
     @classmethod
     def from_env(cls, service: str) -> ServiceSettings:
@@ -156,7 +170,6 @@ class ServiceSettings:
         tls_cert, tls_key, tls_client_ca = tls_from_env()
         health_port = env_int("CLEARWAY_HEALTH_PORT", -1)
         admin_port = env_int("CLEARWAY_ADMIN_PORT", -1)
-        metrics_port = env_int("CLEARWAY_METRICS_PORT", -1)
         return cls(
             service=service,
             grpc_host=env_str("CLEARWAY_GRPC_HOST", "127.0.0.1"),
@@ -177,6 +190,6 @@ class ServiceSettings:
             tls_client_ca=tls_client_ca,
             health_port=None if health_port < 0 else health_port,
             admin_port=None if admin_port < 0 else admin_port,
-            metrics_port=None if metrics_port < 0 else (metrics_port or METRICS_OFF),
+            metrics_port=metrics_port_from_env(),
             worker_index=env_int("CLEARWAY_WORKER_INDEX", 0),
         )

@@ -29,8 +29,10 @@ from clearway.settings import (
     env_float_seconds,
     env_int,
     env_str,
+    metrics_port_from_env,
+    metrics_port_of,
 )
-from clearway.telemetry import setup_tracing
+from clearway.telemetry import MetricsServer, setup_metrics, setup_tracing
 from services.portal.adapters.accounts import AccountsClient
 from services.portal.adapters.benefits import BenefitsClient
 from services.portal.adapters.evidence import EvidenceShelf
@@ -65,6 +67,15 @@ class PortalSettings:
     reports_dir: Path = DEFAULT_REPORTS_DIR  # the evidence packs (`clearway reports --packs`)
     log_level: str = "INFO"
     grace_seconds: float = 10.0
+    # CLEARWAY_METRICS_PORT as the gRPC services read it: None = the portal's port + 3000
+    # (any free port when that is 0), METRICS_OFF = no /metrics.
+    metrics_port: int | None = None
+    worker_index: int = 0
+
+    @property
+    def http_metrics_port(self) -> int | None:
+        """Where /metrics listens (0: any free port), or None when it is off."""
+        return metrics_port_of(self.metrics_port, self.port, self.worker_index)
 
     @classmethod
     def from_env(cls) -> PortalSettings:
@@ -103,6 +114,8 @@ class PortalSettings:
             reports_dir=Path(env_str(REPORTS_DIR_VAR, str(DEFAULT_REPORTS_DIR))),
             log_level=env_str("CLEARWAY_LOG_LEVEL", "INFO"),
             grace_seconds=env_float_seconds("CLEARWAY_GRACE_SECONDS", 10.0),
+            metrics_port=metrics_port_from_env(),
+            worker_index=env_int("CLEARWAY_WORKER_INDEX", 0),
         )
 
 
@@ -115,6 +128,8 @@ class PortalApp:
         self.portal: Portal | None = None
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.metrics_server = MetricsServer()
+        self.metrics_port: int | None = None  # where /metrics answers, unless turned off
 
     async def start(self) -> int:
         """Open the accounts channel, bind and serve; the bound port."""
@@ -135,6 +150,10 @@ class PortalApp:
         # access_log=None: the portal logs route templates itself, never paths or queries.
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=s.grace_seconds)
         try:
+            metrics_port = s.http_metrics_port
+            if metrics_port is not None:
+                setup_metrics(f"clearway-{SERVICE}")
+                self.metrics_port = await self.metrics_server.start(s.host, metrics_port)
             await self.runner.setup()
             sock = _listening_socket(s.host, s.port)
             self.port = sock.getsockname()[1]
@@ -142,7 +161,14 @@ class PortalApp:
         except BaseException:
             await self.stop()
             raise
-        log.info("listening", extra={"address": f"{s.host}:{self.port}", "service": SERVICE})
+        log.info(
+            "listening",
+            extra={
+                "address": f"{s.host}:{self.port}",
+                "metrics_port": self.metrics_port,
+                "service": SERVICE,
+            },
+        )
         return self.port
 
     async def stop(self) -> None:
@@ -155,6 +181,7 @@ class PortalApp:
         if self.channel is not None:
             await self.channel.close()
             self.channel = None
+        await self.metrics_server.stop()
         log.info("stopped", extra={"service": SERVICE})
 
 

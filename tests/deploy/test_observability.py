@@ -35,6 +35,7 @@ import yaml
 
 from clearway.settings import ServiceSettings
 from clearway.telemetry import otlp_metrics_wanted
+from services.portal.app import PortalSettings
 
 REPO = Path(__file__).resolve().parents[2]
 MAIN_FILE = REPO / "docker-compose.yml"
@@ -51,6 +52,7 @@ METRICS_DOC = REPO / "docs" / "metrics.md"
 TOOLS = REPO / "var" / "tools"
 
 SERVICES = ("ingest", "fares", "settlement", "accounts")
+SCRAPED = (*SERVICES, "portal")  # the portal serves /metrics too (HTTP port + 3000)
 LAYER_SERVICES = ("otel-collector", "jaeger", "prometheus", "grafana")
 # `${NAME}` or `${NAME:-default}`, as compose interpolates them.
 INTERPOLATION = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
@@ -150,7 +152,7 @@ def test_layer_adds_only_observability_to_the_main_services(layer: dict[str, Any
         if name in LAYER_SERVICES:
             assert name not in main
             continue
-        assert name in SERVICES, f"{name}: the layer changes no other service"
+        assert name in SCRAPED, f"{name}: the layer changes no other service"
         assert set(service) <= {"environment", "ports"}, f"{name}: only environment and ports"
         for key in service["environment"]:
             assert key.startswith(("OTEL_", "CLEARWAY_METRICS_")), f"{name}: {key}"
@@ -216,9 +218,24 @@ def test_service_serves_metrics_where_prometheus_scrapes_and_traces_to_the_colle
     assert not otlp_metrics_wanted(), "Prometheus scrapes: metrics are not pushed as well"
 
 
+def test_portal_serves_metrics_where_prometheus_scrapes_and_traces_to_the_collector(
+    merged: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings_in(merged, "portal", monkeypatch)  # sets the portal's merged environment
+    monkeypatch.delenv("CLEARWAY_FEED_DIR", raising=False)  # the image's path; not here
+    settings = PortalSettings.from_env()
+    port = settings.http_metrics_port
+    assert port == settings.port + 3000, "the documented default, set explicitly"
+    assert settings.host == "0.0.0.0", "/metrics must be reachable from Prometheus"
+    assert f"portal:{port}" in prometheus_targets()["clearway"]
+    assert f"{port}:{port}" in merged["services"]["portal"]["ports"]
+    endpoint = merged["services"]["portal"]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+    assert endpoint == "http://otel-collector:4317"
+
+
 def test_prometheus_scrapes_every_service_and_nothing_unknown(merged: dict[str, Any]) -> None:
     targets = prometheus_targets()
-    assert {t.split(":")[0] for t in targets["clearway"]} == set(SERVICES)
+    assert {t.split(":")[0] for t in targets["clearway"]} == set(SCRAPED)
     for job, hosts in targets.items():
         for target in hosts:
             assert target.split(":")[0] in merged["services"], f"{job}: {target}"

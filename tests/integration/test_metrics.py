@@ -620,3 +620,38 @@ async def test_a_service_process_serves_its_own_metrics_that_promtool_accepts(
             await asyncio.to_thread(proc.wait, 15)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+async def test_the_portal_counts_its_requests_by_route_template_never_by_path() -> None:
+    """The portal's /metrics (its own port): requests and their duration by method, route
+    template and status; a card token in a path never becomes a label."""
+    from services.portal.app import PortalSettings
+    from services.portal.app import build as build_portal
+
+    # Accounts is not there: /healthz answers 503, the sign-in form still renders.
+    portal = build_portal(
+        PortalSettings(accounts_target=f"127.0.0.1:{free_port()}", port=0, metrics_port=0)
+    )
+    port = await portal.start()
+    try:
+        assert portal.metrics_port
+        before = samples_of(await scrape(portal.metrics_port))
+        async with aiohttp.ClientSession() as session:
+            for path in ("/sign-in", "/sign-in", "/healthz", f"/cards/{CARD_A}"):
+                async with session.get(
+                    f"http://127.0.0.1:{port}{path}", allow_redirects=False
+                ) as response:
+                    await response.read()
+        text = await scrape(portal.metrics_port)
+    finally:
+        await portal.stop()
+    after = samples_of(text)
+    name = "clearway_portal_requests_total"
+    sign_in = {"http_route": "/sign-in", "http_request_method": "GET"}
+    assert delta(before, after, name, **sign_in, http_response_status_code="200") == 2
+    assert delta(before, after, name, http_route="/healthz", http_response_status_code="503") == 1
+    # Not signed in: the card page sends the browser to sign in (303), labelled by template.
+    assert delta(before, after, name, http_route="/cards/{card}") == 1
+    assert CARD_A not in text
+    duration = "clearway_portal_request_duration_seconds_count"
+    assert delta(before, after, duration, **sign_in) == 2

@@ -23,6 +23,7 @@ from urllib.parse import quote
 import jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
+from opentelemetry import metrics
 
 from clearway.money import Money
 from services.portal.adapters.accounts import (
@@ -52,6 +53,19 @@ from services.portal.domain.roles import OFFICER, TRAVELLER, Role, role_cookie, 
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# The portal's metrics (served at /metrics on their own port; docs/metrics.md): requests by
+# route template (never the path: card tokens are in paths), method and status.
+_meter = metrics.get_meter("clearway.portal")
+REQUESTS = _meter.create_counter(
+    "clearway.portal.requests", unit="{request}", description="HTTP requests answered"
+)
+REQUEST_DURATION = _meter.create_histogram(
+    "clearway.portal.request.duration",
+    unit="s",
+    description="HTTP requests answered, from arrival to the response",
+    explicit_bucket_boundaries_advisory=[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0],
+)
 
 SESSION_COOKIE = "clearway_session"
 CSRF_COOKIE = "clearway_csrf"
@@ -351,13 +365,21 @@ class Portal:
             status = exc.status
             raise
         finally:
+            route, elapsed = _route(request), time.monotonic() - started
+            attributes: dict[str, str | int] = {
+                "http.request.method": request.method,
+                "http.route": route,
+                "http.response.status_code": status,
+            }
+            REQUESTS.add(1, attributes)
+            REQUEST_DURATION.record(elapsed, attributes)
             log.info(
                 "request",
                 extra={
                     "method": request.method,
-                    "route": _route(request),
+                    "route": route,
                     "status": status,
-                    "ms": round((time.monotonic() - started) * 1000, 1),
+                    "ms": round(elapsed * 1000, 1),
                 },
             )
 
