@@ -21,7 +21,7 @@ import yaml
 
 from clearway.pki import PkiLayout, init_pki
 from clearway.runtime import authenticated_services_of, authentication_of, check_transport
-from clearway.settings import ServiceSettings
+from clearway.settings import ServiceSettings, metrics_port_of
 from services.accounts.app import AccountsApp
 from services.ingest.app import build as build_ingest
 from services.portal.app import PortalSettings
@@ -654,3 +654,26 @@ def test_portal_settings_agree_with_docker_compose() -> None:
     assert env["CLEARWAY_FEED_DIR"] == env_of(container_of("fares"))["CLEARWAY_FEED_DIR"]
     # Only the cookie mode differs: plain HTTP in compose, HTTPS at the Ingress here.
     assert compose_env["CLEARWAY_PORTAL_SECURE_COOKIES"] == "auto"
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_deployment_declares_and_annotates_the_metrics_port_the_service_serves(name: str) -> None:
+    """/metrics: the gRPC (or HTTP) port + 3000, as `metrics_port_of` derives it for every
+    worker of the pod, declared as container ports and annotated for Prometheus."""
+    container = container_of(name)
+    main_port = PORTAL_PORT if name == "portal" else GRPC_PORTS[name]
+    workers = INGEST_WORKERS if name == "ingest" else 1
+    expected = {
+        ("metrics" if i == 0 else f"metrics-w{i}"): metrics_port_of(None, main_port, i)
+        for i in range(workers)
+    }
+    declared = {
+        port["name"]: port["containerPort"]
+        for port in container["ports"]
+        if port["name"].startswith("metrics")
+    }
+    assert declared == expected
+    annotations = by_kind("Deployment")[name]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == str(expected["metrics"])
+    assert annotations["prometheus.io/path"] == "/metrics"

@@ -90,11 +90,13 @@ EXPECTED_EGRESS = {
     "redis": set(),
 }
 EXPECTED_INGRESS = {
-    "ingest": {("any", 50051)},
-    "fares": {("accounts", 50052)},
-    "settlement": {("any", 50053)},
-    "accounts": {("portal", 50054)},
-    "portal": {("ingress-controller", 8080)},
+    # Prometheus (namespace `monitoring`) scrapes each service's /metrics port (gRPC or
+    # HTTP port + 3000; ingest's second worker + 100 more).
+    "ingest": {("any", 50051), ("prometheus", 53051), ("prometheus", 53151)},
+    "fares": {("accounts", 50052), ("prometheus", 53052)},
+    "settlement": {("any", 50053), ("prometheus", 53053)},
+    "accounts": {("portal", 50054), ("prometheus", 53054)},
+    "portal": {("ingress-controller", 8080), ("prometheus", 11080)},
     "redis": {("ingest", 6379), ("accounts", 6379)},
     "postgres": {
         *((name, 5432) for name in BACKENDS),
@@ -621,6 +623,7 @@ def peer_names(peer: dict[str, Any], pods: dict[str, dict[str, str]]) -> set[str
             ("kube-system", (("k8s-app", "kube-dns"),)): "dns",
             ("ingress-nginx", ()): "ingress-controller",
             ("cnpg-system", (("app.kubernetes.io/name", "cloudnative-pg"),)): "cnpg-operator",
+            ("monitoring", ()): "prometheus",
         }
         return {names[(namespace, tuple(sorted(pod.items())))]}
     chosen = {name for name, labels in pods.items() if selects(peer["podSelector"], labels)}
