@@ -586,3 +586,21 @@ def secure_channel(
     if server_name is not None:
         opts.append(("grpc.ssl_target_name_override", server_name))
     return grpc.aio.secure_channel(address, client_credentials(pki_dir, identity), options=opts)
+
+
+def service_channel(
+    address: str, ca_file: Path | None, *, options: Sequence[tuple[str, Any]] = ()
+) -> grpc.aio.Channel:
+    """A channel from one Clearway service to another: TLS, the server's certificate
+    checked against the CA in `ca_file` (no client certificate: those doors authenticate
+    their callers otherwise), or plaintext when `ca_file` is None (local runs). The
+    server certificate of `clearway pki init` covers the services' names, so
+    `fares:50052` is checked as is."""
+    if ca_file is None:
+        return grpc.aio.insecure_channel(address, options=list(options))
+    try:
+        roots = ca_file.read_bytes()
+    except OSError as exc:
+        raise PkiError(f"cannot read the CA certificate {ca_file}: {exc.strerror}") from exc
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.aio.secure_channel(address, credentials, options=list(options))

@@ -17,11 +17,12 @@ import grpc
 from clearway.accounts.v1 import accounts_pb2_grpc
 from clearway.benefits.v1 import benefits_pb2_grpc
 from clearway.consumer import ConsumerLoop, KafkaCommits
+from clearway.pki import service_channel
 from clearway.rpc import Slot
 from clearway.runtime import Resources
 from clearway.scheme.file import load_scheme
 from clearway.scheme.model import Scheme
-from clearway.settings import REPO_ROOT, ServiceSettings, SettingsError, env_str
+from clearway.settings import REPO_ROOT, ServiceSettings, SettingsError, env_path, env_str
 from services.accounts.adapters.balance_book import BalanceBook, BalanceRepository
 from services.accounts.adapters.bank_charge_store import BankChargeRepository, BankDayClock
 from services.accounts.adapters.cache import HistoryCache
@@ -170,6 +171,9 @@ class AccountsApp:
     fares_target: str = field(
         default_factory=lambda: env_str("CLEARWAY_FARES_TARGET", DEFAULT_FARES_TARGET)
     )
+    # The CA that signed fares' server certificate (CLEARWAY_FARES_TLS_CA): TLS to fares
+    # when set, plaintext otherwise.
+    fares_ca: Path | None = field(default_factory=lambda: env_path("CLEARWAY_FARES_TLS_CA"))
     caps: FaresCaps | None = None
     # Bank-card mode: the charging loop's settings, the day's charge delay, the gateway
     # (the simulated acquirer unless a test or a deployment gives another).
@@ -266,7 +270,7 @@ class AccountsApp:
         # fares (CLEARWAY_FARES_TARGET) checks claimed exits (QuoteFare) and prices caps
         # progress: one channel, connecting on first use, so accounts starts whether fares
         # is up or not.
-        fares_channel = grpc.aio.insecure_channel(self.fares_target)
+        fares_channel = service_channel(self.fares_target, self.fares_ca)
         resources.on_close("fares channel", fares_channel.close)
         # Disputes: claims checked against fares' fare data, their correction taps relayed
         # from the outbox to `taps`.

@@ -22,12 +22,14 @@ import grpc
 from aiohttp import web
 
 from clearway.logs import configure_logging
+from clearway.pki import service_channel
 from clearway.settings import (
     DEFAULT_PORTS,
     REPO_ROOT,
     SettingsError,
     env_float_seconds,
     env_int,
+    env_path,
     env_str,
     metrics_port_from_env,
     metrics_port_of,
@@ -58,6 +60,9 @@ class PortalSettings:
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     accounts_target: str = f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
+    # The CA that signed accounts' server certificate (CLEARWAY_ACCOUNTS_TLS_CA): TLS to
+    # accounts when set, plaintext otherwise.
+    accounts_ca: Path | None = None
     secure_cookies: str = "auto"
     secret: bytes = b""  # empty: a random one per process (one instance only)
     page_size: int = 20
@@ -97,6 +102,7 @@ class PortalSettings:
             accounts_target=env_str(
                 "CLEARWAY_ACCOUNTS_TARGET", f"127.0.0.1:{DEFAULT_PORTS['accounts']}"
             ),
+            accounts_ca=env_path("CLEARWAY_ACCOUNTS_TLS_CA"),
             secure_cookies=mode,
             secret=secret.encode(),
             page_size=env_int("CLEARWAY_PORTAL_PAGE_SIZE", 20, minimum=1),
@@ -134,7 +140,7 @@ class PortalApp:
     async def start(self) -> int:
         """Open the accounts channel, bind and serve; the bound port."""
         s = self.settings
-        self.channel = grpc.aio.insecure_channel(s.accounts_target)
+        self.channel = service_channel(s.accounts_target, s.accounts_ca)
         config = WebConfig(
             secret=s.secret or secrets.token_bytes(32),
             secure_cookies=s.secure_cookies,

@@ -33,6 +33,7 @@ from clearway.runtime import authenticated_services_of, authentication_of, check
 from clearway.settings import ServiceSettings
 from services.accounts.app import AccountsApp
 from services.fares.app import FaresApp
+from services.portal.app import PortalSettings
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -159,22 +160,9 @@ def rendered() -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def with_tls_component(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """The overlay with the fares-accounts-tls component, as an operator would add it."""
-    root = tmp_path_factory.mktemp("with-tls")
-    relative = Path(os.path.relpath(OVERLAY, root))
-    component = Path(os.path.relpath(TLS_COMPONENT, root))
-    (root / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "resources": [str(relative)],
-                "components": [str(component)],
-            }
-        )
-    )
-    return kustomize(root)
+def with_tls_component(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The overlay, which enables the fares-accounts-tls component."""
+    return rendered
 
 
 @pytest.fixture(scope="module")
@@ -566,19 +554,32 @@ def test_tls_component_serves_fares_and_accounts_with_tls(
         assert mounted_file(with_tls_component, name, path)[0] == f"clearway-{name}-tls"
 
 
-def test_tls_component_is_not_enabled_while_clients_cannot_do_tls() -> None:
-    # accounts dials fares, and the portal accounts, with insecure channels today.
+def test_the_callers_of_fares_and_accounts_check_their_certificates(
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The overlay enables the component; accounts dials fares, and the portal accounts,
+    with TLS checked against the scheme CA, mounted from accounts' Secret (its ca.pem only
+    for the portal)."""
     overlay = yaml.safe_load((OVERLAY / "kustomization.yaml").read_text())
-    assert not overlay.get("components")
-    for path, target in (
-        ("services/accounts/app.py", "self.fares_target"),
-        ("services/portal/app.py", "s.accounts_target"),
+    assert overlay["components"] == ["../../components/fares-accounts-tls"]
+    for workload, variable in (
+        ("accounts", "CLEARWAY_FARES_TLS_CA"),
+        ("portal", "CLEARWAY_ACCOUNTS_TLS_CA"),
     ):
-        source = (REPO / path).read_text()
-        assert f"grpc.aio.insecure_channel({target})" in source, (
-            f"{path} changed how it dials: if it now does TLS, enable "
-            "k8s/components/fares-accounts-tls in the production overlay"
-        )
+        path = env_of(rendered, workload)[variable]["value"]
+        assert mounted_file(rendered, workload, path) == ("clearway-accounts-tls", "ca.pem")
+    portal_pod = of_kind(rendered, "Deployment")["portal"]["spec"]["template"]["spec"]
+    for volume in portal_pod["volumes"]:
+        if "secret" in volume:
+            assert [item["key"] for item in volume["secret"]["items"]] == ["ca.pem"], volume
+    settings = settings_from(rendered, "accounts", monkeypatch)
+    assert AccountsApp(settings).fares_ca == Path(
+        env_of(rendered, "accounts")["CLEARWAY_FARES_TLS_CA"]["value"]
+    )
+    settings_from(rendered, "portal", monkeypatch)
+    monkeypatch.setenv("CLEARWAY_PORTAL_SECRET", "k" * 48)
+    monkeypatch.delenv("CLEARWAY_FEED_DIR", raising=False)  # the image's path; not here
+    assert PortalSettings.from_env().accounts_ca == Path("/etc/clearway/accounts-ca/ca.pem")
 
 
 # -- NetworkPolicies -----------------------------------------------------------------------
@@ -781,3 +782,23 @@ def test_readme_says_how_to_render_and_which_secrets_to_create(
     (redis,) = of_kind(rendered, "StatefulSet").values()
     (volume,) = [v for v in redis["spec"]["template"]["spec"]["volumes"] if "secret" in v]
     assert keys == {item["key"] for item in volume["secret"]["items"]}
+
+
+@pytest.mark.parametrize("secret", ["clearway-fares-tls", "clearway-accounts-tls"])
+def test_readme_creates_the_tls_secrets_of_fares_and_accounts_with_the_keys_mounted(
+    rendered: list[dict[str, Any]], secret: str
+) -> None:
+    readme = (K8S / "README.md").read_text()
+    command = re.search(
+        rf"kubectl -n clearway create secret generic {secret}((?:\\\n|[^\n])*)", readme
+    )
+    assert command, f"k8s/README.md does not say how to create {secret}"
+    keys = set(re.findall(r"--from-file=([\w.-]+)=", command.group(1)))
+    mounted = {
+        item["key"]
+        for deployment in of_kind(rendered, "Deployment").values()
+        for volume in deployment["spec"]["template"]["spec"].get("volumes", [])
+        if volume.get("secret", {}).get("secretName") == secret
+        for item in volume["secret"]["items"]
+    }
+    assert keys == mounted
