@@ -87,10 +87,25 @@ def env_float_seconds(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number of seconds, got {raw!r}") from None
 
 
+def refuse_inline_key_material(name: str, raw: str) -> None:
+    """SettingsError when `raw`, the value of a variable that names a file, is a key or
+    certificate itself: keys are read from files only (docs/security.md), and a PEM taken
+    for a path would end up in the "no such file" error. The value is never repeated."""
+    if "-----BEGIN" in raw or "\n" in raw or "\r" in raw:
+        raise SettingsError(
+            f"{name} must be the path of a file, not the key or certificate itself"
+            " (its value is not repeated here)"
+        )
+
+
 def env_path(name: str) -> Path | None:
-    """A file path variable, or None when unset or empty."""
+    """A file path variable, or None when unset or empty; key material given inline
+    instead of a path is refused (`refuse_inline_key_material`)."""
     raw = os.environ.get(name, "").strip()
-    return Path(raw) if raw else None
+    if not raw:
+        return None
+    refuse_inline_key_material(name, raw)
+    return Path(raw)
 
 
 def tls_from_env() -> tuple[Path | None, Path | None, Path | None]:

@@ -22,6 +22,7 @@ from clearway.settings import (
     ServiceSettings,
     SettingsError,
     env_float_seconds,
+    env_path,
     env_str,
 )
 from clearway.settlement.v1 import settlement_pb2_grpc
@@ -135,7 +136,7 @@ def build(
     feeds = [Path(p) for p in os.environ.get("CLEARWAY_FEED_DIR", "").split(os.pathsep) if p]
     feed = (feeds[0] if feeds else DEFAULT_FEED) if check_agencies else None
     scheme = load_scheme(scheme_path, agencies_from=feed)
-    key = signing_key or Path(env_str(SIGNING_KEY_VAR, str(default_pki_dir() / "signing.key.pem")))
+    key = signing_key or env_path(SIGNING_KEY_VAR) or default_pki_dir() / "signing.key.pem"
     return SettlementApp(
         settings,
         directory,
