@@ -152,7 +152,8 @@ class LocalInfra:
             if name in self.external:
                 reason = _probe_external(name, self.external[name])
                 if reason is not None:
-                    raise InfraError(f"external server {self.external[name]} is down: {reason}")
+                    address = _mask_password(self.external[name])
+                    raise InfraError(f"external server {address} is down: {reason}")
                 log(f"{name}: external server {_mask_password(self.external[name])} answers")
                 return
             self.servers[name].start()
