@@ -31,12 +31,15 @@ protos: setup
 	$(PY) -m clearway.protogen
 	cd protos && ../$(BUF) lint
 
-## lint: ruff, ruff format --check, mypy, buf lint
+## lint: ruff, ruff format --check, mypy, buf lint, dependency audit (pip-audit, npm audit:
+## fails on a known vulnerability; says "NOT performed" and passes when no advisory service
+## answers, unless CLEARWAY_AUDIT_STRICT=1; docs/security.md)
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	cd protos && ../$(BUF) lint
+	$(PY) -m clearway.dependency_audit
 
 infra-up: setup
 	$(BIN)/clearway infra up
