@@ -42,7 +42,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from clearway.events.v1 import events_pb2
 from clearway.infra.endpoints import Endpoints
-from clearway.kafka import Topics, ensure_topics, idempotent_producer, publish_many
+from clearway.kafka import (
+    Topics,
+    client_options,
+    ensure_topics,
+    idempotent_producer,
+    publish_many,
+)
 from clearway.scheme.file import load_scheme
 from clearway.settings import REPO_ROOT
 from services.demo import SERVICES, TLS_SERVICES, Fleet, _serving, ensure_pki
@@ -391,7 +397,7 @@ async def count_records(bootstrap: str, topic: str) -> int:
     transaction markers)."""
     ends = await end_offsets(bootstrap, topic)
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, isolation_level="read_committed"
+        **client_options(bootstrap), enable_auto_commit=False, isolation_level="read_committed"
     )
     await consumer.start()
     count = 0

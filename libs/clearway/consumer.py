@@ -35,7 +35,7 @@ from aiokafka.errors import KafkaError
 from opentelemetry import metrics, trace
 
 from clearway.errors import ClearwayError, infrastructure_reason, is_defect, reason_code
-from clearway.kafka import send_dead_letter
+from clearway.kafka import client_options, send_dead_letter
 from clearway.telemetry import ObservedGauge, context_from_kafka_headers
 
 log = logging.getLogger(__name__)
@@ -348,7 +348,7 @@ class ConsumerLoop(Generic[T]):
         self.stats = ConsumerStats()
         self.idle = False
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=config.bootstrap,
+            **client_options(config.bootstrap),
             group_id=config.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import ssl
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -15,9 +18,20 @@ from aiokafka.errors import (
     MessageSizeTooLargeError,
     TopicAlreadyExistsError,
 )
+from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
 from opentelemetry import metrics
 
+from clearway.infra.endpoints import (
+    FROM_ENV,
+    KAFKA_CA_VAR,
+    KAFKA_CERT_VAR,
+    KAFKA_KEY_VAR,
+    FromEnv,
+    KafkaTls,
+    kafka_tls_from_env,
+    settings_error,
+)
 from clearway.telemetry import kafka_headers_with_trace
 
 log = logging.getLogger(__name__)
@@ -133,6 +147,68 @@ def topic_spec(name: str) -> TopicSpec | None:
 DEFAULT_PARTITIONS = 6
 
 
+# -- connecting: plaintext, or TLS (mutual with a client certificate) ----------------------
+
+
+def client_options(bootstrap: str, tls: KafkaTls | FromEnv | None = FROM_ENV) -> dict[str, Any]:
+    """The connection options of every Kafka client Clearway makes (producer, consumer,
+    admin): `bootstrap_servers`, and with TLS `security_protocol="SSL"` and the (cached)
+    `ssl_context`. `tls` defaults to the environment's (`kafka_tls_from_env`); None is
+    plaintext."""
+    if isinstance(tls, FromEnv):
+        tls = kafka_tls_from_env()
+    if tls is None:
+        return {"bootstrap_servers": bootstrap}
+    return {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": "SSL",
+        "ssl_context": ssl_context(tls),
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def ssl_context(tls: KafkaTls) -> ssl.SSLContext:
+    """The client SSL context for `tls` (broker certificate and host name verified), built
+    once per process and shared by every client: the files are read at the first client, so
+    a renewed certificate takes effect at the next restart. Unreadable or unusable files
+    are a SettingsError naming the variable (never quoting the file)."""
+    for var, path in ((KAFKA_CA_VAR, tls.ca), (KAFKA_CERT_VAR, tls.cert), (KAFKA_KEY_VAR, tls.key)):
+        if path is not None and not path.is_file():
+            raise settings_error(f"{var}: no such file {path}")
+    try:
+        context: ssl.SSLContext = create_ssl_context(cafile=tls.ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise settings_error(
+            f"{KAFKA_CA_VAR}: {tls.ca} holds no usable CA certificate ({_reason(exc)})"
+        ) from None
+    if tls.cert is not None and tls.key is not None:
+        try:
+            context.load_cert_chain(tls.cert, tls.key, password=_refuse_encrypted_key)
+        except (OSError, ssl.SSLError, _EncryptedKeyError) as exc:
+            raise settings_error(
+                f"{KAFKA_CERT_VAR} and {KAFKA_KEY_VAR}: {tls.cert} and {tls.key} are not a PEM"
+                f" certificate and its unencrypted private key ({_reason(exc)})"
+            ) from None
+    return context
+
+
+class _EncryptedKeyError(Exception):
+    """The key asks for a password: the process would otherwise prompt on its terminal."""
+
+
+def _refuse_encrypted_key() -> str:
+    raise _EncryptedKeyError("the key is encrypted")
+
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, without the file's contents (ssl and OSError never quote them)."""
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc.args[-1])
+    if isinstance(exc, OSError):
+        return exc.strerror or type(exc).__name__
+    return str(exc)
+
+
 async def ensure_topics(
     bootstrap: str,
     names: Iterable[str],
@@ -144,7 +220,7 @@ async def ensure_topics(
     wanted = list(names)
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        admin = AIOKafkaAdminClient(**client_options(bootstrap))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -166,7 +242,7 @@ async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:
     broker does not keep thousands of partitions open); the names deleted."""
     if not prefix:
         raise ValueError("a prefix is required: this never deletes every topic")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(bootstrap))
     try:
         await admin.start()
         doomed = sorted(n for n in await admin.list_topics() if n.startswith(prefix))
@@ -192,7 +268,7 @@ def _new_topic(name: str, partitions: int) -> NewTopic:
 def idempotent_producer(bootstrap: str, **overrides: object) -> AIOKafkaProducer:
     """A producer that only acknowledges what every in-sync replica took, without duplicates."""
     options: dict[str, object] = {
-        "bootstrap_servers": bootstrap,
+        **client_options(bootstrap),
         "acks": "all",
         "enable_idempotence": True,
         "linger_ms": 5,
@@ -210,7 +286,7 @@ def committed_consumer(bootstrap: str, group_id: str, *topics: str) -> AIOKafkaC
     """A group consumer that reads only committed records and commits offsets explicitly."""
     return AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         group_id=group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",

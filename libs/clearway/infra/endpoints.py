@@ -7,11 +7,19 @@ started by `clearway infra up`, on ports that avoid the usual defaults.
 
 from __future__ import annotations
 
+import enum
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
 
 KAFKA_BOOTSTRAP_VAR = "CLEARWAY_KAFKA_BOOTSTRAP"
+# TLS to Kafka (clearway.kafka.client_options): the CA of the brokers' certificates, and
+# the client's certificate and key for mutual TLS. None set: plaintext.
+KAFKA_CA_VAR = "CLEARWAY_KAFKA_CA"
+KAFKA_CERT_VAR = "CLEARWAY_KAFKA_CERT"
+KAFKA_KEY_VAR = "CLEARWAY_KAFKA_KEY"
 PG_DSN_VAR = "CLEARWAY_PG_DSN"
 REDIS_URL_VAR = "CLEARWAY_REDIS_URL"
 
@@ -89,6 +97,54 @@ class Endpoints:
             PG_DSN_VAR: self.pg_dsn,
             REDIS_URL_VAR: self.redis_url,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaTls:
+    """How a client reaches Kafka over TLS: the CA that signed the brokers' certificates
+    (None: the system's trust store) and, for mutual TLS, the client's certificate and its
+    unencrypted private key (both or neither)."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise settings_error(
+                f"{KAFKA_CERT_VAR} and {KAFKA_KEY_VAR} must be set together (mutual TLS needs"
+                " the client certificate and its key)"
+            )
+
+
+class FromEnv(enum.Enum):
+    """The type of `FROM_ENV`."""
+
+    FROM_ENV = "the CLEARWAY_KAFKA_CA, _CERT and _KEY variables"
+
+
+# "However this process's environment says": the default of the Kafka clients' options.
+FROM_ENV: Final = FromEnv.FROM_ENV
+
+
+def kafka_tls_from_env() -> KafkaTls | None:
+    """TLS as `CLEARWAY_KAFKA_CA`, `CLEARWAY_KAFKA_CERT` and `CLEARWAY_KAFKA_KEY` (paths) say;
+    None (plaintext, as local runs use) when none is set. A certificate without its key is
+    a SettingsError, not a silent plaintext connection; so is a key given inline."""
+    # Imported here: clearway.settings imports this module.
+    from clearway.settings import env_path  # noqa: PLC0415
+
+    ca, cert, key = env_path(KAFKA_CA_VAR), env_path(KAFKA_CERT_VAR), env_path(KAFKA_KEY_VAR)
+    if ca is None and cert is None and key is None:
+        return None
+    return KafkaTls(ca=ca, cert=cert, key=key)
+
+
+def settings_error(message: str) -> ValueError:
+    """A clearway.settings.SettingsError (which this module cannot import at the top)."""
+    from clearway.settings import SettingsError  # noqa: PLC0415
+
+    return SettingsError(message)
 
 
 def _port(env: Mapping[str, str], name: str, default: int) -> int:

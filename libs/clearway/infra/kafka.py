@@ -2,6 +2,9 @@
 
 deploy/kafka/pom.xml pins the version (`kafka.version`); Maven copies the jars into
 .infra/kafka/libs once per version, and the broker runs as a plain JVM process.
+
+`clearway infra up` runs it in plaintext. Tests may run another one beside it with TLS
+(`BrokerTls`: clients must present a certificate), from the same jars (`jars=`).
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import shutil
 import signal
 import subprocess
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
 
-from clearway.infra.endpoints import LOCAL_HOST
+from clearway.infra.endpoints import FROM_ENV, LOCAL_HOST, FromEnv, KafkaTls
 from clearway.infra.process import (
     PROBE_THREAD_NAME,
     InfraError,
@@ -39,12 +43,19 @@ JAVA_PACKAGE = "openjdk-17-jre-headless"
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
-async def check_kafka(bootstrap: str, wait_s: float = 5.0) -> None:
-    """Ask the cluster at `bootstrap` for metadata; raises unless a broker answers."""
+async def check_kafka(
+    bootstrap: str, wait_s: float = 5.0, tls: KafkaTls | FromEnv | None = FROM_ENV
+) -> None:
+    """Ask the cluster at `bootstrap` for metadata; raises unless a broker answers.
+
+    By default it connects as the services do (TLS when CLEARWAY_KAFKA_CA/CERT/KEY say so:
+    an external cluster); a local broker says how it is reached (None: plaintext)."""
     from aiokafka.client import AIOKafkaClient  # noqa: PLC0415 - keep --help light
 
+    from clearway.kafka import client_options  # noqa: PLC0415 - likewise
+
     client = AIOKafkaClient(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap, tls),
         request_timeout_ms=int(wait_s * 1000),
         connections_max_idle_ms=int(wait_s * 2000),
     )
@@ -71,13 +82,19 @@ _probe_filter = _DropProbeNoise()
 
 
 def probe_kafka(bootstrap: str) -> str | None:
-    """None when Kafka at `bootstrap` answers a metadata request, else why not."""
+    """None when Kafka at `bootstrap` answers a metadata request, else why not; connecting
+    as the services do (an external cluster: TLS when CLEARWAY_KAFKA_CA/CERT/KEY say so)."""
+    return probe_kafka_over(bootstrap, FROM_ENV)
+
+
+def probe_kafka_over(bootstrap: str, tls: KafkaTls | FromEnv | None) -> str | None:
+    """`probe_kafka` connecting with `tls` (None: plaintext), as `check_kafka` takes it."""
     for name in ("aiokafka", "aiokafka.conn", "aiokafka.client", "aiokafka.cluster"):
         logger = logging.getLogger(name)
         if _probe_filter not in logger.filters:
             logger.addFilter(_probe_filter)
     try:
-        run_async(lambda: check_kafka(bootstrap))
+        run_async(lambda: check_kafka(bootstrap, tls=tls))
     except Exception as exc:  # every failure is a "down" with its reason
         return describe_error(exc)
     return None
@@ -91,19 +108,51 @@ def pinned_version(pom: Path) -> str:
     return (node.text or "").strip()
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerTls:
+    """TLS for a local broker: its certificate (naming 127.0.0.1) and PKCS#8 private key in
+    PEM, the CA whose certificates its clients must present (mutual TLS, required), the port
+    of its replication listener, and how its own probe connects.
+
+    The brokers' own connections (transaction markers go over them even on one node) use a
+    listener of their own, TLS without client certificates: a broker presents its server
+    certificate when it connects, and a server-only certificate cannot be a TLS client's."""
+
+    cert: Path
+    key: Path
+    client_ca: Path
+    replication_port: int
+    probe: KafkaTls
+
+
 class LocalKafka:
-    """A single-node KRaft cluster on 127.0.0.1:`port` (controller on `controller_port`)."""
+    """A single-node KRaft cluster on 127.0.0.1:`port` (controller on `controller_port`).
+
+    Plaintext unless `tls` is given. `jars`: a directory of the pinned version's jars
+    already fetched (another instance's `kafka/libs`), used as it is: nothing is fetched.
+    """
 
     name = "kafka"
 
-    def __init__(self, base_dir: Path, repo_root: Path, port: int, controller_port: int) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        repo_root: Path,
+        port: int,
+        controller_port: int,
+        *,
+        tls: BrokerTls | None = None,
+        jars: Path | None = None,
+    ) -> None:
         self.root = base_dir / "kafka"
         self.pom = repo_root / "deploy" / "kafka" / "pom.xml"
         self.log4j = repo_root / "deploy" / "kafka" / "log4j.properties"
         self.port = port
         self.controller_port = controller_port
+        self.tls = tls
         self.bootstrap = f"{LOCAL_HOST}:{port}"
-        self.libs = self.root / "libs"
+        self.shared_jars = jars is not None
+        self.libs = jars if jars is not None else self.root / "libs"
         self.config = self.root / "config" / "server.properties"
         self.data = self.root / "data"
         self.logs = self.root / "logs"
@@ -117,7 +166,7 @@ class LocalKafka:
 
     def probe(self) -> str | None:
         """None when healthy, else why not."""
-        return probe_kafka(self.bootstrap)
+        return probe_kafka_over(self.bootstrap, self.tls.probe if self.tls is not None else None)
 
     def _markers(self) -> tuple[str, ...]:
         return ("kafka.Kafka", str(self.config.resolve()))
@@ -140,7 +189,10 @@ class LocalKafka:
             )
             log(f"kafka: already up at {self.bootstrap}")
             return
-        for port in (self.port, self.controller_port):
+        ports = [self.port, self.controller_port]
+        if self.tls is not None:
+            ports.append(self.tls.replication_port)
+        for port in ports:
             if port_open(LOCAL_HOST, port):
                 raise InfraError(
                     f"kafka: port {port} is taken by a server we did not start; stop it, or "
@@ -151,7 +203,8 @@ class LocalKafka:
         self._write_config()
         self._format_storage(java)
         self.logs.mkdir(parents=True, exist_ok=True)
-        log(f"kafka: starting Kafka {version} (KRaft) on {self.bootstrap}")
+        tls = " with mutual TLS" if self.tls is not None else ""
+        log(f"kafka: starting Kafka {version} (KRaft) on {self.bootstrap}{tls}")
         with self.console.open("ab") as out:
             proc = subprocess.Popen(
                 self._java_command(java, "kafka.Kafka", str(self.config.resolve())),
@@ -199,6 +252,11 @@ class LocalKafka:
         core_jar = self.libs / f"kafka_2.13-{version}.jar"
         if core_jar.exists() and stamp.exists() and stamp.read_text().strip() == want:
             return version
+        if self.shared_jars:  # someone else's: never replaced from here
+            raise InfraError(
+                f"kafka: no Kafka {version} jars in {self.libs} (`clearway infra up` fetches"
+                " them), or they are of another deploy/kafka/pom.xml"
+            )
         mvn = which_or_install("mvn", "maven")
         log(f"kafka: fetching Apache Kafka {version} jars with Maven into {self.libs}")
         if self.libs.exists():
@@ -260,8 +318,34 @@ class LocalKafka:
             "num.network.threads": "2",
             "num.io.threads": "4",
         }
+        if self.tls is not None:
+            settings.update(self._tls_settings(self.tls))
         body = "".join(f"{key}={value}\n" for key, value in settings.items())
         self.config.write_text("# Rewritten by `clearway infra up` on every start.\n" + body)
+
+    def _tls_settings(self, tls: BrokerTls) -> dict[str, str]:
+        """Listener SSL for clients (a certificate of `client_ca` required) and REPLICATION
+        for the broker itself; the key store is PEM (Kafka >= 2.7): the key, then the chain."""
+        keystore = self.config.parent / "broker.keystore.pem"
+        keystore.touch(mode=0o600)
+        keystore.chmod(0o600)
+        keystore.write_bytes(tls.key.read_bytes().rstrip() + b"\n" + tls.cert.read_bytes())
+        replication = f"REPLICATION://{LOCAL_HOST}:{tls.replication_port}"
+        return {
+            "listeners": (
+                f"SSL://{LOCAL_HOST}:{self.port},{replication},"
+                f"CONTROLLER://{LOCAL_HOST}:{self.controller_port}"
+            ),
+            "advertised.listeners": f"SSL://{LOCAL_HOST}:{self.port},{replication}",
+            "inter.broker.listener.name": "REPLICATION",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,SSL:SSL,REPLICATION:SSL",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore.resolve()),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.client_ca.resolve()),
+            "ssl.client.auth": "required",
+            "listener.name.replication.ssl.client.auth": "none",
+        }
 
     def _format_storage(self, java: str) -> None:
         if (self.data / "meta.properties").exists():

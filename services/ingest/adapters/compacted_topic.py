@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
 from clearway.errors import is_infrastructure_error
+from clearway.kafka import client_options
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class TopicFollower:
         """Read the topic from the beginning and return once everything up to its end at
         start is applied (only then may ingest report SERVING)."""
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **client_options(self._bootstrap),
             group_id=None,
             enable_auto_commit=False,
             isolation_level="read_committed",

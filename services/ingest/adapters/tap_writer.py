@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from redis.exceptions import RedisError
 
 from clearway.errors import ClearwayError, ErrorKind
-from clearway.kafka import publish_many
+from clearway.kafka import client_options, publish_many
 from services.ingest.adapters.dedup import Claimed, Pair, TapClaims
 
 log = logging.getLogger(__name__)
@@ -128,7 +128,7 @@ class CommitLog:
         wanted = {str(t): t for t in tokens}
         since = min(t.claimed_ms for t in tokens) - 60_000
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.bootstrap),
             enable_auto_commit=False,
             isolation_level="read_committed",
             group_id=None,
@@ -466,7 +466,7 @@ class TapWriter:
 
     async def _new_producer(self) -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
+            **client_options(self.bootstrap),
             acks="all",
             enable_idempotence=True,
             transactional_id=self.transactional_id,

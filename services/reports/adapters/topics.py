@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from aiokafka import AIOKafkaConsumer
 
+from clearway.kafka import client_options
+
 ASSIGN_TIMEOUT_S = 30.0
 
 
@@ -22,7 +24,7 @@ async def read_topic(bootstrap: str, topic: str, on_value: Callable[[bytes], Non
     No consumer group and no committed offsets; a missing topic is reported rather than
     auto-created."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         enable_auto_commit=False,

@@ -9,6 +9,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, UnknownTopicOrPartitionError
 
+from clearway.kafka import client_options
+
 log = logging.getLogger(__name__)
 
 
@@ -18,9 +20,9 @@ class GroupLag:
     def __init__(self, bootstrap: str, group_id: str, *topics: str) -> None:
         self._group_id = group_id
         self._topics = topics
-        self._admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        self._admin = AIOKafkaAdminClient(**client_options(bootstrap))
         self._probe = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
+            **client_options(bootstrap),
             enable_auto_commit=False,
             isolation_level="read_committed",
         )
