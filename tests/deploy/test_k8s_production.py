@@ -28,7 +28,7 @@ import yaml
 from jsonschema import Draft4Validator, Draft202012Validator
 
 from clearway.consumer import dead_letter_topic
-from clearway.kafka import SPECIAL_TOPICS, Topics
+from clearway.kafka import SPECIAL_TOPICS, Topics, kafka_tls_from_env
 from clearway.runtime import authenticated_services_of, authentication_of, check_transport
 from clearway.settings import ServiceSettings
 from services.accounts.app import AccountsApp
@@ -52,7 +52,9 @@ PORTAL_PORT = 8080
 INGEST_WORKERS = 2
 
 KAFKA_CLUSTER = "clearway"
-KAFKA_PORT = 9092
+KAFKA_PORT = 9093
+KAFKA_BOOTSTRAP = f"{KAFKA_CLUSTER}-kafka-bootstrap:{KAFKA_PORT}"
+KAFKA_CLUSTER_CA_SECRET = f"{KAFKA_CLUSTER}-cluster-ca-cert"  # Strimzi's, key ca.crt
 PG_CLUSTER = "clearway-pg"
 PG_PORT = 5432
 REDIS_PORT = 6379
@@ -77,11 +79,11 @@ REPLICAS = 3
 # parties: TLS and signatures decide, not addresses). Kafka and PostgreSQL are their
 # brokers and instances; "dns" is kube-dns.
 EXPECTED_EGRESS = {
-    "ingest": {("kafka-broker", 9092), ("postgres", 5432), ("redis", 6379), ("dns", 53)},
-    "fares": {("kafka-broker", 9092), ("postgres", 5432), ("dns", 53)},
-    "settlement": {("kafka-broker", 9092), ("postgres", 5432), ("dns", 53)},
+    "ingest": {("kafka-broker", KAFKA_PORT), ("postgres", 5432), ("redis", 6379), ("dns", 53)},
+    "fares": {("kafka-broker", KAFKA_PORT), ("postgres", 5432), ("dns", 53)},
+    "settlement": {("kafka-broker", KAFKA_PORT), ("postgres", 5432), ("dns", 53)},
     "accounts": {
-        ("kafka-broker", 9092),
+        ("kafka-broker", KAFKA_PORT),
         ("postgres", 5432),
         ("redis", 6379),
         ("fares", 50052),
@@ -342,6 +344,7 @@ def test_custom_resources_validate_against_their_crd_schemas(
         ("Kafka", KAFKA_CLUSTER, ("spec", "kafka", "listenrs"), []),  # a misspelt field
         ("Kafka", KAFKA_CLUSTER, ("spec", "kafka", "listeners", 0, "type"), "internel"),
         ("KafkaTopic", "taps", ("spec", "partitions"), "24"),
+        ("KafkaUser", "clearway-fares", ("spec", "authentication", "type"), "tsl"),
         ("KafkaNodePool", "brokers", ("spec", "roles", 0), "borker"),
         ("Cluster", PG_CLUSTER, ("spec", "postgresql", "synchronus"), {}),
         ("Cluster", PG_CLUSTER, ("spec", "postgresql", "synchronous", "method"), "all"),
@@ -437,17 +440,58 @@ def test_kafka_is_kraft_on_node_pools_with_durable_settings(rendered: list[dict[
         assert pool["metadata"]["labels"]["strimzi.io/cluster"] == KAFKA_CLUSTER
 
 
-def test_services_use_kafkas_plain_listener_which_admits_only_them(
+def test_services_reach_kafka_on_its_mutual_tls_listener_which_admits_only_them(
     rendered: list[dict[str, Any]],
 ) -> None:
     (kafka,) = of_kind(rendered, "Kafka").values()
+    # One listener: TLS, a client certificate required; no plaintext listener left.
     (listener,) = kafka["spec"]["kafka"]["listeners"]
-    # Plaintext because Clearway's Kafka client cannot do TLS (k8s/README.md, "TLS").
-    assert (listener["port"], listener["tls"], listener["type"]) == (KAFKA_PORT, False, "internal")
+    assert (listener["port"], listener["tls"], listener["type"]) == (KAFKA_PORT, True, "internal")
+    assert listener["authentication"] == {"type": "tls"}
     config = of_kind(rendered, "ConfigMap")["clearway-config"]["data"]
-    assert config["CLEARWAY_KAFKA_BOOTSTRAP"] == f"{KAFKA_CLUSTER}-kafka-bootstrap:{KAFKA_PORT}"
+    assert config["CLEARWAY_KAFKA_BOOTSTRAP"] == KAFKA_BOOTSTRAP
     admitted = rule_peers(listener["networkPolicyPeers"], pod_labels(rendered))
     assert admitted == set(BACKENDS)
+
+
+def test_a_kafka_user_per_backend_service_issued_by_the_user_operator(
+    rendered: list[dict[str, Any]],
+) -> None:
+    (kafka,) = of_kind(rendered, "Kafka").values()
+    assert "userOperator" in kafka["spec"]["entityOperator"]
+    users = of_kind(rendered, "KafkaUser")
+    assert set(users) == {f"clearway-{name}" for name in BACKENDS}
+    for user in users.values():
+        assert user["metadata"]["labels"]["strimzi.io/cluster"] == KAFKA_CLUSTER
+        assert user["spec"]["authentication"] == {"type": "tls"}
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_kafka_clients_present_their_own_user_certificate_and_check_the_brokers(
+    rendered: list[dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_from(rendered, name, monkeypatch)
+    assert settings.endpoints.kafka_bootstrap == KAFKA_BOOTSTRAP
+    tls = kafka_tls_from_env()  # what clearway.kafka.client_options will use
+    assert tls is not None and tls.ca and tls.cert and tls.key
+    assert mounted_file(rendered, name, str(tls.ca)) == (KAFKA_CLUSTER_CA_SECRET, "ca.crt")
+    user = f"clearway-{name}"
+    assert mounted_file(rendered, name, str(tls.cert)) == (user, "user.crt")
+    assert mounted_file(rendered, name, str(tls.key)) == (user, "user.key")
+    # No other workload mounts this service's key; none mounts more of the two Secrets.
+    for workload, deployment in of_kind(rendered, "Deployment").items():
+        for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
+            secret = volume.get("secret", {})
+            if secret.get("secretName") == user:
+                assert workload == name
+                assert {i["key"] for i in secret["items"]} == {"user.crt", "user.key"}
+            if secret.get("secretName") == KAFKA_CLUSTER_CA_SECRET:
+                assert [i["key"] for i in secret["items"]] == ["ca.crt"]
+
+
+def test_the_portal_has_no_kafka_settings(rendered: list[dict[str, Any]]) -> None:
+    env = env_of(rendered, "portal")
+    assert not {"CLEARWAY_KAFKA_CA", "CLEARWAY_KAFKA_CERT", "CLEARWAY_KAFKA_KEY"} & set(env)
 
 
 # -- PostgreSQL and Redis: TLS -------------------------------------------------------------
