@@ -49,6 +49,8 @@ from services.ingest.app import build as build_ingest
 from services.ingest.device_client import DeviceIdentity
 from services.ingest.simulator.day import SimulatedDay
 from services.ingest.simulator.stream import register_devices, send_day
+from services.portal.app import PortalSettings
+from services.portal.app import build as build_portal
 from services.settlement.app import build as build_settlement
 
 pytestmark = pytest.mark.integration
@@ -625,9 +627,6 @@ async def test_a_service_process_serves_its_own_metrics_that_promtool_accepts(
 async def test_the_portal_counts_its_requests_by_route_template_never_by_path() -> None:
     """The portal's /metrics (its own port): requests and their duration by method, route
     template and status; a card token in a path never becomes a label."""
-    from services.portal.app import PortalSettings
-    from services.portal.app import build as build_portal
-
     # Accounts is not there: /healthz answers 503, the sign-in form still renders.
     portal = build_portal(
         PortalSettings(accounts_target=f"127.0.0.1:{free_port()}", port=0, metrics_port=0)
