@@ -639,7 +639,7 @@ async def insert_redemption(conn: asyncpg.Connection, new: NewRedemption) -> boo
         " card_token, traveller_id, entitlement_id, scheme_id, funder_id, category,"
         " amount_minor, currency, service_day, month, balance_after_minor, at)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        " ON CONFLICT (provider_id, idempotency_key) DO NOTHING RETURNING redemption_id",
+        " ON CONFLICT DO NOTHING RETURNING redemption_id",
         r.redemption_id,
         r.provider_id,
         new.idempotency_key,

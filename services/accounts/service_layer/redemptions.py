@@ -12,7 +12,7 @@ logged.
 
 from __future__ import annotations
 
-import uuid
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -60,6 +60,14 @@ class RedeemResult:
 
 class _KeyTakenMeanwhileError(Exception):
     """A concurrent call with the same key committed first: answer as its retry."""
+
+
+def redemption_id_of(provider_id: str, idempotency_key: str) -> str:
+    """A redemption's id, named by what makes it unique (the provider and the till's key):
+    the same request always names the same redemption, so the posting settlement files
+    line by line (`redemption:<id>`) is the same whenever and however often it is made."""
+    digest = hashlib.sha256(f"{provider_id}\x00{idempotency_key}".encode()).hexdigest()
+    return f"rdm_{digest[:32]}"
 
 
 def redemption_posting(redemption: StoredRedemption, at: datetime, topic: str) -> OutboxMessage:
@@ -189,7 +197,7 @@ class Redemptions:
             if reused:
                 raise key_reused()
             stored = StoredRedemption(
-                f"rdm_{uuid.uuid4().hex}",
+                redemption_id_of(provider.party_id, request.idempotency_key),
                 provider.party_id,
                 request.card_token,
                 request.category,
