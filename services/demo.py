@@ -35,7 +35,7 @@ from clearway.common.v1 import money_pb2
 from clearway.events.v1 import events_pb2
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.infra.endpoints import Endpoints
-from clearway.kafka import Topics, ensure_topics, idempotent_producer, publish_many
+from clearway.kafka import Topics, client_options, ensure_topics, idempotent_producer, publish_many
 from clearway.money import Money
 from clearway.pki import default_pki_dir, init_pki, issue_identity, secure_channel
 from clearway.scheme.file import load_scheme
@@ -105,6 +105,8 @@ class Fleet:
     pki_dir: Path = field(default_factory=default_pki_dir)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port_shift: int = 0
+    # Added to every process's environment (e.g. another Kafka, PostgreSQL and Redis).
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def port(self, service: str) -> int:
         """The gRPC port of a service (HTTP for the portal)."""
@@ -126,12 +128,14 @@ class Fleet:
         if service == PORTAL:
             return {
                 **os.environ,
+                **self.extra_env,
                 "CLEARWAY_PORTAL_HOST": "127.0.0.1",
                 "CLEARWAY_PORTAL_PORT": str(self.port(PORTAL)),
                 "CLEARWAY_ACCOUNTS_TARGET": self.address("accounts"),
             }
         env = {
             **os.environ,
+            **self.extra_env,
             "CLEARWAY_TOPIC_PREFIX": f"{self.run_id}.",
             "CLEARWAY_DB_SCHEMA": f"{self.run_id.replace('-', '_')}_{service}",
             "CLEARWAY_CONSUMER_GROUP": f"{self.run_id}-{service}",
@@ -140,6 +144,10 @@ class Fleet:
         }
         if service in TLS_SERVICES:
             env.update(tls_env(self.pki_dir))
+        if service == "ingest":  # stable: a restarted ingest fences its predecessor at once
+            env["CLEARWAY_INGEST_WRITER_ID"] = f"{self.run_id}-ingest"
+        if service == "accounts":  # caps progress comes from this fleet's fares
+            env["CLEARWAY_FARES_TARGET"] = self.address("fares")
         return env
 
     @staticmethod
@@ -151,7 +159,10 @@ class Fleet:
         """Spawn every service and the portal; logs go to the run's directory."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         for name in (*SERVICES, PORTAL):
-            log = (self.work_dir / f"{name}.log").open("wb")
+            self._spawn(name, "wb")
+
+    def _spawn(self, name: str, mode: str) -> None:
+        with (self.work_dir / f"{name}.log").open(mode) as log:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", "serve", name],
                 env=self.env_for(name),
@@ -160,17 +171,41 @@ class Fleet:
                 cwd=REPO_ROOT,
             )
 
+    def kill(self, name: str) -> int:
+        """SIGKILL one process (a service or the portal) and reap it; its pid."""
+        proc = self.processes[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        return proc.pid
+
+    def restart(self, name: str) -> None:
+        """Start one process again, with the same environment; its log is appended to."""
+        if self.processes[name].poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        self._spawn(name, "ab")
+
+    async def wait_ready(self, name: str, timeout_s: float = 90.0) -> bool:
+        """Until one process answers SERVING (the portal: 200 on /healthz); False when it
+        exited or the time ran out."""
+        address, probe = self._probe_of(name)
+        deadline = time.monotonic() + timeout_s
+        while self.processes[name].poll() is None and time.monotonic() < deadline:
+            if await probe(address):
+                return True
+            await asyncio.sleep(0.2)
+        return False
+
+    def _probe_of(self, name: str) -> tuple[str, Callable[[str], Awaitable[bool]]]:
+        if name == PORTAL:
+            return self.portal_url, _http_ready
+        return f"127.0.0.1:{self.health_port(name, self.port(name))}", _serving
+
     async def wait_serving(self, timeout_s: float = 90.0) -> None:
         """Until every service answers SERVING on the standard health check, and the
         portal (HTTP, not gRPC) answers 200 on /healthz (it does once accounts serves)."""
         deadline = time.monotonic() + timeout_s
         for name in (*SERVICES, PORTAL):
-            probe: Callable[[str], Awaitable[bool]]
-            if name == PORTAL:
-                address, probe = self.portal_url, _http_ready
-            else:
-                address = f"127.0.0.1:{self.health_port(name, self.port(name))}"
-                probe = _serving
+            address, probe = self._probe_of(name)
             while True:
                 if self.processes[name].poll() is not None:
                     raise RuntimeError(f"{name} exited; see {self.work_dir / (name + '.log')}")
@@ -250,7 +285,7 @@ async def read_journeys(bootstrap: str, topic: str, period: str) -> JourneyLog:
     """Every revision on `topic` (read_committed), summed for `period`."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_options(bootstrap),
         auto_offset_reset="earliest",
         isolation_level="read_committed",
         group_id=None,

@@ -7,17 +7,23 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
+from functools import partial
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import grpc
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from cryptography.hazmat.primitives import serialization
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.benefits.v1 import benefits_pb2, benefits_pb2_grpc
 from clearway.db import create_pool
+from clearway.kafka import client_options
 from clearway.money import Money
 from clearway.scheme.model import EntitlementScheme, Scheme
 from services.accounts.redemption_device import RedemptionDevice
@@ -37,6 +43,32 @@ YOUNG_PEOPLE = 12
 # Redemptions are presented on the demo day from 10:00; a till may send them up to 72
 # hours late.
 MAX_AGE = timedelta(hours=70)
+# What a call may answer while accounts (or PostgreSQL behind it) restarts: try again,
+# with the same idempotency key.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# A quick reconnect after accounts restarts (gRPC's default back-off grows to two minutes).
+RECONNECT_OPTIONS = (
+    ("grpc.initial_reconnect_backoff_ms", 200),
+    ("grpc.min_reconnect_backoff_ms", 200),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+T = TypeVar("T")
+
+
+async def patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
+    """`call()`, again while it fails with a retryable status, for up to `patience_s`
+    seconds (0: once). Only for calls that are safe to repeat (idempotency keys)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience_s
+    delay = 0.2
+    while True:
+        try:
+            return await call()
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in RETRYABLE or loop.time() + delay > deadline:
+                raise
+        await asyncio.sleep(delay)
+        delay = min(2.0, delay * 1.5)
 
 
 @dataclass
@@ -51,6 +83,9 @@ class BenefitsRun:
     left_minor: dict[str, int] = field(default_factory=dict)  # by young person
     expected_left_minor: dict[str, int] = field(default_factory=dict)
     skipped: str = ""
+    cards: list[str] = field(default_factory=list)  # the young people's cards
+    # What must never reach a log: the sessions handed out, the tills' private keys (hex).
+    secrets: list[str] = field(default_factory=list, repr=False)
 
     @property
     def total_minor(self) -> int:
@@ -79,6 +114,11 @@ class CouncilDay:
     channel: grpc.aio.Channel
     devices: dict[str, RedemptionDevice]
     run: BenefitsRun = field(default_factory=BenefitsRun)
+    patience_s: float = 0.0  # how long a call is retried while accounts is away
+
+    async def call(self, rpc: Callable[[], Awaitable[T]]) -> T:
+        """One RPC, retried with `patience_s` (every call here is safe to repeat)."""
+        return await patiently(rpc, self.patience_s)
 
     @property
     def zone(self) -> ZoneInfo:
@@ -99,11 +139,20 @@ class CouncilDay:
         """The session metadata of `email` (signed up first when new)."""
         travellers = accounts_pb2_grpc.TravellerServiceStub(self.channel)
         try:
-            await travellers.SignUp(accounts_pb2.SignUpRequest(email=email, password=password))
+            await self.call(
+                lambda: travellers.SignUp(
+                    accounts_pb2.SignUpRequest(email=email, password=password), timeout=10
+                )
+            )
         except grpc.aio.AioRpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-        reply = await travellers.SignIn(accounts_pb2.SignInRequest(email=email, password=password))
+        reply = await self.call(
+            lambda: travellers.SignIn(
+                accounts_pb2.SignInRequest(email=email, password=password), timeout=10
+            )
+        )
+        self.run.secrets.append(reply.session_token)
         return _metadata(reply.session_token)
 
     async def enrol(
@@ -114,21 +163,28 @@ class CouncilDay:
         email = f"youth-{n:02d}@demo.clearway.example"
         session = await self.signed_in(email, YOUTH_PASSWORD)
         card = f"sc_{self.rng.getrandbits(56):014x}"
-        await accounts_pb2_grpc.TravellerServiceStub(self.channel).AddCard(
-            accounts_pb2.AddCardRequest(card_token=card, label="youth card"), metadata=session
+        self.run.cards.append(card)
+        await self.call(  # adding the card again leaves it unchanged
+            lambda: accounts_pb2_grpc.TravellerServiceStub(self.channel).AddCard(
+                accounts_pb2.AddCardRequest(card_token=card, label="youth card"),
+                metadata=session,
+                timeout=10,
+            )
         )
         born = _born(self.day, self.rng.randint(self.youth.min_age, self.youth.max_age), self.rng)
-        granted = await benefits_pb2_grpc.OfficerServiceStub(self.channel).GrantEntitlement(
-            benefits_pb2.GrantEntitlementRequest(
-                traveller_email=email,
-                scheme_id=YOUTH_SCHEME,
-                date_of_birth=born.isoformat(),
-                residence_area="camden",
-                evidence="demo: school letter seen",
-                idempotency_key=f"demo-grant-{n:02d}",
-                valid_from=self.day.isoformat(),  # the application's day
-            ),
-            metadata=officer,
+        grant = benefits_pb2.GrantEntitlementRequest(
+            traveller_email=email,
+            scheme_id=YOUTH_SCHEME,
+            date_of_birth=born.isoformat(),
+            residence_area="camden",
+            evidence="demo: school letter seen",
+            idempotency_key=f"demo-grant-{n:02d}",
+            valid_from=self.day.isoformat(),  # the application's day
+        )
+        granted = await self.call(
+            lambda: benefits_pb2_grpc.OfficerServiceStub(self.channel).GrantEntitlement(
+                grant, metadata=officer, timeout=10
+            )
         )
         self.run.granted += 1
         return email, card, session, granted.entitlement.entitlement_id
@@ -144,33 +200,38 @@ class CouncilDay:
                 break
             key = f"demo-{n:02d}-{visit}"
             device = self.devices[provider]
-            answer = await device.redeem(
-                self.channel,
-                card,
-                category,
-                self.money(amount),
-                key,
-                requested_at=self.presented_at(),
+            at = self.presented_at()
+            answer = await self.call(
+                partial(
+                    device.redeem,
+                    *(self.channel, card, category, self.money(amount), key),
+                    requested_at=at,
+                )
             )
             spent += amount
             self.run.redeemed_minor[provider] += amount
             self.run.redemptions[provider] += 1
             if n == 1 and visit == 0:  # the till retries with the same key: redeemed once
-                again = await device.redeem(self.channel, card, category, self.money(amount), key)
+                again = await self.call(
+                    partial(device.redeem, self.channel, card, category, self.money(amount), key)
+                )
                 same = again.replayed and again.redemption_id == answer.redemption_id
                 self.run.replayed += int(same)
         return spent
 
     async def over_the_limit(self, n: int, card: str) -> None:
         """A visit over the per-visit limit: refused, with its reason code."""
+        at = self.presented_at()
         try:
-            await self.devices["provider:camden-leisure"].redeem(
-                self.channel,
-                card,
-                "swimming",
-                self.money(self.youth.per_visit_limit_minor + 500),
-                f"demo-{n:02d}-over",
-                requested_at=self.presented_at(),
+            await self.call(
+                lambda: self.devices["provider:camden-leisure"].redeem(
+                    self.channel,
+                    card,
+                    "swimming",
+                    self.money(self.youth.per_visit_limit_minor + 500),
+                    f"demo-{n:02d}-over",
+                    requested_at=at,
+                )
             )
         except grpc.aio.AioRpcError as exc:
             reason = dict(exc.trailing_metadata() or ()).get("reason-code", "?")
@@ -178,11 +239,14 @@ class CouncilDay:
 
     async def left(self, session: tuple[tuple[str, str], ...], entitlement_id: str) -> int:
         """What the young person's movements of the demo day's month leave of it."""
-        moves = await benefits_pb2_grpc.BenefitsServiceStub(self.channel).ListEntitlementMovements(
-            benefits_pb2.ListEntitlementMovementsRequest(
-                entitlement_id=entitlement_id, page_size=100
-            ),
-            metadata=session,
+        moves = await self.call(
+            lambda: benefits_pb2_grpc.BenefitsServiceStub(self.channel).ListEntitlementMovements(
+                benefits_pb2.ListEntitlementMovementsRequest(
+                    entitlement_id=entitlement_id, page_size=100
+                ),
+                metadata=session,
+                timeout=10,
+            )
         )
         month = f"{self.day:%Y-%m}"
         return sum(m.amount.amount_minor for m in moves.movements if m.month == month)
@@ -206,21 +270,49 @@ async def provision(scheme: Scheme, pg_dsn: str, db_schema: str) -> dict[str, Re
         await pool.close()
 
 
+async def provision_patiently(
+    scheme: Scheme, pg_dsn: str, db_schema: str, patience_s: float
+) -> dict[str, RedemptionDevice]:
+    """`provision`, again while PostgreSQL (or the schema accounts creates at start) is not
+    there yet, for up to `patience_s` seconds; each attempt starts afresh in a new schema
+    state, which `add_officer` and a new device id per attempt tolerate."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + patience_s
+    while True:
+        try:
+            return await provision(scheme, pg_dsn, db_schema)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if loop.time() > deadline:
+                raise
+        await asyncio.sleep(1.0)
+
+
 async def run_benefits(
-    scheme: Scheme, accounts_address: str, pg_dsn: str, db_schema: str, day: date, *, seed: int
+    scheme: Scheme,
+    accounts_address: str,
+    pg_dsn: str,
+    db_schema: str,
+    day: date,
+    *,
+    seed: int,
+    patience_s: float = 0.0,
 ) -> BenefitsRun:
     """Provision Camden's officer and the providers' devices, sign young people up with a
     scheme card each, grant them the youth allowance from the demo day, and redeem on that
-    day at both providers (one refused over the per-visit limit, one replayed)."""
+    day at both providers (one refused over the per-visit limit, one replayed). With
+    `patience_s`, every call is retried (same idempotency keys) while accounts is away."""
     zone = ZoneInfo(scheme.calendar.timezone)
     if datetime.now(UTC) - datetime.combine(day, clock_time(10), zone) > MAX_AGE:
         return BenefitsRun(skipped="the demo day is too long ago for a till's redemptions")
     youth = scheme.entitlement_scheme(YOUTH_SCHEME, day)
     if youth is None:
         return BenefitsRun(skipped=f"{YOUTH_SCHEME} is not in the scheme on {day}")
-    devices = await provision(scheme, pg_dsn, db_schema)
-    async with grpc.aio.insecure_channel(accounts_address) as channel:
-        council = CouncilDay(scheme, youth, day, random.Random(seed + 3), channel, devices)
+    devices = await provision_patiently(scheme, pg_dsn, db_schema, patience_s)
+    async with grpc.aio.insecure_channel(accounts_address, options=RECONNECT_OPTIONS) as channel:
+        council = CouncilDay(
+            scheme, youth, day, random.Random(seed + 3), channel, devices, patience_s=patience_s
+        )
+        council.run.secrets += [_raw_private_hex(d) for d in devices.values()]
         officer = await council.signed_in(OFFICER_EMAIL, OFFICER_PASSWORD)
         for n in range(1, YOUNG_PEOPLE + 1):
             email, card, session, entitlement_id = await council.enrol(n, officer)
@@ -230,6 +322,13 @@ async def run_benefits(
             council.run.left_minor[email] = await council.left(session, entitlement_id)
             council.run.expected_left_minor[email] = youth.allowance_per_month_minor - spent
         return council.run
+
+
+def _raw_private_hex(device: RedemptionDevice) -> str:
+    raw = device.private_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return raw.hex()
 
 
 def print_benefits(run: BenefitsRun, currency: str) -> None:
@@ -252,7 +351,9 @@ def print_benefits(run: BenefitsRun, currency: str) -> None:
 async def wait_for_postings(bootstrap: str, topic: str, count: int, timeout_s: float = 60) -> int:
     """Until `topic` holds at least `count` records (accounts relays each authorised
     redemption's posting from its outbox, a moment after answering); how many it holds."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    # Subscribed (without a group), so that the client fetches the topic's metadata: an
+    # unsubscribed consumer never learns its partitions and waited out the whole timeout.
+    consumer = AIOKafkaConsumer(topic, **client_options(bootstrap), enable_auto_commit=False)
     await consumer.start()
     try:
         deadline = asyncio.get_running_loop().time() + timeout_s
