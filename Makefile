@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF := deploy/tools/node_modules/.bin/buf
 
-.PHONY: setup browser protos protos-check lint test unit demo bench infra-up infra-down infra-status clean-infra portal
+.PHONY: setup browser protos protos-check lint test unit demo bench infra-up infra-down infra-status clean-infra portal faults
 
 $(STAMP): pyproject.toml
 	@command -v $(PY_BASE) >/dev/null || PY_BASE=python3; \
@@ -76,3 +76,8 @@ bench: setup
 	$(PY) bench/settlement_close.py
 	$(PY) bench/ingest.py
 	$(PY) bench/accounts_history.py
+
+## faults: a day of 20,000 cards under 100 SIGKILLs and Kafka/PostgreSQL/Redis restarts,
+## checked against a fault-free run of the same day (SEED=… repeats a run; default random)
+faults: setup
+	$(BIN)/clearway faults $(if $(SEED),--seed $(SEED))

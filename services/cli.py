@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "council officers and providers' devices: benefits officers add | devices register ...",
     ),
     "demo": ("services.demo", "main", "run a simulated network day end to end"),
+    "faults": ("services.faults.cli", "main", "a network day under kill -9 and server restarts"),
     "health": ("services.healthcheck", "main", "gRPC health check: health HOST:PORT [SERVICE]"),
     "pki": ("services.pki_cli", "main", "scheme CA and certificates: pki init | issue | show"),
     "devices": (
