@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BUF := deploy/tools/node_modules/.bin/buf
 
-.PHONY: setup browser protos protos-check lint test unit demo bench infra-up infra-down infra-status clean-infra portal faults
+.PHONY: setup browser protos protos-check lint test unit demo bench infra-up infra-down infra-status clean-infra portal soak faults
 
 $(STAMP): pyproject.toml
 	@command -v $(PY_BASE) >/dev/null || PY_BASE=python3; \
@@ -76,6 +76,11 @@ bench: setup
 	$(PY) bench/settlement_close.py
 	$(PY) bench/ingest.py
 	$(PY) bench/accounts_history.py
+
+## soak: the fleet at a steady tap rate for 30 minutes; fails on memory growth, lag, error lines
+soak: setup
+	$(BIN)/clearway infra up
+	$(BIN)/clearway soak --minutes 30
 
 ## faults: a day of 20,000 cards under 100 SIGKILLs and Kafka/PostgreSQL/Redis restarts,
 ## checked against a fault-free run of the same day (SEED=… repeats a run; default random)

@@ -28,6 +28,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "demo": ("services.demo", "main", "run a simulated network day end to end"),
     "faults": ("services.faults.cli", "main", "a network day under kill -9 and server restarts"),
+    "soak": (
+        "services.soak.run",
+        "main",
+        "steady traffic for a bounded time, judged: soak --minutes M --rate R --seed S",
+    ),
     "health": ("services.healthcheck", "main", "gRPC health check: health HOST:PORT [SERVICE]"),
     "pki": ("services.pki_cli", "main", "scheme CA and certificates: pki init | issue | show"),
     "devices": (
