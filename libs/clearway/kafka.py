@@ -228,6 +228,7 @@ async def ensure_topics(
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics([_new_topic(n, partitions) for n in missing])
+                await _await_leaders(admin, missing, deadline)
             return
         except KafkaConnectionError:
             if asyncio.get_running_loop().time() > deadline:
@@ -235,6 +236,28 @@ async def ensure_topics(
             await asyncio.sleep(1.0)
         finally:
             await admin.close()
+
+
+async def _await_leaders(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> None:
+    """Until every partition of the new topics `names` has a leader, so that the first
+    consumer or producer does not meet NotLeaderForPartition (which aiokafka's fetcher logs
+    as an ERROR) while the broker is still taking them on; at most until `deadline`."""
+    loop = asyncio.get_running_loop()
+    while loop.time() < deadline:
+        topics = await admin.describe_topics(names)
+        if len(topics) == len(names) and all(_led(topic) for topic in topics):
+            return
+        await asyncio.sleep(0.1)
+
+
+def _led(topic: Mapping[str, object]) -> bool:
+    partitions = topic.get("partitions")
+    return (
+        topic.get("error_code") == 0
+        and isinstance(partitions, list)
+        and bool(partitions)
+        and all(p.get("error_code") == 0 and p.get("leader", -1) >= 0 for p in partitions)
+    )
 
 
 async def delete_topics_with_prefix(bootstrap: str, prefix: str) -> list[str]:

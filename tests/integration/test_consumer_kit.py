@@ -684,3 +684,22 @@ async def test_a_partition_written_in_transactions_is_read_to_its_end_offset(
     await eventually(at_the_end, f"the position of partition 0 reached its end {end}")
     assert await stored(pool) == [1, 2, 3]
     assert sorted(sink.seen) == [1, 2, 3]
+
+
+async def test_new_topics_have_a_leader_for_every_partition_when_ensure_topics_returns(
+    endpoints, unique_name
+):
+    """The first consumer of a brand-new topic must not meet NotLeaderForPartition (which
+    aiokafka's fetcher logs as an ERROR, as a soak run found at ingest's start)."""
+    names = [f"{unique_name}.a", f"{unique_name}.b"]
+    await ensure_topics(endpoints.kafka_bootstrap, names, partitions=4)
+    admin = AIOKafkaAdminClient(bootstrap_servers=endpoints.kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = await admin.describe_topics(names)
+    finally:
+        await admin.close()
+    assert sorted(t["topic"] for t in topics) == sorted(names)
+    for topic in topics:
+        assert len(topic["partitions"]) == 4
+        assert all(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
