@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import random
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import date
@@ -43,7 +44,8 @@ from services.settlement.app import DEFAULT_SCHEME
 
 REFERENCE_SHIFT = 200  # the fault-free fleet's ports: 50251-50254, portal 8280
 FAULTY_SHIFT = 400  # the faulty fleet's: 50451-50454, portal 8480
-LOCK = REPO_ROOT / "var" / "faults.lock"
+# Machine-wide, not per checkout: the ports are the machine's, whichever clone runs.
+LOCK = Path(tempfile.gettempdir()) / "clearway-faults.lock"
 SECONDS_PER_KILL = 1.6  # the plan spreads kills so each process mostly gets back up between
 
 
