@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date
 
+from .fare_index import FareIndex
 from .fare_legs import FareLeg
-from .model import FareData
 
 CapSpent = tuple[tuple[str, date, int], ...]
 """What caps have counted so far: (cap id, first day of the cap's period, amount), sorted."""
@@ -36,30 +36,36 @@ class CapSpend:
 
 
 def cap_charge(
-    data: FareData, fare_leg: FareLeg, fare: int, period: tuple[date, date], spend: CapSpend
+    index: FareIndex, fare_leg: FareLeg, fare: int, period: tuple[date, date], spend: CapSpend
 ) -> int:
-    """min(fare, headroom of every cap counting the leg) on (service day, its week's Monday);
-    records the spend and, for the tightest cap, the saving."""
-    index = data.index
-    if not index.has_caps:
-        return fare
+    """min(fare, headroom of every cap counting the leg) in `period`: the journey's service
+    day (which also decides which day-type caps count it) and its week's Monday; records
+    the spend and, for the tightest cap, the saving."""
     price = fare_leg.price
-    if price.maximum_fare and not data.settings.maximum_fares_count_to_caps:
+    if price.maximum_fare and not index.maximum_fares_count_to_caps:
         return fare
-    caps = index.caps_counting(
-        price.product_id, fare_leg.transfer_product_id, fare_leg.category, fare_leg.media
+    transfer_product_id = fare_leg.transfer_product_id
+    caps = (
+        price.caps  # remembered with the price
+        if transfer_product_id is None
+        else index.caps_counting(
+            price.product_id, transfer_product_id, fare_leg.category, fare_leg.media
+        )
     )
     if not caps:
         return fare
     day, week = period
     spent = spend.spent
-    keys = []
+    counted = []  # (key, what it had counted) of every cap that counts the leg
     # The tightest cap: least headroom, then lowest cap id (a loop: this runs for every leg).
     headroom, cap_id = fare + 1, ""
     for cap in caps:
+        if cap.days is not None and day not in cap.days:
+            continue  # a cap of other service days (clearway_caps.service_id)
         key = (cap.cap_id, day if cap.daily else week)
-        keys.append(key)
-        left = cap.amount_minor - spent.get(key, 0)
+        so_far = spent.get(key, 0)
+        counted.append((key, so_far))
+        left = cap.amount_minor - so_far
         left = left if left > 0 else 0
         if left < headroom or (left == headroom and cap.cap_id < cap_id):
             headroom, cap_id = left, cap.cap_id
@@ -68,6 +74,6 @@ def cap_charge(
         charge = headroom
         saved = spend.saved_by_cap
         saved[cap_id] = saved.get(cap_id, 0) + fare - charge
-    for key in keys:
-        spent[key] = spent.get(key, 0) + charge
+    for key, so_far in counted:
+        spent[key] = so_far + charge
     return charge

@@ -4,8 +4,9 @@ and what its caps counted is read off the same fold that charges journeys.
 
 A cap counts the card when it applies to the card's rider category and fare media (the
 first of the week's taps that carries one, else the fare data's defaults: a card with no
-taps gets the default category's caps at zero), or when something the card did this
-period counted towards it (a tap of another category).
+taps gets the default category's caps at zero) and, for a day cap restricted to a service,
+when that service runs on the service day; or when something the card did this period
+counted towards it (a tap of another category).
 """
 
 from __future__ import annotations
@@ -72,7 +73,11 @@ def caps_progress(
     media = start.fare_media_id or data.settings.default_fare_media_id
     starts = {CapPeriod.DAY: day, CapPeriod.WEEK: monday}
     counted = {cap_id for cap_id, period in spent if period in starts.values()}
-    chosen = [cap for cap in data.caps if cap.applies_to(category, media) or cap.cap_id in counted]
+    chosen = [
+        cap
+        for cap in data.caps
+        if (cap.applies_to(category, media) and _counts_on(data, cap, day)) or cap.cap_id in counted
+    ]
     progress = tuple(
         _progress(cap, starts[cap.period], spent.get((cap.cap_id, starts[cap.period]), 0), data)
         for period in (CapPeriod.DAY, CapPeriod.WEEK)
@@ -80,6 +85,14 @@ def caps_progress(
         if cap.period is period
     )
     return CardCapsProgress(at, day, monday, category, media, data.fare_version, progress)
+
+
+def _counts_on(data: FareData, cap: Cap, day: date) -> bool:
+    """A day cap restricted to a service (clearway_caps.service_id) counts only on that
+    service's days; every other cap counts on every day."""
+    if cap.service_id is None or cap.period is CapPeriod.WEEK:
+        return True
+    return data.calendar.is_active(cap.service_id, day)
 
 
 def _progress(cap: Cap, period_start: date, spent_minor: int, data: FareData) -> CapProgress:

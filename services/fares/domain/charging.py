@@ -11,10 +11,15 @@ from clearway.money import Money
 
 from .caps import CapSpend, CapSpent, cap_charge
 from .fare_legs import FareLeg
+from .frozen import fast_builder
 from .leg_rules import standalone_price
 from .legs import TRIP, Leg
 from .priced import CapApplied, PricedJourney, PricedLeg
 from .transfers import Journey
+
+# Two of these per leg and journey: built without a frozen dataclass's per-field setattr.
+_new_priced_leg = fast_builder(PricedLeg)
+_new_priced_journey = fast_builder(PricedJourney)
 
 
 def charge_journeys(
@@ -34,10 +39,11 @@ def charge_journeys(
 def charge_journey(card: str, journey: Journey, spend: CapSpend) -> PricedJourney:
     """One journey charged under the caps (its service day is its first fare leg's)."""
     head = journey.legs[0]
-    data = head.data
-    money = data.index.money
+    index = head.legs[0].data.index  # one fare data version per journey
+    money = index.money
     day = head.service_day
-    period = (day, day - timedelta(days=day.weekday()))
+    capped = index.has_caps
+    period = (day, day - timedelta(days=day.weekday()) if capped else day)
     saved_by_cap: dict[str, int] = {}
     spend.saved_by_cap = saved_by_cap
     legs: list[PricedLeg] = []
@@ -45,16 +51,17 @@ def charge_journey(card: str, journey: Journey, spend: CapSpend) -> PricedJourne
     reasons: list[str] = []
     before = charge = 0
     incomplete = False
-    default_category = data.index.default_rider_category_id  # one version per journey
+    default_category = index.default_rider_category_id
     for fare_leg in journey.legs:
         explanation += fare_leg.notes
         price = fare_leg.price
-        if price.no_fare_reason:
-            reasons.append(price.no_fare_reason)
+        reason = price.no_fare_reason
         # The fare leg priced alone (before transfers and caps) for the traveller, and for
         # the default rider category (priced again only for another category); both 0 for
         # a leg with a no-fare reason.
-        if price.no_fare_reason is not None:
+        if reason is not None:
+            if reason:
+                reasons.append(reason)
             standalone = reference = 0
         else:
             standalone = price.fare
@@ -64,7 +71,7 @@ def charge_journey(card: str, journey: Journey, spend: CapSpend) -> PricedJourne
                 else _reference_fare(fare_leg, default_category)
             )
         for leg, fare, alone, ref in _shares(fare_leg, standalone, reference):
-            leg_charge = cap_charge(data, fare_leg, fare, period, spend)
+            leg_charge = cap_charge(index, fare_leg, fare, period, spend) if capped else fare
             legs.append(_priced_leg(leg, fare_leg, (fare, leg_charge, alone, ref)))
             before += fare
             charge += leg_charge
@@ -78,20 +85,20 @@ def charge_journey(card: str, journey: Journey, spend: CapSpend) -> PricedJourne
         )
         for cap in caps:
             explanation.append(f"cap {cap.cap_id} saved {cap.saved.amount_minor}")
-    return PricedJourney(
-        journey_id="j-" + head.legs[0].first_tap.tap_id,
-        card_token=card,
-        service_day=day,
-        legs=tuple(legs),
-        amount_before_caps=money[before],
-        caps=caps,
-        charge=money[charge],
-        incomplete=incomplete,
-        fare_version=data.index.fare_version,
-        rider_category_id=head.category or "",
-        fare_media_id=head.media or "",
-        explanation=tuple(explanation),
-        no_fare_reason="; ".join(reasons) if reasons else None,
+    return _new_priced_journey(  # positional, in PricedJourney's field order (each named)
+        "j-" + head.legs[0].first_tap.tap_id,  # journey_id
+        card,  # card_token
+        day,  # service_day
+        tuple(legs),  # legs
+        money[before],  # amount_before_caps
+        caps,  # caps
+        money[charge],  # charge
+        incomplete,  # incomplete
+        index.fare_version,  # fare_version
+        head.category or "",  # rider_category_id
+        head.media or "",  # fare_media_id
+        tuple(explanation),  # explanation
+        "; ".join(reasons) if reasons else None,  # no_fare_reason
     )
 
 
@@ -131,7 +138,8 @@ def _reference_fare(fare_leg: FareLeg, default_category: str | None) -> int:
 
 
 def _priced_leg(leg: Leg, fare_leg: FareLeg, amounts: tuple[int, int, int, int]) -> PricedLeg:
-    """`amounts`: the leg's fare, charge, standalone fare and reference fare."""
+    """A leg of `fare_leg` with `amounts`: its share of the fare, its charge after caps, and
+    its shares of the standalone and reference fares."""
     fare, charge, standalone, reference = amounts
     index = leg.data.index
     money = index.money
@@ -142,31 +150,33 @@ def _priced_leg(leg: Leg, fare_leg: FareLeg, amounts: tuple[int, int, int, int])
     price = fare_leg.price
     first = leg is fare_leg.legs[0]
     distance_m = None
-    if leg.kind is TRIP and leg.to_stop is not None:
-        distance_m = (
-            price.distance_m
-            if len(fare_leg.legs) == 1 and price.distance_m is not None
-            else index.distance_m(leg.from_stop, leg.to_stop)
-        )
-    return PricedLeg(
-        leg_id="l-" + leg.first_tap.tap_id,
-        operator_id=leg.operator_id,
-        network_id=leg.network_id,
-        route_id=leg.route_id,
-        from_stop_id=leg.from_stop,
-        to_stop_id=leg.to_stop,
-        entry_at=leg.departure,
-        exit_at=leg.last_tap.tapped_at if leg.last_tap is not None else None,
-        fare=fare_money,
-        fare_product_id=price.product_id,
-        incomplete=leg.incomplete,
-        tap_ids=leg.tap_ids,
-        transfer_rule_id=fare_leg.transfer_rule_id if first else None,
-        distance_m=distance_m,
-        leg_group_id=price.leg_group_id,
-        transfer_product_id=fare_leg.transfer_product_id if first else None,
-        maximum_fare=price.maximum_fare,
-        charge=money[charge],
-        standalone_fare=alone_money,
-        reference_fare=reference_money,
+    to_stop = leg.to_stop
+    if leg.kind is TRIP and to_stop is not None:
+        distance_m = price.distance_m
+        if distance_m is None or len(fare_leg.legs) > 1:
+            distance_m = index.distance_m(leg.from_stop, to_stop)
+    last_tap = leg.last_tap
+    # Positional, in PricedLeg's field order (each named): a keyword call of twenty
+    # arguments costs as much as building the leg (test_frozen_builder pins the order).
+    return _new_priced_leg(
+        "l-" + leg.first_tap.tap_id,  # leg_id
+        leg.operator_id,  # operator_id
+        leg.network_id,  # network_id
+        leg.route_id,  # route_id
+        leg.from_stop,  # from_stop_id
+        to_stop,  # to_stop_id
+        leg.departure,  # entry_at
+        last_tap.tapped_at if last_tap is not None else None,  # exit_at
+        fare_money,  # fare
+        price.product_id,  # fare_product_id
+        leg.incomplete,  # incomplete
+        leg.tap_ids,  # tap_ids
+        fare_leg.transfer_rule_id if first else None,  # transfer_rule_id
+        distance_m,  # distance_m
+        price.leg_group_id,  # leg_group_id
+        fare_leg.transfer_product_id if first else None,  # transfer_product_id
+        price.maximum_fare,  # maximum_fare
+        fare_money if charge == fare else money[charge],  # charge
+        alone_money,  # standalone_fare
+        reference_money,  # reference_fare
     )

@@ -17,7 +17,15 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Final, final
 
 from .bounded_cache import BoundedCache, MoneyCache
-from .fare_rules import Cap, CapPeriod, FareLegRule, FareProduct, FareTransferRule, MaximumFare
+from .fare_rules import (
+    Cap,
+    CapPeriod,
+    FareLegRule,
+    FareProduct,
+    FareTransferRule,
+    MaximumFare,
+    TimeframeDate,
+)
 from .network import ServiceCalendar, Timeframe
 
 if TYPE_CHECKING:
@@ -53,12 +61,13 @@ class DaySchedule:
 
 @dataclass(frozen=True, slots=True)
 class CapTerms:
-    """What charging needs of a cap: its id, amount, and whether it counts a service day
-    (else a Monday-Sunday week)."""
+    """What charging needs of a cap: its id, amount, whether it counts a service day (else
+    a Monday-Sunday week), and the service days it counts (None = every day)."""
 
     cap_id: str
     amount_minor: int
     daily: bool
+    days: frozenset[date] | None = None
 
 
 @final
@@ -73,17 +82,21 @@ class FareIndex:
         self.currency: Final = data.currency
         self.fare_version: Final = data.fare_version  # one string, shared by every journey
         self.day_start_s: Final = settings.service_day_start_s
-        self.day_start: Final = timedelta(seconds=settings.service_day_start_s)
+        # The instant this version comes into force: its first service day's boundary.
         self.in_force_from: Final = (
             None
             if settings.effective_from is None
-            else datetime.combine(settings.effective_from, time(0), data.timezone) + self.day_start
+            else datetime.combine(settings.effective_from, time(0), data.timezone)
+            + timedelta(seconds=settings.service_day_start_s)
         )
         self.default_rider_category_id: Final = next(
             (c.rider_category_id for c in data.rider_categories.values() if c.is_default), None
         )
         self.incomplete_after: Final = timedelta(seconds=settings.incomplete_after_s)
-        self.join_gap: Final = timedelta(seconds=settings.incomplete_after_s)
+        # The exit-to-entry gap within which join rules without a duration limit join legs.
+        self.join_gap: Final = timedelta(
+            seconds=settings.join_window_s or settings.incomplete_after_s
+        )
         self.only_network_id: Final = (
             next(iter(data.network_ids)) if len(data.network_ids) == 1 else None
         )
@@ -99,6 +112,10 @@ class FareIndex:
         self._schedules, self._schedule_off_calendar = _day_schedules(
             data.timeframes, data.calendar
         )
+        # Which date picks the schedule: the local calendar date, or the service day.
+        self.timeframes_by_service_day: Final = settings.timeframe_date is TimeframeDate.SERVICE_DAY
+        # Distance bands (fare_leg_rules min_distance/max_distance): matched only if used.
+        self.uses_distance_bands: Final = any(r.has_distance_band for r in data.leg_rules)
         # Stops: networks and operator of the routes serving a stop (or its parent).
         routes_at = {stop_id: _routes_at(data, stop_id) for stop_id in data.stops}
         self._stop_networks: Final[Mapping[str, tuple[str, ...]]] = {
@@ -107,13 +124,17 @@ class FareIndex:
             )
             for stop_id, routes in routes_at.items()
         }
-        self._stop_network: Final[Mapping[str, str | None]] = {
-            stop_id: networks[0] if networks else self.only_network_id
-            for stop_id, networks in self._stop_networks.items()
-        }
         self._stop_operators: Final[Mapping[str, str]] = {
             stop_id: min((data.routes[r].agency_id for r in routes), default=self.first_agency_id)
             for stop_id, routes in routes_at.items()
+        }
+        # The network and operator of a tap at a known stop with no route (see below).
+        self._stop_network_operator: Final[Mapping[str, tuple[str | None, str]]] = {
+            stop_id: (
+                networks[0] if networks else self.only_network_id,
+                self._stop_operators[stop_id],
+            )
+            for stop_id, networks in self._stop_networks.items()
         }
         self._stop_areas: Final[Mapping[str, frozenset[str]]] = {
             stop_id: stop.area_ids for stop_id, stop in data.stops.items()
@@ -143,8 +164,28 @@ class FareIndex:
             for b in groups | {None}
         }
         self._maximum_fares: Final = data.maximum_fares
-        self._maximum_fare_rows: Final = _maximum_fare_rows(data)
+        # Timeframe groups that maximum fare rows name: only these can change the row.
+        self.maximum_fare_groups: Final = frozenset(
+            m.timeframe_group_id for m in data.maximum_fares if m.timeframe_group_id is not None
+        )
+        self.maximum_fares_use_timeframes: Final = bool(self.maximum_fare_groups)
+        # Whether a leg's price depends on the timeframe groups at its departure at all, and
+        # whether an incomplete leg's does (leg rules' to-timeframes, maximum fare rows).
+        self.prices_by_departure_groups, self.incomplete_prices_by_groups = (
+            self.uses_from_timeframes
+            or self.uses_to_timeframes
+            or self.maximum_fares_use_timeframes,
+            self.uses_to_timeframes or self.maximum_fares_use_timeframes,
+        )
+        self._maximum_fare_rows: Final = _maximum_fare_rows(
+            data, self._group_sets(self.maximum_fare_groups)
+        )
         self._known_networks: Final = frozenset({*data.network_ids, None})
+        # How long an entry waits for its exit, where a maximum fare row (one that does not
+        # depend on the time) says another limit than the feed's.
+        self._waits: Final = (
+            {} if self.maximum_fares_use_timeframes else self._waits_by_stop(data.stops)
+        )
         # Products: rows by id; transfer products chosen per rider category and medium.
         self._products: Final = data.fare_products
         self._categories: Final = frozenset(data.rider_categories)
@@ -164,6 +205,7 @@ class FareIndex:
         }
         # Caps: those counting each (product, transfer product, category, medium).
         self.has_caps: Final = bool(data.caps)
+        self.maximum_fares_count_to_caps: Final = settings.maximum_fares_count_to_caps
         self._counted_products: Final = frozenset(
             p for cap in data.caps for p in cap.fare_product_ids
         )
@@ -174,15 +216,16 @@ class FareIndex:
             self._counted_transfer_products,
             self._categories,
             self._media,
+            calendar=data.calendar,
         )
-        self.distance_fares: Final = data.distance_fares
         self.leg_prices: Final[BoundedCache[LegPriceKey, LegPrice]] = BoundedCache(LEG_PRICES_BOUND)
         self.money: Final = MoneyCache(MONEY_BOUND, data.currency)
 
     # --- time -------------------------------------------------------------------------
     def local_facts(self, at: datetime) -> tuple[date, frozenset[str]]:
         """The service day of instant `at` and the timeframe groups containing it (local
-        time of day, on the local calendar date)."""
+        time of day, on the local calendar date, or on the service day when the feed sets
+        timeframe_date = service_day)."""
         local = at.astimezone(self.timezone)
         on = local.date()
         seconds = local.hour * 3600 + local.minute * 60 + local.second
@@ -190,7 +233,16 @@ class FareIndex:
         day = on - _ONE_DAY if seconds < self.day_start_s else on
         if not self.has_timeframes:
             return day, NO_GROUPS
-        return day, self._schedules.get(on, self._schedule_off_calendar).groups_at(seconds)
+        schedule = self._schedules.get(
+            day if self.timeframes_by_service_day else on, self._schedule_off_calendar
+        )
+        # DaySchedule.groups_at, inline: this runs for every fare leg.
+        return day, schedule.groups[bisect_right(schedule.starts, seconds) - 1]
+
+    def _group_sets(self, relevant: frozenset[str]) -> frozenset[frozenset[str]]:
+        """Every distinct set of `relevant` timeframe groups an instant can be in."""
+        schedules = (*self._schedules.values(), self._schedule_off_calendar)
+        return frozenset(g & relevant for s in schedules for g in s.groups) | {NO_GROUPS}
 
     def service_day(self, at: datetime) -> date:
         """The service day of an instant: local date, shifted back by the day boundary."""
@@ -211,13 +263,20 @@ class FareIndex:
     def network_at_stop(self, stop_id: str) -> str | None:
         """The network of a one-tap leg at `stop_id` with no known route: the first network
         serving the stop, else the feed's only network."""
-        network_id = self._stop_network.get(stop_id)
-        return network_id if network_id is not None else self.only_network_id
+        found = self._stop_network_operator.get(stop_id)
+        return found[0] if found is not None else self.only_network_id
 
     def operator_at_stop(self, stop_id: str) -> str:
         """The operator of a tap at `stop_id` with no operator and no known route: the
         stop's, else (an unknown stop) the feed's first agency."""
         return self._stop_operators.get(stop_id, self.first_agency_id)
+
+    def network_and_operator_at_stop(self, stop_id: str) -> tuple[str | None, str]:
+        """`network_at_stop` and `operator_at_stop` at once (asked for every tap)."""
+        found = self._stop_network_operator.get(stop_id)
+        if found is None:
+            return self.network_at_stop(stop_id), self.operator_at_stop(stop_id)
+        return found
 
     def areas(self, stop_id: str | None) -> frozenset[str]:
         """A stop's fare areas (its own and its parent station's); none if unknown."""
@@ -284,17 +343,46 @@ class FareIndex:
         """The row of a product sold to `category` on `medium` (None = any medium)."""
         return choose_product_row(self._products.get(fare_product_id, ()), category, medium)
 
-    def maximum_fare_row(self, network_id: str | None, stop_id: str) -> MaximumFare | None:
-        """The most specific maximum fare row for an entry at `stop_id` on `network_id`."""
+    def maximum_fare_row(
+        self, network_id: str | None, stop_id: str, groups: frozenset[str] = NO_GROUPS
+    ) -> MaximumFare | None:
+        """The most specific maximum fare row for an entry at `stop_id` on `network_id` at
+        an instant in timeframe `groups`."""
         if not self._maximum_fares:
             return None
+        relevant = NO_GROUPS
+        if self.maximum_fares_use_timeframes:
+            relevant = groups & self.maximum_fare_groups
         if network_id in self._known_networks and stop_id in self._stop_areas:
-            return self._maximum_fare_rows.get((network_id, stop_id))
-        return _most_specific(self._maximum_fares, network_id, self.areas(stop_id))
+            return self._maximum_fare_rows.get((network_id, stop_id, relevant))
+        return _most_specific(self._maximum_fares, network_id, self.areas(stop_id), relevant)
 
-    def incomplete_after_entry(self, network_id: str | None, stop_id: str) -> timedelta:
-        """How long an entry at `stop_id` on `network_id` waits for its exit."""
-        row = self.maximum_fare_row(network_id, stop_id)
+    def incomplete_after_entry(
+        self, network_id: str | None, stop_id: str, at: datetime
+    ) -> timedelta:
+        """How long an entry at `stop_id` on `network_id` at instant `at` waits for its exit."""
+        if not self._maximum_fares:
+            return self.incomplete_after
+        if (
+            not self.maximum_fares_use_timeframes
+            and network_id in self._known_networks
+            and stop_id in self._stop_areas
+        ):
+            return self._waits.get((network_id, stop_id), self.incomplete_after)
+        groups = self.local_facts(at)[1] if self.maximum_fares_use_timeframes else NO_GROUPS
+        return self._wait_of(self.maximum_fare_row(network_id, stop_id, groups))
+
+    def _waits_by_stop(self, stops: Iterable[str]) -> dict[tuple[str | None, str], timedelta]:
+        """How long an entry waits at (network or None, known stop) when its maximum fare
+        row says another limit than the feed's (rows that do not depend on the time)."""
+        found = {}
+        for (network_id, stop_id, _), row in self._maximum_fare_rows.items():
+            if row.incomplete_after_s and stop_id in stops:
+                found[(network_id, stop_id)] = timedelta(seconds=row.incomplete_after_s)
+        return found
+
+    def _wait_of(self, row: MaximumFare | None) -> timedelta:
+        """An entry's wait under maximum fare row `row` (None: the feed's)."""
         if row is None or not row.incomplete_after_s:
             return self.incomplete_after
         return timedelta(seconds=row.incomplete_after_s)
@@ -361,7 +449,7 @@ def _day_schedules(
     services = sorted({tf.service_id for tf in timeframes if tf.service_id is not None})
     running: dict[date, list[str]] = {}
     for service_id in services:
-        for day in _dates_of(calendar, service_id):
+        for day in dates_of(calendar, service_id):
             running.setdefault(day, []).append(service_id)
     shared: dict[frozenset[str], frozenset[str]] = {}
     by_services: dict[tuple[str, ...], DaySchedule] = {}
@@ -377,7 +465,7 @@ def _day_schedules(
     return {day: schedule(tuple(active)) for day, active in running.items()}, off_calendar
 
 
-def _dates_of(calendar: ServiceCalendar, service_id: str) -> set[date]:
+def dates_of(calendar: ServiceCalendar, service_id: str) -> set[date]:
     """Every date `service_id` runs on (calendar.txt pattern plus calendar_dates.txt)."""
     dates = {on for s, on in calendar.added if s == service_id}
     pattern = calendar.weekly.get(service_id)
@@ -432,29 +520,40 @@ def _matching_transfer_rules(
 
 
 def _most_specific(
-    rows: tuple[MaximumFare, ...], network_id: str | None, areas: frozenset[str]
+    rows: tuple[MaximumFare, ...],
+    network_id: str | None,
+    areas: frozenset[str],
+    groups: frozenset[str] = NO_GROUPS,
 ) -> MaximumFare | None:
-    """Most specific first: network and area, network, area, neither; then file order."""
+    """Most specific first: network and area, network, area, neither; within each, a row
+    naming a timeframe (containing the entry) before one that does not; then file order."""
     candidates = [
         row
         for row in rows
         if (row.network_id is None or row.network_id == network_id)
         and (row.area_id is None or row.area_id in areas)
+        and (row.timeframe_group_id is None or row.timeframe_group_id in groups)
     ]
-    candidates.sort(key=lambda r: (r.network_id is None, r.area_id is None))
+    candidates.sort(
+        key=lambda r: (r.network_id is None, r.area_id is None, r.timeframe_group_id is None)
+    )
     return candidates[0] if candidates else None
 
 
-def _maximum_fare_rows(data: FareData) -> dict[tuple[str | None, str], MaximumFare]:
-    """The maximum fare row of every (network or None, known stop) that has one."""
-    found: dict[tuple[str | None, str], MaximumFare] = {}
+def _maximum_fare_rows(
+    data: FareData, group_sets: frozenset[frozenset[str]]
+) -> dict[tuple[str | None, str, frozenset[str]], MaximumFare]:
+    """The maximum fare row of every (network or None, known stop, set of the timeframe
+    groups maximum fares name) that has one."""
+    found: dict[tuple[str | None, str, frozenset[str]], MaximumFare] = {}
     if not data.maximum_fares:
         return found
     for stop_id, stop in data.stops.items():
         for network_id in (*data.network_ids, None):
-            row = _most_specific(data.maximum_fares, network_id, stop.area_ids)
-            if row is not None:
-                found[(network_id, stop_id)] = row
+            for groups in group_sets:
+                row = _most_specific(data.maximum_fares, network_id, stop.area_ids, groups)
+                if row is not None:
+                    found[(network_id, stop_id, groups)] = row
     return found
 
 
@@ -464,6 +563,8 @@ def _counting_caps(
     counted_transfer_products: frozenset[str],
     categories: frozenset[str],
     media: frozenset[str],
+    *,
+    calendar: ServiceCalendar,
 ) -> dict[tuple[str | None, str | None, str | None, str | None], tuple[CapTerms, ...]]:
     """For every (counted product or None, counted transfer product or None, rider category
     or None, medium or None): the caps counting such a leg, in feed order (only non-empty).
@@ -472,7 +573,12 @@ def _counting_caps(
     if not caps:
         return found
     terms = {
-        cap.cap_id: CapTerms(cap.cap_id, cap.amount_minor, cap.period is CapPeriod.DAY)
+        cap.cap_id: CapTerms(
+            cap.cap_id,
+            cap.amount_minor,
+            cap.period is CapPeriod.DAY,
+            None if cap.service_id is None else frozenset(dates_of(calendar, cap.service_id)),
+        )
         for cap in caps
     }
     for product_id in (*counted, None):

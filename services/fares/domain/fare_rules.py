@@ -50,16 +50,33 @@ class FareLegRule:
     to_timeframe_group_id: str | None
     fare_product_id: str
     rule_priority: int
+    min_distance_m: int | None = None  # the leg's distance band [min, max), in metres
+    max_distance_m: int | None = None  # (min_distance/max_distance with distance_type 1)
+
+    @property
+    def has_distance_band(self) -> bool:
+        """Whether the rule names a distance band (it then matches only legs in the band)."""
+        return self.min_distance_m is not None or self.max_distance_m is not None
+
+    def in_distance_band(self, distance_m: int | None) -> bool:
+        """True when `distance_m` lies in the rule's band [min, max) (no distance: never)."""
+        if distance_m is None:
+            return False
+        low, high = self.min_distance_m, self.max_distance_m
+        return (low is None or distance_m >= low) and (high is None or distance_m < high)
 
 
 @dataclass(frozen=True, slots=True)
 class FareLegJoinRule:
-    """One row of fare_leg_join_rules.txt: two consecutive legs priced as one."""
+    """One row of fare_leg_join_rules.txt: two consecutive legs priced as one (within the
+    row's duration limit, else the feed's join window)."""
 
     from_network_id: str
     to_network_id: str
     from_stop_id: str | None
     to_stop_id: str | None
+    duration_limit: int | None = None  # seconds; None = the feed's join_window
+    duration_limit_type: int | None = None  # 0..3, as in fare_transfer_rules
 
 
 class FareTransferType(StrEnum):
@@ -102,6 +119,7 @@ class Cap:
     fare_media_id: str | None  # None = any medium
     rider_category_id: str | None  # None = any rider category
     fare_product_ids: frozenset[str]
+    service_id: str | None = None  # only on the service days of this service (None = every day)
 
     def applies_to(self, rider_category_id: str | None, fare_media_id: str | None) -> bool:
         """True when a card of this category and medium is subject to the cap."""
@@ -119,6 +137,7 @@ class MaximumFare:
     area_id: str | None  # entry area; None = any
     fare_product_id: str
     incomplete_after_s: int | None  # None = the feed-wide setting
+    timeframe_group_id: str | None = None  # entry in this timeframe group; None = any time
 
 
 class Rounding(StrEnum):
@@ -164,6 +183,13 @@ class DistanceFare:
         return amount
 
 
+class TimeframeDate(StrEnum):
+    """Which date a timeframe's service_id is matched against (clearway_fare_settings)."""
+
+    CALENDAR_DATE = "calendar_date"  # the local calendar date of the instant (GTFS default)
+    SERVICE_DAY = "service_day"  # the service day of the instant (service_day_start)
+
+
 class ExitWithoutEntry(StrEnum):
     """Policy for an exit tap with no entry to pair with."""
 
@@ -183,3 +209,5 @@ class Settings:
     feed_id: str | None = None
     fare_version: str | None = None
     effective_from: date | None = None
+    join_window_s: int | None = None  # exit-to-entry gap joining legs; None = incomplete_after
+    timeframe_date: TimeframeDate = TimeframeDate.CALENDAR_DATE

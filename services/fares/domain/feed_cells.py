@@ -12,9 +12,9 @@ from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
 from .errors import Problem
-from .fare_rules import CapPeriod, ExitWithoutEntry, Rounding
+from .fare_rules import CapPeriod, ExitWithoutEntry, Rounding, TimeframeDate
 
-E = TypeVar("E", CapPeriod, Rounding, ExitWithoutEntry)
+E = TypeVar("E", CapPeriod, Rounding, ExitWithoutEntry, TimeframeDate)
 
 MINOR_DIGITS = {"JPY": 0, "KRW": 0, "ISK": 0, "CLP": 0, "VND": 0, "BHD": 3, "KWD": 3, "TND": 3}
 """ISO 4217 currencies whose minor unit is not 1/100 (every other one has 2 digits)."""

@@ -26,10 +26,11 @@ from .fare_rules import (
     RiderCategory,
     Rounding,
     Settings,
+    TimeframeDate,
 )
 from .feed_cells import MINOR_DIGITS, FeedRow, enum_cell
 from .feed_network import report
-from .network import Stop, Timeframe
+from .network import ServiceCalendar, Stop, Timeframe
 
 if TYPE_CHECKING:
     from .feed_assembly import FeedTables
@@ -143,7 +144,8 @@ def leg_rules_from(
                 ok = False
         priority = row.integer("rule_priority", minimum=0)
         product_id = row.require("fare_product_id")
-        if not ok or not product_id:
+        band = _distance_band(row)
+        if not ok or not product_id or band is None:
             continue
         rules.append(
             FareLegRule(
@@ -156,9 +158,66 @@ def leg_rules_from(
                 to_timeframe_group_id=row.get("to_timeframe_group_id"),
                 fare_product_id=product_id,
                 rule_priority=priority or 0,
+                min_distance_m=band[0],
+                max_distance_m=band[1],
             )
         )
     return rules, has_priority
+
+
+def _distance_band(row: FeedRow) -> tuple[int | None, int | None] | None:
+    """A leg rule's distance band [min, max) in metres, from min_distance, max_distance and
+    distance_type (GTFS Fares v2 working draft; 1 = kilometres); (None, None) when the row
+    has none; None after reporting a misuse."""
+    low_text, high_text = row.get("min_distance"), row.get("max_distance")
+    if row.get("distance_type") is None and low_text is None and high_text is None:
+        return None, None
+    if not _distance_type_usable(row):
+        return None
+    low, high = _metres(row, "min_distance"), _metres(row, "max_distance")
+    if (low_text is not None and low is None) or (high_text is not None and high is None):
+        return None
+    if low is not None and high is not None and high <= low:
+        row.problem(
+            "max_distance",
+            f"max_distance ({high_text} km) must be greater than min_distance ({low_text} km)",
+        )
+        return None
+    return low, high
+
+
+def _distance_type_usable(row: FeedRow) -> bool:
+    """distance_type is given, is 1 (kilometres), and comes with a min or max distance;
+    reports and returns False otherwise."""
+    if row.get("distance_type") is None:
+        row.problem("distance_type", "required when min_distance or max_distance is given")
+        return False
+    kind = row.integer("distance_type", allowed={0, 1})
+    if kind == 0:
+        row.problem(
+            "distance_type",
+            "0 (stops travelled) is not supported: taps do not say which stops a leg passed;"
+            " use 1 (kilometres)",
+        )
+    elif kind == 1 and row.get("min_distance") is None and row.get("max_distance") is None:
+        row.problem("min_distance", "min_distance or max_distance is required with distance_type")
+        return False
+    return kind == 1
+
+
+def _metres(row: FeedRow, name: str) -> int | None:
+    """A distance in kilometres (decimal, >= 0, at most metre precision) as whole metres."""
+    km = row.decimal(name)
+    if km is None:
+        return None
+    if km < 0:
+        row.problem(name, f"{row.get(name)} km is negative")
+        return None
+    metres = km * 1000
+    if metres != metres.to_integral_value():
+        row.problem(name, f"{row.get(name)} km is more precise than a metre")
+        return None
+    return int(metres)
 
 
 def join_rules_from(
@@ -182,13 +241,20 @@ def join_rules_from(
                 "to_stop_id", "from_stop_id and to_stop_id must both be given or both be empty"
             )
             ok = False
-        if ok:
+        limit = row.integer("duration_limit", minimum=1)
+        limit_type = row.integer("duration_limit_type", allowed={0, 1, 2, 3})
+        ok = _duration_fields_consistent(row) and ok
+        bad_limit = row.get("duration_limit") is not None and limit is None
+        bad_type = row.get("duration_limit_type") is not None and limit_type is None
+        if ok and not bad_limit and not bad_type:
             rules.append(
                 FareLegJoinRule(
                     row.require("from_network_id"),
                     row.require("to_network_id"),
                     row.get("from_stop_id"),
                     row.get("to_stop_id"),
+                    limit,
+                    limit_type,
                 )
             )
     return rules
@@ -261,6 +327,8 @@ _SETTINGS = frozenset(
         "feed_id",
         "fare_version",
         "effective_from",
+        "join_window",
+        "timeframe_date",
     }
 )
 
@@ -288,9 +356,20 @@ def _with_setting(settings: Settings, name: str, row: FeedRow) -> Settings:
             day = row.gtfs_date("value")
             if day is not None:
                 settings = replace(settings, effective_from=day)
+        case "join_window" | "timeframe_date":
+            settings = _with_day_and_join(settings, name, row)
         case _:
             settings = _with_label(settings, name, row.get("value"))
     return settings
+
+
+def _with_day_and_join(settings: Settings, name: str, row: FeedRow) -> Settings:
+    """`settings` with join_window (seconds) or timeframe_date set from `row`."""
+    if name == "join_window":
+        window = row.integer("value", minimum=1)
+        return settings if window is None else replace(settings, join_window_s=window)
+    dates = enum_cell(row, "value", TimeframeDate)
+    return settings if dates is None else replace(settings, timeframe_date=dates)
 
 
 def _with_label(settings: Settings, name: str, value: str | None) -> Settings:
@@ -308,11 +387,13 @@ def caps_from(
     media: dict[str, FareMedia],
     categories: dict[str, RiderCategory],
     currency: str,
+    *,
+    calendar: ServiceCalendar,
 ) -> list[Cap]:
     counted: dict[str, set[str]] = {}
     cap_lines: dict[str, int] = {}
     caps: list[Cap] = []
-    pending: list[tuple[str, str, CapPeriod, int, str | None, str | None]] = []
+    pending: list[tuple[str, str, CapPeriod, int, str | None, str | None, str | None]] = []
     for row in tables.rows(
         "clearway_caps.txt", columns=("cap_id", "cap_period", "amount", "currency")
     ):
@@ -327,11 +408,17 @@ def caps_from(
             row.problem("currency", f"{cap_currency} differs from the fare products' {currency}")
         amount = row.money("amount", currency)
         media_id, category_id = _media_and_category(row, media, categories)
+        service_id = row.get("service_id")
+        if service_id is not None and not calendar.knows(service_id):
+            row.problem(
+                "service_id",
+                f"unknown service {service_id!r} (not in calendar.txt or calendar_dates.txt)",
+            )
+            continue
         if period is None or amount is None:
             continue
-        pending.append(
-            (cap_id, row.get("cap_name") or cap_id, period, amount, media_id, category_id)
-        )
+        name = row.get("cap_name") or cap_id
+        pending.append((cap_id, name, period, amount, media_id, category_id, service_id))
     for row in tables.rows("clearway_cap_products.txt", columns=("cap_id", "fare_product_id")):
         cap_id, product_id = row.require("cap_id"), row.require("fare_product_id")
         if cap_id not in cap_lines:
@@ -340,14 +427,15 @@ def caps_from(
             row.problem("fare_product_id", f"unknown fare product {product_id!r}")
         else:
             counted.setdefault(cap_id, set()).add(product_id)
-    for cap_id, name, period, amount, media_id, category_id in pending:
+    for cap_id, name, period, amount, media_id, category_id, service_id in pending:
         if not counted.get(cap_id):
             report(
                 tables, "clearway_caps.txt", cap_lines[cap_id], "cap_id", "cap counts no product"
             )
             continue
+        products_counted = frozenset(counted[cap_id])
         caps.append(
-            Cap(cap_id, name, period, amount, media_id, category_id, frozenset(counted[cap_id]))
+            Cap(cap_id, name, period, amount, media_id, category_id, products_counted, service_id)
         )
     return caps
 
@@ -357,13 +445,17 @@ def maximum_fares_from(
     networks: set[str],
     areas: set[str],
     products: dict[str, tuple[FareProduct, ...]],
-    settings: Settings,
+    timeframes: dict[str, list[Timeframe]],
 ) -> list[MaximumFare]:
     rows: list[MaximumFare] = []
     for row in tables.rows("clearway_maximum_fares.txt", columns=("fare_product_id",)):
         network_id, area_id = row.get("network_id"), row.get("area_id")
         product_id = row.require("fare_product_id")
+        group = row.get("timeframe_group_id")
         ok = True
+        if group is not None and group not in timeframes:
+            row.problem("timeframe_group_id", f"unknown timeframe group {group!r}")
+            ok = False
         if network_id is not None and network_id not in networks:
             row.problem("network_id", f"unknown network {network_id!r}")
             ok = False
@@ -382,6 +474,7 @@ def maximum_fares_from(
                     area_id,
                     product_id,
                     after,
+                    group,
                 )
             )
     return rows
@@ -471,14 +564,20 @@ def _transfer_fields_consistent(
     if not same and row.get("transfer_count") is not None:
         row.problem("transfer_count", "forbidden unless from_leg_group_id equals to_leg_group_id")
         ok = False
+    return _duration_fields_consistent(row) and ok
+
+
+def _duration_fields_consistent(row: FeedRow) -> bool:
+    """duration_limit_type is required exactly when duration_limit is given (transfer and
+    join rules); reports and returns False."""
     has_limit, has_type = (
         row.get("duration_limit") is not None,
         row.get("duration_limit_type") is not None,
     )
     if has_limit and not has_type:
         row.problem("duration_limit_type", "required when duration_limit is given")
-        ok = False
+        return False
     if has_type and not has_limit:
         row.problem("duration_limit_type", "forbidden when duration_limit is empty")
-        ok = False
-    return ok
+        return False
+    return True

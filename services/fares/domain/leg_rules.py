@@ -8,9 +8,9 @@ and fare media, so it is remembered per fare data version (FareIndex.leg_prices)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .fare_index import NO_GROUPS, choose_product_row
+from .fare_index import NO_GROUPS, CapTerms, choose_product_row
 from .fare_rules import ExitWithoutEntry, FareLegRule, FareProduct, MaximumFare
 from .legs import ENTRY_ONLY, EXIT_ONLY, TRIP, Leg, LegKind
 from .model import FareData
@@ -35,6 +35,7 @@ class LegPrice:
     maximum_fare: bool
     no_fare_reason: str | None
     note: str
+    caps: tuple[CapTerms, ...] = ()  # the caps counting it with no transfer product
 
     @classmethod
     def no_fare(
@@ -58,7 +59,6 @@ def standalone_price(
     legs: list[Leg],
     category: str | None,
     media: str | None,
-    *,
     departure_groups: frozenset[str] | None = None,
 ) -> LegPrice:
     """What the fare leg made of `legs` costs alone for `category` on `media`, before
@@ -68,10 +68,15 @@ def standalone_price(
     index = data.index
     # A timeframe field no rule uses cannot change the match: leave it out (and cache better).
     if departure_groups is None:
-        uses = index.uses_from_timeframes or index.uses_to_timeframes
-        departure_groups = index.local_facts(head.departure)[1] if uses else NO_GROUPS
+        departure_groups = (
+            index.local_facts(head.departure)[1] if index.prices_by_departure_groups else NO_GROUPS
+        )
     from_tfs = departure_groups if index.uses_from_timeframes else NO_GROUPS
-    if not index.uses_to_timeframes:
+    if head.incomplete:
+        # An incomplete leg has no arrival; its price may depend on the maximum fare row of
+        # its entry's timeframe (kept in the key's to-timeframes place).
+        to_tfs = departure_groups if index.incomplete_prices_by_groups else NO_GROUPS
+    elif not index.uses_to_timeframes:
         to_tfs = NO_GROUPS
     elif tail.kind is TRIP:
         to_tfs = index.local_facts(tail.arrival)[1]
@@ -96,12 +101,17 @@ def standalone_price(
             reason = f"UNKNOWN_STOP: stop {unknown[0]!r} is not in the fare data"
             cached = LegPrice.no_fare(reason)
         elif head.kind is EXIT_ONLY:
-            cached = _price_exit_only(data, head, category, media)
+            cached = _price_exit_only(data, head, to_tfs, category=category, media=media)
         elif head.kind is ENTRY_ONLY:
-            cached = _price_entry_only(data, head, from_tfs, category, media)
+            cached = _price_entry_only(data, head, from_tfs, to_tfs, category=category, media=media)
         else:
             cached = _price_by_rules(
                 data, head, tail, from_tfs, to_tfs, category=category, media=media
+            )
+        if index.has_caps and cached.product_id is not None:
+            # Remembered with the price: which caps count the leg (without a transfer).
+            cached = replace(
+                cached, caps=index.caps_counting(cached.product_id, None, category, media)
             )
         index.leg_prices.remember(key, cached)
     return cached
@@ -118,6 +128,7 @@ def _price_by_rules(
     media: str | None,
 ) -> LegPrice:
     to_stop = tail.to_stop
+    distance = data.index.distance_m(head.from_stop, to_stop) if to_stop is not None else None
     rules = matching_leg_rules(
         data,
         head.network_id,
@@ -125,14 +136,16 @@ def _price_by_rules(
         to_areas=data.index.areas(to_stop),
         from_timeframes=from_tfs,
         to_timeframes=to_tfs,
+        distance_m=distance,
     )
     where = f"network {head.network_id or '-'} from {head.from_stop} to {to_stop or '-'}"
     if from_tfs or to_tfs:
         where += f" in timeframes {sorted(from_tfs)}->{sorted(to_tfs)}"
+    if data.index.uses_distance_bands:
+        where += f" over {'-' if distance is None else distance} m"
     if not rules:
         reason = f"NO_LEG_RULE: no fare_leg_rules row matches {where}"
         return LegPrice.no_fare(reason)
-    distance = data.index.distance_m(head.from_stop, to_stop) if to_stop is not None else None
     best: tuple[int, str, FareLegRule] | None = None
     for rule in rules:
         product = choose_product(data, rule.fare_product_id, category, media)
@@ -169,9 +182,15 @@ def _price_by_rules(
 
 
 def _price_entry_only(
-    data: FareData, head: Leg, from_tfs: frozenset[str], category: str | None, media: str | None
+    data: FareData,
+    head: Leg,
+    from_tfs: frozenset[str],
+    entry_tfs: frozenset[str],
+    *,
+    category: str | None,
+    media: str | None,
 ) -> LegPrice:
-    row = data.index.maximum_fare_row(head.network_id, head.from_stop)
+    row = data.index.maximum_fare_row(head.network_id, head.from_stop, entry_tfs)
     if row is not None:
         return _maximum_fare(data, row, category, media, f"entry at {head.from_stop} without exit")
     # No maximum fare declared: a flat fare that needs no exit may still apply.
@@ -183,11 +202,11 @@ def _price_entry_only(
 
 
 def _price_exit_only(
-    data: FareData, head: Leg, category: str | None, media: str | None
+    data: FareData, head: Leg, exit_tfs: frozenset[str], *, category: str | None, media: str | None
 ) -> LegPrice:
     what = f"exit at {head.from_stop} without entry"
     if data.settings.exit_without_entry is ExitWithoutEntry.MAXIMUM_FARE:
-        row = data.index.maximum_fare_row(head.network_id, head.from_stop)
+        row = data.index.maximum_fare_row(head.network_id, head.from_stop, exit_tfs)
         if row is not None:
             return _maximum_fare(data, row, category, media, what)
         reason = f"NO_MAXIMUM_FARE: {what} and no maximum fare applies"
@@ -236,12 +255,15 @@ def matching_leg_rules(
     to_areas: frozenset[str],
     from_timeframes: frozenset[str],
     to_timeframes: frozenset[str],
+    distance_m: int | None = None,
 ) -> list[FareLegRule]:
     """fare_leg_rules rows that apply to a leg, following the GTFS matching semantics.
 
     With a rule_priority column, an empty field matches anything and only the rows of the
     highest priority are kept. Without it, an empty field matches only when no row names the
-    leg's value for that field ("all values except those listed").
+    leg's value for that field ("all values except those listed"). A distance band is the
+    last field: rows whose band [min_distance, max_distance) holds the leg's distance, else
+    (without rule_priority) the rows with no band.
     """
     checks: tuple[tuple[Callable[[FareLegRule], str | None], frozenset[str]], ...] = (
         (_rule_from_area, from_areas),
@@ -251,11 +273,13 @@ def matching_leg_rules(
     )
     # The network field is matched by the index; the other fields on what is left.
     candidates = list(data.index.leg_rules_for_network(network_id))
+    bands = data.index.uses_distance_bands
     if data.leg_rules_use_priority:
         matched = [
             r
             for r in candidates
             if all((v := get(r)) is None or v in values for get, values in checks)
+            and (not bands or not r.has_distance_band or r.in_distance_band(distance_m))
         ]
         if not matched:
             return []
@@ -268,6 +292,9 @@ def matching_leg_rules(
         candidates = exact or [r for r in candidates if get(r) is None]
         if not candidates:
             return []
+    if bands:
+        in_band = [r for r in candidates if r.in_distance_band(distance_m)]
+        candidates = in_band or [r for r in candidates if not r.has_distance_band]
     return candidates
 
 

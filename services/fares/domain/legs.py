@@ -56,13 +56,12 @@ class Leg:
         "to_stop",
     )
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - one per leg: a class called with keywords packs them first
         self,
         kind: LegKind,
         first_tap: Tap,
         last_tap: Tap | None,
         data: FareData,
-        *,
         network_id: str | None,
         operator_id: str,
         route_id: str | None,
@@ -92,62 +91,59 @@ def pair_taps(versions: FareVersions, taps: list[Tap], as_of: datetime | None) -
     """The legs of one card's taps (sorted by time and tap id). With `as_of`, a last entry
     whose exit may still come (`as_of` before its limit) is left out: pending."""
     legs: list[Leg] = []
-    open_entry: Leg | None = None
+    # The open entry: its tap, fare data, network, operator and how long it waits. Its Leg
+    # is made only if it turns out incomplete (usually its exit comes, and makes a trip).
+    entry: Tap | None = None
+    entry_data: FareData | None = None
+    entry_network: str | None = None
+    entry_operator = ""
+    entry_waits = timedelta(0)
     single = len(versions.versions) == 1 and bool(taps)
     if single:
         versions.version_at(taps[0].tapped_at)  # raises when before the only version
     for tap in taps:
         data = versions.versions[0] if single else versions.version_at(tap.tapped_at)
-        if (
-            tap.kind is _EXIT
-            and open_entry is not None
-            and tap.tapped_at - open_entry.departure <= incomplete_after(open_entry)
-        ):
-            legs.append(_trip(open_entry, tap))
-            open_entry = None
-            continue
-        if open_entry is not None:
-            legs.append(open_entry)  # an entry followed by anything but its exit: incomplete
-            open_entry = None
-        if tap.kind is _ENTRY:
-            open_entry = _one_tap_leg(ENTRY_ONLY, tap, data)
-        elif tap.kind is _EXIT:
-            legs.append(_one_tap_leg(EXIT_ONLY, tap, data))
+        kind = tap.kind
+        if entry is not None and entry_data is not None:
+            if kind is _EXIT and tap.tapped_at - entry.tapped_at <= entry_waits:
+                legs.append(_trip(entry, tap, entry_data, entry_operator))
+                entry = None
+                continue
+            # An entry followed by anything but its exit: incomplete.
+            legs.append(_leg(ENTRY_ONLY, entry, entry_data, entry_network, entry_operator))
+            entry = None
+        network_id, operator_id = _network_and_operator(tap, data)
+        if kind is _ENTRY:
+            entry, entry_data, entry_network, entry_operator = tap, data, network_id, operator_id
+            entry_waits = data.index.incomplete_after_entry(network_id, tap.stop_id, tap.tapped_at)
         else:
-            legs.append(_one_tap_leg(BOARD, tap, data))
-    if open_entry is not None:
-        limit = open_entry.departure + incomplete_after(open_entry)
-        if as_of is None or as_of >= limit:
-            legs.append(open_entry)
+            legs.append(
+                _leg(EXIT_ONLY if kind is _EXIT else BOARD, tap, data, network_id, operator_id)
+            )
+    last_is_over = entry is not None and (as_of is None or as_of >= entry.tapped_at + entry_waits)
+    if entry is not None and entry_data is not None and last_is_over:
+        legs.append(_leg(ENTRY_ONLY, entry, entry_data, entry_network, entry_operator))
     return legs
 
 
-def incomplete_after(entry: Leg) -> timedelta:
-    """How long an entry waits for its exit (its maximum fare row's limit, else the feed's)."""
-    return entry.data.index.incomplete_after_entry(entry.network_id, entry.from_stop)
-
-
-def _one_tap_leg(kind: LegKind, tap: Tap, data: FareData) -> Leg:
+def _network_and_operator(tap: Tap, data: FareData) -> tuple[str | None, str]:
+    """The network and operator of a tap: its route's (the tap's operator first), else the
+    stop's (tap operator, else the stop's, else the first agency)."""
     route = data.routes.get(tap.route_id) if tap.route_id is not None else None
-    if route is not None:  # the route says both
-        network_id, operator_id = route.network_id, tap.operator_id or route.agency_id
-    else:  # the stop says both (tap operator, else the stop's, else the first agency)
-        network_id = data.index.network_at_stop(tap.stop_id)
-        operator_id = tap.operator_id or data.index.operator_at_stop(tap.stop_id)
-    return Leg(
-        kind, tap, None, data, network_id=network_id, operator_id=operator_id, route_id=tap.route_id
-    )
+    if route is not None:
+        return route.network_id, tap.operator_id or route.agency_id
+    network_id, operator_id = data.index.network_and_operator_at_stop(tap.stop_id)
+    return network_id, tap.operator_id or operator_id
 
 
-def _trip(entry: Leg, exit_tap: Tap) -> Leg:
+def _leg(kind: LegKind, tap: Tap, data: FareData, network_id: str | None, operator_id: str) -> Leg:
+    """A one-tap leg (board, or an incomplete entry or exit)."""
+    return Leg(kind, tap, None, data, network_id, operator_id, tap.route_id)
+
+
+def _trip(entry: Tap, exit_tap: Tap, data: FareData, operator_id: str) -> Leg:
     return Leg(
-        TRIP,
-        entry.first_tap,
-        exit_tap,
-        entry.data,
-        network_id=_network(entry.data, entry.first_tap, exit_tap),
-        operator_id=entry.operator_id,
-        route_id=entry.route_id,
+        TRIP, entry, exit_tap, data, _network(data, entry, exit_tap), operator_id, entry.route_id
     )
 
 

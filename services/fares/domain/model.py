@@ -29,6 +29,7 @@ from .fare_rules import (
     RiderCategory,
     Rounding,
     Settings,
+    TimeframeDate,
 )
 from .network import Agency, Route, ServiceCalendar, Stop, Timeframe, great_circle_m
 from .taps import Tap, TapKind
@@ -58,6 +59,7 @@ __all__ = [
     "Tap",
     "TapKind",
     "Timeframe",
+    "TimeframeDate",
     "as_catalog",
     "great_circle_m",
 ]

@@ -79,11 +79,13 @@ class PricingStart:
     @classmethod
     def of(cls, taps: Sequence[Tap], spent: CapSpent = ()) -> PricingStart:
         """The start for a card whose taps of the period are `taps` (sorted by time)."""
-        return cls(
-            spent,
-            next((t.rider_category_id for t in taps if t.rider_category_id), None),
-            next((t.fare_media_id for t in taps if t.fare_media_id), None),
-        )
+        category = media = None
+        for tap in taps:  # the first tap carrying each (one pass: this runs for every card)
+            category = category or tap.rider_category_id
+            media = media or tap.fare_media_id
+            if category and media:
+                break
+        return cls(spent, category, media)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,21 +27,23 @@ class Journey:
 def link_journeys(fare_legs: list[FareLeg]) -> list[Journey]:
     """Fare legs (in time order) linked into journeys; a transfer sets the charges it makes."""
     journeys: list[Journey] = []
+    current: Journey | None = None
     for leg in fare_legs:
-        current = journeys[-1] if journeys else None
-        if current is not None and _try_transfer(current, leg):
+        if current is not None and leg.linkable and _try_transfer(current, leg):
             current.legs.append(leg)
         else:
-            journeys.append(Journey([leg]))
+            current = Journey([leg])
+            journeys.append(current)
     return journeys
 
 
 def _try_transfer(journey: Journey, nxt: FareLeg) -> bool:
+    """Link `nxt` (linkable) to the journey if a transfer rule applies; sets the charges."""
     prev = journey.legs[-1]
     data = prev.data
-    if not data.transfer_rules or not prev.linkable or not nxt.linkable or nxt.data is not data:
+    if not prev.linkable or nxt.data is not data or not data.transfer_rules:
         return False
-    if (prev.category, prev.media) != (nxt.category, nxt.media):
+    if prev.category != nxt.category or prev.media != nxt.media:
         return False
     best = _best_transfer(journey, prev, nxt)
     if best is None:
@@ -49,12 +51,12 @@ def _try_transfer(journey: Journey, nxt: FareLeg) -> bool:
     _, rule, product = best
     cost = product.amount_minor if product else 0
     if rule.fare_transfer_type is _A_AB:
-        nxt.charge = cost
+        nxt.charge = _floor(cost)
     elif rule.fare_transfer_type is _A_AB_B:
-        nxt.charge = nxt.price.fare + cost
+        nxt.charge = _floor(nxt.price.fare + cost)
     else:  # AB: the transfer product replaces the from-leg's fare too
         prev.charge = 0
-        nxt.charge = cost
+        nxt.charge = _floor(cost)
     nxt.transfer_rule_id = rule.rule_id
     nxt.transfer_product_id = product.fare_product_id if product else None
     nxt.notes.append(
@@ -92,10 +94,16 @@ def _best_transfer(
 
 def _transfer_outcome(rule: FareTransferRule, cost: int, prev: FareLeg, nxt: FareLeg) -> int:
     if rule.fare_transfer_type is _A_AB:
-        return cost
+        return _floor(cost)
     if rule.fare_transfer_type is _A_AB_B:
-        return nxt.price.fare + cost
-    return cost - prev.charge
+        return _floor(nxt.price.fare + cost)
+    return _floor(cost) - prev.charge
+
+
+def _floor(charge: int) -> int:
+    """A leg's charge after a transfer is never below zero: a negative transfer product
+    (a discount) can waive the leg's own fare, never take back what earlier legs cost."""
+    return charge if charge > 0 else 0
 
 
 def _within_duration(rule: FareTransferRule, journey: Journey, prev: FareLeg, nxt: FareLeg) -> bool:

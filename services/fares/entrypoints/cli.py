@@ -30,6 +30,7 @@ from services.fares.domain import (
     check_tap,
     price_card,
 )
+from services.fares.domain.frozen import fast_builder
 
 _ALIASES = {
     "card": ("card", "card_token"),
@@ -58,6 +59,7 @@ _CANONICAL = frozenset(_ALIASES)
 _CANONICAL_OF = {alias: name for name, aliases in _ALIASES.items() for alias in aliases}
 _REQUIRED = ("card", "time", "stop", "kind")
 _KINDS = {kind.value: kind for kind in TapKind}
+_new_tap = fast_builder(Tap)  # a Tap per line: without a frozen dataclass's per-field setattr
 
 
 def _canonical(record: dict[str, Any], line: int) -> dict[str, Any]:
@@ -124,7 +126,7 @@ def parse_tap(text: str, line: int) -> Tap:
     kind = _KINDS.get(kind_text)
     if kind is None:
         raise TapInputError(line, f"kind {kind_text!r} is not entry, exit or board")
-    return Tap(
+    return _new_tap(
         get("tap_id") or f"line-{line}",
         record["card"],
         tapped_at,
@@ -250,11 +252,21 @@ def _s(value: str | None) -> str:
 
 
 def _m(m: Money) -> str:
+    # _amount(m.amount_minor, m.currency), inline: several per leg.
     key = (m.amount_minor, m.currency)
     encoded = _MONEY.get(key)
     if encoded is None:
+        encoded = _amount(m.amount_minor, m.currency)
+    return encoded
+
+
+def _amount(amount_minor: int, currency: str) -> str:
+    """The JSON of Money(amount_minor, currency), without making the Money."""
+    key = (amount_minor, currency)
+    encoded = _MONEY.get(key)
+    if encoded is None:
         encoded = _remember(
-            _MONEY, key, f'{{"amount_minor":{m.amount_minor},"currency":{_STR(m.currency)}}}'
+            _MONEY, key, f'{{"amount_minor":{amount_minor},"currency":{_STR(currency)}}}'
         )
     return encoded
 
@@ -313,13 +325,14 @@ def _leg_json(leg: PricedLeg) -> str:
             '"fare":',
         )
     exit_at = "null" if leg.exit_at is None else _instant(leg.exit_at)
-    fare = _m(leg.fare)
-    charge = "null" if leg.charge is None else _m(leg.charge)
+    fare_money = leg.fare
+    fare = _m(fare_money)
     # The engine shares one Money between equal amounts: then reuse the encoding.
+    charge = fare if leg.charge is fare_money else _m_or_null(leg.charge)
     standalone, reference = leg.standalone_fare, leg.reference_fare
-    alone = fare if standalone is leg.fare else _m_or_null(standalone)
+    alone = fare if standalone is fare_money else _m_or_null(standalone)
     ref = alone if reference is standalone else _m_or_null(reference)
-    taps = ",".join([_STR(t) for t in leg.tap_ids])
+    taps = ",".join(map(_STR, leg.tap_ids))
     return (
         f'{{"leg_id":{_STR(leg.leg_id)},{head}{_instant(leg.entry_at)},"exit_at":{exit_at}'
         f'{middle}{fare},"charge":{charge},"standalone_fare":{alone},'
@@ -353,18 +366,19 @@ def _journey_head(journey: PricedJourney, revision: int) -> str:
     return head
 
 
-def journey_json(journey: PricedJourney, revision: int = 1) -> str:
-    """`journey_record` encoded as compact JSON, built directly (the hot path of simulate)."""
+def journey_json(journey: PricedJourney, revision: int = 1, card: str | None = None) -> str:
+    """`journey_record` encoded as compact JSON, built directly (the hot path of simulate).
+    `card`: the card token already encoded, when the caller has it."""
     caps = (
         ",".join([f'{{"cap_id":{_s(c.cap_id)},"saved":{_m(c.saved)}}}' for c in journey.caps])
         if journey.caps
         else ""
     )
     legs = journey.legs
-    legs_json = _leg_json(legs[0]) if len(legs) == 1 else ",".join([_leg_json(leg) for leg in legs])
+    legs_json = _leg_json(legs[0]) if len(legs) == 1 else ",".join(map(_leg_json, legs))
     return (
         f'{{"type":"journey","journey_id":{_STR(journey.journey_id)},'
-        f'"card":{_STR(journey.card_token)},{_journey_head(journey, revision)}'
+        f'"card":{card or _STR(journey.card_token)},{_journey_head(journey, revision)}'
         f'{_m(journey.amount_before_caps)},"caps":[{caps}],'
         f'"charge":{_m(journey.charge)},"legs":[{legs_json}],'
         f'"explanation":[{_explanation(journey.explanation)}]}}'
@@ -374,23 +388,30 @@ def journey_json(journey: PricedJourney, revision: int = 1) -> str:
 def _total_json(card: str, day: date, group: list[PricedJourney]) -> str:
     """The total line of one card's service day, as `output_records` has it."""
     currency = group[0].charge.currency
-    before = sum([j.amount_before_caps.amount_minor for j in group])
-    charge = sum([j.charge.amount_minor for j in group])
+    before = charge = 0
+    for journey in group:
+        before += journey.amount_before_caps.amount_minor
+        charge += journey.charge.amount_minor
     return (
         f'{{"type":"total","card":{_STR(card)},"service_day":"{day.isoformat()}",'
-        f'"journeys":{len(group)},"amount_before_caps":{_m(Money(before, currency))},'
-        f'"charge":{_m(Money(charge, currency))}}}'
+        f'"journeys":{len(group)},"amount_before_caps":{_amount(before, currency)},'
+        f'"charge":{_amount(charge, currency)}}}'
     )
 
 
 def output_lines(journeys: list[PricedJourney]) -> Iterator[str]:
     """Compact JSON of each journey, then one total per card per service day (sorted)."""
     totals: dict[tuple[str, date], list[PricedJourney]] = {}
+    cards: dict[str, str] = {}  # each card token encoded once (usually one card)
     for journey in journeys:
-        totals.setdefault((journey.card_token, journey.service_day), []).append(journey)
-        yield journey_json(journey)
-    for (card, day), group in sorted(totals.items()):
-        yield _total_json(card, day, group)
+        token = journey.card_token
+        totals.setdefault((token, journey.service_day), []).append(journey)
+        card = cards.get(token)
+        if card is None:
+            card = cards[token] = _STR(token)
+        yield journey_json(journey, 1, card)
+    for (token, day), group in sorted(totals.items()):
+        yield _total_json(token, day, group)
 
 
 def simulate(
@@ -418,7 +439,10 @@ def simulate_file(
     the first bad line), then price and write. Returns the number of journeys."""
     with open(taps_path, encoding="utf-8-sig") as handle:
         taps = parse_taps(handle)
+    passes = _passes_checks(fare_data)
     for number, tap in enumerate(taps, start=1):
+        if passes(tap):
+            continue
         try:
             check_tap(fare_data, tap)
         except FaresError as exc:
@@ -429,6 +453,21 @@ def simulate_file(
         return simulate(fare_data, taps, out, as_of)
     finally:
         gc.unfreeze()
+
+
+def _passes_checks(fare_data: FareData | FareCatalog) -> Callable[[Tap], bool]:
+    """A quick test that a parsed tap (its time has an offset) passes `check_tap` against
+    one fare data version: in force, known stop, known route or none. False means "ask
+    check_tap", which says why (and decides alone for several versions)."""
+    if len(fare_data.versions) != 1:
+        return lambda tap: False
+    data = fare_data.versions[0]
+    start, stops, routes = data.index.in_force_from, data.stops, data.routes
+    return lambda tap: (
+        (start is None or tap.tapped_at >= start)
+        and tap.stop_id in stops
+        and (tap.route_id is None or tap.route_id in routes)
+    )
 
 
 def _load_catalog(feeds: list[Path]) -> FareData | FareCatalog:
