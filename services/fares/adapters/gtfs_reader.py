@@ -1,7 +1,7 @@
 """Reading a GTFS feed (a directory or a .zip) into rows: the I/O side of loading fare data.
 
 `load_fare_data(path)` reads a feed with a GtfsReader and hands its rows to the domain's
-assembly (services/fares/domain/feed_assembly.py), which checks and builds the FareData.
+assembly (services.fares.adapters.feed_assembly.py), which checks and builds the FareData.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from os import PathLike
 from pathlib import Path
 
+from services.fares.adapters.feed_assembly import assemble_fare_data
+from services.fares.adapters.feed_cells import FeedRow
 from services.fares.domain.errors import Problem
-from services.fares.domain.feed_assembly import assemble_fare_data
-from services.fares.domain.feed_cells import FeedRow
 from services.fares.domain.model import FareData
 
 

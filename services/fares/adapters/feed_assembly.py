@@ -11,7 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from .errors import FeedError, Problem
+from services.fares.domain.errors import FeedError, Problem
+from services.fares.domain.model import FareData
+from services.fares.domain.network import Stop
+
 from .feed_cells import FeedRow
 from .feed_fares import (
     caps_from,
@@ -38,8 +41,6 @@ from .feed_network import (
     stops_from,
     timeframes_from,
 )
-from .model import FareData
-from .network import Stop
 
 
 class FeedTables(Protocol):

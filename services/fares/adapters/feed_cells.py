@@ -11,8 +11,8 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import TypeVar
 
-from .errors import Problem
-from .fare_rules import CapPeriod, ExitWithoutEntry, Rounding, TimeframeDate
+from services.fares.domain.errors import Problem
+from services.fares.domain.fare_rules import CapPeriod, ExitWithoutEntry, Rounding, TimeframeDate
 
 E = TypeVar("E", CapPeriod, Rounding, ExitWithoutEntry, TimeframeDate)
 

@@ -11,9 +11,10 @@ from datetime import date
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import Problem
+from services.fares.domain.errors import Problem
+from services.fares.domain.network import Agency, Route, ServiceCalendar, Stop, Timeframe
+
 from .feed_cells import FeedRow
-from .network import Agency, Route, ServiceCalendar, Stop, Timeframe
 
 if TYPE_CHECKING:
     from .feed_assembly import FeedTables

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from .fare_rules import (
+from services.fares.domain.fare_rules import (
     Cap,
     CapPeriod,
     DistanceFare,
@@ -28,9 +28,10 @@ from .fare_rules import (
     Settings,
     TimeframeDate,
 )
+from services.fares.domain.network import ServiceCalendar, Stop, Timeframe
+
 from .feed_cells import MINOR_DIGITS, FeedRow, enum_cell
 from .feed_network import report
-from .network import ServiceCalendar, Stop, Timeframe
 
 if TYPE_CHECKING:
     from .feed_assembly import FeedTables
