@@ -13,7 +13,6 @@ by the council when it is redeemed (no posting).
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -156,7 +155,7 @@ class Rewards:
             if traveller_id is None:
                 raise UnknownTravellerError("no traveller account has this email")
             reward = StoredReward(
-                f"rwd_{uuid.uuid4().hex}",
+                officer_reward_id(officer.traveller_id, key),
                 rule.rule_id,
                 rule.funder_id,
                 traveller_id,
@@ -252,6 +251,15 @@ class Rewards:
             ),
         )
         return target.entitlement_id
+
+
+def officer_reward_id(granted_by: str, idempotency_key: str) -> str:
+    """An officer's reward's id, named by what makes it unique (the officer and their
+    idempotency key), as a redemption's is: the same grant always names the same reward,
+    so its posting (`reward:<id>`) and the settlement files carrying it are the same
+    whenever and however often the grant is made."""
+    digest = hashlib.sha256(f"officer\x00{granted_by}\x00{idempotency_key}".encode())
+    return f"rwd_{digest.hexdigest()[:32]}"
 
 
 def off_peak_reward_id(rule_id: str, card_token: str, period: str) -> str:
