@@ -25,6 +25,7 @@ from clearway.benefits.v1 import benefits_pb2, benefits_pb2_grpc
 from clearway.db import create_pool
 from clearway.kafka import client_options
 from clearway.money import Money
+from clearway.retry import retry_while
 from clearway.scheme.model import EntitlementScheme, Scheme
 from services.accounts.redemption_device import RedemptionDevice
 from services.accounts.service_layer.benefits_admin import add_officer, register_device
@@ -58,17 +59,13 @@ T = TypeVar("T")
 async def patiently(call: Callable[[], Awaitable[T]], patience_s: float) -> T:
     """`call()`, again while it fails with a retryable status, for up to `patience_s`
     seconds (0: once). Only for calls that are safe to repeat (idempotency keys)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + patience_s
-    delay = 0.2
-    while True:
-        try:
-            return await call()
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() not in RETRYABLE or loop.time() + delay > deadline:
-                raise
-        await asyncio.sleep(delay)
-        delay = min(2.0, delay * 1.5)
+    return await retry_while(
+        call,
+        lambda exc: isinstance(exc, grpc.aio.AioRpcError) and exc.code() in RETRYABLE,
+        patience_s,
+        pause_s=0.2,
+        growth=1.5,
+    )
 
 
 @dataclass
@@ -276,15 +273,11 @@ async def provision_patiently(
     """`provision`, again while PostgreSQL (or the schema accounts creates at start) is not
     there yet, for up to `patience_s` seconds; each attempt starts afresh in a new schema
     state, which `add_officer` and a new device id per attempt tolerate."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + patience_s
-    while True:
-        try:
-            return await provision(scheme, pg_dsn, db_schema)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            if loop.time() > deadline:
-                raise
-        await asyncio.sleep(1.0)
+    return await retry_while(
+        lambda: provision(scheme, pg_dsn, db_schema),
+        (OSError, asyncpg.PostgresError, asyncpg.InterfaceError),
+        patience_s,
+    )
 
 
 async def run_benefits(

@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +26,7 @@ from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.infra.endpoints import Endpoints
 from clearway.kafka import Topics, client_options, ensure_topics, idempotent_producer, publish_many
 from clearway.pki import secure_channel
+from clearway.retry import retry_while
 from clearway.scheme.model import Scheme
 from clearway.settings import ADMIN_PORT_OFFSET
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
@@ -182,6 +184,9 @@ async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
     return await patiently(call, PATIENCE_S)
 
 
+Messages = list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]]
+
+
 async def _publish_top_ups(bootstrap: str, topic: str, top_ups: list[events_pb2.TopUp]) -> None:
     """The retailer's sales in chunks through the traffic (a few seconds apart); a chunk
     whose publication failed (Kafka away) is published again: accounts and settlement take
@@ -189,24 +194,26 @@ async def _publish_top_ups(bootstrap: str, topic: str, top_ups: list[events_pb2.
     size = max(1, -(-len(top_ups) // TOP_UP_CHUNKS))
     for start in range(0, len(top_ups), size):
         chunk = top_ups[start : start + size]
-        messages: list[tuple[bytes, bytes | None, list[tuple[str, bytes]]]] = [
+        messages: Messages = [
             (t.card_token.encode(), t.SerializeToString(deterministic=True), []) for t in chunk
         ]
-        deadline = time.monotonic() + PATIENCE_S
-        while True:
-            producer = idempotent_producer(bootstrap, request_timeout_ms=10_000)
-            try:
-                await producer.start()
-                await asyncio.wait_for(publish_many(producer, topic, messages), 30)
-                break
-            except (KafkaError, TimeoutError, OSError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(KafkaError, TimeoutError, OSError):
-                    await producer.stop()
+        await retry_while(
+            partial(_publish_once, bootstrap, topic, messages),
+            (KafkaError, TimeoutError, OSError),
+            PATIENCE_S,
+        )
         await asyncio.sleep(2.0)
+
+
+async def _publish_once(bootstrap: str, topic: str, messages: Messages) -> None:
+    """`messages` on `topic` through a producer of their own (Kafka may have restarted)."""
+    producer = idempotent_producer(bootstrap, request_timeout_ms=10_000)
+    try:
+        await producer.start()
+        await asyncio.wait_for(publish_many(producer, topic, messages), 30)
+    finally:
+        with contextlib.suppress(KafkaError, TimeoutError, OSError):
+            await producer.stop()
 
 
 async def _benefits(fleet: Fleet, endpoints: Endpoints, traffic: Traffic) -> BenefitsRun:
@@ -342,14 +349,9 @@ async def read_tables(fleet: Fleet, dsn: str) -> dict[str, list[tuple[object, ..
 
 
 async def _connect(dsn: str, patience_s: float = 120.0) -> asyncpg.Connection:
-    deadline = time.monotonic() + patience_s
-    while True:
-        try:
-            return await asyncpg.connect(dsn, timeout=10)
-        except (OSError, asyncpg.PostgresError):
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(1.0)
+    return await retry_while(
+        lambda: asyncpg.connect(dsn, timeout=10), (OSError, asyncpg.PostgresError), patience_s
+    )
 
 
 async def _collect(
