@@ -42,13 +42,27 @@ class IngestPorts:
     deny_list: Any  # services.ingest.entrypoints.deny_list.DenyListDoor
 
 
-async def _accept(ports: AcceptPorts, signed: ingest_pb2.SignedTapBatch) -> list[ingest_pb2.TapAck]:
+async def _accept(
+    ports: AcceptPorts,
+    signed: ingest_pb2.SignedTapBatch,
+    *,
+    after: asyncio.Event | None = None,
+    turn_done: asyncio.Event | None = None,
+) -> list[ingest_pb2.TapAck]:
+    """Authenticate the batch and accept its taps. On a stream, the batch is handed to the
+    writer only once the batch sent before it was (`after`), and `turn_done` says when this
+    one has been, or never will be: it is set whatever happens (refused, failed, cancelled),
+    so the batch sent next is never held back for good."""
     try:
-        device, batch = await authenticate_batch(ports, signed)
-    except ClearwayError as exc:
-        count_refused(exc.code)
-        raise
-    acks = await accept_taps(ports, device, list(batch.taps))
+        try:
+            device, batch = await authenticate_batch(ports, signed)
+        except ClearwayError as exc:
+            count_refused(exc.code)
+            raise
+        acks = await accept_taps(ports, device, list(batch.taps), after=after, turn_done=turn_done)
+    finally:
+        if turn_done is not None:
+            turn_done.set()
     count_answered(acks)
     return acks
 
@@ -64,17 +78,31 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         request_iterator: AsyncIterator[ingest_pb2.StreamTapsRequest],
         context: Context,
     ) -> AsyncIterator[ingest_pb2.StreamTapsResponse]:
-        """One response per request, in order; up to STREAM_IN_FLIGHT batches in flight."""
+        """One response per request, in order; up to STREAM_IN_FLIGHT batches in flight.
+        They are authenticated at once, but each is handed to the writer only after the one
+        sent before it (chained events, see `_accept`), so a stream's taps reach Kafka in
+        the order the device sent them; a batch refused or failed lets the next one go."""
         ports = self.ports.get().accept
         in_flight: asyncio.Queue[asyncio.Task[list[ingest_pb2.TapAck]] | None] = asyncio.Queue(
             STREAM_IN_FLIGHT
         )
         reader_error: list[BaseException] = []
+        # A batch holds a slot from when it is taken on until it is answered: at most
+        # STREAM_IN_FLIGHT of a stream are being worked on (the queue alone let two more in:
+        # the one being answered, and the one the reader had started before the queue
+        # refused it).
+        slots = asyncio.Semaphore(STREAM_IN_FLIGHT)
 
         async def read() -> None:
+            previous: asyncio.Event | None = None
             try:
                 async for request in request_iterator:
-                    task = asyncio.create_task(_accept(ports, request.signed))
+                    await slots.acquire()
+                    turn_done = asyncio.Event()
+                    task = asyncio.create_task(
+                        _accept(ports, request.signed, after=previous, turn_done=turn_done)
+                    )
+                    previous = turn_done
                     await in_flight.put(task)
             except Exception as exc:  # an undecodable request: answered after what came before
                 reader_error.append(exc)
@@ -84,7 +112,11 @@ class IngestServicer(ingest_pb2_grpc.IngestServiceServicer):
         reader = asyncio.create_task(read())
         try:
             while (task := await in_flight.get()) is not None:
-                yield ingest_pb2.StreamTapsResponse(acks=await task)
+                try:
+                    acks = await task
+                finally:
+                    slots.release()
+                yield ingest_pb2.StreamTapsResponse(acks=acks)
             if reader_error:
                 raise reader_error[0]
         finally:

@@ -9,6 +9,7 @@ the one copy Kafka holds carries it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -214,13 +215,26 @@ def scope_of(device: Device) -> DeviceScope:
 
 
 async def accept_taps(
-    ports: AcceptPorts, device: Device, taps: list[events_pb2.Tap]
+    ports: AcceptPorts,
+    device: Device,
+    taps: list[events_pb2.Tap],
+    *,
+    after: asyncio.Event | None = None,
+    turn_done: asyncio.Event | None = None,
 ) -> list[ingest_pb2.TapAck]:
     """One ack per tap, in order, once every accepted tap and every dead letter is durable.
-    Raises an UNAVAILABLE ClearwayError when nothing of the batch could be written."""
+    Raises an UNAVAILABLE ClearwayError when nothing of the batch could be written.
+
+    A stream keeps its batches in order with the two events: this one waits for `after`
+    (set once the batch sent before it is in the writer's queue) before it even stamps its
+    taps' `received_at`, and sets `turn_done` just before handing its own to the writer.
+    Setting an event only wakes its waiter later, and the writer queues a write before it
+    first yields, so the batch after this one always queues behind it."""
     with tracer.start_as_current_span("ingest.accept_batch") as span:
         span.set_attribute("clearway.taps", len(taps))
         span.set_attribute("clearway.device", device.device_id)
+        if after is not None:
+            await after.wait()
         received_at = ports.clock()
         scope = scope_of(device)
         acks = [
@@ -268,16 +282,24 @@ async def accept_taps(
             )
             to_write.append(TapToWrite((tap.device_id, tap.sequence_number), message))
             written_at.append(i)
+        if turn_done is not None:
+            turn_done.set()
         results = await ports.writer.write(to_write, letters)
-        for i, new in zip(written_at, results, strict=True):
-            acks[i].status = ACCEPTED if new else DUPLICATE
-            if not new:
-                acks[i].late = False
+        _answer_written(acks, written_at, results)
         if letters:
             span.set_attribute("clearway.rejected", len(letters))
         if stamped:
             span.set_attribute("clearway.concessions", stamped)
         return acks
+
+
+def _answer_written(acks: list[ingest_pb2.TapAck], written_at: list[int], new: list[bool]) -> None:
+    """The writer's answer on the acks of the taps handed to it (`written_at`): ACCEPTED
+    when written now; DUPLICATE, and never late, when it was already in Kafka."""
+    for i, written in zip(written_at, new, strict=True):
+        acks[i].status = ACCEPTED if written else DUPLICATE
+        if not written:
+            acks[i].late = False
 
 
 def _accepted(

@@ -4,6 +4,7 @@ one ack per tap, every reason code, device identity, the backlog upload, exactly
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -14,7 +15,9 @@ from clearway.auth import Principal
 from clearway.events.v1 import events_pb2
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from services.ingest.device_client import DeviceIdentity
+from services.ingest.domain.devices import Device
 from services.ingest.domain.validation import RejectReason
+from services.ingest.entrypoints.grpc import STREAM_IN_FLIGHT
 from services.ingest.tests.ingest_harness import (
     CARD,
     OPERATOR,
@@ -348,6 +351,72 @@ async def test_streams_cut_off_mid_batch_then_resent_store_every_tap_exactly_onc
     ids = Counter(t.tap_id for t in stored)
     assert len(ids) == 40 * 50
     assert max(ids.values()) == 1
+
+
+class FirstLookupHeld:
+    """The device registry with its first lookup held back `hold_s`: the first batch of a
+    stream is then authenticated after the batches sent behind it."""
+
+    def __init__(self, ingest: Ingest, hold_s: float) -> None:
+        ports = ingest.app.ports.get()
+        self.registry = ports.accept.registry
+        self.hold_s = hold_s
+        self.lookups = 0
+        self.during_hold = 0  # lookups started while the first was held
+        self.holding = False
+        accept = dataclasses.replace(ports.accept, registry=self)
+        ingest.app.ports.fill(dataclasses.replace(ports, accept=accept))
+
+    async def device(self, device_id: str) -> Device | None:
+        """The registered device; the first call only after `hold_s`."""
+        self.lookups += 1
+        if self.lookups == 1:
+            self.holding = True
+            await asyncio.sleep(self.hold_s)
+            self.holding = False
+        elif self.holding:
+            self.during_hold += 1
+        return await self.registry.device(device_id)
+
+
+async def test_a_streams_batches_are_written_in_the_order_sent_though_authenticated_at_once(
+    ingest: Ingest, kafka_bootstrap
+):
+    held = FirstLookupHeld(ingest, 0.3)
+    identity = ingest.devices[GATE]
+    sent = [[2 * b + 1, 2 * b + 2] for b in range(6)]  # one card: one partition
+    answers = await ingest.stream(
+        [identity.sign_batch([tap(GATE, s) for s in seqs]) for seqs in sent]
+    )
+    assert [[(a.sequence_number, a.status) for a in acks] for acks in answers] == [
+        [(s, ACCEPTED) for s in seqs] for seqs in sent
+    ]
+    # The batches behind the first were authenticated while it was held, at most
+    # STREAM_IN_FLIGHT at a time (the first and three behind it)...
+    assert held.lookups == len(sent)
+    assert held.during_hold == STREAM_IN_FLIGHT - 1
+    # ...and still written after it, in the order the device sent them.
+    stored = taps_on(await read_topic(kafka_bootstrap, ingest.settings.topics.taps))
+    assert [t.sequence_number for t in stored if t.device_id == GATE] == list(range(1, 13))
+    received = [t.received_at.ToNanoseconds() for t in stored if t.device_id == GATE]
+    assert received == sorted(received)
+
+
+async def test_a_refused_batch_does_not_hold_back_the_batches_sent_behind_it(
+    ingest: Ingest, kafka_bootstrap
+):
+    FirstLookupHeld(ingest, 0.3)
+    impostor = DeviceIdentity.generate(GATE).sign_batch([tap(GATE, 1)])  # GATE's id, other key
+    identity = ingest.devices[GATE]
+    behind = [identity.sign_batch([tap(GATE, 2)]), identity.sign_batch([tap(GATE, 3)])]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await ingest.stream([impostor, *behind])
+    assert status_of(caught.value) == (grpc.StatusCode.UNAUTHENTICATED, "UNKNOWN_KEY")
+    # The batches already in flight go on once the refused one is done with.
+    stored = taps_on(await read_topic(kafka_bootstrap, ingest.settings.topics.taps))
+    assert [t.sequence_number for t in stored if t.device_id == GATE] == [2, 3]
+    again = await ingest.send(GATE, [tap(GATE, 2), tap(GATE, 3)])
+    assert [a.status for a in again] == [DUPLICATE, DUPLICATE]
 
 
 @pytest.mark.parametrize(
