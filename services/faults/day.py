@@ -129,7 +129,7 @@ async def run_day(
                     pki_dir=fleet.pki_dir,
                     attempts=100_000 if injector else 5,
                     tally=tally,
-                    in_flight=1,  # ingest may write batches in flight in another order
+                    in_flight=1,  # see docs/faults.md: a failed batch may be overtaken
                 ),
             ),
             _timed(
