@@ -17,6 +17,7 @@ from aiokafka.errors import (
     KafkaConnectionError,
     MessageSizeTooLargeError,
     TopicAlreadyExistsError,
+    for_code,
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.partitioner import murmur2
@@ -227,7 +228,10 @@ async def ensure_topics(
             missing = [n for n in wanted if n not in existing]
             if missing:
                 with contextlib.suppress(TopicAlreadyExistsError):
-                    await admin.create_topics([_new_topic(n, partitions) for n in missing])
+                    created = await admin.create_topics(
+                        [_new_topic(n, partitions) for n in missing]
+                    )
+                    _raise_refusals(created)
                 await _await_leaders(admin, missing, deadline)
             return
         except KafkaConnectionError:
@@ -236,6 +240,21 @@ async def ensure_topics(
             await asyncio.sleep(1.0)
         finally:
             await admin.close()
+
+
+def _raise_refusals(response: object) -> None:
+    """The broker answers a CreateTopics it refuses (no Create permission, a bad setting)
+    per topic inside its response, and aiokafka does not raise it: raise the first refusal
+    here, naming the topic, rather than wait for leaders of a topic that will never be. A
+    topic another client created meanwhile is no refusal."""
+    for entry in getattr(response, "topic_errors", ()):
+        name, code = entry[0], entry[1]
+        if code not in (0, TopicAlreadyExistsError.errno):
+            error = for_code(code)
+            raise error(
+                f"topic {name} is missing and the broker refused to create it "
+                f"({error.__name__}); declare it (k8s: a KafkaTopic) or grant Create"
+            )
 
 
 async def _await_leaders(admin: AIOKafkaAdminClient, names: list[str], deadline: float) -> None:
