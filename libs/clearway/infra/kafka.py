@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import xml.etree.ElementTree as ET
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +131,7 @@ class LocalKafka:
 
     Plaintext unless `tls` is given. `jars`: a directory of the pinned version's jars
     already fetched (another instance's `kafka/libs`), used as it is: nothing is fetched.
+    `properties`: broker settings written last, over the ones above (a test's authorizer).
     """
 
     name = "kafka"
@@ -143,6 +145,7 @@ class LocalKafka:
         *,
         tls: BrokerTls | None = None,
         jars: Path | None = None,
+        properties: Mapping[str, str] | None = None,
     ) -> None:
         self.root = base_dir / "kafka"
         self.pom = repo_root / "deploy" / "kafka" / "pom.xml"
@@ -150,6 +153,7 @@ class LocalKafka:
         self.port = port
         self.controller_port = controller_port
         self.tls = tls
+        self.properties = dict(properties or {})
         self.bootstrap = f"{LOCAL_HOST}:{port}"
         self.shared_jars = jars is not None
         self.libs = jars if jars is not None else self.root / "libs"
@@ -320,6 +324,7 @@ class LocalKafka:
         }
         if self.tls is not None:
             settings.update(self._tls_settings(self.tls))
+        settings.update(self.properties)
         body = "".join(f"{key}={value}\n" for key, value in settings.items())
         self.config.write_text("# Rewritten by `clearway infra up` on every start.\n" + body)
 
