@@ -46,8 +46,6 @@ from aiokafka.protocol.admin import CreateAclsRequest
 
 from clearway.auth import Principal
 from clearway.infra.endpoints import KAFKA_CA_VAR, KAFKA_CERT_VAR, KAFKA_KEY_VAR, Endpoints
-from clearway.infra.kafka import BrokerTls, LocalKafka
-from clearway.infra.manager import default_base_dir, repo_root
 from clearway.kafka import (
     KafkaTls,
     Topics,
@@ -68,7 +66,7 @@ from services.ingest.app import default_writer_id
 from services.settlement.app import build as build_settlement
 from tests.deploy.test_k8s_production import BACKENDS, OVERLAY, kustomize, of_kind, settings_from
 from tests.deploy.test_kafka_acls import KafkaUse, kafka_use
-from tests.integration.test_kafka_tls import free_port
+from tests.integration.test_kafka_tls import mutual_tls_broker
 
 pytestmark = pytest.mark.integration
 
@@ -171,21 +169,11 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclBroker]:
         tls = KafkaTls(ca=pki.ca_cert, cert=pki.client_cert(stem), key=pki.client_key(stem))
         users[identity.id.removeprefix("clearway-")] = tls
     admin = users.pop(ADMIN.id)
-    jars = default_base_dir() / "kafka" / "libs"
-    broker = LocalKafka(
-        directory / "infra",
-        repo_root(),
-        free_port(),
-        free_port(),
-        tls=BrokerTls(
-            cert=pki.server_cert,
-            key=pki.server_key,
-            client_ca=pki.ca_cert,
-            replication_port=free_port(),
-            probe=admin,
-        ),
-        jars=jars if (jars / ".stamp").exists() else None,
-        properties={
+    broker = mutual_tls_broker(
+        directory,
+        pki,
+        admin,
+        {
             "authorizer.class.name": STANDARD_AUTHORIZER,
             "super.users": f"User:ANONYMOUS;User:CN={ADMIN.id}",
             "ssl.principal.mapping.rules": PRINCIPAL_MAPPING,

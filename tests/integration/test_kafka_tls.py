@@ -86,6 +86,34 @@ def free_port() -> int:
         return port
 
 
+def mutual_tls_broker(
+    directory: Path,
+    pki: PkiLayout,
+    probe: KafkaTls,
+    properties: dict[str, str] | None = None,
+) -> LocalKafka:
+    """A single-node broker (not started) under `directory` on free ports whose client
+    listener is TLS with client certificates of `pki`'s CA required; `probe` is the client
+    its health probe connects as; `properties` are broker settings on top (an authorizer).
+    It uses the shared broker's jars when `clearway infra up` fetched them, else its own."""
+    jars = default_base_dir() / "kafka" / "libs"
+    return LocalKafka(
+        directory / "infra",
+        repo_root(),
+        free_port(),
+        free_port(),
+        tls=BrokerTls(
+            cert=pki.server_cert,
+            key=pki.server_key,
+            client_ca=pki.ca_cert,
+            replication_port=free_port(),
+            probe=probe,
+        ),
+        jars=jars if (jars / ".stamp").exists() else None,
+        properties=properties,
+    )
+
+
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
     """One broker for the module: SSL listener, client certificates required."""
@@ -96,22 +124,7 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
     issue_identity(KAFKA_CLIENT, pki.root)
     stem = KAFKA_CLIENT.file_stem
     client = KafkaTls(ca=pki.ca_cert, cert=pki.client_cert(stem), key=pki.client_key(stem))
-    jars = default_base_dir() / "kafka" / "libs"
-    broker = LocalKafka(
-        directory / "infra",
-        repo_root(),
-        free_port(),
-        free_port(),
-        tls=BrokerTls(
-            cert=pki.server_cert,
-            key=pki.server_key,
-            client_ca=pki.ca_cert,
-            replication_port=free_port(),
-            probe=client,
-        ),
-        # The shared broker's jars when `clearway infra up` fetched them; else its own.
-        jars=jars if (jars / ".stamp").exists() else None,
-    )
+    broker = mutual_tls_broker(directory, pki, client)
     started = time.monotonic()
     broker.start()
     try:
