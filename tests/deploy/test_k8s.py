@@ -26,6 +26,7 @@ from services.accounts.app import AccountsApp
 from services.ingest.app import build as build_ingest
 from services.portal.app import PortalSettings
 from services.settlement.app import SCHEME_FILE_VAR, SIGNING_KEY_VAR
+from tests.deploy.test_k8s_production import pod_template
 
 REPO = Path(__file__).resolve().parents[2]
 K8S = REPO / "k8s"
@@ -59,6 +60,10 @@ PORTAL_PORT = 8080
 PORTAL_SECRET = "clearway-portal"
 PORTAL_SECRET_KEY = "secret"
 SERVICES = (*GRPC_PORTS, "portal")
+# Everything the base runs: the services' Deployments and the nightly reports CronJob
+# (reports.yaml), which runs in the same image the same way.
+REPORTS = "reports"
+WORKLOADS = (*SERVICES, REPORTS)
 IMAGE_WORKDIR = PurePosixPath("/app")  # deploy/Dockerfile: WORKDIR /app, COPY examples/
 
 
@@ -94,8 +99,19 @@ def kubernetes_validate(*files: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(command, capture_output=True, text=True, check=False)
 
 
+def pod_of(name: str) -> dict[str, Any]:
+    """The pod spec of workload `name`, whatever its kind (a CronJob's, too)."""
+    pods = {
+        doc["metadata"]["name"]: template["spec"]
+        for doc in load_documents()
+        if (template := pod_template(doc)) is not None
+    }
+    pod: dict[str, Any] = pods[name]
+    return pod
+
+
 def container_of(name: str) -> dict[str, Any]:
-    containers = by_kind("Deployment")[name]["spec"]["template"]["spec"]["containers"]
+    containers = pod_of(name)["containers"]
     assert len(containers) == 1
     container: dict[str, Any] = containers[0]
     return container
@@ -141,6 +157,9 @@ def test_base_holds_a_deployment_and_a_service_per_clearway_service() -> None:
     assert set(by_kind("Deployment")) == set(SERVICES)
     assert set(by_kind("Service")) == set(SERVICES)
     assert set(by_kind("Namespace")) == {"clearway"}
+    assert set(by_kind("CronJob")) == {REPORTS}
+    workloads = {doc["metadata"]["name"] for doc in load_documents() if pod_template(doc)}
+    assert workloads == set(WORKLOADS)
 
 
 @pytest.mark.parametrize("name", sorted(GRPC_PORTS))
@@ -153,8 +172,8 @@ def test_deployment_runs_its_service_on_its_grpc_port(name: str) -> None:
     assert env["CLEARWAY_GRPC_PORT"] == str(GRPC_PORTS[name])
 
 
-@pytest.mark.parametrize("name", sorted(SERVICES))
-def test_deployment_reads_settings_from_the_configmap(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_workload_reads_settings_from_the_configmap(name: str) -> None:
     config_maps = by_kind("ConfigMap")
     sources = container_of(name)["envFrom"]
     referenced = {source["configMapRef"]["name"] for source in sources if "configMapRef" in source}
@@ -176,16 +195,16 @@ def test_deployment_probes_use_grpc_health_on_the_plaintext_health_port(name: st
         assert container[probe].get("periodSeconds", 10) >= 5, probe
 
 
-@pytest.mark.parametrize("name", sorted(SERVICES))
-def test_deployment_declares_resource_requests_and_limits(name: str) -> None:
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_workload_declares_resource_requests_and_limits(name: str) -> None:
     resources = container_of(name)["resources"]
     for bound in ("requests", "limits"):
         assert {"cpu", "memory"} <= set(resources[bound]), bound
 
 
-@pytest.mark.parametrize("name", sorted(SERVICES))
-def test_deployment_runs_non_root_and_locked_down(name: str) -> None:
-    pod = by_kind("Deployment")[name]["spec"]["template"]["spec"]
+@pytest.mark.parametrize("name", sorted(WORKLOADS))
+def test_workload_runs_non_root_and_locked_down(name: str) -> None:
+    pod = pod_of(name)
     container = container_of(name)
     pod_security, security = pod["securityContext"], container["securityContext"]
     assert security.get("runAsNonRoot", pod_security.get("runAsNonRoot")) is True

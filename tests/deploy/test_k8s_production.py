@@ -28,6 +28,7 @@ import yaml
 from jsonschema import Draft4Validator, Draft202012Validator
 
 from clearway.consumer import dead_letter_topic
+from clearway.infra.endpoints import Endpoints
 from clearway.kafka import SPECIAL_TOPICS, Topics, kafka_tls_from_env
 from clearway.runtime import authenticated_services_of, authentication_of, check_transport
 from clearway.settings import ServiceSettings
@@ -46,6 +47,11 @@ KUSTOMIZE_FLAGS = ("--load-restrictor", "LoadRestrictionsNone")
 
 BACKENDS = ("ingest", "fares", "settlement", "accounts")
 SERVICES = (*BACKENDS, "portal")
+# The nightly evidence packs' CronJob (k8s/reports.yaml): a Kafka client like the back-end
+# services, with its own KafkaUser, but no server.
+REPORTS = "reports"
+KAFKA_CLIENTS = (*BACKENDS, REPORTS)
+WORKLOADS = (*SERVICES, REPORTS)
 STATELESS = {"ingest", "fares", "accounts", "portal"}
 GRPC_PORTS = {"ingest": 50051, "fares": 50052, "settlement": 50053, "accounts": 50054}
 PORTAL_PORT = 8080
@@ -90,6 +96,7 @@ EXPECTED_EGRESS = {
         ("dns", 53),
     },
     "portal": {("accounts", 50054), ("dns", 53)},
+    "reports": {("kafka-broker", KAFKA_PORT), ("dns", 53)},
     "redis": set(),
 }
 EXPECTED_INGRESS = {
@@ -100,6 +107,7 @@ EXPECTED_INGRESS = {
     "settlement": {("any", 50053), ("prometheus", 53053)},
     "accounts": {("portal", 50054), ("prometheus", 53054)},
     "portal": {("ingress-controller", 8080), ("prometheus", 11080)},
+    "reports": set(),  # a job: it serves nothing
     "redis": {("ingest", 6379), ("accounts", 6379)},
     "postgres": {
         *((name, 5432) for name in BACKENDS),
@@ -183,8 +191,30 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == kind}
 
 
+def pod_template(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The pod template of a workload (a CronJob's is in its job template), else None."""
+    spec = doc.get("spec", {})
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    elif doc["kind"] not in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
+        return None
+    template: dict[str, Any] = spec["template"]
+    return template
+
+
+def workloads(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The pod template of every workload we run (not the operators'), by name."""
+    found = {}
+    for doc in docs:
+        template = pod_template(doc)
+        if template is not None:
+            assert doc["metadata"]["name"] not in found, f"two workloads {doc['metadata']['name']}"
+            found[doc["metadata"]["name"]] = template
+    return found
+
+
 def container(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
-    (only,) = of_kind(docs, "Deployment")[name]["spec"]["template"]["spec"]["containers"]
+    (only,) = workloads(docs)[name]["spec"]["containers"]
     result: dict[str, Any] = only
     return result
 
@@ -195,7 +225,7 @@ def env_of(docs: list[dict[str, Any]], name: str) -> dict[str, dict[str, Any]]:
 
 def mounted_file(docs: list[dict[str, Any]], workload: str, path: str) -> tuple[str, str]:
     """The (Secret, key) that the file at `path` in `workload`'s container comes from."""
-    pod = of_kind(docs, "Deployment")[workload]["spec"]["template"]["spec"]
+    pod = workloads(docs)[workload]["spec"]
     volumes = {volume["name"]: volume for volume in pod["volumes"]}
     for mount in container(docs, workload)["volumeMounts"]:
         prefix = mount["mountPath"].rstrip("/") + "/"
@@ -208,9 +238,11 @@ def mounted_file(docs: list[dict[str, Any]], workload: str, path: str) -> tuple[
     raise AssertionError(f"{workload}: nothing mounted at {path}")
 
 
-def settings_from(docs: list[dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The service's settings from the rendered ConfigMap and its container's env, with the
-    Secret-fed variables given made-up values (as the kubelet would, expanding $(VAR))."""
+def environment_from(
+    docs: list[dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set the environment of `name`'s container: the rendered ConfigMap and its env, with
+    the Secret-fed variables given made-up values (as the kubelet would, expanding $(VAR))."""
     for key in [k for k in os.environ if k.startswith(("CLEARWAY_", "OTEL_"))]:
         monkeypatch.delenv(key)
     values = dict(of_kind(docs, "ConfigMap")["clearway-config"]["data"])
@@ -223,6 +255,12 @@ def settings_from(docs: list[dict[str, Any]], name: str, monkeypatch: pytest.Mon
     for key, value in values.items():
         if value is not None:
             monkeypatch.setenv(key, str(value))
+
+
+def settings_from(docs: list[dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The service's settings as its container's environment gives them
+    (`environment_from`)."""
+    environment_from(docs, name, monkeypatch)
     return ServiceSettings.from_env(name)
 
 
@@ -238,7 +276,8 @@ def test_overlay_renders_namespaced_and_labelled(rendered: list[dict[str, Any]])
         if doc["kind"] != "Namespace":
             assert metadata.get("namespace") == "clearway", (doc["kind"], metadata["name"])
         assert metadata["labels"]["app.kubernetes.io/part-of"] == "clearway"
-    for name in SERVICES:
+    assert set(workloads(rendered)) == {*WORKLOADS, "redis"}
+    for name in WORKLOADS:
         assert container(rendered, name)["image"] == "registry.example.org/clearway:0.1.0"
 
 
@@ -451,36 +490,38 @@ def test_services_reach_kafka_on_its_mutual_tls_listener_which_admits_only_them(
     config = of_kind(rendered, "ConfigMap")["clearway-config"]["data"]
     assert config["CLEARWAY_KAFKA_BOOTSTRAP"] == KAFKA_BOOTSTRAP
     admitted = rule_peers(listener["networkPolicyPeers"], pod_labels(rendered))
-    assert admitted == set(BACKENDS)
+    assert admitted == set(KAFKA_CLIENTS)
 
 
-def test_a_kafka_user_per_backend_service_issued_by_the_user_operator(
+def test_a_kafka_user_per_kafka_client_issued_by_the_user_operator(
     rendered: list[dict[str, Any]],
 ) -> None:
     (kafka,) = of_kind(rendered, "Kafka").values()
     assert "userOperator" in kafka["spec"]["entityOperator"]
     users = of_kind(rendered, "KafkaUser")
-    assert set(users) == {f"clearway-{name}" for name in BACKENDS}
+    assert set(users) == {f"clearway-{name}" for name in KAFKA_CLIENTS}
     for user in users.values():
         assert user["metadata"]["labels"]["strimzi.io/cluster"] == KAFKA_CLUSTER
         assert user["spec"]["authentication"] == {"type": "tls"}
 
 
-@pytest.mark.parametrize("name", BACKENDS)
-def test_backend_kafka_clients_present_their_own_user_certificate_and_check_the_brokers(
+@pytest.mark.parametrize("name", KAFKA_CLIENTS)
+def test_kafka_clients_present_their_own_user_certificate_and_check_the_brokers(
     rendered: list[dict[str, Any]], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    settings = settings_from(rendered, name, monkeypatch)
-    assert settings.endpoints.kafka_bootstrap == KAFKA_BOOTSTRAP
+    environment_from(rendered, name, monkeypatch)
+    # The services' settings and the reports command (when not given --bootstrap) both
+    # take the bootstrap from Endpoints.from_env.
+    assert Endpoints.from_env().kafka_bootstrap == KAFKA_BOOTSTRAP
     tls = kafka_tls_from_env()  # what clearway.kafka.client_options will use
     assert tls is not None and tls.ca and tls.cert and tls.key
     assert mounted_file(rendered, name, str(tls.ca)) == (KAFKA_CLUSTER_CA_SECRET, "ca.crt")
     user = f"clearway-{name}"
     assert mounted_file(rendered, name, str(tls.cert)) == (user, "user.crt")
     assert mounted_file(rendered, name, str(tls.key)) == (user, "user.key")
-    # No other workload mounts this service's key; none mounts more of the two Secrets.
-    for workload, deployment in of_kind(rendered, "Deployment").items():
-        for volume in deployment["spec"]["template"]["spec"].get("volumes", []):
+    # No other workload mounts this client's key; none mounts more of the two Secrets.
+    for workload, pod in workloads(rendered).items():
+        for volume in pod["spec"].get("volumes", []):
             secret = volume.get("secret", {})
             if secret.get("secretName") == user:
                 assert workload == name
@@ -649,11 +690,11 @@ def selects(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:
 
 
 def pod_labels(docs: list[dict[str, Any]]) -> dict[str, dict[str, str]]:
-    """Every kind of pod in the namespace, by name, with its labels."""
+    """Every kind of pod in the namespace, by name, with its labels: the operators' and
+    those of every workload's pod template (Deployments, the StatefulSet, the CronJob)."""
     pods = dict(OPERATOR_POD_LABELS)
-    for kind in ("Deployment", "StatefulSet"):
-        for name, doc in of_kind(docs, kind).items():
-            pods[name] = doc["spec"]["template"]["metadata"]["labels"]
+    for name, template in workloads(docs).items():
+        pods[name] = template["metadata"]["labels"]
     return pods
 
 

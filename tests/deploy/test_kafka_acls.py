@@ -12,6 +12,12 @@ What a service does is read from its code, not from a list kept beside the manif
 - ingest's transactional ids from `default_writer_id`, the function that makes them;
 - the dead-letter topics from `clearway.consumer.dead_letter_topic`, the kit's one rule.
 
+The nightly reports job (k8s/reports.yaml) has no composition root: its Kafka use is read
+from the `usage` command (services/reports/entrypoints/cli.py, `read_usage`), which hands
+topics to the adapters, and from the adapters (services/reports/adapters), followed down to
+the one function that makes a Kafka client, `read_topic`, whose client is checked to be a
+consumer without a group.
+
 So a topic added to a service without its ACL, or an ACL nobody uses, fails here, before
 a broker in production refuses the service (or lets it do too much).
 """
@@ -32,13 +38,17 @@ import pytest
 from clearway.consumer import dead_letter_topic
 from clearway.kafka import Topics
 from services.ingest import app as ingest_app
+from services.reports.entrypoints import cli as reports_cli
 from tests.deploy.test_k8s_production import (
     BACKENDS,
     CONSUMED,
+    KAFKA_CLIENTS,
     KAFKA_CLUSTER,
     REPO,
+    REPORTS,
     crd_schemas,
     env_of,
+    environment_from,
     of_kind,
     readme_dead_letter_topics,
     rendered,
@@ -52,6 +62,24 @@ __all__ = ["crd_schemas", "rendered"]
 
 SERVICES_DIR = REPO / "services"
 K8S_README = REPO / "k8s" / "README.md"
+REPORTS_CODE = SERVICES_DIR / "reports"
+# The reports' command that the CronJob runs, the function of it that reads Kafka, and the
+# one function of the reports that makes a Kafka client (a consumer without a group that
+# reads a topic whole), with the parameter that names its topic.
+REPORTS_COMMAND = REPORTS_CODE / "entrypoints" / "cli.py"
+REPORTS_COMMAND_READER = "read_usage"
+REPORTS_KAFKA_READER = ("read_topic", "topic")
+# What makes a Kafka client, or needs more than Read and Describe.
+KAFKA_CLIENT_MAKERS = {
+    "AIOKafkaConsumer",
+    "AIOKafkaProducer",
+    "AIOKafkaAdminClient",
+    "client_options",
+    "committed_consumer",
+    "idempotent_producer",
+    "transactional_producer",
+    "ensure_topics",
+}
 
 READ, WRITE, DESCRIBE = "Read", "Write", "Describe"
 # What each callee of a composition root does on Kafka with the topics handed to it, as its
@@ -250,9 +278,101 @@ def kafka_use(
     return use
 
 
+# -- the reports job: its command and adapters ---------------------------------------------
+
+
+def functions_of(paths: list[Path]) -> dict[str, ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The module-level functions defined in `paths`, by name (each name once)."""
+    found: dict[str, ast.FunctionDef | ast.AsyncFunctionDef] = {}
+    for path in paths:
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                assert node.name not in found, f"{path}: a second {node.name}"
+                found[node.name] = node
+    return found
+
+
+def parameter_of(
+    function: ast.FunctionDef | ast.AsyncFunctionDef, keyword: str | None, position: int
+) -> str | None:
+    """The parameter of `function` that a call's argument (by keyword, else position) binds."""
+    if keyword is not None:
+        return keyword
+    positional = [a.arg for a in (*function.args.posonlyargs, *function.args.args)]
+    return positional[position] if position < len(positional) else None
+
+
+def call_arguments(call: ast.Call) -> Iterator[tuple[str | None, int, ast.expr]]:
+    """(keyword or None, position, value) of each argument of `call`."""
+    yield from ((None, i, arg) for i, arg in enumerate(call.args))
+    yield from ((kw.arg, -1, kw.value) for kw in call.keywords)
+
+
+def topic_parameters_read(
+    functions: dict[str, ast.FunctionDef | ast.AsyncFunctionDef],
+) -> set[tuple[str, str]]:
+    """(function, parameter) of every function whose parameter ends up as the topic that
+    REPORTS_KAFKA_READER reads: the reader's own, then whoever passes a parameter on to one
+    of those, until nothing changes."""
+    read = {REPORTS_KAFKA_READER}
+    while True:
+        more = set(read)
+        for name, function in functions.items():
+            params = {a.arg for a in (*function.args.posonlyargs, *function.args.args)}
+            for call in (n for n in ast.walk(function) if isinstance(n, ast.Call)):
+                callee = functions.get(callee_name(call))
+                if callee is None:
+                    continue
+                for keyword, position, value in call_arguments(call):
+                    if not isinstance(value, ast.Name) or value.id not in params:
+                        continue
+                    if (callee.name, parameter_of(callee, keyword, position)) in read:
+                        more.add((name, value.id))
+        if more == read:
+            return read
+        read = more
+
+
+def reports_topics(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> Topics:
+    """The topic names of the reports job: its container's environment, as the command's
+    `--topic-prefix` defaults to it (the job passes none)."""
+    environment_from(docs, REPORTS, monkeypatch)
+    args = reports_cli._parser().parse_args(["usage", "--period", "2026-06", "--out", "x"])
+    return Topics(args.topic_prefix)
+
+
+def reports_kafka_use(docs: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> KafkaUse:
+    """What `clearway reports usage` does on Kafka in production: the topics `read_usage`
+    hands to adapters that pass them on to `read_topic`."""
+    topics = reports_topics(docs, monkeypatch)
+    command = functions_of([REPORTS_COMMAND])
+    adapters = functions_of(sorted((REPORTS_CODE / "adapters").glob("*.py")))
+    reading = topic_parameters_read(adapters)
+    reader = command[REPORTS_COMMAND_READER]
+    use = KafkaUse()
+    understood: set[str] = set()
+    for call in (node for node in ast.walk(reader) if isinstance(node, ast.Call)):
+        name = callee_name(call)
+        for keyword, position, value in call_arguments(call):
+            named = topics_of(value, topics, {})
+            if not named:
+                continue
+            understood |= set(named)
+            assert name in adapters, f"read_usage hands {named} to {name}: what does it do?"
+            bound = parameter_of(adapters[name], keyword, position)
+            assert (name, bound) in reading, f"{name} does not read {named}: what then?"
+            use.reads |= set(named)
+            use.names |= set(named)
+    command_tree = ast.parse(REPORTS_COMMAND.read_text())
+    missed = every_topic_named(command_tree, topics) - understood
+    assert not missed, f"{REPORTS_COMMAND} names {missed} outside read_usage's reads"
+    return use
+
+
 @pytest.fixture
 def uses(rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch) -> dict[str, KafkaUse]:
-    return {service: kafka_use(service, rendered, monkeypatch) for service in BACKENDS}
+    found = {service: kafka_use(service, rendered, monkeypatch) for service in BACKENDS}
+    return {**found, REPORTS: reports_kafka_use(rendered, monkeypatch)}
 
 
 def granted(user: dict[str, Any]) -> dict[tuple[str, str, str], frozenset[str]]:
@@ -267,9 +387,10 @@ def granted(user: dict[str, Any]) -> dict[tuple[str, str, str], frozenset[str]]:
 
 
 def users_of(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The KafkaUser of each back-end service."""
+    """The KafkaUser of each back-end service and of the reports job; no other."""
     users = of_kind(docs, "KafkaUser")
-    return {service: users[f"clearway-{service}"] for service in BACKENDS}
+    assert set(users) == {f"clearway-{client}" for client in KAFKA_CLIENTS}
+    return {client: users[f"clearway-{client}"] for client in KAFKA_CLIENTS}
 
 
 def service_files(service: str) -> Iterator[Path]:
@@ -327,7 +448,7 @@ def test_the_crd_refuses_a_broken_acl(
 # -- what the code does, and what the ACLs allow ---------------------------------------------
 
 
-@pytest.mark.parametrize("service", BACKENDS)
+@pytest.mark.parametrize("service", KAFKA_CLIENTS)
 def test_each_service_is_allowed_exactly_what_its_code_does_on_kafka(
     rendered: list[dict[str, Any]], uses: dict[str, KafkaUse], service: str
 ) -> None:
@@ -424,8 +545,9 @@ def test_only_what_the_composition_roots_wire_makes_transactional_producers() ->
 
 def test_services_join_no_consumer_group_but_their_own_and_make_no_topics() -> None:
     # The kit's loop joins the service's group (settings.consumer_group); every other
-    # consumer of a service is assigned partitions without a group (group_id=None).
-    for service in BACKENDS:
+    # consumer of a service (and the reports') is assigned partitions without a group
+    # (group_id=None).
+    for service in KAFKA_CLIENTS:
         for path in service_files(service):
             for node in ast.walk(ast.parse(path.read_text())):
                 if not isinstance(node, ast.Call):
@@ -450,6 +572,39 @@ def test_the_consumers_and_dead_letters_agree_with_the_other_deploy_tests(
     assert letters == readme_dead_letter_topics()
 
 
+def test_the_reports_make_one_kafka_client_a_consumer_without_a_group() -> None:
+    """Only `read_topic` makes a Kafka client in the reports, and it is a consumer that
+    joins no group and commits nothing: what `reports_kafka_use` takes it to be."""
+    reader, _ = REPORTS_KAFKA_READER
+    makers = {
+        (path.name, function.name): callee_name(node)
+        for path in service_files(REPORTS)
+        for function in ast.walk(ast.parse(path.read_text()))
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+        for node in ast.walk(function)
+        if isinstance(node, ast.Call) and callee_name(node) in KAFKA_CLIENT_MAKERS
+    }
+    assert {function for _, function in makers} == {reader}, makers
+    adapters = functions_of(sorted((REPORTS_CODE / "adapters").glob("*.py")))
+    made = [n for n in ast.walk(adapters[reader]) if isinstance(n, ast.Call)]
+    (consumer,) = [call for call in made if callee_name(call) == "AIOKafkaConsumer"]
+    options = {kw.arg: kw.value for kw in consumer.keywords}
+    group, commit = options["group_id"], options["enable_auto_commit"]
+    assert isinstance(group, ast.Constant) and group.value is None
+    assert isinstance(commit, ast.Constant) and commit.value is False
+    assert not [call for call in made if callee_name(call) in {"commit", "send", "send_and_wait"}]
+
+
+def test_the_reports_job_may_only_read_journeys_and_benefits(
+    rendered: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topics = reports_topics(rendered, monkeypatch)
+    assert granted(users_of(rendered)[REPORTS]) == {
+        ("topic", topics.journeys, "literal"): frozenset({READ, DESCRIBE}),
+        ("topic", topics.benefits, "literal"): frozenset({READ, DESCRIBE}),
+    }
+
+
 def readme_acl_rows() -> dict[str, dict[str, set[str]]]:
     """k8s/README.md's table of the ACLs: service -> column -> names."""
     text = K8S_README.read_text()
@@ -471,7 +626,7 @@ def readme_acl_rows() -> dict[str, dict[str, set[str]]]:
 
 def test_the_readme_table_says_what_each_user_is_allowed(rendered: list[dict[str, Any]]) -> None:
     rows = readme_acl_rows()
-    assert set(rows) == set(BACKENDS)
+    assert set(rows) == set(KAFKA_CLIENTS)
     for service, user in users_of(rendered).items():
         acls = granted(user)
         topic = {name: ops for (kind, name, _), ops in acls.items() if kind == "topic"}

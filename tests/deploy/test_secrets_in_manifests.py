@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.test_k8s_production import K8S, OVERLAY, kustomize
+from tests.deploy.test_k8s_production import K8S, OVERLAY, kustomize, pod_template
 
 REPO = Path(__file__).resolve().parents[2]
 # A variable or ConfigMap key whose value is a secret by its name.
@@ -26,7 +26,6 @@ SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|CREDENTIAL|PRIVATE_KEY|A
 KEY_FILE_NAME = re.compile(r"_KEY$")
 URL_PASSWORD = re.compile(r"://[^\s:/@]+:[^\s@]+@")
 PRIVATE_KEY = "PRIVATE KEY-----"
-WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job"}
 
 
 def secret_looking(value: str) -> str | None:
@@ -44,15 +43,17 @@ def rendered(request: pytest.FixtureRequest) -> list[dict[str, Any]]:
 
 
 def pod_specs(documents: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Every workload's pod spec (Deployments, StatefulSets, Jobs, CronJobs...)."""
     return [
-        (doc["metadata"]["name"], doc["spec"]["template"]["spec"])
+        (doc["metadata"]["name"], template["spec"])
         for doc in documents
-        if doc["kind"] in WORKLOAD_KINDS
+        if (template := pod_template(doc)) is not None
     ]
 
 
 def test_renders_workloads_and_configmaps(rendered: list[dict[str, Any]]) -> None:
-    assert pod_specs(rendered), "nothing to check: the render lost its Deployments"
+    kinds = {doc["kind"] for doc in rendered if pod_template(doc) is not None}
+    assert {"Deployment", "CronJob"} <= kinds, "nothing to check: the render lost workloads"
     assert any(doc["kind"] == "ConfigMap" for doc in rendered)
 
 

@@ -80,6 +80,20 @@ class Council:
     area_ids: frozenset[str]
 
 
+def councils_in(scheme: Scheme, period: Period) -> list[str]:
+    """The funder parties `council_of` accepts for `period` (a version in force on a day
+    of it), sorted: the councils a nightly run writes packs for."""
+    funders = {p.party_id for p in scheme.parties if p.kind is PartyKind.FUNDER}
+    return sorted(
+        funder_id
+        for funder_id in funders
+        if any(
+            (p := scheme.party(funder_id, day)) is not None and p.kind is PartyKind.FUNDER
+            for day in period.days()
+        )
+    )
+
+
 def council_of(scheme: Scheme, funder_id: str, period: Period) -> Council:
     """Funder `funder_id` as in force in `period`; its areas are those of every version of
     the party in force on a day of the period."""

@@ -1,5 +1,6 @@
 """`clearway reports usage --period YYYY-MM-DD|YYYY-MM (--out DIR | --packs DIR)
-[--council funder:X] [--scheme FILE] [--feed DIR] [--topic-prefix P] [--bootstrap HOST:PORT]`.
+[--council funder:X] [--scheme FILE] [--feed DIR] [--topic-prefix P] [--bootstrap HOST:PORT]`
+and `clearway reports councils --period P [--scheme FILE]`.
 
 Reads the journeys and benefits topics from the beginning and writes the usage evidence
 of a council's area (or the whole network) for a service day or a month (docs/reports.md):
@@ -33,6 +34,7 @@ from services.reports.domain.scope import (
     Council,
     Period,
     council_of,
+    councils_in,
 )
 
 SCHEME_FILE_VAR = "CLEARWAY_SCHEME_FILE"
@@ -79,6 +81,20 @@ def _parser() -> argparse.ArgumentParser:
         f"(default: by stop, {DEFAULT_TIMEZONE})",
     )
     usage.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: from env)")
+    councils = sub.add_parser(
+        "councils",
+        help="the councils (funder parties) in force in a period, one a line: what "
+        "`usage --council` accepts for it",
+    )
+    councils.add_argument(
+        "--period", required=True, help="a service day YYYY-MM-DD or a month YYYY-MM"
+    )
+    councils.add_argument(
+        "--scheme",
+        type=Path,
+        default=Path(os.environ.get(SCHEME_FILE_VAR, DEFAULT_SCHEME)),
+        help=f"scheme file (default: ${SCHEME_FILE_VAR}, else examples/schemes/london.toml)",
+    )
     return parser
 
 
@@ -133,9 +149,31 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
+def _councils(scheme_file: Path, period_text: str) -> int:
+    """`clearway reports councils`: the councils in force in the period, one a line."""
+    try:
+        period = Period.parse(period_text)
+    except BadPeriodError as exc:
+        return _fail(f"--period: {exc}", 2)
+    try:
+        scheme = load_scheme(scheme_file)
+    except ClearwayError as exc:
+        return _fail(str(exc), 2)
+    for funder_id in councils_in(scheme, period):
+        print(funder_id)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Entry point of `clearway reports`."""
     args = _parser().parse_args(argv)
+    if args.command == "councils":
+        return _councils(args.scheme, args.period)
+    return _usage(args)
+
+
+def _usage(args: argparse.Namespace) -> int:
+    """`clearway reports usage`."""
     try:
         period = Period.parse(args.period)
     except BadPeriodError as exc:

@@ -325,3 +325,28 @@ def test_the_example_schemes_council_has_areas_of_the_example_feed() -> None:
     scheme = load_scheme(DEFAULT_SCHEME)
     council = council_of(scheme, COUNCIL, Period.parse(MONTH))
     assert council.area_ids and council.area_ids <= network_places(LONDON_FEED).area_ids
+
+
+def test_councils_lists_the_funders_in_force_in_the_period(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scheme = tmp_path / "scheme.toml"
+    scheme.write_text(
+        DEFAULT_SCHEME.read_text()
+        + '\n[[party]]\nid = "funder:islington"\nname = "Islington (test)"\nareas = ["Z2"]\n'
+        'effective_from = 2026-06-15\nbank = { sort_code = "30-94-17", '
+        'account_number = "55092842" }\n'
+    )
+    listed = {}
+    for period in ("2026-06", "2026-06-14", "2026-06-15"):
+        assert main(["councils", "--period", period, "--scheme", str(scheme)]) == 0
+        listed[period] = capsys.readouterr().out.split()
+    # Islington only from the day it comes into force (and in the month holding that day);
+    # operators and retailers are never councils.
+    assert listed == {
+        "2026-06": ["funder:camden", "funder:islington"],
+        "2026-06-14": ["funder:camden"],
+        "2026-06-15": ["funder:camden", "funder:islington"],
+    }
+    assert main(["councils", "--period", "2026-13", "--scheme", str(scheme)]) == 2
+    assert main(["councils", "--period", "2026-06", "--scheme", str(tmp_path / "no")]) == 2
