@@ -37,6 +37,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     KafkaError,
     TopicAuthorizationFailedError,
@@ -63,8 +64,16 @@ from services.accounts.app import build as build_accounts
 from services.fares.app import build as build_fares
 from services.ingest.app import build as build_ingest
 from services.ingest.app import default_writer_id
+from services.reports.adapters.topics import TopicNotFoundError, read_topic
 from services.settlement.app import build as build_settlement
-from tests.deploy.test_k8s_production import BACKENDS, OVERLAY, kustomize, of_kind, settings_from
+from tests.deploy.test_k8s_production import (
+    BACKENDS,
+    OVERLAY,
+    REPORTS,
+    kustomize,
+    of_kind,
+    settings_from,
+)
 from tests.deploy.test_kafka_acls import KafkaUse, kafka_use
 from tests.integration.test_kafka_tls import mutual_tls_broker
 
@@ -163,7 +172,10 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclBroker]:
     pki = PkiLayout(directory / "pki")
     init_pki(pki.root)  # the server certificate names 127.0.0.1
     users: dict[str, KafkaTls] = {}
-    for identity in (ADMIN, *(Principal("role", f"clearway-{name}") for name in BACKENDS)):
+    for identity in (
+        ADMIN,
+        *(Principal("role", f"clearway-{name}") for name in (*BACKENDS, REPORTS)),
+    ):
         issue_identity(identity, pki.root)
         stem = identity.file_stem
         tls = KafkaTls(ca=pki.ca_cert, cert=pki.client_cert(stem), key=pki.client_key(stem))
@@ -405,3 +417,25 @@ async def test_no_service_may_create_a_topic(
             assert missing not in await admin.list_topics()
         finally:
             await admin.close()
+
+
+async def test_the_reports_job_may_read_journeys_and_benefits_and_nothing_else(
+    acl_broker: AclBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `clearway reports usage` does (services/reports/adapters/topics.py), with the
+    reports job's certificate: both topics read whole, no group; any other topic is not
+    even visible to it, and it may write none."""
+    as_service(acl_broker, REPORTS, monkeypatch)
+    topics = Topics()
+    seen: list[bytes] = []
+    for topic in (topics.journeys, topics.benefits):
+        await read_topic(acl_broker.bootstrap, topic, seen.append)
+    with pytest.raises(TopicNotFoundError):
+        await read_topic(acl_broker.bootstrap, topics.topups, seen.append)
+    producer = idempotent_producer(acl_broker.bootstrap, request_timeout_ms=5_000)
+    try:
+        # Write on no topic: not even a producer id (InitProducerId) for it.
+        with pytest.raises(ClusterAuthorizationFailedError):
+            await producer.start()
+    finally:
+        await producer.stop()
