@@ -6,9 +6,10 @@ CronJob's schedule against the service day, its pod against the services', and t
 volume (written by the job, read-only in the portal, at the portal's CLEARWAY_REPORTS_DIR).
 Its script is run here with bash, with a stand-in `clearway` on PATH that records its
 arguments (parsed with the reports command's own parser), except `clearway reports
-councils`, the real command, which lists the councils from the scheme file: what it runs, for which councils and periods, and its
-exit status when a council's run fails. Its Kafka identity, ACLs and NetworkPolicy are
-checked with the services' (test_k8s_production.py, test_kafka_acls.py).
+councils`, the real command, which lists the councils from the scheme file: what it runs,
+for which councils and periods, and its exit status when a council's run fails. Its Kafka
+identity, ACLs and NetworkPolicy are checked with the services' (test_k8s_production.py,
+test_kafka_acls.py).
 """
 
 from __future__ import annotations
