@@ -204,6 +204,8 @@ async def list_devices(
         raise InvalidDeviceRequestError(f"page_size: at most {MAX_PAGE}")
     if request.operator_id:
         _id("operator_id", request.operator_id)
+    if request.page_token:  # the last device_id of the previous page
+        _id("page_token", request.page_token)
     devices = await ports.registry.list(request.operator_id, request.page_token, size + 1)
     page = devices[:size]
     more = len(devices) > size
@@ -255,5 +257,7 @@ async def revoke_device(
     """Revoke the device: its next batch, on any ingest process, is refused."""
     _operations()
     reason = request.reason.strip()[:500] or "revoked by operations"
+    if "\x00" in reason:  # PostgreSQL text cannot hold it
+        raise InvalidDeviceRequestError("reason: no NUL characters")
     device = await ports.registry.revoke(_id("device_id", request.device_id), reason, ports.clock())
     return ingest_pb2.RevokeDeviceResponse(device=device_message(_found(device)))
