@@ -32,10 +32,14 @@ def tap_from_proto(tap: events_pb2.Tap) -> Tap:
         raise BadTapError("UNKNOWN_TAP_KIND", "tap kind must be ENTRY, EXIT or BOARD")
     if not tap.HasField("tapped_at"):
         raise BadTapError("MISSING_TAPPED_AT", "tapped_at is missing")
+    try:
+        tapped_at = tap.tapped_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise BadTapError("BAD_TAPPED_AT", "tapped_at is not a valid instant") from None
     return Tap(
         tap_id=tap.tap_id or f"{tap.device_id}:{tap.sequence_number}",
         card_token=tap.card_token,
-        tapped_at=tap.tapped_at.ToDatetime(tzinfo=UTC),
+        tapped_at=tapped_at,
         stop_id=tap.stop_id,
         kind=_KINDS[tap.kind],
         route_id=tap.route_id or None,
