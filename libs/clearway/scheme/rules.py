@@ -495,6 +495,13 @@ def _party(r: _Reader, t: Mapping[str, object], path: str) -> Party | None:
     )
 
 
+def is_party_id(value: str) -> bool:
+    """Whether `value` is a party id as a scheme file may write one: `<kind>:<name>`, the
+    kind a PartyKind, the name of the scheme's name shape."""
+    prefix, colon, name = value.partition(":")
+    return bool(colon) and prefix in set(PartyKind) and _NAME.fullmatch(name) is not None
+
+
 def _party_kind(r: _Reader, party_id: str, path: str) -> PartyKind | None:
     prefix, colon, name = party_id.partition(":")
     if not colon or prefix not in set(PartyKind):

@@ -31,6 +31,12 @@ class MissingPartyError(SettlementError):
     code = "MISSING_PARTY_ID"
 
 
+class InvalidPartyError(SettlementError):
+    """A party id that is not `<kind>:<name>` as the scheme file writes them."""
+
+    code = "INVALID_PARTY_ID"
+
+
 class MixedCurrencyError(SettlementError):
     """Entries of one statement or period are in more than one currency."""
 

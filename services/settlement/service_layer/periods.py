@@ -24,6 +24,7 @@ from clearway.auth import (
 from clearway.errors import ErrorKind
 from clearway.money import Money
 from clearway.scheme.model import Party, PartyKind, Scheme
+from clearway.scheme.rules import is_party_id
 from services.settlement.adapters.file_sets import (
     FileSetInfo,
     PeriodFileSets,
@@ -36,6 +37,7 @@ from services.settlement.adapters.kafka_out import StatementEvents
 from services.settlement.adapters.ledger_repository import LedgerRepository, StoredFileSet
 from services.settlement.domain.errors import (
     ConsumerLaggingError,
+    InvalidPartyError,
     SettlementError,
     StatementNotFoundError,
 )
@@ -138,6 +140,8 @@ def party_of(principal: Principal | None, requested: str) -> str:
     if is_operations(caller):
         if not requested:
             raise PermissionDeniedError("the operations role must name the party")
+        if not is_party_id(requested):
+            raise InvalidPartyError("party_id must be <kind>:<name>, e.g. operator:LUL")
         return requested
     if caller.kind != "party":
         raise PermissionDeniedError(f"{caller} is not a settlement party")
