@@ -123,6 +123,12 @@ class Entitlement:
         return self.status_on(day) is EntitlementStatus.ACTIVE and self.valid_from <= day
 
 
+def may_be_entitlement_id(value: str) -> bool:
+    """Whether `value` could name a stored entitlement: at most 128 characters, none of
+    them NUL (PostgreSQL text cannot hold it). One that cannot is unknown without a query."""
+    return 0 < len(value) <= 128 and "\x00" not in value
+
+
 def check_note(value: str, field: str) -> str:
     """An officer's free-text note: at most MAX_NOTE_CHARS printable characters."""
     if len(value) > MAX_NOTE_CHARS or not value.isprintable():

@@ -34,7 +34,7 @@ from services.accounts.domain.bank_charges import (
     outstanding_minor,
 )
 from services.accounts.domain.caps import CapPeriod, CapsProgressUnavailableError
-from services.accounts.domain.claims import ClaimStatus
+from services.accounts.domain.claims import BadExitTimeError, ClaimStatus
 from services.accounts.domain.travellers import Card
 from services.accounts.service_layer.bank_charging import BankCharging
 from services.accounts.service_layer.claims import Claims
@@ -335,9 +335,12 @@ class TravellerServicer(accounts_pb2_grpc.TravellerServiceServicer):
         traveller_id = await ports.travellers.authenticate_owner(
             bearer_token(context), request.card_token
         )
-        exited_at = (
-            request.exited_at.ToDatetime(tzinfo=UTC) if request.HasField("exited_at") else None
-        )
+        exited_at = None
+        if request.HasField("exited_at"):
+            try:
+                exited_at = request.exited_at.ToDatetime(tzinfo=UTC)
+            except (ValueError, OverflowError):
+                raise BadExitTimeError("exited_at is not a valid instant") from None
         claim = await self._claims().claim_missing_exit(
             traveller_id,
             request.card_token,

@@ -59,6 +59,7 @@ from services.accounts.domain.entitlements import (
     check_eligible,
     check_note,
     grant_period,
+    may_be_entitlement_id,
     month_of,
     month_start,
     next_month_start,
@@ -365,7 +366,9 @@ class Entitlements:
         day = context.service_day(at)
         queued = 0
         async with context.pool.acquire() as conn, conn.transaction():
-            found = await repo.entitlement(conn, entitlement_id[:128])
+            found = None
+            if may_be_entitlement_id(entitlement_id):
+                found = await repo.entitlement(conn, entitlement_id)
             if found is None or found.funder_id != officer.funder_id:
                 raise UnknownEntitlementError("your council has no entitlement with this id")
             # The account first, as a grant locks it: its concessions change with this.
@@ -452,7 +455,9 @@ class Entitlements:
         binding = f"entitlement:{entitlement_id}"
         before = decode_movements_token(page_token, binding)
         async with context.pool.acquire() as conn:
-            found = await repo.entitlement(conn, entitlement_id[:128])
+            found = None
+            if may_be_entitlement_id(entitlement_id):
+                found = await repo.entitlement(conn, entitlement_id)
             if found is None or found.traveller_id != traveller_id:
                 raise UnknownEntitlementError("you hold no entitlement with this id")
             rows = await repo.movements_page(conn, found.entitlement_id, before, size + 1)

@@ -184,6 +184,8 @@ class Claims:
         ownership is the caller's to check first."""
         if not journey_id:
             raise MissingJourneyIdError("journey_id is required")
+        if "\x00" in journey_id:  # PostgreSQL text cannot hold it: no journey has it
+            raise UnknownJourneyError("no such journey on this card")
         stop_id = check_exit_stop(exit_stop_id)
         now = self.clock()
         async with self.pool.acquire() as conn:

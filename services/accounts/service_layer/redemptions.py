@@ -58,6 +58,19 @@ class RedeemResult:
     replayed: bool
 
 
+def _requested_at(message: benefits_pb2.Redemption) -> datetime | None:
+    """The till's `requested_at` (None when unset); BAD_REQUESTED_AT when the Timestamp is
+    not a valid instant (out of its range)."""
+    if not message.HasField("requested_at"):
+        return None
+    try:
+        return message.requested_at.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise RedemptionInputError(
+            "requested_at is not a valid instant", code="BAD_REQUESTED_AT"
+        ) from None
+
+
 class _KeyTakenMeanwhileError(Exception):
     """A concurrent call with the same key committed first: answer as its retry."""
 
@@ -121,8 +134,7 @@ class Redemptions:
             scheme_currency=context.currency,
         )
         # The card was presented at the till's time: its service day is the redemption's.
-        till = message.requested_at if message.HasField("requested_at") else None
-        at = presented_at(None if till is None else till.ToDatetime(tzinfo=UTC), context.now())
+        at = presented_at(_requested_at(message), context.now())
         day = context.service_day(at)
         provider = context.scheme.party(device.provider_id, day)
         if provider is None or provider.kind is not PartyKind.PROVIDER:
