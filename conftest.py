@@ -225,6 +225,30 @@ def _delete_topics_soon(bootstrap: str, prefix: str) -> None:
     worker.join(20)
 
 
+def service_settings(service: str, endpoints: Endpoints, pki: Path, name: str) -> ServiceSettings:
+    """A service's settings under test, named `name`: real servers, topics prefixed
+    `name.`, schema `name_service`, group `name-service`, port 0; settlement and ingest
+    serve TLS with the session's PKI (`settings_for`, below, says why)."""
+    tls: dict[str, object] = {}
+    if service in ("settlement", "ingest"):
+        tls = {
+            "tls_cert": pki / "server.pem",
+            "tls_key": pki / "server.key.pem",
+            "tls_client_ca": pki / "ca.pem",
+        }
+    return dataclasses.replace(
+        ServiceSettings.from_env(service),
+        grpc_host="127.0.0.1",
+        grpc_port=0,
+        endpoints=endpoints,
+        grace_seconds=3.0,
+        topics=Topics(prefix=f"{name}."),
+        db_schema=f"{name}_{service}",
+        consumer_group=f"{name}-{service}",
+        **tls,  # type: ignore[arg-type]
+    )
+
+
 @pytest.fixture
 def settings_for(
     endpoints: Endpoints, unique_name: str, pki: Path
@@ -238,23 +262,6 @@ def settings_for(
     """
 
     def make(service: str) -> ServiceSettings:
-        tls: dict[str, object] = {}
-        if service in ("settlement", "ingest"):
-            tls = {
-                "tls_cert": pki / "server.pem",
-                "tls_key": pki / "server.key.pem",
-                "tls_client_ca": pki / "ca.pem",
-            }
-        return dataclasses.replace(
-            ServiceSettings.from_env(service),
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            endpoints=endpoints,
-            grace_seconds=3.0,
-            topics=Topics(prefix=f"{unique_name}."),
-            db_schema=f"{unique_name}_{service}",
-            consumer_group=f"{unique_name}-{service}",
-            **tls,  # type: ignore[arg-type]
-        )
+        return service_settings(service, endpoints, pki, unique_name)
 
     return make

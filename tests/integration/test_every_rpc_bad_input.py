@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -47,12 +46,13 @@ from clearway.benefits.v1 import benefits_pb2
 from clearway.events.v1 import events_pb2
 from clearway.fares.v1 import fares_pb2
 from clearway.ingest.v1 import ingest_pb2
-from clearway.kafka import Topics, delete_topics_with_prefix
+from clearway.kafka import delete_topics_with_prefix
 from clearway.pki import secure_channel
 from clearway.rpc import reason_of
 from clearway.runtime import RunningService
 from clearway.settings import ServiceSettings
 from clearway.settlement.v1 import settlement_pb2
+from conftest import service_settings
 from services.accounts.app import build as build_accounts
 from services.accounts.domain.redemptions import REDEMPTION_CONTEXT
 from services.accounts.entrypoints.cli import sign_in
@@ -339,28 +339,6 @@ def _empty(logical: Logical) -> None:
 # -- the services and the doors' credentials ---------------------------------------------
 
 
-def _settings(service: str, endpoints: Any, pki: Path, name: str) -> ServiceSettings:
-    """The root conftest's settings_for(service), once for the module."""
-    tls: dict[str, object] = {}
-    if service in ("settlement", "ingest"):
-        tls = {
-            "tls_cert": pki / "server.pem",
-            "tls_key": pki / "server.key.pem",
-            "tls_client_ca": pki / "ca.pem",
-        }
-    return dataclasses.replace(
-        ServiceSettings.from_env(service),
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        endpoints=endpoints,
-        grace_seconds=3.0,
-        topics=Topics(prefix=f"{name}."),
-        db_schema=f"{name}_{service}",
-        consumer_group=f"{name}-{service}",
-        **tls,  # type: ignore[arg-type]
-    )
-
-
 @dataclass
 class Sweep:
     """The running services and what each door's valid caller holds."""
@@ -409,7 +387,7 @@ async def sweep(
     statements = tmp_path_factory.mktemp("statements")
 
     def settings(service: str) -> ServiceSettings:
-        return _settings(service, endpoints, pki, name)
+        return service_settings(service, endpoints, pki, name)
 
     fares = RunningService(build_fares(settings("fares")))
     ingest = RunningService(build_ingest(settings("ingest")))
