@@ -93,6 +93,15 @@ def tls_env(pki_dir: Path) -> dict[str, str]:
     }
 
 
+# A port shift that puts every port a fleet binds above Linux's ephemeral port range
+# (32768-60999 by default), where any process's outgoing connection may hold a port
+# that a service (re)started later needs: gRPC 61051+, plaintext health 62051+, admin
+# 63051+, /metrics 64051+; the portal's (8080 + shift, /metrics + 3000) lie below it.
+# The fleets that tools and tests start beside one another (soak, faults) shift by this
+# plus a few hundred; `make demo` keeps the documented default ports (shift 0).
+ABOVE_EPHEMERAL_SHIFT = 11_000
+
+
 @dataclass
 class Fleet:
     """The service processes of one run: the four gRPC services and the portal.

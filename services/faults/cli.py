@@ -23,6 +23,7 @@ from clearway.pki import default_pki_dir
 from clearway.scheme.file import load_scheme
 from clearway.settings import REPO_ROOT
 from services.demo import (
+    ABOVE_EPHEMERAL_SHIFT,
     DEMO_PASSWORD,
     Fleet,
     ensure_pki,
@@ -42,8 +43,10 @@ from services.ingest.simulator.day import devices_of, simulate_day
 from services.ingest.simulator.stream import FLEET_SECRET
 from services.settlement.app import DEFAULT_SCHEME
 
-REFERENCE_SHIFT = 200  # the fault-free fleet's ports: 50251-50254, portal 8280
-FAULTY_SHIFT = 400  # the faulty fleet's: 50451-50454, portal 8480
+# Above Linux's ephemeral range (services/demo.py, `ABOVE_EPHEMERAL_SHIFT`), where a restarted
+# process could find its port held by some client connection of the busy machine.
+REFERENCE_SHIFT = ABOVE_EPHEMERAL_SHIFT + 200  # the fault-free fleet's: 61251-61254, portal 19280
+FAULTY_SHIFT = ABOVE_EPHEMERAL_SHIFT + 400  # the faulty fleet's: 61451-61454, portal 19480
 # Machine-wide, not per checkout: the ports are the machine's, whichever clone runs.
 LOCK = Path(tempfile.gettempdir()) / "clearway-faults.lock"
 SECONDS_PER_KILL = 1.6  # the plan spreads kills so each process mostly gets back up between
@@ -155,8 +158,7 @@ async def _run_faults(  # noqa: PLR0917 - run_faults' knobs
         simulated = simulate_day(feed, day, cards, seed=seed)
         traffic = Traffic(scheme, feed, simulated, simulate_top_ups(simulated, seed), day, seed)
         print(f"Day {day}: {cards} cards, {simulated.total()} taps, {len(traffic.top_ups)} top-ups")
-        # /metrics off: the ports + 3000 lie in the ephemeral range, where a restarted
-        # process may find its port taken by a client connection of the busy machine.
+        # /metrics off: the suite reads no metric, and a killed process restarts faster.
         env = {**endpoints.as_env(), "CLEARWAY_METRICS_PORT": "0"}
         print("Fault-free run (the reference)")
         reference = Fleet(

@@ -1,7 +1,7 @@
 """`clearway soak`: run the fleet at a steady tap rate for a bounded time and judge it.
 
 Starts the four services and the portal as their own processes (run-unique topics,
-schemas and consumer groups; every port shifted by `--port-shift`, 300 by default, clear
+schemas and consumer groups; every port shifted by `--port-shift`, 11300 by default, clear
 of the demo's and the fault suite's), streams signed tap batches at `--rate` taps a second
 for `--minutes`, funds the cards by retailers' top-ups and has travellers read their
 journeys (gRPC and the portal) meanwhile, samples every process's memory, every service's
@@ -26,7 +26,7 @@ from clearway.kafka import Topics
 from clearway.pki import default_pki_dir
 from clearway.scheme.file import load_scheme
 from clearway.settings import ADMIN_PORT_OFFSET, REPO_ROOT
-from services.demo import PORTAL, SERVICES, Fleet, ensure_pki
+from services.demo import ABOVE_EPHEMERAL_SHIFT, PORTAL, SERVICES, Fleet, ensure_pki
 from services.fares.domain import load_fare_data
 from services.ingest.simulator.cli import DEFAULT_FEED
 from services.ingest.simulator.day import devices_of
@@ -61,7 +61,7 @@ class Settings:
     max_lag: int | None = None  # default: 30 s of taps at the rate
     max_rss_slope_mb_per_h: float = 20.0
     max_rss_growth: float = 0.05
-    port_shift: int = 300
+    port_shift: int = ABOVE_EPHEMERAL_SHIFT + 300
     read_every_s: float = 2.0
     portal_every_s: float = 10.0
     slice_s: float = 60.0
@@ -345,7 +345,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--max-lag", type=int, default=None, help="default: 30 s of taps")
     parser.add_argument("--max-rss-slope", type=float, default=20.0, help="MB per hour")
-    parser.add_argument("--port-shift", type=int, default=300)
+    parser.add_argument("--port-shift", type=int, default=ABOVE_EPHEMERAL_SHIFT + 300)
     parser.add_argument("--drain-seconds", type=float, default=120.0)
     args = parser.parse_args(argv)
     settings = Settings(

@@ -11,6 +11,7 @@ import json
 import pytest
 
 from clearway.infra.endpoints import Endpoints
+from services.demo import ABOVE_EPHEMERAL_SHIFT
 from services.soak.run import Settings, run_soak
 
 pytestmark = pytest.mark.integration
@@ -33,7 +34,8 @@ async def test_a_short_soak_of_the_real_fleet_samples_judges_and_reports(
         drain_s=15,
         read_every_s=1,
         portal_every_s=3,
-        port_shift=350,  # not 300: a real `make soak` may be running meanwhile
+        # Not 11300: a real `make soak` may be running meanwhile.
+        port_shift=ABOVE_EPHEMERAL_SHIFT + 350,
     )
     outcome = await run_soak(settings)
 
