@@ -34,9 +34,9 @@ from hypothesis import strategies as st
 
 from clearway.events.v1 import events_pb2
 from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
-from clearway.kafka import Topics
 from clearway.pki import client_credentials
 from clearway.settings import ServiceSettings
+from conftest import service_settings
 from services.ingest.device_client import DeviceIdentity
 from services.ingest.domain.devices import ASSERTION_CONTEXT, BATCH_CONTEXT
 from services.ingest.domain.validation import (
@@ -176,20 +176,7 @@ class Fuzzed:
 
 def _settings(endpoints: Any, pki: Path) -> ServiceSettings:
     """The root conftest's settings_for("ingest"), once for the module."""
-    name = f"t{uuid4().hex[:10]}"
-    return dataclasses.replace(
-        ServiceSettings.from_env("ingest"),
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        endpoints=endpoints,
-        grace_seconds=3.0,
-        topics=Topics(prefix=f"{name}."),
-        db_schema=f"{name}_ingest",
-        consumer_group=f"{name}-ingest",
-        tls_cert=pki / "server.pem",
-        tls_key=pki / "server.key.pem",
-        tls_client_ca=pki / "ca.pem",
-    )
+    return service_settings("ingest", endpoints, pki, f"t{uuid4().hex[:10]}")
 
 
 @pytest.fixture(scope="module")
