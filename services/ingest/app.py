@@ -97,7 +97,11 @@ class IngestApp:
         bootstrap = s.endpoints.kafka_bootstrap
         redis = await resources.redis()
         pool = await resources.postgres(MIGRATIONS)
-        await resources.topics(topics.all())
+        # Only the topics ingest writes or follows: each other topic is created by the
+        # service that uses it, and ingest's Kafka user may not even see those.
+        await resources.topics(
+            [topics.taps, topics.taps_dlq, topics.ingest_txns, topics.denylist, topics.concessions]
+        )
         producer = await resources.producer()
         registry = DeviceRegistry(pool, redis, prefix=f"ingest:{topics.prefix}device:")
         claims = TapClaims(redis, prefix=f"ingest:{topics.prefix}claims:", ttl_s=self.dedup_ttl_s)

@@ -190,8 +190,9 @@ def list_assignments(tree: ast.Module) -> dict[str, ast.expr]:
 
 
 def topics_of(node: ast.expr, topics: Topics, lists: dict[str, ast.expr]) -> list[str]:
-    """The topic names an argument stands for: `topics.taps`, `topics.all()`, a list of
-    those, `*consumed`; nested calls (other adapters) are looked at on their own."""
+    """The topic names an argument stands for: `topics.taps`, a list of those, `*consumed`;
+    nested calls (other adapters) are looked at on their own. `topics.all()` fails: a
+    service names the topics it uses, never every topic of Clearway."""
     if isinstance(node, ast.Attribute) and node.attr in TOPIC_PROPERTIES and is_topics(node.value):
         return [getattr(topics, node.attr)]
     if (
@@ -200,7 +201,12 @@ def topics_of(node: ast.expr, topics: Topics, lists: dict[str, ast.expr]) -> lis
         and node.func.attr == "all"
         and is_topics(node.func.value)
     ):
-        return topics.all()
+        # Least privilege: ensuring every topic would need Describe on topics the service
+        # never reads or writes.
+        raise AssertionError(
+            f"line {node.lineno}: `topics.all()` names every topic of Clearway; name the"
+            " topics the service reads or writes (their users create the others)"
+        )
     if isinstance(node, ast.List | ast.Tuple):
         return [name for element in node.elts for name in topics_of(element, topics, lists)]
     if isinstance(node, ast.Starred):
@@ -216,7 +222,7 @@ def arguments(call: ast.Call) -> Iterator[tuple[str | None, ast.expr]]:
 
 
 def every_topic_named(tree: ast.Module, topics: Topics) -> set[str]:
-    """Every `topics.<property>` and `topics.all()` anywhere in the module."""
+    """Every `topics.<property>` anywhere in the module."""
     named: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Attribute | ast.Call):
@@ -470,6 +476,22 @@ def test_no_service_may_write_a_topic_it_does_not_produce(
             if kind == "topic" and ({WRITE, "All"} & ops)
         }
         assert writable <= uses[service].writes, (service, writable - uses[service].writes)
+
+
+def test_no_service_names_a_topic_it_neither_reads_nor_writes(
+    rendered: list[dict[str, Any]], uses: dict[str, KafkaUse]
+) -> None:
+    # Least privilege: a service ensures at start only the topics it uses (each topic's
+    # users create it), so no KafkaUser is granted Describe alone on a topic.
+    for service, use in uses.items():
+        assert use.names <= use.reads | use.writes, (service, use.names - use.reads - use.writes)
+    for service, user in users_of(rendered).items():
+        alone = {
+            name
+            for (kind, name, _), ops in granted(user).items()
+            if kind == "topic" and ops == {DESCRIBE}
+        }
+        assert not alone, (service, alone)
 
 
 def test_no_acl_uses_wildcards_all_operations_or_the_cluster(

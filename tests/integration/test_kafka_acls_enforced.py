@@ -13,6 +13,8 @@ the User Operator does. Then:
   followers, the consumer loop joining its group, settlement's lag probe);
 - each service may produce to the topics its code writes (tests/deploy/test_kafka_acls.py
   reads them from services/<service>/app.py), and is refused every other topic;
+- ingest may not even see the topics it does not use (journeys, topups, benefits,
+  statements);
 - nobody but ingest may use ingest's transactional ids, nor join another's group, nor
   create a topic.
 
@@ -417,6 +419,21 @@ async def test_no_service_may_create_a_topic(
             assert missing not in await admin.list_topics()
         finally:
             await admin.close()
+
+
+async def test_ingest_may_not_see_the_topics_it_does_not_use(
+    acl_broker: AclBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ingest ensures at start only the topics it writes or follows: the others (their users
+    create them) it may neither describe nor read."""
+    as_service(acl_broker, "ingest", monkeypatch)
+    topics = acl_broker.production["ingest"].topics
+    unused = {topics.journeys, topics.topups, topics.benefits, topics.statements}
+    assert unused <= set(acl_broker.topics)  # they exist; ingest is only not allowed them
+    assert not unused & await visible_topics(acl_broker.bootstrap)
+    for topic in sorted(unused):
+        with pytest.raises(TopicNotFoundError):
+            await read_topic(acl_broker.bootstrap, topic, lambda _: None)
 
 
 async def test_the_reports_job_may_read_journeys_and_benefits_and_nothing_else(
