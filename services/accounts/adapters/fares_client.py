@@ -3,7 +3,8 @@
 accounts holds no fare data; fares does. Quoting the claimed leg (the entry as priced,
 the claimed exit) before the claim is recorded answers a stop that is not in the fare
 data at once (`UNKNOWN_STOP`), instead of a correction tap fares would park on its
-dead-letter topic and a claim that never resolves.
+dead-letter topic and a claim that never resolves; and a stop no fare reaches from the
+entry (`BAD_EXIT_STOP`), instead of a correction tap fares would price at nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from services.accounts.domain.claims import (
     FaresUnavailableError,
     OpenEntry,
     UnknownStopError,
+    check_claimed_fare,
 )
 
 QUOTE_TIMEOUT_S = 5.0
@@ -36,7 +38,8 @@ def _tap(
 
 
 class FaresStopCheck:
-    """Asks fares to quote the claimed leg; refusals become claim errors."""
+    """Asks fares to quote the claimed leg; refusals, and a quote without a fare, become
+    claim errors."""
 
     def __init__(self, channel: grpc.aio.Channel, timeout_s: float = QUOTE_TIMEOUT_S) -> None:
         self._stub = fares_pb2_grpc.FaresServiceStub(channel)
@@ -51,7 +54,8 @@ class FaresStopCheck:
         fare_media_id: str,
     ) -> None:
         """UNKNOWN_STOP when the fare data has no such stop (BAD_EXIT_STOP for another
-        refusal of the quoted leg); FARES_UNAVAILABLE when fares does not answer."""
+        refusal of the quoted leg, or a quote without a fare for it); FARES_UNAVAILABLE
+        when fares does not answer."""
         request = fares_pb2.QuoteFareRequest(
             taps=[
                 _tap(events_pb2.TAP_KIND_ENTRY, entry.stop_id, entry.entry_at, entry),
@@ -61,7 +65,7 @@ class FaresStopCheck:
             fare_media_id=fare_media_id,
         )
         try:
-            await self._stub.QuoteFare(request, timeout=self._timeout_s)
+            quote = await self._stub.QuoteFare(request, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 code = reason_of(exc.trailing_metadata()) or ""
@@ -73,3 +77,4 @@ class FaresStopCheck:
             raise FaresUnavailableError(
                 f"fares did not check the stop ({exc.code().name}); nothing was recorded, retry"
             ) from None
+        check_claimed_fare([leg.fare_product_id for j in quote.journeys for leg in j.legs])

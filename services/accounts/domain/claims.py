@@ -9,6 +9,7 @@ any late tap; the refund is the adjustment fares publishes.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -142,6 +143,16 @@ def check_exit_stop(stop_id: str) -> str:
             f"exit_stop_id must be 1-{MAX_STOP_ID_CHARS} of [A-Za-z0-9._:-], a stop of the fares"
         )
     return stop_id
+
+
+def check_claimed_fare(fare_product_ids: Sequence[str]) -> None:
+    """BAD_EXIT_STOP unless fares' quote of the claimed journey priced each leg by a fare
+    product. A leg no fare rule matches (an Underground entry, a bus stop's exit) is
+    charged nothing, so the claim would refund the whole maximum fare."""
+    if not fare_product_ids or not all(fare_product_ids):
+        raise BadExitStopError(
+            "no fare goes from the entry's stop to this exit stop: claim the stop where you left"
+        )
 
 
 def open_entry(legs: list[LegView]) -> OpenEntry:

@@ -15,6 +15,7 @@ from services.accounts.domain.claims import (
     ClaimTooLateError,
     LegView,
     NotIncompleteError,
+    check_claimed_fare,
     check_exit_stop,
     check_in_window,
     claim_outcome,
@@ -106,6 +107,15 @@ def test_an_asked_exit_time_is_kept():
 def test_a_malformed_exit_stop_is_refused(stop):
     with pytest.raises(BadExitStopError):
         check_exit_stop(stop)
+
+
+def test_a_claimed_leg_fares_quotes_without_a_fare_product_is_refused() -> None:
+    check_claimed_fare(["Z1_OFFPEAK"])
+    # An Underground entry and a bus stop's exit: no fare rule, charged nothing, so the
+    # claim would refund the whole maximum fare.
+    for products in ([""], ["Z1_OFFPEAK", ""], []):
+        with pytest.raises(BadExitStopError):
+            check_claimed_fare(products)
 
 
 def test_a_lower_revision_refunds_the_difference_and_anything_else_is_rejected():
