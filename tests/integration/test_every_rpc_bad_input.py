@@ -16,8 +16,24 @@ hand-written list, and the requests from the message descriptors:
    10,000 characters, with a NUL byte, non-ASCII, impossible dates, garbage page tokens;
    integers 0, -1 and the type's maximum; enums out of range; repeated fields with 1,000
    elements. Never UNKNOWN, INTERNAL or UNAVAILABLE (the infrastructure is up), a reason
-   code on every refusal, and no card token or password of the request echoed where it
-   does not belong.
+   code on every refusal, and no card token, password or reset token of the request
+   echoed where it does not belong.
+3. the methods that act on a traveller's state get real state, made by the fixture the way
+   it comes about in service (`_provision_held`): a traveller's cards tap at validators
+   (signed batches through ingest), fares closes the day (each entry without an exit
+   priced incomplete), accounts records the priced journeys from `journeys` and its
+   charging loop bills two bank cards' day (the simulated acquirer declines one: a debt;
+   approves the other), the traveller claims one journey, and a second traveller resets
+   a password with the token read from the mail accounts queued. So the baseline of
+   ClaimMissingExit claims an incomplete journey, RetryBankCharge's pays a debt now (the
+   acquirer declines again: the debt stays) and ResetPassword's spends a live token, and
+   every other field's hostile values meet the checks behind the lookup. `DEEPER` adds the
+   edges of those checks: exit times around the entry, a stop in no fare data or that no
+   fare reaches, a journey claimed already, complete or another card's; a charge paid
+   already or another card's; a spent token; passwords of 11, 12, 256 and 257 characters.
+   A case that succeeds uses its state up, so the next case gets fresh state
+   (`Door.renew`); and each of these baselines must succeed, or the method would be swept
+   shallowly again.
 
 Failures are collected per method, so one run reports every case that broke.
 """
@@ -27,12 +43,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+import re
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 from uuid import uuid4
+from zoneinfo import ZoneInfo
 
 import grpc
 import pytest
@@ -40,11 +60,11 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescri
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
-from clearway.accounts.v1 import accounts_pb2
+from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.auth import Principal, operations_role
 from clearway.benefits.v1 import benefits_pb2
 from clearway.events.v1 import events_pb2
-from clearway.fares.v1 import fares_pb2
+from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.ingest.v1 import ingest_pb2
 from clearway.kafka import delete_topics_with_prefix
 from clearway.pki import secure_channel
@@ -53,6 +73,7 @@ from clearway.runtime import RunningService
 from clearway.settings import ServiceSettings
 from clearway.settlement.v1 import settlement_pb2
 from conftest import service_settings
+from services.accounts.adapters.simulated_acquirer import SimulatedAcquirer
 from services.accounts.app import build as build_accounts
 from services.accounts.domain.redemptions import REDEMPTION_CONTEXT
 from services.accounts.entrypoints.cli import sign_in
@@ -62,6 +83,8 @@ from services.fares.app import build as build_fares
 from services.ingest.app import build as build_ingest
 from services.ingest.device_client import DeviceIdentity
 from services.ingest.domain.devices import ASSERTION_CONTEXT, BATCH_CONTEXT
+from services.ingest.simulator.day import SimulatedDay
+from services.ingest.simulator.stream import register_devices, send_day
 from services.settlement.app import build as build_settlement
 
 pytestmark = pytest.mark.integration
@@ -107,11 +130,25 @@ COUNCIL = "funder:camden"
 PROVIDER = "provider:camden-leisure"
 OPERATOR = "LUL"
 STOP = "KGX"
+EXIT_STOP = "OXC"
+# The methods that act on state the fixture makes (`Held`).
+CLAIM = "clearway.accounts.v1.TravellerService/ClaimMissingExit"
+RETRY = "clearway.accounts.v1.TravellerService/RetryBankCharge"
+RESET = "clearway.accounts.v1.TravellerService/ResetPassword"
+LONDON = ZoneInfo("Europe/London")
+# The day the held cards tapped: inside ingest's 14-day tap age and the 28-day claim
+# window, and not the day the fares sweep closes (`_recent_day()`).
+HELD_DAYS_AGO = 3
+# Incomplete journeys to claim: each case that claims one uses it up (4 do: the baseline,
+# a zero `nanos`, an unset exit time, a same-station exit).
+OPEN_JOURNEYS = 8
+RESET_MAIL = re.compile(r"reset token \(valid for \d+ minutes\): (\S+)")
+WAIT_S = 60.0  # for the held state to come through ingest, fares and accounts
 # Secrets the hostile requests carry: none may come back where it does not belong.
 CANARY_CARD = "tok_canarysweep0001"
 CANARY_PAN = "4111111111111111"
 CANARY_PASSWORD = "canary password sweep 0001"
-SECRET_FIELDS = {"card_token", "password", "new_password"}
+SECRET_FIELDS = {"card_token", "password", "new_password", "reset_token"}
 LONG = "x" * 10_000
 HOSTILE_STRINGS = (
     ("empty", ""),
@@ -340,6 +377,23 @@ def _empty(logical: Logical) -> None:
 
 
 @dataclass
+class Held:
+    """What the fixture made for the methods that act on a traveller's state (see
+    `_provision_held`): one traveller's cards, journeys and charges, and another's account
+    whose password is reset."""
+
+    owner: tuple[tuple[str, str], ...]  # the session of the traveller holding the cards
+    entry_at: datetime  # when each incomplete journey entered, at STOP
+    open_journeys: list[tuple[str, str]]  # (card, journey id): incomplete, not claimed
+    claimed: tuple[str, str]  # (card, journey id): claimed by the fixture
+    complete: tuple[str, str]  # (card, journey id): entry and exit, nothing to claim
+    debt: tuple[str, str]  # (bank card, charge id): declined, in debt
+    paid: tuple[str, str]  # (bank card, charge id): charged
+    reset_email: str
+    spent_token: str  # a reset token used once already
+
+
+@dataclass
 class Sweep:
     """The running services and what each door's valid caller holds."""
 
@@ -352,6 +406,7 @@ class Sweep:
     accounts_app: Any
     officer: tuple[tuple[str, str], ...] = ()
     till: RedemptionDevice | None = None
+    held: Held | None = None
     serial: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def next(self) -> int:
@@ -397,6 +452,15 @@ async def sweep(
         )
     )
     accounts_app = build_accounts(settings("accounts"))
+    # The held bank cards: the acquirer declines the one that falls into debt (and keeps
+    # declining it, so a pay-now leaves the debt for the next case), approves the other;
+    # the charging loop looks for due days often enough not to keep the fixture waiting.
+    debt_card, paid_card = _new_bank_card(), _new_bank_card()
+    acquirer = accounts_app.gateway
+    assert isinstance(acquirer, SimulatedAcquirer)
+    acquirer.decline([debt_card])
+    acquirer.approve([paid_card])
+    accounts_app.bank_settings = replace(accounts_app.bank_settings, poll_s=0.2)
     accounts = RunningService(accounts_app)
     started: list[RunningService] = []
     try:
@@ -411,6 +475,7 @@ async def sweep(
         assert ingest.admin_port is not None
         s = Sweep(pki, ports[0], ingest.admin_port, fares_port, ports[1], ports[2], accounts_app)
         await _provision_benefits(s)
+        s.held = await _provision_held(s, debt_card, paid_card)
         yield s
     finally:
         for service in reversed(started):
@@ -429,6 +494,153 @@ async def _provision_benefits(s: Sweep) -> None:
         s.officer = await sign_in(ch, "officer@camden.example", PASSWORD)
 
 
+def _new_bank_card() -> str:
+    # bk_ + 43 base64url characters, the last one of the canonical 32-byte encoding.
+    return "bk_" + secrets.token_urlsafe(32)[:42] + "A"
+
+
+T = TypeVar("T")
+
+
+async def _eventually(probe: Callable[[], Awaitable[T | None]], what: str) -> T:
+    """What `probe` finds, once it finds something (within WAIT_S)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + WAIT_S
+    while (found := await probe()) is None:
+        if loop.time() > deadline:
+            raise AssertionError(f"the fixture never saw {what}")
+        await asyncio.sleep(0.2)
+    return found
+
+
+def _day_of_taps(day: date, rides: list[tuple[str, datetime, datetime | None]]) -> SimulatedDay:
+    """The validators' taps of `rides` (card, entry at STOP, exit at EXIT_STOP or none),
+    each gate's sequence numbers in the order given."""
+    simulated = SimulatedDay(day)
+    for card, entered, exited in rides:
+        for stop, kind, at in (
+            (STOP, events_pb2.TAP_KIND_ENTRY, entered),
+            (EXIT_STOP, events_pb2.TAP_KIND_EXIT, exited),
+        ):
+            if at is None:
+                continue
+            device = f"sweep-gate-{stop}"
+            taps = simulated.by_device.setdefault(device, [])
+            tap = events_pb2.Tap(
+                device_id=device,
+                sequence_number=len(taps) + 1,
+                card_token=card,
+                stop_id=stop,
+                kind=kind,
+                operator_id=OPERATOR,
+            )
+            tap.tapped_at.FromDatetime(at.astimezone(UTC))
+            taps.append(tap)
+    return simulated
+
+
+async def _provision_held(s: Sweep, debt_card: str, paid_card: str) -> Held:
+    """The state ClaimMissingExit, RetryBankCharge and ResetPassword act on, made as in
+    service: a traveller's cards tap at validators (signed batches through ingest), fares
+    closes the day (each entry without exit priced incomplete), accounts records the priced
+    journeys from `journeys` and its charging loop bills the bank cards' day (declined:
+    a debt; approved: paid); the traveller claims one journey; a second traveller has a
+    password reset once."""
+    day = datetime.now(UTC).date() - timedelta(days=HELD_DAYS_AGO)
+    entry_at = datetime.combine(day, time(10, 0), LONDON)
+    cards = [f"sc_{uuid4().hex[:14]}" for _ in range(OPEN_JOURNEYS + 1)]
+    rides: list[tuple[str, datetime, datetime | None]] = [
+        (debt_card, entry_at - timedelta(hours=1), entry_at - timedelta(minutes=40)),
+        (paid_card, entry_at - timedelta(minutes=55), entry_at - timedelta(minutes=35)),
+        *((card, entry_at, None) for card in cards),
+    ]
+    target = f"127.0.0.1:{s.accounts}"
+    async with grpc.aio.insecure_channel(target) as ch:
+        owner = await sign_in(ch, f"holder-{uuid4().hex[:8]}@example.org", PASSWORD, sign_up=True)
+        travellers = accounts_pb2_grpc.TravellerServiceStub(ch)
+        for card in (*cards, debt_card, paid_card):
+            await travellers.AddCard(accounts_pb2.AddCardRequest(card_token=card), metadata=owner)
+
+    taps = _day_of_taps(day, rides)
+    await register_devices(f"127.0.0.1:{s.ingest_admin}", s.pki, taps.devices())
+    tally = await send_day(f"127.0.0.1:{s.ingest}", taps, validators=1, pki_dir=s.pki)
+    assert tally.accepted == taps.total(), tally
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{s.fares}") as ch:
+        await fares_pb2_grpc.FaresServiceStub(ch).CloseServiceDay(
+            fares_pb2.CloseServiceDayRequest(service_day=day.isoformat()), timeout=90
+        )
+
+    async with grpc.aio.insecure_channel(target) as ch:
+        history = accounts_pb2_grpc.AccountsServiceStub(ch)
+        travellers = accounts_pb2_grpc.TravellerServiceStub(ch)
+
+        async def incomplete(card: str) -> str | None:
+            page = await history.ListJourneys(
+                accounts_pb2.ListJourneysRequest(card_token=card), metadata=owner
+            )
+            return next((j.journey_id for j in page.journeys if j.incomplete), None)
+
+        async def charge(card: str, status: int) -> str | None:
+            listing = await travellers.ListBankCharges(
+                accounts_pb2.ListBankChargesRequest(card_token=card), metadata=owner
+            )
+            return next((c.charge_id for c in listing.charges if c.status == status), None)
+
+        journeys = [
+            (card, await _eventually(partial(incomplete, card), f"{card}'s incomplete journey"))
+            for card in cards
+        ]
+        debt = await _eventually(
+            lambda: charge(debt_card, accounts_pb2.BankCharge.STATUS_DECLINED), "a declined charge"
+        )
+        paid = await _eventually(
+            lambda: charge(paid_card, accounts_pb2.BankCharge.STATUS_CHARGED), "a paid charge"
+        )
+        complete = await history.ListJourneys(
+            accounts_pb2.ListJourneysRequest(card_token=paid_card), metadata=owner
+        )
+        claimed_card, claimed_journey = journeys.pop()
+        await travellers.ClaimMissingExit(
+            accounts_pb2.ClaimMissingExitRequest(
+                card_token=claimed_card, journey_id=claimed_journey, exit_stop_id=EXIT_STOP
+            ),
+            metadata=owner,
+        )
+        reset_email = f"resetter-{uuid4().hex[:8]}@example.org"
+        await sign_in(ch, reset_email, PASSWORD, sign_up=True)
+        spent = await _reset_token(s, reset_email)
+        await travellers.ResetPassword(
+            accounts_pb2.ResetPasswordRequest(reset_token=spent, new_password=PASSWORD)
+        )
+    return Held(
+        owner,
+        entry_at,
+        journeys,
+        (claimed_card, claimed_journey),
+        (paid_card, complete.journeys[0].journey_id),
+        (debt_card, debt),
+        (paid_card, paid),
+        reset_email,
+        spent,
+    )
+
+
+async def _reset_token(s: Sweep, email: str) -> str:
+    """A live reset token of `email`'s account: asked for the public way, read from the
+    mail accounts queued (the only place a reset token exists in clear)."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{s.accounts}") as ch:
+        await accounts_pb2_grpc.TravellerServiceStub(ch).RequestPasswordReset(
+            accounts_pb2.RequestPasswordResetRequest(email=email)
+        )
+    mails = await s.accounts_app.travellers.repository.outbox(email)
+    found = RESET_MAIL.search(mails[-1])
+    assert found is not None, "the reset mail holds no token"
+    return found.group(1)
+
+
+Renew: TypeAlias = Callable[[Any], Awaitable[None]]  # given the baseline request
+
+
 @dataclass
 class Door:
     """How a valid caller calls one method: channel, metadata, the baseline request and
@@ -438,6 +650,9 @@ class Door:
     metadata: tuple[tuple[str, str], ...]
     base: Logical
     seal: Callable[[Logical], Message]
+    # For a method whose success uses its state up (a journey claimed, a token spent):
+    # puts fresh state into the baseline request, after a case that succeeded.
+    renew: Renew | None = None
 
 
 def _recent_day(days: int = 2) -> str:
@@ -452,7 +667,11 @@ async def valid_door(s: Sweep, method: MethodDescriptor) -> Door:
     metadata: tuple[tuple[str, str], ...] = ()
     port = port_of(s, method)
     package = method.containing_service.file.package
-    if package in ("clearway.accounts.v1", "clearway.benefits.v1"):
+    held: dict[str, Any] = {}
+    renew: Renew | None = None
+    if path_of(method) in DEEPER:
+        metadata, held, renew = await _held_door(s, path_of(method))
+    elif package in ("clearway.accounts.v1", "clearway.benefits.v1"):
         async with grpc.aio.insecure_channel(f"127.0.0.1:{s.accounts}") as ch:
             metadata = await sign_in(
                 ch, f"{tag}@example.org", PASSWORD, sign_up=True, add_card=traveller_card
@@ -477,12 +696,12 @@ async def valid_door(s: Sweep, method: MethodDescriptor) -> Door:
                 ingest_pb2.RegisterDeviceRequest(
                     device_id=device.device_id,
                     operator_id=OPERATOR,
-                    allowed_stop_ids=[STOP, "OXC"],
+                    allowed_stop_ids=[STOP, EXIT_STOP],
                     public_key=device.public_key,
                 )
             )
 
-    values = _values(s, tag, device, traveller_card, entitlement_id)
+    values = {**_values(s, tag, device, traveller_card, entitlement_id), **held}
     request = GetMessageClass(method.input_type)()
     base = Logical(request)
     _fill(base, request, (), values)
@@ -523,7 +742,129 @@ async def valid_door(s: Sweep, method: MethodDescriptor) -> Door:
         return sealed
 
     channel = s.channel(port)
-    return Door(channel, metadata, base, seal)
+    return Door(channel, metadata, base, seal, renew)
+
+
+async def _held_door(
+    s: Sweep, path: str
+) -> tuple[tuple[tuple[str, str], ...], dict[str, Any], Renew | None]:
+    """The caller, the values by field name and the renewal of a method that acts on the
+    fixture's state."""
+    held = s.held
+    assert held is not None
+    if path == CLAIM:
+
+        async def next_journey(request: Any) -> None:
+            assert held.open_journeys, "every incomplete journey was claimed: raise OPEN_JOURNEYS"
+            request.card_token, request.journey_id = held.open_journeys.pop(0)
+
+        card, journey = held.open_journeys.pop(0)
+        values = {
+            "card_token": card,
+            "journey_id": journey,
+            "exit_stop_id": EXIT_STOP,
+            "exited_at": held.entry_at + timedelta(minutes=12),
+        }
+        return held.owner, values, next_journey
+    if path == RETRY:
+        # The acquirer declines every pay-now of the debt: nothing is used up.
+        card, charge_id = held.debt
+        return held.owner, {"card_token": card, "charge_id": charge_id}, None
+
+    async def next_token(request: Any) -> None:
+        request.reset_token = await _reset_token(s, held.reset_email)
+
+    return (), {"reset_token": await _reset_token(s, held.reset_email)}, next_token
+
+
+def _setting(label: str, **fields: Any) -> Case:
+    """A case that sets request fields: a datetime into a Timestamp, None clears one, a
+    callable changes the baseline's value."""
+
+    def mutate(logical: Logical) -> None:
+        request: Any = logical.request
+        for name, value in fields.items():
+            if value is None:
+                request.ClearField(name)
+            elif isinstance(value, datetime):
+                getattr(request, name).FromDatetime(value)
+            elif callable(value):
+                setattr(request, name, value(getattr(request, name)))
+            else:
+                setattr(request, name, value)
+
+    return Case(label, mutate)
+
+
+def _claim_edges(held: Held) -> list[Case]:
+    entry = held.entry_at
+    card, journey = held.claimed
+    return [
+        _setting("exited_at: unset (the estimate)", exited_at=None),
+        _setting("exited_at: at the entry", exited_at=entry),
+        _setting("exited_at: before the entry", exited_at=entry - timedelta(minutes=1)),
+        _setting("exited_at: 3 hours after the entry", exited_at=entry + timedelta(hours=3)),
+        _setting("exited_at: tomorrow", exited_at=datetime.now(UTC) + timedelta(days=1)),
+        _setting("exit_stop_id: shaped like a stop, in no fare data", exit_stop_id="NOWHERE"),
+        _setting("exit_stop_id: 64 characters", exit_stop_id="S" * 64),
+        _setting("exit_stop_id: the entry's stop", exit_stop_id=STOP),
+        # No fare from an Underground entry: it was claimed, priced at nothing and the
+        # whole maximum fare refunded (now BAD_EXIT_STOP).
+        _setting("exit_stop_id: a bus stop", exit_stop_id="BUS_A1"),
+        _setting("journey_id: claimed already", card_token=card, journey_id=journey),
+        _setting("journey_id: another card's", journey_id=journey),
+        _setting(
+            "journey_id: a complete journey",
+            card_token=held.complete[0],
+            journey_id=held.complete[1],
+        ),
+        _setting("journey_id: with a trailing space", journey_id=lambda v: f"{v} "),
+        _setting("journey_id: upper-cased", journey_id=str.upper),
+    ]
+
+
+def _charge_edges(held: Held) -> list[Case]:
+    paid_card, paid_charge = held.paid
+    return [
+        _setting("charge_id: paid already", card_token=paid_card, charge_id=paid_charge),
+        _setting("charge_id: the traveller's other card's", charge_id=paid_charge),
+        _setting("card_token: the traveller's other card", card_token=paid_card),
+        _setting("card_token: a bank card of nobody's", card_token=_new_bank_card()),
+        _setting("charge_id: with a trailing space", charge_id=lambda v: f"{v} "),
+        _setting("charge_id: upper-cased", charge_id=str.upper),
+    ]
+
+
+def _reset_edges(held: Held) -> list[Case]:
+    return [
+        _setting("reset_token: spent already", reset_token=held.spent_token),
+        _setting("reset_token: with a trailing newline", reset_token=lambda v: f"{v}\n"),
+        _setting("reset_token: upper-cased", reset_token=str.upper),
+        _setting("new_password: 11 characters", new_password="p" * 11),
+        _setting("new_password: 12 characters", new_password="p" * 12),
+        _setting("new_password: 256 characters", new_password="p" * 256),
+        _setting("new_password: 257 characters", new_password="p" * 257),
+        _setting("new_password: a NUL in 12 characters", new_password="password\x00123"),
+        _setting("new_password: 256 non-ASCII characters", new_password="東" * 256),
+    ]
+
+
+# The methods that act on the fixture's state, and the edges of the checks behind their
+# lookups, swept after the hostile values.
+DEEPER: dict[str, Callable[[Held], list[Case]]] = {
+    CLAIM: _claim_edges,
+    RETRY: _charge_edges,
+    RESET: _reset_edges,
+}
+
+
+def deeper_cases(s: Sweep, method: MethodDescriptor) -> list[Case]:
+    """The edge cases of a method that acts on the fixture's state (none for the others)."""
+    edges = DEEPER.get(path_of(method))
+    if edges is None:
+        return []
+    assert s.held is not None
+    return edges(s.held)
 
 
 async def _grant(s: Sweep, tag: str) -> str:
@@ -588,23 +929,19 @@ def _values(
         "period_id": _recent_day(),
         "party_id": "operator:LUL",
         "name": "summary.json",
-        # travellers, officers, tills
+        # travellers, officers, tills (the journey, charge and reset token of the methods
+        # that act on state are the fixture's: `_held_door`)
         "card_token": card,
         "email": f"{tag}@example.org",
         "clearway.accounts.v1.SignUpRequest.email": f"new-{tag}@example.org",
         "password": PASSWORD,
         "new_password": PASSWORD,
-        "reset_token": "not-a-reset-token",
         "label": "my card",
         "page_size": 10,
         "page_token": "",
         "amount": (500, "GBP"),
         "clearway.benefits.v1.Redemption.amount": (100, "GBP"),
         "idempotency_key": f"key-{tag}",
-        "journey_id": "no-such-journey",
-        "exit_stop_id": "OXC",
-        "exited_at": now - timedelta(hours=1),
-        "charge_id": "no-such-charge",
         "traveller_email": f"{tag}@example.org",
         "scheme_id": "camden-youth-leisure",
         "date_of_birth": date(today.year - 15, 1, 1).isoformat(),
@@ -757,7 +1094,8 @@ def _has_field(descriptor: Descriptor, name: str, seen: set[str] | None = None) 
 
 
 def secrets_in(logical: Logical) -> set[tuple[str, str]]:
-    """(field name, value) of every card token and password the request carries."""
+    """(field name, value) of every card token, password and reset token the request
+    carries."""
     found: set[tuple[str, str]] = set()
 
     def visit(message: Message) -> None:
@@ -880,10 +1218,18 @@ async def test_hostile_requests_of_a_valid_caller_get_a_specific_status(
     sweep: Sweep, method: MethodDescriptor
 ) -> None:
     door = await valid_door(sweep, method)
+    stateful = path_of(method) in DEEPER
     failures = []
     async with door.channel:
-        for case in hostile_cases(door.base):
+        for case in [*hostile_cases(door.base), *deeper_cases(sweep, method)]:
             logical = case.apply(door.base, door.seal)
             out = await call(door.channel, method, logical.request, door.metadata)
             failures += problems(method, case.label, out, secrets_in(logical))
+            if stateful and case.mutate is None and out.code != grpc.StatusCode.OK:
+                failures.append(
+                    f"{path_of(method)} [baseline]: {out.code.name} {out.reason}: the fixture's"
+                    " state did not carry the baseline past its lookup"
+                )
+            if out.code == grpc.StatusCode.OK and door.renew is not None:
+                await door.renew(door.base.request)
     assert not failures, "\n".join(failures)
