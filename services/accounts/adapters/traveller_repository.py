@@ -113,6 +113,17 @@ class TravellerRepository:
                 body,
             )
 
+    async def reset_is_live(self, digest: bytes, now: datetime) -> bool:
+        """Whether a reset token is known, unused and unexpired at `now` (no change)."""
+        async with self.pool.acquire() as conn:
+            live = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM password_resets"
+                " WHERE token_digest = $1 AND used_at IS NULL AND expires_at > $2)",
+                digest,
+                now,
+            )
+        return bool(live)
+
     async def use_reset(self, digest: bytes, now: datetime, password_hash: str) -> str | None:
         """Spend a live reset token: set the new password hash, end every session of the
         account; the traveller id, or None when the token is unknown, used or expired."""

@@ -166,13 +166,19 @@ class Travellers:
         )
 
     async def reset_password(self, reset_token: str, new_password: str) -> None:
-        """Spend the token: the new password, every session ended."""
-        password_hash = await self._hash(check_password(new_password))
+        """Spend the token: the new password, every session ended.
+
+        The password is hashed (Argon2, the costly part) only for a token that is live when
+        asked, so a caller without a token cannot make the door hash at will; spending it
+        checks again, in the transaction that sets the password."""
+        new_password = check_password(new_password)
         if not reset_token or len(reset_token) > 256:
             raise BadResetTokenError("the reset token is unknown, used or expired")
-        used = await self.repository.use_reset(
-            token_digest(reset_token), self.clock(), password_hash
-        )
+        digest = token_digest(reset_token)
+        if not await self.repository.reset_is_live(digest, self.clock()):
+            raise BadResetTokenError("the reset token is unknown, used or expired")
+        password_hash = await self._hash(new_password)
+        used = await self.repository.use_reset(digest, self.clock(), password_hash)
         if used is None:
             raise BadResetTokenError("the reset token is unknown, used or expired")
 

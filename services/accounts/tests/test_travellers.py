@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 import pytest
+from argon2 import PasswordHasher
 
 from clearway.accounts.v1 import accounts_pb2, accounts_pb2_grpc
 from clearway.rpc import reason_of
@@ -238,3 +239,46 @@ async def test_password_reset_by_one_time_token_ends_every_session(door: Door) -
         accounts_pb2.SignInRequest(email=email, password=new_password)
     )
     assert signed_in.session_token
+
+
+class CountingHasher(PasswordHasher):
+    """The service's Argon2 hasher, counting the hashes it makes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hashes = 0
+
+    def hash(self, password: str | bytes, *, salt: bytes | None = None) -> str:
+        self.hashes += 1
+        return super().hash(password, salt=salt)
+
+
+async def test_a_reset_without_a_live_token_hashes_nothing(door: Door) -> None:
+    # Argon2 is the costly part: a caller without a live token must not make the door hash.
+    email, _ = await door.sign_up_and_in()
+    assert door.app.travellers is not None
+    counting = door.app.travellers.hasher = CountingHasher()
+    new_password = "an entirely new passphrase"
+    for token in ("not-a-reset-token", "x" * 256, "x" * 257):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await door.travellers.ResetPassword(
+                accounts_pb2.ResetPasswordRequest(reset_token=token, new_password=new_password)
+            )
+        assert status(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, "BAD_RESET_TOKEN")
+    assert counting.hashes == 0
+    await door.travellers.RequestPasswordReset(
+        accounts_pb2.RequestPasswordResetRequest(email=email)
+    )
+    (mail,) = await door.app.travellers.repository.outbox(email.lower())
+    match = re.search(r"token \(valid for 30 minutes\): (\S+)", mail)
+    assert match is not None
+    await door.travellers.ResetPassword(
+        accounts_pb2.ResetPasswordRequest(reset_token=match.group(1), new_password=new_password)
+    )
+    assert counting.hashes == 1
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # spent: no second hash
+        await door.travellers.ResetPassword(
+            accounts_pb2.ResetPasswordRequest(reset_token=match.group(1), new_password=new_password)
+        )
+    assert status(caught.value) == (grpc.StatusCode.INVALID_ARGUMENT, "BAD_RESET_TOKEN")
+    assert counting.hashes == 1
