@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "reports": (
         "services.reports.entrypoints.cli",
         "main",
-        "council usage reports: reports usage --period YYYY-MM-DD --out DIR",
+        "council usage reports: reports usage --period P --out DIR | archive --into DIR | councils",
     ),
     "verify-settlement": (
         "services.settlement.entrypoints.verify_cli",

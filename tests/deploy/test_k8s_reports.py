@@ -2,12 +2,13 @@
 the volume the portal reads (docs/reports.md, "Evidence packs").
 
 Checked in the base and in the production overlay as `kubectl kustomize` renders them: the
-CronJob's schedule against the service day, its pod against the services', and the shared
-volume (written by the job, read-only in the portal, at the portal's CLEARWAY_REPORTS_DIR).
-Its script is run here with bash, with a stand-in `clearway` on PATH that records its
-arguments (parsed with the reports command's own parser), except `clearway reports
-councils`, the real command, which lists the councils from the scheme file: what it runs,
-for which councils and periods, and its exit status when a council's run fails. Its Kafka
+CronJob's schedule against the service day, its pod against the services', the shared
+volume (written by the job, read-only in the portal, at the portal's CLEARWAY_REPORTS_DIR)
+and the day archive's volume (the job's alone). Its script is run here with bash, with a
+stand-in `clearway` on PATH that records its arguments (parsed with the reports command's
+own parser), except `clearway reports councils`, the real command, which lists the
+councils from the scheme file: what it runs, in which order, for which councils and
+periods, and its exit status when the archive or a council's run fails. Its Kafka
 identity, ACLs and NetworkPolicy are checked with the services' (test_k8s_production.py,
 test_kafka_acls.py).
 """
@@ -50,6 +51,8 @@ REPO = Path(__file__).resolve().parents[2]
 IMAGE_WORKDIR = PurePosixPath("/app")  # deploy/Dockerfile: WORKDIR /app, COPY examples/
 EXAMPLE_SCHEME = REPO / "examples" / "schemes" / "london.toml"
 PACKS_CLAIM = "reports-packs"
+ARCHIVE_CLAIM = "reports-archive"
+ARCHIVE_VAR = "CLEARWAY_REPORTS_ARCHIVE"  # the job's: where the day archive is mounted
 REPORTS_DAY_VAR = "CLEARWAY_REPORTS_DAY"  # the script's: publish another day than yesterday
 DAY_SECONDS = 24 * 3600
 
@@ -65,7 +68,8 @@ bank = { sort_code = "30-94-17", account_number = "55092842" }
 
 # Stands in for the image's `clearway`: `reports councils` (it reads only the scheme file)
 # is the real command; any other call records its arguments, one JSON list a line, and
-# fails (as a run whose topic is missing does: 1) for the councils in FAKE_FAILING.
+# fails (as a run whose topic is missing does: 1) for the councils in FAKE_FAILING, and
+# for `reports archive` when FAKE_FAILING names `archive`.
 FAKE_CLEARWAY = """#!{python}
 import json, os, sys
 if sys.argv[1:3] == ["reports", "councils"]:  # no Kafka: the real command
@@ -74,6 +78,8 @@ if sys.argv[1:3] == ["reports", "councils"]:  # no Kafka: the real command
 with open(os.environ["FAKE_LOG"], "a") as log:
     log.write(json.dumps(sys.argv[1:]) + "\\n")
 council = sys.argv[sys.argv.index("--council") + 1] if "--council" in sys.argv else ""
+if sys.argv[1:3] == ["reports", "archive"]:
+    council = "archive"
 sys.exit(1 if council in os.environ.get("FAKE_FAILING", "").split() else 0)
 """
 
@@ -206,6 +212,28 @@ def test_the_job_writes_packs_where_the_portal_reads_them_read_only(
     assert [job[key] for key in identity] == [portal["securityContext"][key] for key in identity]
 
 
+def test_the_archive_is_on_a_volume_of_the_jobs_own(
+    rendered: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    ran = run_script(rendered, tmp_path, day="2026-06-20")
+    (archived,) = ran.archives
+    into: Path = archived.args.into
+    assert str(into) == env_values(rendered, REPORTS)[ARCHIVE_VAR]
+    assert {run.args.archive for run in ran.runs} == {into}
+    assert claim_mounted_at(rendered, REPORTS, str(into)) == (ARCHIVE_CLAIM, False, False)
+    # Only the job mounts it (it holds card tokens): never the portal, nor any service.
+    claimed_by = {
+        name
+        for name, workload in workloads(rendered).items()
+        for volume in workload["spec"].get("volumes", [])
+        if volume.get("persistentVolumeClaim", {}).get("claimName") == ARCHIVE_CLAIM
+    }
+    assert claimed_by == {REPORTS}
+    pvc = of_kind(rendered, "PersistentVolumeClaim")[ARCHIVE_CLAIM]
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert pvc["metadata"]["labels"]["app.kubernetes.io/component"] == REPORTS
+
+
 # -- the script ---------------------------------------------------------------------------
 
 
@@ -217,8 +245,12 @@ class Run:
 
     @property
     def args(self) -> argparse.Namespace:
-        assert self.argv[:2] == ["reports", "usage"], self.argv
+        assert self.argv[0] == "reports" and self.argv[1] in {"usage", "archive"}, self.argv
         return reports_cli._parser().parse_args(self.argv[1:])
+
+    @property
+    def command(self) -> str:
+        return self.argv[1]
 
     @property
     def packs(self) -> Path:
@@ -232,11 +264,21 @@ class Run:
 
 @dataclass(frozen=True)
 class Ran:
-    """The script's exit status, its `clearway` runs in order, and its standard error."""
+    """The script's exit status, its `clearway` calls in order, and its standard error."""
 
     status: int
-    runs: list[Run]
+    calls: list[Run]
     stderr: str
+
+    @property
+    def runs(self) -> list[Run]:
+        """The `reports usage` runs, in order."""
+        return [call for call in self.calls if call.command == "usage"]
+
+    @property
+    def archives(self) -> list[Run]:
+        """The `reports archive` runs, in order."""
+        return [call for call in self.calls if call.command == "archive"]
 
 
 def script(docs: list[dict[str, Any]]) -> str:
@@ -270,6 +312,7 @@ def run_script(
             [str(bin_dir), str(Path(sys.executable).parent), "/usr/bin", "/bin"]
         ),
         "CLEARWAY_REPORTS_DIR": values["CLEARWAY_REPORTS_DIR"],
+        ARCHIVE_VAR: values[ARCHIVE_VAR],
         "CLEARWAY_SCHEME_FILE": str(scheme or in_repository(values["CLEARWAY_SCHEME_FILE"])),
         "CLEARWAY_FEED_DIR": str(in_repository(values["CLEARWAY_FEED_DIR"])),
         "FAKE_LOG": str(log),
@@ -330,8 +373,31 @@ def test_the_script_runs_the_reports_command_for_every_council_day_and_month(
         assert run.args.out is None
         assert run.args.feed == feed
         assert run.args.scheme == scheme
+    for call in ran.calls:
         # Bootstrap and topic prefix from the environment, as the services take them.
-        assert "--bootstrap" not in run.argv and "--topic-prefix" not in run.argv
+        assert "--bootstrap" not in call.argv and "--topic-prefix" not in call.argv
+
+
+def test_the_script_archives_the_topics_once_then_reports_from_the_archive(
+    rendered: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    ran = run_script(rendered, tmp_path, day="2026-06-20", scheme=two_council_scheme(tmp_path))
+    assert ran.status == 0, ran.stderr
+    first, *rest = ran.calls
+    assert first.command == "archive"
+    assert rest == ran.runs and len(rest) == 4
+    archive = Path(env_values(rendered, REPORTS)[ARCHIVE_VAR])
+    assert first.args.into == archive
+    assert all(run.args.archive == archive for run in ran.runs)
+
+
+def test_a_failed_archive_fails_the_job_before_any_council_runs(
+    rendered: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    ran = run_script(rendered, tmp_path, day="2026-06-20", failing=("archive",))
+    assert ran.status != 0
+    assert [call.command for call in ran.calls] == ["archive"]
+    assert "archive failed (exit 1): no pack written, earlier packs kept" in ran.stderr
 
 
 def test_the_script_publishes_the_example_schemes_council(
@@ -406,6 +472,15 @@ def test_the_docs_describe_the_job_that_exists(rendered: list[dict[str, Any]]) -
     assert "k8s/reports.yaml" in reports_doc
     assert f'schedule: "{cronjob(rendered)["spec"]["schedule"]}"' in reports_doc
     readme = (K8S / "README.md").read_text()
-    for name in ("reports.yaml", "reports-packs-pvc.yaml", "ReadWriteMany", REPORTS_DAY_VAR):
+    for name in (
+        "reports.yaml",
+        "reports-packs-pvc.yaml",
+        "ReadWriteMany",
+        REPORTS_DAY_VAR,
+        ARCHIVE_CLAIM,
+        ARCHIVE_VAR,
+    ):
         assert name in readme, name
+    assert "clearway reports archive" in reports_doc
+    assert "usage --archive" in reports_doc or "--archive DIR" in reports_doc
     assert re.search(r"\| reports \(`clearway-reports`\) \|", readme)

@@ -30,15 +30,16 @@ def posting_from_event(event: events_pb2.BenefitPosting) -> Posting:
 
 
 async def read_postings(
-    bootstrap: str, topic: str, period: Period, funder_id: str | None = None
+    bootstrap: str, topic: str, period: Period | None, funder_id: str | None = None
 ) -> list[Posting]:
-    """Every posting of `period` on `topic` paid by `funder_id` (or anyone), each posting
-    id once (read whole, see `read_topic`)."""
+    """Every posting of `period` (None: of any day) on `topic` paid by `funder_id` (or
+    anyone), each posting id once (read whole, see `read_topic`)."""
     seen: dict[str, Posting] = {}
 
     def keep(value: bytes) -> None:
         event = events_pb2.BenefitPosting.FromString(value)
-        if period.contains(event.service_day) and funder_id in (None, event.funder_id):
+        in_period = period is None or period.contains(event.service_day)
+        if in_period and funder_id in (None, event.funder_id):
             seen.setdefault(event.posting_id, posting_from_event(event))
 
     await read_topic(bootstrap, topic, keep)

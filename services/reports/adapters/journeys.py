@@ -33,14 +33,14 @@ def journey_from_event(event: events_pb2.PricedJourney) -> Journey:
     )
 
 
-async def read_journeys(bootstrap: str, topic: str, period: Period) -> list[Journey]:
-    """Every journey of `period` on `topic` (read whole, see `read_topic`); only the latest
-    revision of each is kept."""
+async def read_journeys(bootstrap: str, topic: str, period: Period | None) -> list[Journey]:
+    """Every journey of `period` (None: of any day) on `topic` (read whole, see
+    `read_topic`); only the latest revision of each is kept, withdrawn ones too."""
     latest: dict[str, Journey] = {}
 
     def keep(value: bytes) -> None:
         event = events_pb2.PricedJourney.FromString(value)
-        if not period.contains(event.service_day):
+        if period is not None and not period.contains(event.service_day):
             return
         seen = latest.get(event.journey_id)
         if seen is None or event.revision > seen.revision:

@@ -49,11 +49,17 @@ def standing_postings(
 ) -> list[Posting]:
     """Each posting of `period` once (a posting id repeated is one posting), paid by
     `funder_id` (or by anyone)."""
+    return each_posting_once(
+        p for p in postings if period.contains(p.service_day) and funder_id in (None, p.funder_id)
+    )
+
+
+def each_posting_once(postings: Iterable[Posting]) -> list[Posting]:
+    """Each posting id once (the first seen), sorted by posting id."""
     seen: dict[str, Posting] = {}
     for p in postings:
-        if period.contains(p.service_day) and funder_id in (None, p.funder_id):
-            seen.setdefault(p.posting_id, p)
-    return list(seen.values())
+        seen.setdefault(p.posting_id, p)
+    return [seen[posting_id] for posting_id in sorted(seen)]
 
 
 class _Sums:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import tzinfo
+from datetime import date, tzinfo
+from enum import StrEnum
 
 from clearway.disclosure import MINIMUM_CELL
 from clearway.scheme.model import EntitlementScheme
@@ -15,6 +16,13 @@ from services.reports.domain.scope import Council, Period
 from services.reports.domain.tables import Table, figure
 
 LARGEST_OD_PAIRS = 25  # the matrix's chart shows the largest pairs; its CSV has them all
+
+
+class Source(StrEnum):
+    """Where the journeys and postings were read."""
+
+    TOPICS = "topics"  # the journeys and benefits topics, read whole
+    ARCHIVE = "archive"  # the day archive (`clearway reports archive`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +35,9 @@ class ReportScope:
     council: Council | None = None  # None: the whole network
     stop_areas: Mapping[str, frozenset[str]] = field(default_factory=dict)
     entitlement_schemes: tuple[EntitlementScheme, ...] = ()
+    source: Source = Source.TOPICS
+    # Days of the period the source holds nothing of (a day the archive lacks): not counted.
+    days_without_data: tuple[date, ...] = ()
 
     def describe(self) -> str:
         """Whose and when, for titles: 'London Borough of Camden (funder:camden), 2026-06'."""

@@ -28,6 +28,16 @@ class UnknownCouncilError(ClearwayError, ValueError):
     kind = ErrorKind.NOT_FOUND
 
 
+def parse_service_day(text: str) -> date | None:
+    """The service day `text` (YYYY-MM-DD) names; None when it names none."""
+    if _DAY.fullmatch(text) is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError:  # 2026-02-30
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class Period:
     """Service days `first` to `last` inclusive: one day, or one calendar month."""

@@ -6,7 +6,8 @@ from __future__ import annotations
 from html import escape
 
 from clearway.disclosure import MINIMUM_CELL, SUPPRESSED
-from services.reports.domain.reports import Report, UsageReports
+from services.reports.domain.archive import day_ranges
+from services.reports.domain.reports import Report, Source, UsageReports
 from services.reports.domain.tables import WITHHELD, Table
 
 INLINE_ROWS = 30  # a table this short is also shown in the page; longer ones only as CSV
@@ -34,6 +35,27 @@ def _period_text(reports: UsageReports) -> str:
     if period.first == period.last:
         return f"service day {period.first.isoformat()}"
     return f"service days {period.first.isoformat()} to {period.last.isoformat()}"
+
+
+def _sources_text(reports: UsageReports) -> str:
+    rules = (
+        "the latest revision of each journey; withdrawn journeys left out; each benefit "
+        "posting once"
+    )
+    if reports.scope.source is Source.ARCHIVE:
+        return f"the day archive of the `journeys` and `benefits` topics ({rules})."
+    return f"the `journeys` and `benefits` topics ({rules})."
+
+
+def _missing_text(reports: UsageReports) -> str:
+    """'' when every day of the period has data."""
+    missing = reports.scope.days_without_data
+    if not missing:
+        return ""
+    return (
+        f"Days without data: {day_ranges(missing)} (not in the day archive: nothing of "
+        "these days is counted)."
+    )
 
 
 def _area_text(reports: UsageReports) -> str:
@@ -72,9 +94,9 @@ def report_md(reports: UsageReports) -> str:
         f"# Usage evidence: {scope.describe()}",
         "",
         f"- Period: {_period_text(reports)}.",
+        *([f"- {missing}"] if (missing := _missing_text(reports)) else []),
         f"- Area: {_area_text(reports)}",
-        "- Sources: the `journeys` topic (the latest revision of each journey; withdrawn "
-        "journeys left out) and the `benefits` topic (each posting once).",
+        f"- Sources: {_sources_text(reports)}",
         f"- Money: in minor units of {scope.currency} (`amount_minor`, `budget_minor`, "
         "`used_minor`).",
         "- Budget: an entitlement scheme's monthly budget for each calendar month of the "
@@ -129,6 +151,7 @@ def index_html(reports: UsageReports) -> str:
     title = f"Usage evidence: {reports.scope.describe()}"
     rules = "".join(f"<li>{escape(rule.replace('`', ''))}</li>" for rule in PRIVACY)
     sections = "\n".join(_html_report(r) for r in reports.reports)
+    missing = f"<strong>{escape(text)}</strong> " if (text := _missing_text(reports)) else ""
     return (
         "<!doctype html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
@@ -138,7 +161,8 @@ def index_html(reports: UsageReports) -> str:
         "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px}"
         "</style></head><body>\n"
         f"<h1>{escape(title)}</h1>\n"
-        f"<p>Period: {escape(_period_text(reports))}. Area: {escape(_area_text(reports))}</p>\n"
+        f"<p>Period: {escape(_period_text(reports))}. {missing}"
+        f"Area: {escape(_area_text(reports))}</p>\n"
         f'<p>Summary: <a href="report.md">report.md</a>. Money in minor units of '
         f"{escape(reports.scope.currency)}.</p>\n"
         f"<h2>Privacy</h2><ul>{rules}</ul>\n"

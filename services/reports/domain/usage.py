@@ -41,16 +41,21 @@ class Journey:
     legs: tuple[Leg, ...]
 
 
-def standing_journeys(revisions: Iterable[Journey], period: Period) -> list[Journey]:
-    """The latest revision of each journey of `period`, withdrawn journeys left out."""
+def latest_revisions(revisions: Iterable[Journey]) -> list[Journey]:
+    """The latest revision of each journey id, sorted by journey id; withdrawn ones (no
+    legs) too, as they supersede the revisions before them. Of equal revisions, the first."""
     latest: dict[str, Journey] = {}
     for j in revisions:
-        if not period.contains(j.service_day):
-            continue
         seen = latest.get(j.journey_id)
         if seen is None or j.revision > seen.revision:
             latest[j.journey_id] = j
-    return [j for j in latest.values() if j.legs]
+    return [latest[journey_id] for journey_id in sorted(latest)]
+
+
+def standing_journeys(revisions: Iterable[Journey], period: Period) -> list[Journey]:
+    """The latest revision of each journey of `period`, withdrawn journeys left out."""
+    in_period = (j for j in revisions if period.contains(j.service_day))
+    return [j for j in latest_revisions(in_period) if j.legs]
 
 
 def in_area(

@@ -1,11 +1,15 @@
 """`clearway reports usage --period YYYY-MM-DD|YYYY-MM (--out DIR | --packs DIR)
-[--council funder:X] [--scheme FILE] [--feed DIR] [--topic-prefix P] [--bootstrap HOST:PORT]`
-and `clearway reports councils --period P [--scheme FILE]`.
+[--council funder:X] [--scheme FILE] [--feed DIR]
+([--topic-prefix P] [--bootstrap HOST:PORT] | --archive DIR)`,
+`clearway reports archive --into DIR [--topic-prefix P] [--bootstrap HOST:PORT]` and
+`clearway reports councils --period P [--scheme FILE]`.
 
-Reads the journeys and benefits topics from the beginning and writes the usage evidence
-of a council's area (or the whole network) for a service day or a month (docs/reports.md):
-a CSV, an SVG and a PNG chart per report, report.md and index.html; into `--out`, or as
-the evidence pack `<packs>/<council>/<period>/` the portal shows the council's officers.
+`usage` reads the journeys and benefits topics from the beginning (or, with `--archive`,
+the day archive's files of the period) and writes the usage evidence of a council's area
+(or the whole network) for a service day or a month (docs/reports.md): a CSV, an SVG and a
+PNG chart per report, report.md and index.html; into `--out`, or as the evidence pack
+`<packs>/<council>/<period>/` the portal shows the council's officers. `archive` reads both
+topics once and merges every service day they hold into the day archive.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import argparse
 import asyncio
 import os
 import sys
+from dataclasses import replace
+from datetime import date
 from pathlib import Path
 
 from clearway.errors import ClearwayError
@@ -23,12 +29,20 @@ from clearway.money import CurrencyMismatchError
 from clearway.scheme.file import load_scheme
 from clearway.scheme.model import Scheme
 from clearway.settings import REPO_ROOT
+from services.reports.adapters.archive import (
+    ArchiveError,
+    ArchiveRun,
+    read_archive,
+    write_archive,
+)
 from services.reports.adapters.benefits import read_postings
 from services.reports.adapters.feed import DEFAULT_TIMEZONE, NetworkPlaces, network_places
 from services.reports.adapters.files import write_pack, write_reports
 from services.reports.adapters.journeys import read_journeys
 from services.reports.adapters.topics import TopicNotFoundError
-from services.reports.domain.reports import ReportScope, UsageReports, build_reports
+from services.reports.domain.archive import day_ranges
+from services.reports.domain.benefits import Posting
+from services.reports.domain.reports import ReportScope, Source, UsageReports, build_reports
 from services.reports.domain.scope import (
     BadPeriodError,
     Council,
@@ -36,6 +50,7 @@ from services.reports.domain.scope import (
     council_of,
     councils_in,
 )
+from services.reports.domain.usage import Journey
 
 SCHEME_FILE_VAR = "CLEARWAY_SCHEME_FILE"
 DEFAULT_SCHEME = REPO_ROOT / "examples" / "schemes" / "london.toml"
@@ -68,10 +83,13 @@ def _parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get(SCHEME_FILE_VAR, DEFAULT_SCHEME)),
         help=f"scheme file (default: ${SCHEME_FILE_VAR}, else examples/schemes/london.toml)",
     )
+    _topic_arguments(usage)
     usage.add_argument(
-        "--topic-prefix",
-        default=os.environ.get("CLEARWAY_TOPIC_PREFIX", ""),
-        help="prefix of the topic names (default: $CLEARWAY_TOPIC_PREFIX)",
+        "--archive",
+        type=Path,
+        default=None,
+        help="read the period's days from this day archive (written by `clearway reports "
+        "archive`) instead of the topics; not with --topic-prefix or --bootstrap",
     )
     usage.add_argument(
         "--feed",
@@ -80,7 +98,15 @@ def _parser() -> argparse.ArgumentParser:
         help="GTFS feed: stops' fare areas and the timezone "
         f"(default: by stop, {DEFAULT_TIMEZONE})",
     )
-    usage.add_argument("--bootstrap", default=None, help="Kafka bootstrap (default: from env)")
+    archive = sub.add_parser(
+        "archive",
+        help="read the journeys and benefits topics once and merge every service day they "
+        "hold into the day archive DIR/<YYYY-MM-DD>/",
+    )
+    archive.add_argument(
+        "--into", type=Path, required=True, help="the day archive's directory (created)"
+    )
+    _topic_arguments(archive)
     councils = sub.add_parser(
         "councils",
         help="the councils (funder parties) in force in a period, one a line: what "
@@ -98,32 +124,67 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Given(argparse.Action):
+    """Store the value, and note that the option was given (not left to its default)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.topics_given = True
+
+
+def _topic_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(topics_given=False)
+    parser.add_argument(
+        "--topic-prefix",
+        action=_Given,
+        default=os.environ.get("CLEARWAY_TOPIC_PREFIX", ""),
+        help="prefix of the topic names (default: $CLEARWAY_TOPIC_PREFIX)",
+    )
+    parser.add_argument(
+        "--bootstrap", action=_Given, default=None, help="Kafka bootstrap (default: from env)"
+    )
+
+
 async def read_usage(
-    bootstrap: str,
-    topic_prefix: str,
+    bootstrap: str, topic_prefix: str, period: Period | None, funder_id: str | None = None
+) -> tuple[list[Journey], list[Posting]]:
+    """The journeys (the latest revision of each, withdrawn ones too) and the benefit
+    postings paid by `funder_id` (or anyone; each once) of `period` (None: of every day)
+    on the journeys and benefits topics, each read whole once."""
+    topics = Topics(topic_prefix)
+    journeys, postings = await asyncio.gather(
+        read_journeys(bootstrap, topics.journeys, period),
+        read_postings(bootstrap, topics.benefits, period, funder_id),
+    )
+    return journeys, postings
+
+
+def report_scope(
     period: Period,
     *,
     scheme: Scheme,
     places: NetworkPlaces,
     council: Council | None = None,
-) -> UsageReports:
-    """Read the journeys and benefits topics and build the reports of `period` (of
-    `council`'s area, or the whole network)."""
-    topics = Topics(topic_prefix)
-    funder_id = council.funder_id if council is not None else None
-    journeys, postings = await asyncio.gather(
-        read_journeys(bootstrap, topics.journeys, period),
-        read_postings(bootstrap, topics.benefits, period, funder_id),
-    )
-    scope = ReportScope(
+    source: Source = Source.TOPICS,
+    days_without_data: tuple[date, ...] = (),
+) -> ReportScope:
+    """What the reports of `period` cover, and what they know of the network and scheme."""
+    return ReportScope(
         period=period,
         timezone=places.timezone,
         currency=scheme.currency,
         council=council,
         stop_areas=places.stop_areas,
         entitlement_schemes=scheme.entitlement_schemes,
+        source=source,
+        days_without_data=days_without_data,
     )
-    return build_reports(journeys, postings, scope)
 
 
 async def usage_reports(
@@ -138,10 +199,17 @@ async def usage_reports(
 ) -> list[Path]:
     """Read the journeys and benefits topics and write the reports of `period` (of
     `council`'s area, or the whole network) into `out`."""
-    reports = await read_usage(
-        bootstrap, topic_prefix, period, scheme=scheme, places=places, council=council
-    )
-    return write_reports(reports, out)
+    funder_id = council.funder_id if council is not None else None
+    journeys, postings = await read_usage(bootstrap, topic_prefix, period, funder_id)
+    scope = report_scope(period, scheme=scheme, places=places, council=council)
+    return write_reports(build_reports(journeys, postings, scope), out)
+
+
+def archive_topics(bootstrap: str, topic_prefix: str, into: Path) -> ArchiveRun:
+    """Read the journeys and benefits topics once and merge every service day they hold
+    into the day archive `into`."""
+    journeys, postings = asyncio.run(read_usage(bootstrap, topic_prefix, None))
+    return write_archive(into, journeys, postings)
 
 
 def _fail(message: str, status: int) -> int:
@@ -169,50 +237,127 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.command == "councils":
         return _councils(args.scheme, args.period)
+    if args.command == "archive":
+        return _archive(args)
     return _usage(args)
+
+
+def _archive(args: argparse.Namespace) -> int:
+    """`clearway reports archive`."""
+    bootstrap = args.bootstrap or Endpoints.from_env().kafka_bootstrap
+    try:
+        run = archive_topics(bootstrap, args.topic_prefix, args.into)
+    except TopicNotFoundError as exc:
+        return _fail(f"no topic {exc} on {bootstrap}: nothing archived", 1)
+    except (ArchiveError, OSError) as exc:  # a damaged day file is left as it was
+        return _fail(f"archive {args.into}: {exc}", 1)
+    for path in run.written:
+        print(path)
+    if run.skipped:
+        print(
+            f"clearway reports: warning: {run.skipped} records without a valid service day "
+            "not archived",
+            file=sys.stderr,
+        )
+    days = f"service days {day_ranges(run.days)}" if run.days else "no service day"
+    print(
+        f"clearway reports: archive {args.into}: {days} on the topics; "
+        f"{len(run.written)} day files written, {run.unchanged} unchanged",
+        file=sys.stderr,
+    )
+    return 0
+
+
+class _BadArgumentError(Exception):
+    """An argument `usage` refuses (exit status 2)."""
 
 
 def _usage(args: argparse.Namespace) -> int:
     """`clearway reports usage`."""
     try:
+        scope = _usage_scope(args)
+    except _BadArgumentError as exc:
+        return _fail(str(exc), 2)
+    try:
+        if args.archive is not None:
+            reports = _reports_from_archive(args.archive, scope)
+        else:
+            reports = _reports_from_topics(args, scope)
+    except TopicNotFoundError as exc:
+        return _fail(f"no topic {exc}", 1)
+    except (ArchiveError, OSError) as exc:
+        return _fail(f"archive {args.archive}: {exc}", 1)
+    except CurrencyMismatchError as exc:
+        return _fail(f"a posting is not in the scheme's currency {scope.currency}: {exc}", 1)
+    # Written only once everything is read: a refused run leaves no files.
+    paths = write_pack(reports, args.packs) if args.packs else write_reports(reports, args.out)
+    for path in paths:
+        print(path)
+    return 0
+
+
+def _usage_scope(args: argparse.Namespace) -> ReportScope:
+    """The scope `usage`'s arguments ask for (warnings about its council on stderr);
+    _BadArgumentError for a bad period, council, scheme file, feed or source."""
+    try:
         period = Period.parse(args.period)
     except BadPeriodError as exc:
-        return _fail(f"--period: {exc}", 2)
+        raise _BadArgumentError(f"--period: {exc}") from exc
     if args.council is not None and args.feed is None:
-        return _fail("--council needs --feed: a council's area is found from its stops", 2)
+        raise _BadArgumentError("--council needs --feed: a council's area is found from its stops")
+    if args.archive is not None and args.topics_given:
+        raise _BadArgumentError("--archive reads no topic: no --topic-prefix or --bootstrap")
+    if args.archive is not None and not args.archive.is_dir():
+        raise _BadArgumentError(f"--archive: no directory {args.archive}")
     try:
         scheme = load_scheme(args.scheme)
         places = network_places(args.feed)
         council = council_of(scheme, args.council, period) if args.council else None
     except ClearwayError as exc:  # a refused scheme file or feed, an unknown council
-        return _fail(str(exc), 2)
+        raise _BadArgumentError(str(exc)) from exc
     if council is not None:
-        if not council.area_ids:
-            print(
-                f"clearway reports: warning: {council.funder_id} declares no areas in "
-                f"{args.scheme}: no journey is in its area",
-                file=sys.stderr,
-            )
-        unknown = sorted(council.area_ids - places.area_ids)
-        if unknown:
-            print(
-                f"clearway reports: warning: areas {', '.join(unknown)} of "
-                f"{council.funder_id} are not in the feed {args.feed}",
-                file=sys.stderr,
-            )
+        _warn_about_areas(council, places, args)
+    return report_scope(period, scheme=scheme, places=places, council=council)
+
+
+def _warn_about_areas(council: Council, places: NetworkPlaces, args: argparse.Namespace) -> None:
+    if not council.area_ids:
+        print(
+            f"clearway reports: warning: {council.funder_id} declares no areas in "
+            f"{args.scheme}: no journey is in its area",
+            file=sys.stderr,
+        )
+    unknown = sorted(council.area_ids - places.area_ids)
+    if unknown:
+        print(
+            f"clearway reports: warning: areas {', '.join(unknown)} of "
+            f"{council.funder_id} are not in the feed {args.feed}",
+            file=sys.stderr,
+        )
+
+
+def _reports_from_topics(args: argparse.Namespace, scope: ReportScope) -> UsageReports:
+    """The reports of `scope` from the journeys and benefits topics, read whole."""
     bootstrap = args.bootstrap or Endpoints.from_env().kafka_bootstrap
+    funder_id = scope.council.funder_id if scope.council is not None else None
     try:
-        reports = asyncio.run(
-            read_usage(
-                bootstrap, args.topic_prefix, period, scheme=scheme, places=places, council=council
-            )
+        journeys, postings = asyncio.run(
+            read_usage(bootstrap, args.topic_prefix, scope.period, funder_id)
         )
     except TopicNotFoundError as exc:
-        return _fail(f"no topic {exc} on {bootstrap}", 1)
-    except CurrencyMismatchError as exc:
-        return _fail(f"a posting is not in the scheme's currency {scheme.currency}: {exc}", 1)
-    # Written only once both topics are read: a refused run leaves no files.
-    paths = write_pack(reports, args.packs) if args.packs else write_reports(reports, args.out)
-    for path in paths:
-        print(path)
-    return 0
+        raise TopicNotFoundError(f"{exc} on {bootstrap}") from exc
+    return build_reports(journeys, postings, scope)
+
+
+def _reports_from_archive(archive: Path, scope: ReportScope) -> UsageReports:
+    """The reports of `scope` from the day archive's files of its period; the days it has
+    no files for are warned about and named in the reports."""
+    archived = read_archive(archive, scope.period)
+    if archived.days_without_data:
+        print(
+            f"clearway reports: warning: days without data in {archive}: "
+            f"{day_ranges(archived.days_without_data)} (not counted in {scope.period.label})",
+            file=sys.stderr,
+        )
+    scope = replace(scope, source=Source.ARCHIVE, days_without_data=archived.days_without_data)
+    return build_reports(archived.journeys, archived.postings, scope)

@@ -113,7 +113,7 @@ def hand_counted_day() -> list[events_pb2.PricedJourney]:
     return out
 
 
-def _posting(
+def posting(
     serial: int,
     kind: events_pb2.BenefitPosting.Kind.ValueType,
     funder: str,
@@ -160,7 +160,7 @@ def hand_counted_postings() -> list[events_pb2.BenefitPosting]:
     for n, category, provider, amount, day in spend:
         for _ in range(n):
             out.append(
-                _posting(
+                posting(
                     len(out),
                     redeem,
                     youth["funder"],
@@ -174,7 +174,7 @@ def hand_counted_postings() -> list[events_pb2.BenefitPosting]:
     out.append(out[0])  # published twice (a producer's retry): one posting
     for _ in range(11):
         out.append(
-            _posting(
+            posting(
                 len(out),
                 redeem,
                 "funder:islington",
@@ -190,7 +190,7 @@ def hand_counted_postings() -> list[events_pb2.BenefitPosting]:
         (12, "operator:LUL", "lul-loyalty", 100),
     ]:
         for _ in range(n):
-            out.append(_posting(len(out), reward, funder, amount, rule=rule))
+            out.append(posting(len(out), reward, funder, amount, rule=rule))
     return out
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
+from clearway.events.v1 import events_pb2
 from clearway.kafka import Topics, ensure_topics
 from services.reports.adapters.feed import network_places
 from services.reports.adapters.journeys import read_journeys
@@ -43,14 +44,17 @@ def files_in(path: Path) -> list[Path]:
     return list(path.iterdir())
 
 
-async def test_camden_reports_from_the_journeys_and_benefits_topics(
-    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+async def publish(
+    bootstrap: str,
+    prefix: str,
+    journeys: list[events_pb2.PricedJourney],
+    postings: list[events_pb2.BenefitPosting],
 ) -> None:
-    prefix = f"{unique_name}."
+    """Create the journeys and benefits topics of `prefix` (3 partitions each) and publish
+    `journeys` (keyed by card token, as fares does) and `postings` (by posting id), in order."""
     topics = Topics(prefix)
-    await ensure_topics(kafka_bootstrap, [topics.journeys, topics.benefits], partitions=3)
-    journeys, postings = hand_counted_day(), hand_counted_postings()
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await ensure_topics(bootstrap, [topics.journeys, topics.benefits], partitions=3)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
         for event in journeys:
@@ -63,6 +67,14 @@ async def test_camden_reports_from_the_journeys_and_benefits_topics(
             )
     finally:
         await producer.stop()
+
+
+async def test_camden_reports_from_the_journeys_and_benefits_topics(
+    kafka_bootstrap: str, unique_name: str, tmp_path: Path
+) -> None:
+    prefix = f"{unique_name}."
+    journeys, postings = hand_counted_day(), hand_counted_postings()
+    await publish(kafka_bootstrap, prefix, journeys, postings)
 
     period = Period.parse(PERIOD)
     scheme = day_scheme()
