@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -10,6 +9,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from conftest import free_port
 from services import cli, healthcheck
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -27,12 +27,6 @@ def health_server() -> Iterator[tuple[str, health.HealthServicer]]:
         yield f"127.0.0.1:{port}", servicer
     finally:
         server.stop(grace=None)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_serving_server_exits_0_and_says_serving(

@@ -8,7 +8,6 @@ import asyncio
 import logging
 import os
 import shutil
-import socket
 import tempfile
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -42,6 +41,7 @@ from clearway.infra.endpoints import (
 )
 from clearway.infra.manager import LocalInfra
 from clearway.kafka import REASON_HEADER, ensure_topics, idempotent_producer
+from conftest import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -189,17 +189,6 @@ async def read_topic(
     finally:
         await consumer.stop()
     return records
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @dataclass

@@ -9,7 +9,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 from collections import defaultdict
@@ -24,18 +23,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from clearway.events.v1 import events_pb2
 from clearway.fares.v1 import fares_pb2, fares_pb2_grpc
 from clearway.kafka import Topics, ensure_topics
+from conftest import free_port
 from services.fares.adapters.convert import tap_from_proto
 from services.fares.app import DEFAULT_FEED, load_catalog
 from services.fares.domain import price_card
 from services.ingest.simulator.day import Mix, simulate_day
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def day_taps(cards: int = 3000) -> tuple[str, list[events_pb2.Tap]]:

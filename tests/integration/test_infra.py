@@ -6,7 +6,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from clearway.infra.kafka import probe_kafka
 from clearway.infra.postgres import probe_postgres
 from clearway.infra.process import ProcessRecord, cmdline
 from clearway.infra.redis import probe_redis
+from conftest import free_ports
 
 if TYPE_CHECKING:  # the fixture's type; pytest loads conftest itself
     from conftest import InfraSession
@@ -74,17 +74,6 @@ def run_infra(args: list[str], env: dict[str, str]) -> subprocess.CompletedProce
         timeout=300,
         check=False,
     )
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def status_lines(output: str) -> dict[str, str]:

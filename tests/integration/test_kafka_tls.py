@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -48,6 +47,7 @@ from clearway.pki import PkiLayout, init_pki, issue_identity, secure_channel
 from clearway.runtime import RunningService
 from clearway.settings import ServiceSettings, SettingsError
 from clearway.settlement.v1 import settlement_pb2, settlement_pb2_grpc
+from conftest import free_port
 from services.fares.app import build as build_fares
 from services.ingest.app import build as build_ingest
 from services.ingest.simulator.day import SimulatedDay
@@ -77,13 +77,6 @@ class TlsBroker:
             KAFKA_CERT_VAR: str(self.client.cert),
             KAFKA_KEY_VAR: str(self.client.key),
         }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def mutual_tls_broker(

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterable
@@ -42,6 +41,7 @@ from clearway.ingest.v1 import ingest_pb2, ingest_pb2_grpc
 from clearway.pki import secure_channel
 from clearway.runtime import Resources, RunningService
 from clearway.settings import METRICS_OFF, ServiceSettings
+from conftest import free_port
 from services.accounts.app import build as build_accounts
 from services.accounts.entrypoints.cli import sign_in
 from services.fares.app import build as build_fares
@@ -538,12 +538,6 @@ async def test_a_service_with_metrics_turned_off_serves_none(settings_for):
 
 
 # -- a service as its own process --------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spawn(name: str, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from clearway.auth import OPERATIONS, Principal
 from clearway.infra.endpoints import Endpoints
 from clearway.pki import secure_channel
-from conftest import tls_env
+from conftest import free_port, tls_env
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +31,6 @@ EXPECTED = {
 
 
 TLS_SERVICES = ("ingest", "settlement")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spawn(
