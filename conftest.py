@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
@@ -31,6 +30,7 @@ from clearway.infra.endpoints import (
     REDIS_URL_VAR,
     Endpoints,
 )
+from clearway.infra.process import free_ports
 from clearway.kafka import Topics
 from clearway.settings import ServiceSettings
 
@@ -266,19 +266,6 @@ def settings_for(
         return service_settings(service, endpoints, pki, unique_name)
 
     return make
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct TCP ports of 127.0.0.1 free now (all bound at once, then released):
-    for processes a test starts that cannot be told to pick their own."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def free_port() -> int:

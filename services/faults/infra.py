@@ -4,7 +4,6 @@ uses the shared ones (other runs, a soak, a demo may be using those)."""
 from __future__ import annotations
 
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,19 +16,7 @@ from clearway.infra.endpoints import (
     LocalPorts,
 )
 from clearway.infra.manager import COMPONENTS, INFRA_DIR_VAR, LocalInfra, default_base_dir
-from clearway.infra.process import InfraError
-
-
-def free_ports(count: int) -> list[int]:
-    """`count` distinct ports nobody listens on right now."""
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
+from clearway.infra.process import InfraError, free_ports
 
 
 @dataclass

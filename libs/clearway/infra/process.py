@@ -238,3 +238,16 @@ def describe_error(exc: BaseException) -> str:
     if not lines:
         return kind
     return lines[0] if lines[0].startswith(kind) else f"{kind}: {lines[0]}"
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports of 127.0.0.1 that nobody listens on right now (all bound
+    at once, then released): for servers that cannot be told to pick their own."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import os
 import shutil
-import socket
 import tempfile
 from collections import Counter
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from clearway.infra.endpoints import (
     LocalPorts,
 )
 from clearway.infra.manager import LocalInfra, default_base_dir
+from clearway.infra.process import free_ports
 from clearway.ingest.v1 import ingest_pb2
 from services.ingest.tests.ingest_harness import (
     Ingest,
@@ -50,17 +50,6 @@ BATCH = 20
 # What a failing call may answer while the infrastructure is away: all mean "resend".
 RESEND_REASONS = {"KAFKA_UNAVAILABLE", "DEDUP_UNAVAILABLE", "TAP_IN_FLIGHT"}
 DONE = {ingest_pb2.ACK_STATUS_ACCEPTED, ingest_pb2.ACK_STATUS_DUPLICATE}
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 @contextlib.contextmanager
