@@ -214,6 +214,12 @@ async def test_claimed_missing_exit_is_refunded_in_history_balance_and_claims(
             grpc.StatusCode.INVALID_ARGUMENT,
             "UNKNOWN_STOP",
         )
+        # A stop no fare reaches from the entry (an Underground entry, a bus stop's exit):
+        # fares would price it at nothing and the claim refund the whole maximum fare.
+        assert await refusal(claim(incomplete.journey_id, "BUS_A1")) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "BAD_EXIT_STOP",
+        )
         assert await refusal(claim(incomplete.journey_id, "KGX", other)) == (
             grpc.StatusCode.PERMISSION_DENIED,
             "NOT_YOUR_CARD",
