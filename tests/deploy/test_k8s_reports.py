@@ -296,6 +296,7 @@ def run_script(
     day: str | None,
     scheme: Path | None = None,
     failing: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Ran:
     """Run the job's script as its container would, `clearway` replaced by FAKE_CLEARWAY."""
     bin_dir = tmp_path / "bin"
@@ -320,6 +321,7 @@ def run_script(
     }
     if day is not None:
         env[REPORTS_DAY_VAR] = day
+    env |= extra_env or {}
     job = container(docs, REPORTS)
     result = subprocess.run(
         [*job["command"], *job["args"]],
@@ -389,6 +391,20 @@ def test_the_script_archives_the_topics_once_then_reports_from_the_archive(
     archive = Path(env_values(rendered, REPORTS)[ARCHIVE_VAR])
     assert first.args.into == archive
     assert all(run.args.archive == archive for run in ran.runs)
+
+
+def test_the_archive_keeps_every_day_unless_told_how_many(
+    rendered: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    ran = run_script(rendered, tmp_path, day="2026-06-20")
+    assert ran.status == 0, ran.stderr
+    assert ran.archives[0].args.keep_days is None  # the councils' retention to choose
+    assert "CLEARWAY_REPORTS_KEEP_DAYS" not in env_values(rendered, REPORTS)
+    ran = run_script(
+        rendered, tmp_path, day="2026-06-20", extra_env={"CLEARWAY_REPORTS_KEEP_DAYS": "400"}
+    )
+    assert ran.status == 0, ran.stderr
+    assert ran.archives[0].args.keep_days == 400
 
 
 def test_a_failed_archive_fails_the_job_before_any_council_runs(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import tempfile
 import zlib
 from collections import defaultdict
@@ -306,3 +307,21 @@ def read_archive(archive: Path, period: Period) -> ArchivedPeriod:
         if found == 2:
             archived.add(day)
     return ArchivedPeriod(journeys, postings, days_without_data(period, archived))
+
+
+def prune_archive(archive: Path, keep_from: date) -> tuple[date, ...]:
+    """Remove the day directories of `archive` before `keep_from` (the councils' evidence
+    retention: nothing else deletes a day); the days removed, in order. Anything that is
+    not a day directory is left alone."""
+    removed: list[date] = []
+    if not archive.is_dir():
+        return ()
+    for entry in sorted(archive.iterdir()):
+        try:
+            day = date.fromisoformat(entry.name)
+        except ValueError:
+            continue
+        if entry.is_dir() and entry.name == day.isoformat() and day < keep_from:
+            shutil.rmtree(entry)
+            removed.append(day)
+    return tuple(removed)

@@ -19,7 +19,7 @@ import asyncio
 import os
 import sys
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from clearway.errors import ClearwayError
@@ -32,6 +32,7 @@ from clearway.settings import REPO_ROOT
 from services.reports.adapters.archive import (
     ArchiveError,
     ArchiveRun,
+    prune_archive,
     read_archive,
     write_archive,
 )
@@ -105,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     archive.add_argument(
         "--into", type=Path, required=True, help="the day archive's directory (created)"
+    )
+    archive.add_argument(
+        "--keep-days",
+        type=_positive_days,
+        default=None,
+        help="then remove the archive's days older than N days before today (UTC); "
+        "default: keep every day",
     )
     _topic_arguments(archive)
     councils = sub.add_parser(
@@ -242,21 +250,45 @@ def main(argv: list[str]) -> int:
     return _usage(args)
 
 
+def _positive_days(text: str) -> int:
+    days = int(text) if text.isdigit() else 0
+    if days < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days of 1 or more")
+    return days
+
+
+def _today() -> date:
+    """Today's date in UTC (the clock `--keep-days` counts back from)."""
+    return datetime.now(UTC).date()
+
+
 def _archive(args: argparse.Namespace) -> int:
     """`clearway reports archive`."""
     bootstrap = args.bootstrap or Endpoints.from_env().kafka_bootstrap
     try:
         run = archive_topics(bootstrap, args.topic_prefix, args.into)
+        removed = (
+            prune_archive(args.into, _today() - timedelta(days=args.keep_days))
+            if args.keep_days is not None
+            else ()
+        )
     except TopicNotFoundError as exc:
         return _fail(f"no topic {exc} on {bootstrap}: nothing archived", 1)
     except (ArchiveError, OSError) as exc:  # a damaged day file is left as it was
         return _fail(f"archive {args.into}: {exc}", 1)
     for path in run.written:
-        print(path)
+        if path.exists():  # not a day --keep-days removed again
+            print(path)
     if run.skipped:
         print(
             f"clearway reports: warning: {run.skipped} records without a valid service day "
             "not archived",
+            file=sys.stderr,
+        )
+    if removed:
+        print(
+            f"clearway reports: archive {args.into}: removed service days "
+            f"{day_ranges(removed)} (older than {args.keep_days} days)",
             file=sys.stderr,
         )
     days = f"service days {day_ranges(run.days)}" if run.days else "no service day"

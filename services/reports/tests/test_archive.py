@@ -212,6 +212,36 @@ def test_the_archive_holds_card_tokens_so_only_its_owner_may_read_it(
     assert [j.journey_id for j in archived_journeys(into, "2026-06-16")] == ["jrnLUL02n"]
 
 
+def test_keep_days_removes_the_days_older_than_that_and_only_day_directories(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake_topics(monkeypatch)
+    into = tmp_path / "archive"
+    assert run(capsys, "archive", "--into", str(into)).status == 0  # default: keep every day
+    assert sorted(p.name for p in into.iterdir()) == list(HAND_COUNTED_DAYS)
+    (into / "notes").mkdir()  # not a day: never removed
+    (into / "2026-06-01.txt").write_text("not a day directory either")
+    monkeypatch.setattr(cli, "_today", lambda: date(2026, 7, 16))
+    kept = {day: snapshot(into / day) for day in ("2026-06-16", "2026-06-20", "2026-07-01")}
+    ran = run(capsys, "archive", "--into", str(into), "--keep-days", "30")
+    assert ran.status == 0, ran.err
+    # 30 days before 2026-07-16 is 2026-06-16: the days before it go, that day stays.
+    assert sorted(p.name for p in into.iterdir()) == [
+        "2026-06-01.txt",
+        "2026-06-16",
+        "2026-06-20",
+        "2026-07-01",
+        "notes",
+    ]
+    assert "removed service days 2026-06-15 (older than 30 days)" in ran.err
+    assert not any("2026-06-15" in line for line in ran.out)  # written, then removed
+    assert {day: snapshot(into / day) for day in kept} == kept
+    for bad in ("0", "-3", "x", "1.5"):
+        with pytest.raises(SystemExit) as exited:
+            main(["archive", "--into", str(into), "--keep-days", bad])
+        assert exited.value.code == 2
+
+
 def test_a_damaged_day_file_fails_the_run_and_is_left_as_it_was(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
