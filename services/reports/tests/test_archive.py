@@ -24,6 +24,7 @@ from services.reports.adapters.archive import (
     records_of,
 )
 from services.reports.adapters.journeys import journey_from_event
+from services.reports.adapters.topics import TopicNotFoundError
 from services.reports.domain.archive import day_ranges, merge_journeys, merge_postings
 from services.reports.domain.benefits import Posting, PostingKind
 from services.reports.domain.scope import Period
@@ -178,10 +179,15 @@ def fake_topics(
     monkeypatch: pytest.MonkeyPatch,
     journeys: list[Journey] | None = None,
     postings: list[Posting] | None = None,
+    *,
+    missing: str = "",
 ) -> None:
-    """The CLI's topic reading answers `journeys` and `postings` (the hand-counted day's)."""
+    """The CLI's topic reading answers `journeys` and `postings` (the hand-counted day's),
+    or a missing topic (`missing="journeys"`)."""
 
     async def read_journeys(bootstrap: str, topic: str, period: Period | None) -> list[Journey]:
+        if missing == "journeys":
+            raise TopicNotFoundError(topic)
         found = day_journeys() if journeys is None else journeys
         return [j for j in found if period is None or period.contains(j.service_day)]
 

@@ -9,25 +9,18 @@ import pytest
 
 from services.reports.adapters import files
 from services.reports.adapters.files import council_dir_name, write_pack
-from services.reports.adapters.topics import TopicNotFoundError
-from services.reports.domain.benefits import Posting
-from services.reports.domain.scope import Period
-from services.reports.domain.usage import Journey
-from services.reports.entrypoints import cli
 from services.reports.entrypoints.cli import main
 from services.reports.tests.day import (
     CAMDEN_BUDGET,
     CAMDEN_RIDERSHIP,
     COUNCIL,
     PERIOD,
-    day_scheme,
 )
+from services.reports.tests.test_archive import fake_topics
 from services.reports.tests.test_usage import (
     LONDON_FEED,
     TABLES,
     build,
-    day_journeys,
-    day_postings,
     read_csv,
 )
 
@@ -99,24 +92,6 @@ def test_a_failed_first_build_leaves_nothing(
     with pytest.raises(OSError):
         write_pack(build(), tmp_path)
     assert names(tmp_path / "funder_camden") == []
-
-
-def fake_topics(monkeypatch: pytest.MonkeyPatch, *, missing: str = "") -> None:
-    """The CLI's topic reading answers the hand-counted day (or a missing topic)."""
-
-    async def journeys(bootstrap: str, topic: str, period: Period) -> list[Journey]:
-        if missing == "journeys":
-            raise TopicNotFoundError(topic)
-        return day_journeys()
-
-    async def postings(
-        bootstrap: str, topic: str, period: Period, funder_id: str | None = None
-    ) -> list[Posting]:
-        return day_postings()
-
-    monkeypatch.setattr(cli, "read_journeys", journeys)
-    monkeypatch.setattr(cli, "read_postings", postings)
-    monkeypatch.setattr(cli, "load_scheme", lambda path: day_scheme())
 
 
 def test_cli_writes_the_councils_pack(
